@@ -1,0 +1,31 @@
+//! # blast — bulk email campaigns through a throttled blast lane
+//!
+//! # Layout
+//!
+//! - [`cli`]        clap definitions of every command
+//! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`]
+//! - [`error`]      typed errors with exit-code predicates (`main` maps them)
+//! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
+//! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
+//! - [`message`]    RFC 5322 + MIME message building, header sanitising
+//! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
+//! - [`store`]      sled stores: per-campaign recipients, global suppression
+//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
+//! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule
+//! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
+//! - [`report`]     progress bars / plain progress lines, final summary
+//! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod lane;
+pub mod list;
+pub mod message;
+pub mod render;
+pub mod report;
+pub mod send;
+pub mod sink;
+pub mod store;
+pub mod transport;

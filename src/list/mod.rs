@@ -1,0 +1,4 @@
+//! Reading lists: [`reader`] streams CSV rows, [`hygiene`] decides which addresses are mailable.
+
+pub mod hygiene;
+pub mod reader;
