@@ -2,3 +2,4 @@
 
 pub mod hygiene;
 pub mod reader;
+pub mod prune;

@@ -1,0 +1,1 @@
+//! Prune report. OWNER: list helper.
