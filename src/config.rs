@@ -1,1 +1,665 @@
-//! TODO
+//! Campaign configuration in two phases: the TOML file is deserialised strictly into raw
+//! structs (unknown keys are errors), then validated into typed [`Settings`] with documented
+//! defaults. Every error names the file, the line and the key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::list::hygiene::Policy;
+use crate::message::NamedAddress;
+
+// ---------------------------------------------------------------- raw (serde) layer
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    campaign: RawCampaign,
+    lane: Spanned<RawLane>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: Spanned<String>,
+    from: Spanned<String>,
+    reply_to: Option<Spanned<String>>,
+    subject: Spanned<String>,
+    text: Option<Spanned<String>>,
+    html: Option<Spanned<String>>,
+    lists: Spanned<Vec<String>>,
+    email_column: Option<String>,
+    state_dir: Option<String>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    allow_role_accounts: Option<bool>,
+    in_flight: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLane {
+    transport: Spanned<String>,
+    source_ip: Option<Spanned<String>>,
+    helo: Option<String>,
+    rate: Option<Spanned<String>>,
+    burst: Option<u32>,
+    connections: Option<Spanned<u32>>,
+    per_domain_connections: Option<Spanned<u32>>,
+    starttls: Option<Spanned<String>>,
+    smtputf8: Option<bool>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    command_timeout: Option<Spanned<String>>,
+    data_timeout: Option<Spanned<String>>,
+    max_messages_per_connection: Option<u32>,
+    max_connection_age: Option<Spanned<String>>,
+    retry: Option<Vec<Spanned<String>>>,
+    max_retry_age: Option<Spanned<String>>,
+    backoff: Option<Spanned<String>>,
+    wait_for_retries: Option<Spanned<String>>,
+    #[serde(default)]
+    per_domain: BTreeMap<String, Spanned<String>>,
+}
+
+// ---------------------------------------------------------------- typed settings
+
+/// A validated campaign.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The campaign file, as given.
+    pub file: PathBuf,
+    /// Campaign id (names the state directory).
+    pub id: String,
+    /// `From:` and envelope sender.
+    pub from: NamedAddress,
+    /// `Reply-To:`.
+    pub reply_to: Option<NamedAddress>,
+    /// Subject template source.
+    pub subject: String,
+    /// Text template: path and source.
+    pub text: Option<(PathBuf, String)>,
+    /// HTML template: path and source.
+    pub html: Option<(PathBuf, String)>,
+    /// CSV lists, resolved relative to the campaign file.
+    pub lists: Vec<PathBuf>,
+    /// The column holding the address. Default `email`.
+    pub email_column: String,
+    /// State directory. Default `.blast` beside the campaign file.
+    pub state_dir: PathBuf,
+    /// Extra headers, names validated.
+    pub headers: Vec<(String, String)>,
+    /// Hygiene policy (role accounts, SMTPUTF8).
+    pub policy: Policy,
+    /// What to do with recipients found `in_flight` after a crash.
+    pub in_flight: InFlightPolicy,
+    /// The blast lane.
+    pub lane: LaneSettings,
+}
+
+/// What a rerun does with recipients whose transaction was open when the last run died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlightPolicy {
+    /// Mark them `unknown` and never resend (possible miss, never a duplicate). Default.
+    Skip,
+    /// Send them again (possible duplicate, never a miss).
+    Resend,
+}
+
+/// Where the lane sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportSpec {
+    /// A relay over SMTP; `implicit_tls` for `smtps://`.
+    Smtp {
+        /// Host name or IP.
+        host: String,
+        /// Port (default 25, or 465 for smtps).
+        port: u16,
+        /// TLS from the first byte (`smtps://`).
+        implicit_tls: bool,
+    },
+    /// Write one .eml file per message into this directory.
+    Outbox(PathBuf),
+}
+
+/// STARTTLS policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    /// Never.
+    Off,
+    /// When advertised; no certificate verification failure is fatal (falls back to plain).
+    Opportunistic,
+    /// Always; certificate and host name are verified.
+    Required,
+}
+
+/// A rate such as `200/s`. Displays back as written (`count/unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Messages per `per`.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+    unit: char,
+}
+
+impl Rate {
+    /// Parses `<n>/<s|m|h|d>`.
+    pub fn parse(s: &str) -> std::result::Result<Rate, String> {
+        let bad = || format!("expected \"<n>/<s|m|h|d>\", got {s:?}");
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 {
+            return Err(format!("rate must be at least 1, got {s:?}"));
+        }
+        let unit = unit.trim();
+        let (per, c) = match unit {
+            "s" => (1, 's'),
+            "m" => (60, 'm'),
+            "h" => (3600, 'h'),
+            "d" => (86400, 'd'),
+            _ => return Err(bad()),
+        };
+        Ok(Rate {
+            count,
+            per: Duration::from_secs(per),
+            unit: c,
+        })
+    }
+
+    /// Interval between two messages at this rate.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count
+    }
+
+    /// Messages per second.
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.per.as_secs_f64()
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.unit)
+    }
+}
+
+/// Password for SMTP AUTH, read from a file or environment variable. Never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value (only for the AUTH command).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// SMTP AUTH credentials.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// Network timeouts. Defaults follow RFC 5321 §4.5.3.2 (never a short one after the final dot:
+/// giving up early there is how duplicates are made).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect + greeting. Default 60 s (RFC says 5 min for the greeting; a relay that
+    /// takes a minute to connect is down for our purposes).
+    pub connect: Duration,
+    /// EHLO, MAIL, RCPT, DATA replies. Default 5 min.
+    pub command: Duration,
+    /// Reply to the final dot. Default 10 min.
+    pub data_end: Duration,
+}
+
+/// Settings of the blast lane.
+#[derive(Debug, Clone)]
+pub struct LaneSettings {
+    /// Where mail goes.
+    pub transport: TransportSpec,
+    /// The lane's dedicated source IP (bind address), if any.
+    pub source_ip: Option<IpAddr>,
+    /// EHLO name. Default: the From domain.
+    pub helo: String,
+    /// Global rate; `None` = unlimited.
+    pub rate: Option<Rate>,
+    /// Burst allowed by every limiter. Default 1: messages are spaced evenly.
+    pub burst: u32,
+    /// Default per-domain rate; `None` = unlimited.
+    pub per_domain_default: Option<Rate>,
+    /// Per-domain rates for named domains (lower-case A-labels).
+    pub per_domain: HashMap<String, Rate>,
+    /// Total connections. Default 16.
+    pub connections: usize,
+    /// Concurrent transactions per recipient domain. Default 4.
+    pub per_domain_connections: usize,
+    /// STARTTLS policy. Default `opportunistic`, or `off` for a loopback relay.
+    pub starttls: StartTls,
+    /// The relay advertises SMTPUTF8, so non-ASCII local parts may be imported. Default false.
+    pub smtputf8: bool,
+    /// AUTH credentials.
+    pub auth: Option<Auth>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Messages per connection before reconnecting. Default 1000.
+    pub max_messages_per_connection: u32,
+    /// Connection age before reconnecting. Default 10 min.
+    pub max_connection_age: Duration,
+    /// Delay before each retry of a transient failure. Default 5m, 15m, 1h, 4h, 12h.
+    pub retry: Vec<Duration>,
+    /// After this long since the first attempt, a deferred recipient fails. Default 3 days.
+    pub max_retry_age: Duration,
+    /// First backoff of a destination that signals throttling; doubles, capped at 30 min. Default 1 min.
+    pub backoff: Duration,
+    /// `blast send` waits in-process for deferred retries due within this long; later ones end
+    /// the run with exit 75 (rerun to resume). Default 15 min.
+    pub wait_for_retries: Duration,
+}
+
+impl LaneSettings {
+    /// Rate for a recipient domain.
+    pub fn domain_rate(&self, domain: &str) -> Option<Rate> {
+        self.per_domain
+            .get(domain)
+            .copied()
+            .or(self.per_domain_default)
+    }
+}
+
+// ---------------------------------------------------------------- loading
+
+/// Reads and validates a campaign file.
+pub fn load(path: &Path) -> Result<Settings> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("{}: cannot read campaign file: {e}", path.display())))?;
+    parse(path, &src)
+}
+
+/// Validates campaign TOML `src`, read from `path` (relative paths resolve against its directory).
+pub fn parse(path: &Path, src: &str) -> Result<Settings> {
+    let loc = Locator { path, src };
+    let raw: RawFile = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| loc.line(s.start)).unwrap_or(0);
+        Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
+    })?;
+    validate(&loc, raw)
+}
+
+/// Turns byte spans into `file:line` prefixes.
+struct Locator<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, msg: impl fmt::Display) -> Result<T> {
+        Err(Error::Config(format!(
+            "{}:{}: {key}: {msg}",
+            self.path.display(),
+            self.line(span.start)
+        )))
+    }
+
+    fn base(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base().join(p)
+        }
+    }
+}
+
+/// Parses `30s`, `5m`, `2h`, `1d`, `250ms`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn duration(loc: &Locator, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s.get_ref()).or_else(|m| loc.err(s.span(), key, m)),
+    }
+}
+
+fn rate(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<Option<Rate>> {
+    let t = v.get_ref().trim();
+    if t == "unlimited" {
+        return Ok(None);
+    }
+    Rate::parse(t).map(Some).or_else(|m| loc.err(v.span(), key, m))
+}
+
+fn read_template(loc: &Locator, v: &Option<Spanned<String>>, key: &str) -> Result<Option<(PathBuf, String)>> {
+    let Some(v) = v else { return Ok(None) };
+    let p = loc.resolve(v.get_ref());
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Ok(Some((p, s))),
+        Err(e) => loc.err(v.span(), key, format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> {
+    let s = v.get_ref().trim();
+    if let Some(dir) = s.strip_prefix("outbox:") {
+        if dir.is_empty() {
+            return loc.err(v.span(), "lane.transport", "outbox: needs a directory, e.g. \"outbox:../outbox\"");
+        }
+        return Ok(TransportSpec::Outbox(loc.resolve(dir)));
+    }
+    let (rest, implicit_tls, default_port) = if let Some(r) = s.strip_prefix("smtp://") {
+        (r, false, 25)
+    } else if let Some(r) = s.strip_prefix("smtps://") {
+        (r, true, 465)
+    } else if s == "mx" {
+        return loc.err(v.span(), "lane.transport", "direct MX delivery is not implemented yet; use a relay (smtp://host:port) or outbox:DIR");
+    } else {
+        return loc.err(v.span(), "lane.transport", format!("expected \"smtp://host:port\", \"smtps://host:port\" or \"outbox:DIR\", got {s:?}"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
+        // [v6]:port
+        let (h, p) = stripped.split_once(']').unwrap_or((stripped, ""));
+        (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (rest.to_string(), ""),
+        }
+    };
+    if host.is_empty() {
+        return loc.err(v.span(), "lane.transport", "missing host");
+    }
+    let port = if port.is_empty() {
+        default_port
+    } else {
+        port.parse()
+            .or_else(|_| loc.err(v.span(), "lane.transport", format!("bad port {port:?}")))?
+    };
+    Ok(TransportSpec::Smtp {
+        host,
+        port,
+        implicit_tls,
+    })
+}
+
+/// Parses `Name <addr@domain>` or a bare address (config values: From, Reply-To).
+pub fn parse_named_address(s: &str) -> std::result::Result<NamedAddress, String> {
+    if s.chars().any(|c| c.is_control()) {
+        return Err("control characters (CR, LF, …) are not allowed".into());
+    }
+    let mb: lettre::message::Mailbox = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a valid address {s:?}: {e}"))?;
+    let address = mb.email.to_string();
+    if !address.contains('@') || address.rsplit('@').next().is_none_or(|d| !d.contains('.')) {
+        return Err(format!("{address:?} needs a domain with a dot"));
+    }
+    Ok(NamedAddress {
+        name: mb.name.unwrap_or_default(),
+        address,
+    })
+}
+
+fn valid_header_name(name: &str) -> bool {
+    // RFC 5322 field-name: printable ASCII except colon; we also refuse headers blast owns.
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+const RESERVED_HEADERS: &[&str] = &[
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "mime-version",
+    "content-type", "content-transfer-encoding", "sender", "return-path",
+];
+
+fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
+    let c = raw.campaign;
+    let lane_span = raw.lane.span();
+    let l = raw.lane.into_inner();
+
+    let id = c.id.get_ref().trim().to_string();
+    if id.is_empty()
+        || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch))
+        || id.starts_with('.')
+    {
+        return loc.err(c.id.span(), "campaign.id", "use letters, digits, '-', '_', '.' (it names a directory)");
+    }
+    let from = parse_named_address(c.from.get_ref()).or_else(|m| loc.err(c.from.span(), "campaign.from", m))?;
+    let reply_to = match &c.reply_to {
+        Some(r) => Some(parse_named_address(r.get_ref()).or_else(|m| loc.err(r.span(), "campaign.reply_to", m))?),
+        None => None,
+    };
+    let text = read_template(loc, &c.text, "campaign.text")?;
+    let html = read_template(loc, &c.html, "campaign.html")?;
+    if text.is_none() && html.is_none() {
+        return loc.err(c.subject.span(), "campaign", "needs `text` and/or `html` template paths");
+    }
+    if c.lists.get_ref().is_empty() {
+        return loc.err(c.lists.span(), "campaign.lists", "needs at least one CSV file");
+    }
+    let lists = c.lists.get_ref().iter().map(|p| loc.resolve(p)).collect();
+    let mut headers = Vec::new();
+    let (header_map, header_span) = match &c.headers {
+        Some(h) => (h.get_ref().clone(), h.span()),
+        None => (BTreeMap::new(), 0..0),
+    };
+    for (name, value) in &header_map {
+        if !valid_header_name(name) {
+            return loc.err(header_span.clone(), &format!("campaign.headers.{name:?}"), "not a valid header name");
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return loc.err(header_span.clone(), &format!("campaign.headers.{name}"), "blast sets this header itself");
+        }
+        headers.push((name.clone(), value.clone()));
+    }
+    let in_flight = match c.in_flight.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("skip", _)) => InFlightPolicy::Skip,
+        Some(("resend", _)) => InFlightPolicy::Resend,
+        Some((other, span)) => return loc.err(span, "campaign.in_flight", format!("expected \"skip\" or \"resend\", got {other:?}")),
+    };
+    let state_dir = match &c.state_dir {
+        Some(d) => loc.resolve(d),
+        None => loc.base().join(".blast"),
+    };
+
+    // ---- lane
+    let transport = parse_transport(loc, &l.transport)?;
+    let source_ip = match &l.source_ip {
+        Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| loc.err(s.span(), "lane.source_ip", format!("not an IP address: {:?}", s.get_ref())))?),
+        None => None,
+    };
+    let relay_is_loopback = matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
+    let starttls = match l.starttls.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None => {
+            if relay_is_loopback {
+                StartTls::Off
+            } else {
+                StartTls::Opportunistic
+            }
+        }
+        Some(("off", _)) => StartTls::Off,
+        Some(("opportunistic", _)) => StartTls::Opportunistic,
+        Some(("required", _)) => StartTls::Required,
+        Some((o, span)) => return loc.err(span, "lane.starttls", format!("expected off | opportunistic | required, got {o:?}")),
+    };
+    let rate_v = match &l.rate {
+        Some(r) => rate(loc, r, "lane.rate")?,
+        None => None,
+    };
+    let mut per_domain = HashMap::new();
+    let mut per_domain_default = None;
+    for (domain, r) in &l.per_domain {
+        let key = format!("lane.per_domain.{domain}");
+        let parsed = rate(loc, r, &key)?;
+        if domain == "default" {
+            per_domain_default = parsed;
+        } else if let Some(p) = parsed {
+            let d = idna::domain_to_ascii(domain.trim()).or_else(|_| loc.err(r.span(), &key, "not a valid domain"))?;
+            per_domain.insert(d, p);
+        }
+    }
+    let positive = |v: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<usize> {
+        match v {
+            None => Ok(default as usize),
+            Some(s) if *s.get_ref() == 0 => loc.err(s.span(), key, "must be at least 1"),
+            Some(s) if *s.get_ref() > 1024 => loc.err(s.span(), key, "at most 1024"),
+            Some(s) => Ok(*s.get_ref() as usize),
+        }
+    };
+    let connections = positive(&l.connections, "lane.connections", 16)?;
+    let per_domain_connections = positive(&l.per_domain_connections, "lane.per_domain_connections", 4)?;
+
+    let auth = match (&l.username, &l.password_env, &l.password_file) {
+        (None, None, None) => None,
+        (Some(u), env, file) => {
+            let password = match (env, file) {
+                (Some(var), None) => std::env::var(var).map_err(|_| {
+                    Error::Config(format!("{}:{}: lane.password_env: environment variable {var} is not set", loc.path.display(), loc.line(lane_span.start)))
+                })?,
+                (None, Some(f)) => {
+                    let p = loc.resolve(f.get_ref());
+                    std::fs::read_to_string(&p)
+                        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                        .or_else(|e| loc.err(f.span(), "lane.password_file", format!("cannot read {}: {e}", p.display())))?
+                }
+                _ => return loc.err(lane_span, "lane", "with `username`, set exactly one of `password_env` or `password_file` (passwords never go in the campaign file)"),
+            };
+            Some(Auth { username: u.clone(), password: Secret(password) })
+        }
+        _ => return loc.err(lane_span, "lane", "`password_env`/`password_file` need `username`"),
+    };
+    if auth.is_some() && starttls != StartTls::Required && !relay_is_loopback {
+        if let TransportSpec::Smtp { implicit_tls: false, .. } = transport {
+            return loc.err(lane_span, "lane.starttls", "AUTH is never sent without TLS except to loopback: set starttls = \"required\" or use smtps://");
+        }
+    }
+
+    let mut retry = Vec::new();
+    for r in l.retry.iter().flatten() {
+        retry.push(parse_duration(r.get_ref()).or_else(|m| loc.err(r.span(), "lane.retry", m))?);
+    }
+    if l.retry.is_none() {
+        retry = [5 * 60, 15 * 60, 3600, 4 * 3600, 12 * 3600].map(Duration::from_secs).to_vec();
+    }
+    let helo = l.helo.clone().unwrap_or_else(|| {
+        from.address.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_else(|| "localhost".into())
+    });
+
+    let lane = LaneSettings {
+        transport,
+        source_ip,
+        helo,
+        rate: rate_v,
+        burst: l.burst.unwrap_or(1).max(1),
+        per_domain_default,
+        per_domain,
+        connections,
+        per_domain_connections,
+        starttls,
+        smtputf8: l.smtputf8.unwrap_or(false),
+        auth,
+        timeouts: Timeouts {
+            connect: duration(loc, &l.connect_timeout, "lane.connect_timeout", Duration::from_secs(60))?,
+            command: duration(loc, &l.command_timeout, "lane.command_timeout", Duration::from_secs(300))?,
+            data_end: duration(loc, &l.data_timeout, "lane.data_timeout", Duration::from_secs(600))?,
+        },
+        max_messages_per_connection: l.max_messages_per_connection.unwrap_or(1000).max(1),
+        max_connection_age: duration(loc, &l.max_connection_age, "lane.max_connection_age", Duration::from_secs(600))?,
+        retry,
+        max_retry_age: duration(loc, &l.max_retry_age, "lane.max_retry_age", Duration::from_secs(3 * 86400))?,
+        backoff: duration(loc, &l.backoff, "lane.backoff", Duration::from_secs(60))?,
+        wait_for_retries: duration(loc, &l.wait_for_retries, "lane.wait_for_retries", Duration::from_secs(15 * 60))?,
+    };
+
+    Ok(Settings {
+        file: loc.path.to_path_buf(),
+        id,
+        from,
+        reply_to,
+        subject: c.subject.into_inner(),
+        text,
+        html,
+        lists,
+        email_column: c.email_column.unwrap_or_else(|| "email".into()),
+        state_dir,
+        headers,
+        policy: Policy {
+            allow_role: c.allow_role_accounts.unwrap_or(false),
+            smtputf8: l.smtputf8.unwrap_or(false),
+        },
+        in_flight,
+        lane,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_round_trip() {
+        for s in ["200/s", "50000/h", "3/m", "1/d"] {
+            assert_eq!(Rate::parse(s).unwrap().to_string(), s);
+        }
+        assert!(Rate::parse("0/s").is_err());
+        assert!(Rate::parse("10/w").is_err());
+        assert!(Rate::parse("fast").is_err());
+        assert_eq!(Rate::parse("20/s").unwrap().interval(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

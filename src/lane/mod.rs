@@ -1,1 +1,166 @@
-//! TODO
+//! The blast lane: a dispatcher that picks eligible recipients under global and per-domain
+//! rate limits ([`throttle`], [`dispatch`]), connection workers that render and pipeline
+//! messages ([`worker`]), and one writer that records results with group commit ([`writer`]).
+//!
+//! Data flows one way: store → dispatcher → (bounded channel) → workers → (bounded channel) →
+//! writer → store. A domain out of tokens or in backoff never blocks the others: the
+//! dispatcher simply picks another domain's recipient.
+
+pub mod dispatch;
+pub mod domains;
+pub mod job;
+pub mod retry;
+pub mod throttle;
+pub mod worker;
+pub mod writer;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{LaneSettings, TransportSpec};
+use crate::error::{Error, Result};
+use crate::store::campaign::CampaignStore;
+pub use job::{Done, Job, MessageSpec, Outcome};
+
+/// Cooperative stop: set once (Ctrl-C, fatal lane error); everyone checks it.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Shutdown {
+    /// Asks everything to stop taking new work.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when a stop is requested.
+    pub async fn wait(&self) {
+        while !self.stopping() {
+            let n = self.notify.notified();
+            if self.stopping() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Live counters for progress display (updated after results are durably committed).
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Accepted by the server.
+    pub sent: AtomicU64,
+    /// Deferred for a later retry.
+    pub deferred: AtomicU64,
+    /// Bounced (address or sender/message).
+    pub bounced: AtomicU64,
+    /// Retries exhausted.
+    pub failed: AtomicU64,
+    /// Skipped at send time (render errors).
+    pub skipped: AtomicU64,
+    /// Requeued after a lost connection.
+    pub requeued: AtomicU64,
+    /// Eligible when the run started.
+    pub eligible: AtomicU64,
+}
+
+impl Stats {
+    /// Results recorded so far.
+    pub fn done(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+            + self.bounced.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+            + self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// What a lane run produced besides the store updates.
+#[derive(Debug, Default)]
+pub struct LaneReport {
+    /// Addresses to add to the global suppression list: (key, reply).
+    pub suppress: Vec<(String, String)>,
+    /// Per-domain warnings (sender/message-level permanent failures): domain → (count, last reply).
+    pub warnings: std::collections::BTreeMap<String, (u64, String)>,
+    /// The run stopped because the lane could not work (relay unreachable, TLS/AUTH refused).
+    pub fatal: Option<String>,
+}
+
+/// Shared by the lane's tasks.
+pub(crate) struct LaneCtx {
+    pub settings: LaneSettings,
+    pub spec: Arc<MessageSpec>,
+    pub store: Arc<CampaignStore>,
+    pub shutdown: Arc<Shutdown>,
+    pub stats: Arc<Stats>,
+    pub domains: domains::DomainTable,
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl LaneCtx {
+    pub(crate) fn set_fatal(&self, msg: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(msg);
+        }
+        drop(f);
+        self.shutdown.stop();
+    }
+}
+
+/// Sends every eligible recipient of the store through the lane until all are final, the
+/// remaining ones are deferred beyond `wait_for_retries`, or a stop is requested.
+pub async fn run(
+    settings: &LaneSettings,
+    spec: Arc<MessageSpec>,
+    store: Arc<CampaignStore>,
+    shutdown: Arc<Shutdown>,
+    stats: Arc<Stats>,
+) -> Result<LaneReport> {
+    let ctx = Arc::new(LaneCtx {
+        settings: settings.clone(),
+        spec,
+        store,
+        shutdown,
+        stats,
+        domains: domains::DomainTable::default(),
+        fatal: Mutex::new(None),
+    });
+    let workers = match settings.transport {
+        TransportSpec::Outbox(_) => settings.connections.min(4),
+        TransportSpec::Smtp { .. } => settings.connections,
+    };
+    // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
+    // up and leave in bursts that break the per-domain rate at the receiver.
+    let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 2);
+    let (done_tx, done_rx) = mpsc::channel::<Done>(8192);
+    let (requeue_tx, requeue_rx) = mpsc::unbounded_channel::<Job>();
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = tokio::spawn(writer::run(ctx.clone(), done_rx, requeue_tx, outstanding.clone()));
+    let mut handles = Vec::new();
+    for id in 0..workers {
+        let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
+        handles.push(tokio::spawn(async move { worker::run(id, c, rx, tx).await }));
+    }
+    drop(done_tx);
+    let dispatched = dispatch::run(ctx.clone(), job_tx, requeue_rx, outstanding).await;
+    for h in handles {
+        let _ = h.await;
+    }
+    let report = writer.await.map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
+    dispatched?;
+    let mut report = report;
+    report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Ok(report)
+}

@@ -1,1 +1,96 @@
-//! TODO
+//! Durable state in sled. One database per campaign ([`campaign`]), one global suppression
+//! list ([`suppression`]). sled lets one process open a database at a time: the campaign store
+//! is held by the process sending it; the suppression store is opened briefly (waiting on the
+//! lock) so two campaigns can share it.
+
+pub mod campaign;
+pub mod record;
+pub mod suppression;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// On-disk format version written into every store; a newer one is refused, never reset.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Milliseconds since the unix epoch, the store's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("lock"))
+}
+
+/// Opens a sled database, retrying while another process holds its lock for up to `wait`.
+/// `Ok(None)` when the lock is still held after `wait`.
+pub(crate) fn open_db(path: &Path, cache: u64, wait: Duration) -> Result<Option<sled::Db>, Error> {
+    std::fs::create_dir_all(path).map_err(|e| Error::Store {
+        path: path.to_path_buf(),
+        message: format!("cannot create directory: {e}"),
+    })?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache)
+            .mode(sled::Mode::HighThroughput)
+            // We flush explicitly where the durability promise needs it; the background
+            // flush is a backstop.
+            .flush_every_ms(Some(500))
+            .open()
+        {
+            Ok(db) => return Ok(Some(db)),
+            Err(e) if is_lock_error(&e) => {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(Error::Store {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Checks (or writes, for a new store) the format version in `meta`.
+pub(crate) fn check_version(meta: &sled::Tree, path: &Path) -> Result<(), Error> {
+    let err = |m: String| Error::Store {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    match meta.get("format").map_err(|e| err(e.to_string()))? {
+        None => {
+            meta.insert("format", &FORMAT_VERSION.to_be_bytes())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(())
+        }
+        Some(v) => {
+            let v: [u8; 4] = v.as_ref().try_into().map_err(|_| err("corrupt format version".into()))?;
+            let v = u32::from_be_bytes(v);
+            if v > FORMAT_VERSION {
+                Err(err(format!("store format {v} is newer than this blast understands ({FORMAT_VERSION}); upgrade blast")))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Maps a sled error on `path` into our error type (disk full, read-only, corruption).
+pub(crate) fn store_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Store {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}

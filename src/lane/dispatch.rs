@@ -1,0 +1,230 @@
+//! The dispatcher: reads eligible recipients from the store in key order (which interleaves
+//! domains), keeps a bounded buffer per domain, and hands out jobs round-robin across domains
+//! that have a free connection slot, are not in backoff and have a token — so a throttled
+//! domain never blocks the others. Claims are made durable (`in_flight`, one fsync per batch)
+//! before any MAIL FROM is sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::throttle::Throttle;
+use super::{Job, LaneCtx};
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use crate::store::record::{Record, State};
+
+/// Recipients held in memory at most (bounds memory for any list size).
+const BUFFER: usize = 20_000;
+/// Scan chunk.
+const CHUNK: usize = 2_000;
+/// Claims per durable commit.
+const CLAIM_BATCH: usize = 256;
+
+#[derive(Default)]
+struct Buffer {
+    queues: HashMap<String, VecDeque<Job>>,
+    rr: VecDeque<String>,
+    len: usize,
+}
+
+impl Buffer {
+    fn push(&mut self, job: Job) {
+        let d = job.rec.domain().to_string();
+        let q = self.queues.entry(d.clone()).or_default();
+        if q.is_empty() {
+            self.rr.push_back(d);
+        }
+        q.push_back(job);
+        self.len += 1;
+    }
+}
+
+/// Runs until all eligible recipients are dispatched and finished, or a stop.
+pub(crate) async fn run(
+    ctx: Arc<LaneCtx>,
+    jobs: mpsc::Sender<Job>,
+    mut requeue: mpsc::UnboundedReceiver<Job>,
+    outstanding: Arc<AtomicUsize>,
+) -> Result<()> {
+    let throttle = Throttle::new(&ctx.settings);
+    let mut buf = Buffer::default();
+    let mut cursor: Option<String> = None;
+    let mut scan_done = false;
+    let mut claimed: Vec<Job> = Vec::with_capacity(CLAIM_BATCH);
+    let cap = ctx.settings.per_domain_connections;
+    let mut last_shrink = Instant::now();
+    let mut pass_started_ms = now_ms();
+
+    while !ctx.shutdown.stopping() {
+        while let Ok(j) = requeue.try_recv() {
+            buf.push(j);
+        }
+        if !scan_done && buf.len < BUFFER / 2 {
+            let store = ctx.store.clone();
+            let after = cursor.clone();
+            let due = pass_started_ms;
+            let (rows, last, done) = tokio::task::spawn_blocking(move || {
+                store.scan_from(after.as_deref(), CHUNK, |st, bytes| match st {
+                    State::Pending => true,
+                    State::Deferred => Record::decode(bytes).is_some_and(|r| r.retry_at_ms <= due),
+                    _ => false,
+                })
+            })
+            .await
+            .map_err(|e| Error::Lane(format!("scan task failed: {e}")))??;
+            for (key, rec) in rows {
+                buf.push(Job { key, rec, requeues: 0 });
+            }
+            cursor = last;
+            scan_done = done;
+        }
+
+        // One round over the domains with queued work.
+        let mut min_wait: Option<Duration> = None;
+        let rounds = buf.rr.len();
+        let now = Instant::now();
+        for _ in 0..rounds {
+            let Some(domain) = buf.rr.pop_front() else { break };
+            let blocked = ctx.domains.with(&domain, |s| {
+                if let Some(until) = s.backoff_until {
+                    if until > now {
+                        return Some(until - now);
+                    }
+                    s.backoff_until = None;
+                }
+                (s.inflight >= cap).then_some(Duration::from_millis(5))
+            });
+            if let Some(w) = blocked {
+                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                buf.rr.push_back(domain);
+                continue;
+            }
+            if let Err(w) = throttle.check_domain(&domain) {
+                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                buf.rr.push_back(domain);
+                continue;
+            }
+            if !throttle.try_global() {
+                // Commit what we have before waiting, so a slow global rate never holds
+                // claimed jobs back.
+                commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
+                throttle.wait_global().await;
+            }
+            let q = buf.queues.get_mut(&domain).expect("rr domain has a queue");
+            let job = q.pop_front().expect("rr domain queue not empty");
+            buf.len -= 1;
+            if q.is_empty() {
+                buf.queues.remove(&domain);
+            } else {
+                buf.rr.push_back(domain.clone());
+            }
+            ctx.domains.with(&domain, |s| s.inflight += 1);
+            claimed.push(job);
+            if claimed.len() >= CLAIM_BATCH {
+                commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
+            }
+            if ctx.shutdown.stopping() {
+                break;
+            }
+        }
+        let progressed = !claimed.is_empty();
+        commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
+
+        if last_shrink.elapsed() > Duration::from_secs(60) {
+            throttle.shrink();
+            last_shrink = Instant::now();
+        }
+        if progressed {
+            continue;
+        }
+        if buf.len == 0 && scan_done {
+            if outstanding.load(Ordering::SeqCst) > 0 {
+                wait_for(&mut requeue, &mut buf, Duration::from_millis(10)).await;
+                continue;
+            }
+            // A pass is complete. Deferred recipients due within the wait window: sleep until
+            // the first is due, then scan again.
+            let store = ctx.store.clone();
+            let counts = tokio::task::spawn_blocking(move || store.counts())
+                .await
+                .map_err(|e| Error::Lane(format!("count task failed: {e}")))??;
+            let deferred = counts.get(State::Deferred);
+            if deferred == 0 && counts.get(State::Pending) == 0 {
+                break;
+            }
+            let now = now_ms();
+            let wait_ms = counts.next_retry_ms.saturating_sub(now);
+            if counts.get(State::Pending) == 0 && wait_ms > ctx.settings.wait_for_retries.as_millis() as u64 {
+                break;
+            }
+            if wait_ms > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                    _ = ctx.shutdown.wait() => break,
+                }
+            }
+            cursor = None;
+            scan_done = false;
+            pass_started_ms = now_ms();
+            continue;
+        }
+        let w = min_wait.unwrap_or(Duration::from_millis(5)).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        wait_for(&mut requeue, &mut buf, w).await;
+    }
+    Ok(())
+}
+
+async fn wait_for(requeue: &mut mpsc::UnboundedReceiver<Job>, buf: &mut Buffer, d: Duration) {
+    if let Ok(Some(j)) = tokio::time::timeout(d, requeue.recv()).await {
+        buf.push(j);
+    }
+}
+
+/// Makes the claims durable, then hands the jobs to the workers.
+async fn commit(
+    ctx: &Arc<LaneCtx>,
+    jobs: &mpsc::Sender<Job>,
+    claimed: &mut Vec<Job>,
+    outstanding: &AtomicUsize,
+) -> Result<()> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut batch: Vec<Job> = std::mem::take(claimed);
+    for j in &mut batch {
+        j.rec.state = State::InFlight;
+        if j.rec.first_attempt_ms == 0 {
+            j.rec.first_attempt_ms = now;
+        }
+        j.rec.updated_ms = now;
+    }
+    let store = ctx.store.clone();
+    let (batch, res) = tokio::task::spawn_blocking(move || {
+        let r = store
+            .put_batch(batch.iter().map(|j| (j.key.as_str(), &j.rec)))
+            .and_then(|_| store.flush());
+        (batch, r)
+    })
+    .await
+    .map_err(|e| Error::Lane(format!("claim task failed: {e}")))?;
+    if let Err(e) = res {
+        for j in &batch {
+            ctx.domains.finished(j.rec.domain());
+        }
+        ctx.set_fatal(format!("cannot record claims: {e}"));
+        return Ok(());
+    }
+    outstanding.fetch_add(batch.len(), Ordering::SeqCst);
+    for j in batch {
+        if jobs.send(j).await.is_err() {
+            // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
+            outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The one writer of results: applies outcomes to records and commits them in groups (one
+//! fsync per batch of up to 1,024 results or whatever arrived meanwhile), and only then counts
+//! them in the progress stats — a reported 250 is a durable 250.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{retry, Done, Job, LaneCtx, LaneReport, Outcome};
+use crate::classify::Class;
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use crate::store::record::{Record, State};
+
+const GROUP: usize = 1024;
+/// Requeues after lost connections before a recipient counts as a transient failure.
+const MAX_REQUEUES: u8 = 3;
+
+/// Consumes outcomes until every worker is gone.
+pub(crate) async fn run(
+    ctx: Arc<LaneCtx>,
+    mut rx: mpsc::Receiver<Done>,
+    requeue: mpsc::UnboundedSender<Job>,
+    outstanding: Arc<AtomicUsize>,
+) -> Result<LaneReport> {
+    let mut report = LaneReport::default();
+    let mut group: Vec<Done> = Vec::with_capacity(GROUP);
+    loop {
+        group.clear();
+        match rx.recv().await {
+            Some(d) => group.push(d),
+            None => break,
+        }
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(d) => group.push(d),
+                Err(_) => break,
+            }
+        }
+        let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
+        let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
+        let mut requeued = Vec::new();
+        let now = now_ms();
+        for d in group.drain(..) {
+            let Done { mut job, outcome } = d;
+            let domain = job.rec.domain().to_string();
+            let rec = &mut job.rec;
+            rec.updated_ms = now;
+            match outcome {
+                Outcome::Sent(reply) => {
+                    rec.state = State::Sent;
+                    rec.attempts += 1;
+                    rec.last_reply = reply;
+                    ctx.domains.healthy(&domain);
+                    counted[0] += 1;
+                }
+                Outcome::Failed { class, reply } => {
+                    rec.attempts += 1;
+                    rec.last_reply = reply.clone();
+                    match class {
+                        Class::AddressPermanent => {
+                            rec.state = State::Bounced;
+                            report.suppress.push((job.key.clone(), reply));
+                            counted[2] += 1;
+                        }
+                        Class::OtherPermanent | Class::Success => {
+                            rec.state = State::Bounced;
+                            let w = report.warnings.entry(domain.clone()).or_insert((0, String::new()));
+                            w.0 += 1;
+                            w.1 = reply;
+                            counted[2] += 1;
+                        }
+                        Class::Transient | Class::Throttling => {
+                            let at = if class == Class::Throttling {
+                                let until = ctx.domains.throttled(&domain, ctx.settings.backoff);
+                                let wait = until.saturating_duration_since(std::time::Instant::now());
+                                Some(now + wait.as_millis() as u64)
+                            } else {
+                                retry::next_retry_ms(&ctx.settings.retry, ctx.settings.max_retry_age, rec.attempts, rec.first_attempt_ms, now)
+                            };
+                            // A throttled recipient still has to respect the retry budget.
+                            let within = (rec.attempts as usize) <= ctx.settings.retry.len()
+                                && now.saturating_sub(rec.first_attempt_ms) <= ctx.settings.max_retry_age.as_millis() as u64;
+                            match at {
+                                Some(t) if within => {
+                                    rec.state = State::Deferred;
+                                    rec.retry_at_ms = t;
+                                    counted[1] += 1;
+                                }
+                                _ => {
+                                    rec.state = State::Failed;
+                                    counted[3] += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                Outcome::Requeue(why) => {
+                    if job.requeues < MAX_REQUEUES {
+                        job.requeues += 1;
+                        requeued.push(job);
+                        continue;
+                    }
+                    rec.attempts += 1;
+                    rec.last_reply = why;
+                    match retry::next_retry_ms(&ctx.settings.retry, ctx.settings.max_retry_age, rec.attempts, rec.first_attempt_ms, now) {
+                        Some(t) => {
+                            rec.state = State::Deferred;
+                            rec.retry_at_ms = t;
+                            counted[1] += 1;
+                        }
+                        None => {
+                            rec.state = State::Failed;
+                            counted[3] += 1;
+                        }
+                    }
+                }
+                Outcome::Unclaimed => {
+                    rec.state = State::Pending;
+                }
+                Outcome::Skipped(why) => {
+                    rec.state = State::Skipped;
+                    rec.last_reply = why;
+                    counted[4] += 1;
+                }
+            }
+            writes.push((job.key, job.rec));
+        }
+        let n_done = writes.len() + requeued.len();
+        if !writes.is_empty() {
+            let store = ctx.store.clone();
+            let res = tokio::task::spawn_blocking(move || -> Result<()> {
+                store.put_batch(writes.iter().map(|(k, r)| (k.as_str(), r)))?;
+                store.flush()
+            })
+            .await
+            .map_err(|e| Error::Lane(format!("store writer panicked: {e}")))?;
+            if let Err(e) = res {
+                // Disk full / read-only: stop the run; everything not committed is still
+                // `in_flight` in the store and is handled by the in-flight policy next time.
+                ctx.set_fatal(format!("cannot record results: {e}"));
+                outstanding.fetch_sub(n_done, Ordering::SeqCst);
+                continue;
+            }
+        }
+        let s = &ctx.stats;
+        s.sent.fetch_add(counted[0], Ordering::Relaxed);
+        s.deferred.fetch_add(counted[1], Ordering::Relaxed);
+        s.bounced.fetch_add(counted[2], Ordering::Relaxed);
+        s.failed.fetch_add(counted[3], Ordering::Relaxed);
+        s.skipped.fetch_add(counted[4], Ordering::Relaxed);
+        s.requeued.fetch_add(requeued.len() as u64, Ordering::Relaxed);
+        for j in requeued {
+            // Back to the dispatcher before `outstanding` drops, so it never sees an empty
+            // lane while a requeued job is in transit.
+            let _ = requeue.send(j);
+        }
+        outstanding.fetch_sub(n_done, Ordering::SeqCst);
+    }
+    Ok(report)
+}

@@ -1,0 +1,237 @@
+//! The per-campaign store: one record per recipient, keyed by normalised address, plus a
+//! file table (path + columns) and the import generation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{Record, State};
+use super::{check_version, open_db, store_err};
+use crate::error::{Error, Result};
+
+/// A list file known to the store: templates need its columns at send time, so a resume
+/// needs nothing but the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListFile {
+    /// Path as resolved when imported.
+    pub path: PathBuf,
+    /// Header names.
+    pub columns: Vec<String>,
+}
+
+/// Counts of recipients per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// All recipients.
+    pub total: u64,
+    /// Per state name.
+    pub by_state: BTreeMap<&'static str, u64>,
+    /// Earliest retry time (ms) among deferred recipients, 0 if none.
+    #[serde(skip)]
+    pub next_retry_ms: u64,
+}
+
+impl Counts {
+    /// Count for one state.
+    pub fn get(&self, s: State) -> u64 {
+        self.by_state.get(s.name()).copied().unwrap_or(0)
+    }
+}
+
+/// The campaign's sled database, held by this process.
+pub struct CampaignStore {
+    db: sled::Db,
+    rcpt: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+}
+
+impl CampaignStore {
+    /// Opens (creating) the store at `dir`. If another process holds it, waits up to `wait`,
+    /// then fails with [`Error::Locked`].
+    pub fn open(dir: &Path, wait: Duration) -> Result<Self> {
+        let db = open_db(dir, 64 << 20, wait)?.ok_or_else(|| {
+            Error::Locked(format!(
+                "{} is in use by another blast process (a send of this campaign is running?); wait for it to finish",
+                dir.display()
+            ))
+        })?;
+        let err = |e: sled::Error| store_err(dir, e);
+        let rcpt = db.open_tree("recipients").map_err(err)?;
+        let meta = db.open_tree("meta").map_err(err)?;
+        check_version(&meta, dir)?;
+        Ok(CampaignStore {
+            db,
+            rcpt,
+            meta,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        store_err(&self.path, e)
+    }
+
+    /// The file table.
+    pub fn files(&self) -> Result<Vec<ListFile>> {
+        match self.meta.get("files").map_err(|e| self.err(e))? {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| self.err(format!("corrupt file table: {e}"))),
+        }
+    }
+
+    /// Registers (or refreshes the columns of) a list file; returns its index.
+    pub fn register_file(&self, path: &Path, columns: &[String]) -> Result<u16> {
+        let mut files = self.files()?;
+        let idx = match files.iter().position(|f| f.path == path) {
+            Some(i) => {
+                files[i].columns = columns.to_vec();
+                i
+            }
+            None => {
+                files.push(ListFile {
+                    path: path.to_path_buf(),
+                    columns: columns.to_vec(),
+                });
+                files.len() - 1
+            }
+        };
+        let idx = u16::try_from(idx).map_err(|_| self.err("too many list files"))?;
+        let json = serde_json::to_vec(&files).map_err(|e| self.err(e))?;
+        self.meta.insert("files", json).map_err(|e| self.err(e))?;
+        Ok(idx)
+    }
+
+    /// Starts a new import generation and returns it.
+    pub fn next_import_gen(&self) -> Result<u32> {
+        let cur = self
+            .meta
+            .get("import_gen")
+            .map_err(|e| self.err(e))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+            .unwrap_or(0);
+        let next = cur + 1;
+        self.meta
+            .insert("import_gen", &next.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(next)
+    }
+
+    /// One record.
+    pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        match self.rcpt.get(key).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => Record::decode(&v)
+                .map(Some)
+                .ok_or_else(|| self.err(format!("corrupt record for {key:?}"))),
+        }
+    }
+
+    /// Writes records in one atomic batch (not flushed).
+    pub fn put_batch<'a>(&self, records: impl IntoIterator<Item = (&'a str, &'a Record)>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut buf = Vec::new();
+        for (k, r) in records {
+            r.encode_into(&mut buf);
+            batch.insert(k.as_bytes(), buf.as_slice());
+        }
+        self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    /// Writes raw pre-encoded records in one batch (not flushed).
+    pub fn put_encoded(&self, batch: sled::Batch) -> Result<()> {
+        self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    /// Makes everything written so far durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Iterates all records in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(String, Record)>> + '_ {
+        self.rcpt.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let rec = Record::decode(&v).ok_or_else(|| self.err(format!("corrupt record for {key:?}")))?;
+            Ok((key, rec))
+        })
+    }
+
+    /// Records from `after` (exclusive) in key order, at most `limit`, whose state passes `want`
+    /// (checked on the state byte before decoding, so scans skip finished rows cheaply).
+    pub fn scan_from(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        mut want: impl FnMut(State, &[u8]) -> bool,
+    ) -> Result<(Vec<(String, Record)>, Option<String>, bool)> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        let mut last = after.map(str::to_string);
+        let mut scanned = 0usize;
+        for kv in self.rcpt.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            scanned += 1;
+            last = Some(String::from_utf8_lossy(&k).into_owned());
+            let Some(st) = Record::peek_state(&v) else { continue };
+            if want(st, &v) {
+                let rec = Record::decode(&v).ok_or_else(|| self.err("corrupt record"))?;
+                out.push((last.clone().unwrap_or_default(), rec));
+                if out.len() >= limit {
+                    return Ok((out, last, false));
+                }
+            }
+            // Bound the work of one call even when few rows match.
+            if scanned >= limit * 20 {
+                return Ok((out, last, false));
+            }
+        }
+        Ok((out, last, true))
+    }
+
+    /// Counts per state.
+    pub fn counts(&self) -> Result<Counts> {
+        let mut c = Counts::default();
+        let mut per = [0u64; 8];
+        for kv in self.rcpt.iter() {
+            let (_, v) = kv.map_err(|e| self.err(e))?;
+            if let Some(s) = Record::peek_state(&v) {
+                per[s as usize] += 1;
+                c.total += 1;
+                if s == State::Deferred {
+                    if let Some(r) = Record::decode(&v) {
+                        if c.next_retry_ms == 0 || r.retry_at_ms < c.next_retry_ms {
+                            c.next_retry_ms = r.retry_at_ms;
+                        }
+                    }
+                }
+            }
+        }
+        for s in State::ALL {
+            c.by_state.insert(s.name(), per[s as usize]);
+        }
+        Ok(c)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.rcpt.len()
+    }
+
+    /// No records yet.
+    pub fn is_empty(&self) -> bool {
+        self.rcpt.is_empty()
+    }
+}

@@ -1,0 +1,103 @@
+//! SMTP wire encoding of a message body (RFC 5321 §4.5.2): CRLF line endings, dot-stuffing,
+//! the final `.`, and the checks that keep a malformed message off the wire.
+
+/// RFC 5321 §4.5.3.1.6: 1000 octets including CRLF.
+pub const MAX_LINE: usize = 998;
+
+/// Why a message cannot go on the wire as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A line longer than 998 octets (the builder should have folded or encoded it).
+    #[error("line {0} is longer than 998 octets")]
+    LineTooLong(usize),
+    /// A NUL byte.
+    #[error("NUL byte on line {0}")]
+    Nul(usize),
+}
+
+/// Appends `msg` to `out` dot-stuffed and terminated with `.\r\n`. Bare LF and bare CR are
+/// turned into CRLF, so the data never carries them (they are what SMTP smuggling rides on).
+pub fn encode_data(msg: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.reserve(msg.len() + msg.len() / 64 + 8);
+    let mut line_no = 1usize;
+    let mut line_len = 0usize;
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < msg.len() {
+        let b = msg[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                // CRLF counts once; a lone CR or LF becomes a line break too.
+                if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                line_no += 1;
+                line_len = 0;
+                at_line_start = true;
+            }
+            0 => return Err(WireError::Nul(line_no)),
+            _ => {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                at_line_start = false;
+                line_len += 1;
+                if line_len > MAX_LINE {
+                    return Err(WireError::LineTooLong(line_no));
+                }
+                out.push(b);
+            }
+        }
+        i += 1;
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    Ok(())
+}
+
+/// True when an address or parameter is safe inside an SMTP command line (no CR/LF/NUL,
+/// no spaces or angle brackets that would end the path early).
+pub fn safe_path(addr: &str) -> bool {
+    !addr.is_empty()
+        && addr.len() <= 320
+        && !addr.bytes().any(|b| b < 0x21 || b == 0x7f || b == b'<' || b == b'>')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(m: &[u8]) -> Vec<u8> {
+        let mut o = Vec::new();
+        encode_data(m, &mut o).unwrap();
+        o
+    }
+
+    #[test]
+    fn stuffing_and_line_endings() {
+        assert_eq!(enc(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(enc(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(enc(b"a\nb\rc"), b"a\r\nb\r\nc\r\n.\r\n");
+        assert_eq!(enc(b"x\r\n\n.\n"), b"x\r\n\r\n..\r\n.\r\n");
+        assert_eq!(enc(b""), b".\r\n");
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        let mut o = Vec::new();
+        let long = vec![b'a'; 999];
+        assert_eq!(encode_data(&long, &mut o), Err(WireError::LineTooLong(1)));
+        assert_eq!(encode_data(b"a\r\nb\0", &mut o), Err(WireError::Nul(2)));
+        assert!(encode_data(&vec![b'a'; 998], &mut o).is_ok());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(safe_path("a@b.example"));
+        assert!(!safe_path("a@b.example>\r\nRCPT TO:<x@y"));
+        assert!(!safe_path("a b@c"));
+    }
+}
