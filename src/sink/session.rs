@@ -1,0 +1,634 @@
+//! One SMTP connection: the command loop, the DATA reader and the injected faults.
+//!
+//! Pipelining: commands are read from a buffered reader and answered in order into an
+//! output buffer, which is written only when the input buffer is empty, i.e. just
+//! before we would wait on the socket. A client that pipelines a whole transaction
+//! therefore gets all its replies in one write, which is what makes it fast.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::{lock, Action, Notice, RcptDecision, Received, Shared};
+
+/// Every read and write waits at most this long, so a stuck client never pins a task.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest command line accepted, CRLF included.
+const MAX_COMMAND_LINE: usize = 1000;
+const MAX_RECIPIENTS: usize = 1000;
+/// Violations kept per transaction: a body of bare LFs must not grow memory unbounded.
+const MAX_VIOLATIONS: usize = 100;
+/// A client still sending after this many times `max_size` is cut off.
+const OVERSIZE_FACTOR: usize = 4;
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Result of reading one line.
+struct Line {
+    /// Bytes the line really had (more than stored when truncated); 0 at EOF.
+    total: usize,
+    /// Ended with LF (false: EOF in the middle of a line).
+    complete: bool,
+}
+
+struct Conn {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Queues a reply line; it is sent at the next flush.
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            with_timeout(self.wr.write_all(&self.out)).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads through the next LF into `buf` (cleared first), storing at most `limit`
+    /// bytes but consuming the whole line. Flushes pending replies first if it must
+    /// wait for input.
+    async fn read_line(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<Line> {
+        buf.clear();
+        let mut total = 0;
+        loop {
+            let avail = if self.rd.buffer().is_empty() {
+                self.flush().await?;
+                with_timeout(self.rd.fill_buf()).await?
+            } else {
+                self.rd.buffer()
+            };
+            if avail.is_empty() {
+                return Ok(Line {
+                    total,
+                    complete: false,
+                });
+            }
+            let (n, done) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            let room = limit.saturating_sub(buf.len());
+            buf.extend_from_slice(&avail[..n.min(room)]);
+            total += n;
+            self.rd.consume(n);
+            if done {
+                return Ok(Line {
+                    total,
+                    complete: true,
+                });
+            }
+        }
+    }
+
+    /// Graceful close after a final reply (421, 221): send it, half-close, and read
+    /// what the client still sends for a moment, so that the kernel does not answer
+    /// unread input with a RST that could destroy our last reply in flight.
+    async fn close_gracefully(mut self) {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let _ = self.wr.shutdown().await;
+        let mut sink = [0u8; 8192];
+        let drain = async {
+            let mut left: usize = 256 * 1024;
+            while left > 0 {
+                match self.rd.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+}
+
+async fn with_timeout<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(IDLE_TIMEOUT, f).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    }
+}
+
+/// How a command leaves the connection.
+enum Flow {
+    Continue,
+    /// Send what is queued, then close politely (QUIT, 421).
+    Close,
+    /// Drop the socket now without another word (the injected faults).
+    Abort,
+}
+
+/// An open mail transaction (after MAIL FROM).
+struct Txn {
+    from: String,
+    rcpts: Vec<String>,
+    /// Lowercased accepted recipients whose first applicable rule is a DATA-stage rule.
+    data_rules: Vec<(usize, String)>,
+    smtputf8: bool,
+    body_8bitmime: bool,
+    violations: Vec<String>,
+}
+
+fn add_violation(v: &mut Vec<String>, what: impl FnOnce() -> String) {
+    match v.len() {
+        n if n < MAX_VIOLATIONS => v.push(what()),
+        MAX_VIOLATIONS => v.push("more violations not listed".to_string()),
+        _ => {}
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    greeted: bool,
+    txn: Option<Txn>,
+    /// Command-level problems seen outside a transaction; moved into the next one.
+    pending_violations: Vec<String>,
+    /// Reused line buffer for DATA bodies.
+    dline: Vec<u8>,
+}
+
+/// Serves one connection until QUIT, EOF, an injected fault or the idle timeout.
+/// `busy`: too many connections already; say so and close.
+pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
+    // Replies are small and latency-bound; Nagle would stall lock-step clients.
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut conn = Conn {
+        rd: BufReader::with_capacity(READ_BUFFER, rd),
+        wr,
+        out: Vec::with_capacity(4096),
+    };
+    if busy {
+        conn.reply("421 4.7.0 too many connections, try later");
+        conn.close_gracefully().await;
+        return;
+    }
+    let mut s = Session {
+        shared,
+        greeted: false,
+        txn: None,
+        pending_violations: Vec::new(),
+        dline: Vec::new(),
+    };
+    let greeting = format!("220 {} ESMTP blast sink", s.shared.config.hostname);
+    conn.reply(&greeting);
+    match s.run(&mut conn).await {
+        Ok(Flow::Close) => conn.close_gracefully().await,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            conn.reply("421 4.4.2 idle timeout, closing");
+            conn.close_gracefully().await;
+        }
+        // Abort, client gone, or EOF: just drop the socket.
+        _ => {}
+    }
+}
+
+impl Session {
+    async fn run(&mut self, conn: &mut Conn) -> io::Result<Flow> {
+        let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+        loop {
+            let l = conn.read_line(&mut line, MAX_COMMAND_LINE).await?;
+            if !l.complete {
+                // EOF (possibly mid-line): nothing sensible to answer.
+                return Ok(Flow::Abort);
+            }
+            if line.len() < l.total {
+                conn.reply("500 5.5.2 line too long");
+                continue;
+            }
+            let cmd = match line.strip_suffix(b"\r\n") {
+                Some(c) => c,
+                None => {
+                    let v = match &mut self.txn {
+                        Some(t) => &mut t.violations,
+                        None => &mut self.pending_violations,
+                    };
+                    add_violation(v, || "bare LF in command".to_string());
+                    &line[..line.len() - 1]
+                }
+            };
+            match self.command(conn, cmd).await? {
+                Flow::Continue => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> io::Result<Flow> {
+        let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &[][..]),
+        };
+        let Ok(arg) = std::str::from_utf8(arg) else {
+            conn.reply("501 5.5.2 syntax error: invalid UTF-8");
+            return Ok(Flow::Continue);
+        };
+        let is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
+        if is("MAIL") {
+            self.mail(conn, arg);
+        } else if is("RCPT") {
+            return Ok(self.rcpt(conn, arg));
+        } else if is("DATA") {
+            return self.data(conn).await;
+        } else if is("EHLO") || is("HELO") {
+            if arg.trim().is_empty() {
+                conn.reply("501 5.5.4 EHLO/HELO needs a domain");
+            } else {
+                self.greeted = true;
+                self.txn = None;
+                let c = &self.shared.config;
+                if is("HELO") {
+                    conn.reply(&format!("250 {}", c.hostname));
+                } else {
+                    conn.reply(&format!("250-{} hello {}", c.hostname, arg.trim()));
+                    if c.pipelining {
+                        conn.reply("250-PIPELINING");
+                    }
+                    conn.reply("250-8BITMIME");
+                    if c.smtputf8 {
+                        conn.reply("250-SMTPUTF8");
+                    }
+                    conn.reply(&format!("250-SIZE {}", c.max_size));
+                    conn.reply("250 ENHANCEDSTATUSCODES");
+                }
+            }
+        } else if is("RSET") {
+            self.txn = None;
+            conn.reply("250 2.0.0 OK");
+        } else if is("NOOP") {
+            conn.reply("250 2.0.0 OK");
+        } else if is("QUIT") {
+            conn.reply("221 2.0.0 bye");
+            return Ok(Flow::Close);
+        } else if is("VRFY") {
+            conn.reply("252 2.5.0 cannot verify, but will accept");
+        } else if is("STARTTLS") || is("BDAT") || is("AUTH") || is("EXPN") || is("HELP") {
+            conn.reply("502 5.5.1 command not implemented");
+        } else {
+            conn.reply("500 5.5.2 command unrecognized");
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn mail(&mut self, conn: &mut Conn, arg: &str) {
+        if !self.greeted {
+            return conn.reply("503 5.5.1 send EHLO/HELO first");
+        }
+        if self.txn.is_some() {
+            return conn.reply("503 5.5.1 nested MAIL command");
+        }
+        let Some((addr, params)) = parse_path(arg, "FROM:") else {
+            return conn.reply("501 5.5.4 syntax: MAIL FROM:<address>");
+        };
+        let config = &self.shared.config;
+        let (mut smtputf8, mut body_8bitmime) = (false, false);
+        for p in params.split_ascii_whitespace() {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            if k.eq_ignore_ascii_case("SIZE") {
+                match v.parse::<u64>() {
+                    Ok(n) if n > config.max_size as u64 => {
+                        return conn.reply("552 5.3.4 message size exceeds fixed limit")
+                    }
+                    Ok(_) => {}
+                    Err(_) => return conn.reply("501 5.5.4 bad SIZE parameter"),
+                }
+            } else if k.eq_ignore_ascii_case("BODY") {
+                if v.eq_ignore_ascii_case("8BITMIME") {
+                    body_8bitmime = true;
+                } else if !v.eq_ignore_ascii_case("7BIT") {
+                    return conn.reply("555 5.5.4 unsupported BODY type");
+                }
+            } else if k.eq_ignore_ascii_case("SMTPUTF8") && v.is_empty() && config.smtputf8 {
+                smtputf8 = true;
+            } else {
+                return conn.reply("555 5.5.4 unsupported MAIL parameter");
+            }
+        }
+        if !addr.is_ascii() && !smtputf8 {
+            return conn.reply("553 5.6.7 non-ASCII address requires SMTPUTF8");
+        }
+        self.txn = Some(Txn {
+            from: addr.to_string(),
+            rcpts: Vec::new(),
+            data_rules: Vec::new(),
+            smtputf8,
+            body_8bitmime,
+            violations: std::mem::take(&mut self.pending_violations),
+        });
+        conn.reply("250 2.1.0 sender OK");
+    }
+
+    fn rcpt(&mut self, conn: &mut Conn, arg: &str) -> Flow {
+        let Some(txn) = &mut self.txn else {
+            conn.reply("503 5.5.1 need MAIL before RCPT");
+            return Flow::Continue;
+        };
+        let Some((addr, params)) = parse_path(arg, "TO:") else {
+            conn.reply("501 5.5.4 syntax: RCPT TO:<address>");
+            return Flow::Continue;
+        };
+        if addr.is_empty() || !addr.contains('@') {
+            conn.reply("501 5.1.3 bad recipient address syntax");
+            return Flow::Continue;
+        }
+        if !params.trim().is_empty() {
+            conn.reply("555 5.5.4 unsupported RCPT parameter");
+            return Flow::Continue;
+        }
+        if !addr.is_ascii() && !txn.smtputf8 {
+            conn.reply("553 5.6.7 non-ASCII address requires SMTPUTF8");
+            return Flow::Continue;
+        }
+        if txn.rcpts.len() >= MAX_RECIPIENTS {
+            conn.reply("452 4.5.3 too many recipients");
+            return Flow::Continue;
+        }
+        let lower = addr.to_ascii_lowercase();
+        let rules = &self.shared.config.rules;
+        match self.shared.on_rcpt(&lower) {
+            RcptDecision::Rcpt(i) => match &rules[i].action {
+                Action::Reply421AtRcpt => {
+                    conn.reply("421 4.7.0 too many messages, closing");
+                    return Flow::Close;
+                }
+                Action::RcptReply(code, text) => {
+                    conn.reply(&format!("{code} {text}"));
+                    if (200..300).contains(code) {
+                        txn.rcpts.push(addr.to_string());
+                    }
+                    return Flow::Continue;
+                }
+                _ => unreachable!("at_rcpt() covers only these"),
+            },
+            RcptDecision::Data(i) => txn.data_rules.push((i, lower)),
+            RcptDecision::Normal => {}
+        }
+        txn.rcpts.push(addr.to_string());
+        conn.reply("250 2.1.5 recipient OK");
+        Flow::Continue
+    }
+
+    async fn data(&mut self, conn: &mut Conn) -> io::Result<Flow> {
+        let Some(txn) = self.txn.take() else {
+            conn.reply("503 5.5.1 need MAIL and RCPT before DATA");
+            return Ok(Flow::Continue);
+        };
+        if txn.rcpts.is_empty() {
+            // The transaction ends here (as in Postfix); a pipelining client's body
+            // that follows is read as commands and draws 500s, like real servers.
+            conn.reply("554 5.5.1 no valid recipients");
+            return Ok(Flow::Continue);
+        }
+        // Of the candidate DATA-stage rules, the earliest configured one applies, and
+        // only the recipients that picked it spend their `times` budget.
+        let action = match txn.data_rules.iter().map(|(i, _)| *i).min() {
+            Some(idx) => {
+                let who: Vec<&str> = txn
+                    .data_rules
+                    .iter()
+                    .filter(|(i, _)| *i == idx)
+                    .map(|(_, r)| r.as_str())
+                    .collect();
+                self.shared.use_data_rule(idx, &who);
+                Some(self.shared.config.rules[idx].action.clone())
+            }
+            None => None,
+        };
+        conn.reply("354 end data with <CR><LF>.<CR><LF>");
+        if action == Some(Action::DropMidData) {
+            let mut first = Vec::new();
+            conn.read_line(&mut first, 4096).await?;
+            return Ok(Flow::Abort);
+        }
+        let Some(body) = self.read_body(conn, &txn).await? else {
+            return Ok(Flow::Abort);
+        };
+        let at = Instant::now();
+        if action == Some(Action::DropAfterData) {
+            if !body.too_big {
+                self.accept(txn, body, at, None).await?;
+            }
+            conn.flush().await?;
+            return Ok(Flow::Abort);
+        }
+        if body.too_big {
+            conn.reply("552 5.3.4 message too big");
+            return Ok(if body.cut_off {
+                Flow::Close
+            } else {
+                Flow::Continue
+            });
+        }
+        match action {
+            Some(Action::DataReply(code, text)) => {
+                if (200..300).contains(&code)
+                    && self.accept(txn, body, at, Some(code)).await?.is_none()
+                {
+                    conn.reply("451 4.3.0 local error writing message");
+                } else {
+                    conn.reply(&format!("{code} {text}"));
+                }
+            }
+            other => {
+                if let Some(Action::Delay(d)) = other {
+                    // Earlier replies are not held back by the delay.
+                    conn.flush().await?;
+                    tokio::time::sleep(d).await;
+                }
+                match self.accept(txn, body, at, Some(250)).await? {
+                    Some(seq) => conn.reply(&format!("250 2.0.0 OK queued as {seq}")),
+                    None => conn.reply("451 4.3.0 local error writing message"),
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Reads the DATA body up to CRLF.CRLF. `None`: the client closed first.
+    async fn read_body(&mut self, conn: &mut Conn, txn: &Txn) -> io::Result<Option<Body>> {
+        let config = &self.shared.config;
+        let keep = config.record || config.maildir.is_some();
+        let limit = config.max_size.max(MAX_COMMAND_LINE) + 8;
+        let cut_off_at = config.max_size.saturating_mul(OVERSIZE_FACTOR).max(1 << 20);
+        let mut body = Body {
+            data: Vec::new(),
+            size: 0,
+            too_big: false,
+            cut_off: false,
+            violations: Vec::new(),
+        };
+        let (mut lineno, mut prev_crlf, mut eight_bit) = (0usize, true, false);
+        loop {
+            let l = conn.read_line(&mut self.dline, limit).await?;
+            if !l.complete {
+                return Ok(None);
+            }
+            lineno += 1;
+            let line = &self.dline[..];
+            let crlf = line.ends_with(b"\r\n");
+            // Only CRLF "." CRLF ends the data. Accepting "\n.\n" or "\n.\r\n" as well is
+            // what made SMTP smuggling possible; the sink reports such lines instead.
+            if line == b".\r\n" {
+                if prev_crlf {
+                    break;
+                }
+                add_violation(&mut body.violations, || {
+                    format!("line {lineno}: \".\" after a bare LF is not end of data")
+                });
+            } else if line == b".\n" {
+                add_violation(&mut body.violations, || {
+                    format!("line {lineno}: \".\" with bare LF is not end of data")
+                });
+            }
+            let ending = if crlf { 2 } else { 1 };
+            if !crlf {
+                add_violation(&mut body.violations, || format!("bare LF at line {lineno}"));
+            }
+            if l.total - ending > 998 {
+                add_violation(&mut body.violations, || {
+                    format!("line {lineno} longer than 998 octets")
+                });
+            }
+            let content = &line[..line.len().min(l.total - ending)];
+            let (mut nul, mut cr) = (false, false);
+            for &b in content {
+                match b {
+                    0 => nul = true,
+                    b'\r' => cr = true,
+                    0x80.. => eight_bit = true,
+                    _ => {}
+                }
+            }
+            if nul {
+                add_violation(&mut body.violations, || {
+                    format!("NUL byte at line {lineno}")
+                });
+            }
+            if cr {
+                add_violation(&mut body.violations, || format!("bare CR at line {lineno}"));
+            }
+            // RFC 5321 4.5.2: the leading dot goes only if other characters follow; a
+            // lone dot that is not the end (see above) is kept as sent.
+            let stuffed = usize::from(content.first() == Some(&b'.') && content.len() > 1);
+            body.size += l.total - stuffed;
+            if body.size > config.max_size {
+                body.too_big = true;
+                body.data = Vec::new();
+                if body.size > cut_off_at {
+                    body.cut_off = true;
+                    return Ok(Some(body));
+                }
+            } else if keep {
+                body.data.extend_from_slice(&line[stuffed..]);
+            }
+            prev_crlf = crlf;
+        }
+        if eight_bit && !txn.body_8bitmime && !txn.smtputf8 {
+            add_violation(&mut body.violations, || {
+                "8bit data without BODY=8BITMIME".to_string()
+            });
+        }
+        Ok(Some(body))
+    }
+
+    /// Stores an accepted message. Returns its sequence number, or `None` if the
+    /// maildir write failed (then nothing is recorded and the client gets a 451).
+    async fn accept(
+        &self,
+        txn: Txn,
+        body: Body,
+        at: Instant,
+        reply: Option<u16>,
+    ) -> io::Result<Option<u64>> {
+        let shared = &self.shared;
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut data = body.data;
+        if let Some(dir) = &shared.config.maildir {
+            // Off the reactor: file I/O blocks. Written before we answer 250, so a test
+            // that saw the 250 finds the file.
+            let dir = dir.clone();
+            let (res, d) = tokio::task::spawn_blocking(move || {
+                let tmp = dir.join(format!(".{seq:06}.eml.tmp"));
+                let res = std::fs::write(&tmp, &data)
+                    .and_then(|_| std::fs::rename(&tmp, dir.join(format!("{seq:06}.eml"))));
+                (res, data)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            if res.is_err() {
+                return Ok(None);
+            }
+            data = d;
+        }
+        let mut violations = txn.violations;
+        violations.extend(body.violations);
+        if let Some(tx) = &shared.notify {
+            // Best effort: a slow terminal must not slow the sink down.
+            let _ = tx.try_send(Notice {
+                seq,
+                from: txn.from.clone(),
+                rcpts: txn.rcpts.clone(),
+                size: body.size,
+                violations: violations.len(),
+            });
+        }
+        if shared.config.record {
+            let r = Received {
+                at,
+                mail_from: txn.from,
+                rcpt_to: txn.rcpts,
+                data,
+                violations,
+                smtputf8: txn.smtputf8,
+                body_8bitmime: txn.body_8bitmime,
+                reply,
+                seq,
+            };
+            // Count under the same lock so count() never runs ahead of received().
+            let mut rec = lock(&shared.received);
+            rec.push(r);
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(seq))
+    }
+}
+
+/// A DATA body as read.
+struct Body {
+    data: Vec<u8>,
+    /// Dot-unstuffed size, line endings included.
+    size: usize,
+    too_big: bool,
+    /// So far over the limit that the connection is closed.
+    cut_off: bool,
+    violations: Vec<String>,
+}
+
+/// `FROM:<a@b> SIZE=1` → `("a@b", " SIZE=1")`. Tolerates a space after the colon.
+fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
+    let head = arg.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start().strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let params = &rest[end + 1..];
+    if !params.is_empty() && !params.starts_with(' ') {
+        return None;
+    }
+    Some((&rest[..end], params))
+}
