@@ -764,10 +764,11 @@ fn print_sample() {
         name: "Café Ünïcode, Ltd.".into(),
         address: "news@acme.example".into(),
     };
+    let subject = "Grüße aus Köln — 春のセール 🎉 ".repeat(3);
     let p = Parts {
         text: Some("Hello Ann, grüße\n"),
         html: Some("<p>Hello</p>\n"),
-        ..parts(&f, &"Grüße aus Köln — 春のセール 🎉 ".repeat(3))
+        ..parts(&f, &subject)
     };
     let (msg, _) = build(&p);
     println!("{}", String::from_utf8(msg).unwrap());
