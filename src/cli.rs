@@ -1,1 +1,85 @@
-//! Command-line definitions (clap).
+//! Command-line definitions (clap). `main` parses these and calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// blast: bulk email campaigns through a throttled blast lane.
+#[derive(Parser, Debug)]
+#[command(name = "blast", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import the lists, prune, render and send (resumes if run again).
+    Send {
+        /// The campaign file.
+        campaign: PathBuf,
+        /// Write the prune report here (default: inside the state dir).
+        #[arg(long)]
+        pruned: Option<PathBuf>,
+        /// Retry deferred recipients now instead of at their retry time.
+        #[arg(long)]
+        retry_now: bool,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate config, lists and templates (every row rendered); sends nothing.
+    Check {
+        /// The campaign file.
+        campaign: PathBuf,
+        /// Write the prune report here (default: inside the state dir).
+        #[arg(long)]
+        pruned: Option<PathBuf>,
+    },
+    /// Counts per state (works while a send runs).
+    Status {
+        /// The campaign file.
+        campaign: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one rendered message (the first sendable row) as it will go out.
+    Preview {
+        /// The campaign file.
+        campaign: PathBuf,
+    },
+    /// Manage the suppression list (addresses never mailed again).
+    Suppress {
+        /// The campaign file whose state dir holds the list.
+        #[arg(long)]
+        campaign: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: SuppressAction,
+    },
+    /// Run a local SMTP sink that writes .eml files (for trying blast out).
+    Sink(crate::sink::SinkArgs),
+}
+
+/// `blast suppress` actions.
+#[derive(Subcommand, Debug)]
+pub enum SuppressAction {
+    /// Add addresses (or `@domain` for a whole domain).
+    Add {
+        /// Addresses.
+        addresses: Vec<String>,
+        /// Reason recorded with the entry.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Remove addresses.
+    Remove {
+        /// Addresses.
+        addresses: Vec<String>,
+    },
+    /// List every entry as CSV.
+    List,
+}

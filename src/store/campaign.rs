@@ -109,15 +109,19 @@ impl CampaignStore {
         Ok(idx)
     }
 
-    /// Starts a new import generation and returns it.
-    pub fn next_import_gen(&self) -> Result<u32> {
-        let cur = self
+    /// The latest import generation (0 before any import).
+    pub fn current_import_gen(&self) -> Result<u32> {
+        Ok(self
             .meta
             .get("import_gen")
             .map_err(|e| self.err(e))?
             .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
-            .unwrap_or(0);
-        let next = cur + 1;
+            .unwrap_or(0))
+    }
+
+    /// Starts a new import generation and returns it.
+    pub fn next_import_gen(&self) -> Result<u32> {
+        let next = self.current_import_gen()? + 1;
         self.meta
             .insert("import_gen", &next.to_be_bytes())
             .map_err(|e| self.err(e))?;

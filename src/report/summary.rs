@@ -1,0 +1,100 @@
+//! The end-of-run summary and the status snapshot file (`status.json`) that lets
+//! `blast status` answer while a send holds the store.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crate::lane::Stats;
+use crate::send::Summary;
+use crate::store::campaign::Counts;
+use crate::store::record::State;
+
+/// Prints the summary table to stderr.
+pub fn print(s: &Summary) {
+    let secs = s.elapsed.as_secs_f64().max(0.001);
+    eprintln!();
+    eprintln!("campaign {}: {} recipients", s.campaign, s.counts.total);
+    for st in State::ALL {
+        let n = s.counts.get(st);
+        if n > 0 || matches!(st, State::Sent | State::Deferred | State::Bounced) {
+            eprintln!("  {:<10} {n:>10}", st.name());
+        }
+    }
+    eprintln!(
+        "  sent this run {} in {:.1}s ({:.0} msg/s)",
+        s.sent_this_run,
+        secs,
+        s.sent_this_run as f64 / secs
+    );
+    let pruned: u64 = s.pruned.1.iter().filter(|(k, _)| !k.starts_with("kept:")).map(|(_, v)| v).sum();
+    eprintln!("  pruned rows {pruned} (report: {})", s.pruned.0.display());
+    for (reason, n) in &s.pruned.1 {
+        eprintln!("    {reason:<22} {n}");
+    }
+    if s.removed > 0 {
+        eprintln!("  {} recipients are no longer in the lists and were not sent", s.removed);
+    }
+    if s.recovered_in_flight.0 > 0 {
+        eprintln!(
+            "  {} recipients were in flight when the last run stopped: {}",
+            s.recovered_in_flight.0,
+            match s.recovered_in_flight.1 {
+                crate::config::InFlightPolicy::Skip => "marked unknown, not resent (in_flight = \"skip\")",
+                crate::config::InFlightPolicy::Resend => "resent (in_flight = \"resend\")",
+            }
+        );
+    }
+    if s.suppressed > 0 {
+        eprintln!("  {} addresses added to the suppression list (address-level bounces)", s.suppressed);
+    }
+    for (domain, (n, last)) in &s.warnings {
+        eprintln!("  warning: {domain}: {n} sender/message-level rejections (not suppressed); last: {last}");
+    }
+    if let Some(f) = &s.fatal {
+        eprintln!("  error: {f}");
+    }
+    match s.exit_code() {
+        75 => eprintln!("  deferred recipients remain: run `blast send` again later to resume"),
+        130 => eprintln!("  interrupted: state saved; run `blast send` again to resume"),
+        _ => {}
+    }
+}
+
+/// The `--json` form of counts (the keys `blast status --json` promises).
+pub fn counts_json(campaign: &str, c: &Counts, running: bool) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("campaign".into(), campaign.into());
+    m.insert("total".into(), c.total.into());
+    for st in State::ALL {
+        m.insert(st.name().into(), c.get(st).into());
+    }
+    m.insert("running".into(), running.into());
+    serde_json::Value::Object(m)
+}
+
+/// Writes the final counts as the snapshot (best effort: a status file is a convenience).
+pub fn write_snapshot(path: &Path, campaign: &str, c: &Counts, running: bool) {
+    let v = counts_json(campaign, c, running);
+    let _ = write_atomic(path, v.to_string().as_bytes());
+}
+
+/// Writes live progress counters as the snapshot while a send runs.
+pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats) {
+    let v = serde_json::json!({
+        "campaign": campaign,
+        "running": true,
+        "pid": std::process::id(),
+        "eligible_at_start": s.eligible.load(Ordering::Relaxed),
+        "sent_this_run": s.sent.load(Ordering::Relaxed),
+        "deferred_this_run": s.deferred.load(Ordering::Relaxed),
+        "bounced_this_run": s.bounced.load(Ordering::Relaxed),
+        "failed_this_run": s.failed.load(Ordering::Relaxed),
+    });
+    let _ = write_atomic(path, v.to_string().as_bytes());
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
