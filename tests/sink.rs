@@ -246,12 +246,15 @@ async fn commands_out_of_order_and_malformed() {
     assert_eq!(c.cmd("RCPT TO:<>").await, 501);
     assert_eq!(c.cmd("DATA").await, 554, "no valid recipients");
     assert_eq!(c.cmd("NOOP").await, 250);
-    // Over max_size: the body is read to the end, then refused.
-    assert_eq!(c.cmd("MAIL FROM:<a@x>").await, 250);
-    assert_eq!(c.cmd("RCPT TO:<b@y>").await, 250);
-    assert_eq!(c.cmd("DATA").await, 354);
-    c.send(&format!("{}\r\n.\r\n", "y".repeat(150))).await;
-    assert_eq!(c.code().await, 552);
+    // Over max_size: the body is read to the end, then refused; also when one line
+    // is longer than the sink buffers, split across TCP reads.
+    for len in [150, 100_000] {
+        assert_eq!(c.cmd("MAIL FROM:<a@x>").await, 250);
+        assert_eq!(c.cmd("RCPT TO:<b@y>").await, 250);
+        assert_eq!(c.cmd("DATA").await, 354);
+        c.send(&format!("{}\r\n.\r\n", "y".repeat(len))).await;
+        assert_eq!(c.code().await, 552, "{len}-octet line");
+    }
     assert_eq!(c.cmd("RSET").await, 250);
     assert_eq!(c.cmd("QUIT").await, 221);
     assert_eq!(sink.count(), 0);
@@ -446,6 +449,27 @@ async fn wire_violations_are_recorded() {
     assert!(got[0]
         .data
         .starts_with(b"Subject: v\r\nbare lf\n.\r\nbare\rcr\r\n"));
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn crlf_split_across_writes_and_bare_lf_commands() {
+    let sink = start(SinkConfig::default()).await;
+    let mut c = Client::connect(sink.addr).await;
+    c.send("EHLO client.test\n").await;
+    assert_eq!(c.code().await, 250, "tolerated");
+    assert_eq!(c.cmd("MAIL FROM:<a@x>").await, 250);
+    assert_eq!(c.cmd("RCPT TO:<r@y>").await, 250);
+    assert_eq!(c.cmd("DATA").await, 354);
+    // CR and LF in separate segments: still one clean CRLF, and the dot still ends it.
+    for part in ["line one\r", "\nline two\r", "\n.", "\r", "\n"] {
+        c.send(part).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.code().await, 250);
+    let got = sink.received();
+    assert_eq!(got[0].data, b"line one\r\nline two\r\n");
+    assert_eq!(got[0].violations, vec!["bare LF in command"]);
     sink.shutdown().await;
 }
 

@@ -33,6 +33,8 @@ struct Line {
     total: usize,
     /// Ended with LF (false: EOF in the middle of a line).
     complete: bool,
+    /// Ended with CRLF, judged on the real line even when the stored copy is truncated.
+    crlf: bool,
 }
 
 struct Conn {
@@ -62,6 +64,8 @@ impl Conn {
     async fn read_line(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<Line> {
         buf.clear();
         let mut total = 0;
+        // Last byte of the previous chunk: a CR there and the LF in the next still make CRLF.
+        let mut prev = 0u8;
         loop {
             let avail = if self.rd.buffer().is_empty() {
                 self.flush().await?;
@@ -73,6 +77,7 @@ impl Conn {
                 return Ok(Line {
                     total,
                     complete: false,
+                    crlf: false,
                 });
             }
             let (n, done) = match avail.iter().position(|&b| b == b'\n') {
@@ -81,12 +86,15 @@ impl Conn {
             };
             let room = limit.saturating_sub(buf.len());
             buf.extend_from_slice(&avail[..n.min(room)]);
+            let before_lf = if n >= 2 { avail[n - 2] } else { prev };
+            prev = avail[n - 1];
             total += n;
             self.rd.consume(n);
             if done {
                 return Ok(Line {
                     total,
                     complete: true,
+                    crlf: before_lf == b'\r',
                 });
             }
         }
@@ -208,16 +216,15 @@ impl Session {
                 conn.reply("500 5.5.2 line too long");
                 continue;
             }
-            let cmd = match line.strip_suffix(b"\r\n") {
-                Some(c) => c,
-                None => {
-                    let v = match &mut self.txn {
-                        Some(t) => &mut t.violations,
-                        None => &mut self.pending_violations,
-                    };
-                    add_violation(v, || "bare LF in command".to_string());
-                    &line[..line.len() - 1]
-                }
+            let cmd = if l.crlf {
+                &line[..line.len() - 2]
+            } else {
+                let v = match &mut self.txn {
+                    Some(t) => &mut t.violations,
+                    None => &mut self.pending_violations,
+                };
+                add_violation(v, || "bare LF in command".to_string());
+                &line[..line.len() - 1]
             };
             match self.command(conn, cmd).await? {
                 Flow::Continue => {}
@@ -477,7 +484,7 @@ impl Session {
             }
             lineno += 1;
             let line = &self.dline[..];
-            let crlf = line.ends_with(b"\r\n");
+            let crlf = l.crlf;
             // Only CRLF "." CRLF ends the data. Accepting "\n.\n" or "\n.\r\n" as well is
             // what made SMTP smuggling possible; the sink reports such lines instead.
             if line == b".\r\n" {
