@@ -214,10 +214,7 @@ mod tests {
         // And it reads back as CSV with the same cells.
         let mut rd = csv::Reader::from_path(&path).unwrap();
         let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
-        assert_eq!(
-            &rows[2][2],
-            "jane@gmail.com".replace("gmail", "gmial").as_str()
-        );
+        assert_eq!(&rows[2][2], "jane@gmial.com");
         assert_eq!(&rows[2][3], "kept:typo_suspect");
     }
 
