@@ -64,21 +64,23 @@ impl std::fmt::Display for Enhanced {
 /// Finds an enhanced status code at the start of the reply text (`5.1.1 …`), or anywhere as a
 /// fallback (some servers put it after a word, e.g. `#5.1.1`).
 pub fn parse_enhanced(text: &str) -> Option<Enhanced> {
-    text.split(|c: char| c.is_whitespace() || c == '#' || c == '(' || c == ')' || c == '[' || c == ']')
-        .take(8)
-        .find_map(|w| {
-            let w = w.trim_end_matches([',', ';', ':', '.']);
-            let mut it = w.split('.');
-            let (a, b, c) = (it.next()?, it.next()?, it.next()?);
-            if it.next().is_some() {
-                return None;
-            }
-            let a: u8 = a.parse().ok()?;
-            if !(2..=5).contains(&a) || b.len() > 3 || c.len() > 3 {
-                return None;
-            }
-            Some(Enhanced(a, b.parse().ok()?, c.parse().ok()?))
-        })
+    text.split(|c: char| {
+        c.is_whitespace() || c == '#' || c == '(' || c == ')' || c == '[' || c == ']'
+    })
+    .take(8)
+    .find_map(|w| {
+        let w = w.trim_end_matches([',', ';', ':', '.']);
+        let mut it = w.split('.');
+        let (a, b, c) = (it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() {
+            return None;
+        }
+        let a: u8 = a.parse().ok()?;
+        if !(2..=5).contains(&a) || b.len() > 3 || c.len() > 3 {
+            return None;
+        }
+        Some(Enhanced(a, b.parse().ok()?, c.parse().ok()?))
+    })
 }
 
 /// Texts that mean "no such mailbox" when a server gives no (or a generic) enhanced code.
@@ -177,7 +179,8 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> Class {
             _ => return Class::OtherPermanent,
         }
     }
-    if stage == Stage::Rcpt && (code == 550 || code == 551 || code == 553)
+    if stage == Stage::Rcpt
+        && (code == 550 || code == 551 || code == 553)
         && contains_any(&lower, USER_UNKNOWN_TEXTS)
     {
         return Class::AddressPermanent;
@@ -191,32 +194,99 @@ mod tests {
 
     #[test]
     fn address_vs_sender_permanent() {
-        assert_eq!(classify(Stage::Rcpt, 550, "5.1.1 <a@b.example>: user unknown"), Class::AddressPermanent);
-        assert_eq!(classify(Stage::Rcpt, 550, "5.7.1 Service unavailable; client host blocked"), Class::OtherPermanent);
-        assert_eq!(classify(Stage::DataEnd, 550, "5.7.26 unauthenticated email is not accepted (DMARC)"), Class::OtherPermanent);
-        assert_eq!(classify(Stage::DataEnd, 554, "content rejected"), Class::OtherPermanent);
-        assert_eq!(classify(Stage::DataEnd, 552, "5.2.2 mailbox full"), Class::OtherPermanent);
-        assert_eq!(classify(Stage::Rcpt, 550, "No such user here"), Class::AddressPermanent);
-        assert_eq!(classify(Stage::Rcpt, 553, "5.1.10 recipient null MX"), Class::AddressPermanent);
+        assert_eq!(
+            classify(Stage::Rcpt, 550, "5.1.1 <a@b.example>: user unknown"),
+            Class::AddressPermanent
+        );
+        assert_eq!(
+            classify(
+                Stage::Rcpt,
+                550,
+                "5.7.1 Service unavailable; client host blocked"
+            ),
+            Class::OtherPermanent
+        );
+        assert_eq!(
+            classify(
+                Stage::DataEnd,
+                550,
+                "5.7.26 unauthenticated email is not accepted (DMARC)"
+            ),
+            Class::OtherPermanent
+        );
+        assert_eq!(
+            classify(Stage::DataEnd, 554, "content rejected"),
+            Class::OtherPermanent
+        );
+        assert_eq!(
+            classify(Stage::DataEnd, 552, "5.2.2 mailbox full"),
+            Class::OtherPermanent
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 550, "No such user here"),
+            Class::AddressPermanent
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 553, "5.1.10 recipient null MX"),
+            Class::AddressPermanent
+        );
     }
 
     #[test]
     fn transient_and_throttling() {
-        assert_eq!(classify(Stage::Rcpt, 451, "4.7.1 greylisted, try again"), Class::Transient);
-        assert_eq!(classify(Stage::Rcpt, 450, "4.2.0 mailbox busy"), Class::Transient);
-        assert_eq!(classify(Stage::Rcpt, 552, "5.2.2 too many recipients"), Class::OtherPermanent);
-        assert_eq!(classify(Stage::Rcpt, 552, "too many recipients"), Class::Transient);
-        assert_eq!(classify(Stage::Connect, 421, "4.7.0 too busy"), Class::Throttling);
-        assert_eq!(classify(Stage::Rcpt, 451, "4.7.650 The mail server [x] has been temporarily rate limited"), Class::Throttling);
-        assert_eq!(classify(Stage::Mail, 421, "4.7.0 [TSS04] Messages temporarily deferred"), Class::Throttling);
-        assert_eq!(classify(Stage::Rcpt, 450, "4.7.0 rate limit exceeded"), Class::Throttling);
+        assert_eq!(
+            classify(Stage::Rcpt, 451, "4.7.1 greylisted, try again"),
+            Class::Transient
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 450, "4.2.0 mailbox busy"),
+            Class::Transient
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 552, "5.2.2 too many recipients"),
+            Class::OtherPermanent
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 552, "too many recipients"),
+            Class::Transient
+        );
+        assert_eq!(
+            classify(Stage::Connect, 421, "4.7.0 too busy"),
+            Class::Throttling
+        );
+        assert_eq!(
+            classify(
+                Stage::Rcpt,
+                451,
+                "4.7.650 The mail server [x] has been temporarily rate limited"
+            ),
+            Class::Throttling
+        );
+        assert_eq!(
+            classify(
+                Stage::Mail,
+                421,
+                "4.7.0 [TSS04] Messages temporarily deferred"
+            ),
+            Class::Throttling
+        );
+        assert_eq!(
+            classify(Stage::Rcpt, 450, "4.7.0 rate limit exceeded"),
+            Class::Throttling
+        );
         assert_eq!(classify(Stage::DataEnd, 250, "2.0.0 ok"), Class::Success);
     }
 
     #[test]
     fn enhanced_parsing() {
-        assert_eq!(parse_enhanced("5.1.1 user unknown"), Some(Enhanced(5, 1, 1)));
-        assert_eq!(parse_enhanced("Requested action aborted #4.4.2"), Some(Enhanced(4, 4, 2)));
+        assert_eq!(
+            parse_enhanced("5.1.1 user unknown"),
+            Some(Enhanced(5, 1, 1))
+        );
+        assert_eq!(
+            parse_enhanced("Requested action aborted #4.4.2"),
+            Some(Enhanced(4, 4, 2))
+        );
         assert_eq!(parse_enhanced("version 1.2.3 ok"), None);
     }
 }

@@ -288,8 +288,12 @@ impl LaneSettings {
 
 /// Reads and validates a campaign file.
 pub fn load(path: &Path) -> Result<Settings> {
-    let src = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("{}: cannot read campaign file: {e}", path.display())))?;
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot read campaign file: {e}",
+            path.display()
+        ))
+    })?;
     parse(path, &src)
 }
 
@@ -323,7 +327,10 @@ impl Locator<'_> {
     }
 
     fn base(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn resolve(&self, p: &str) -> PathBuf {
@@ -350,12 +357,21 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => return Err(format!("expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}")),
+        _ => {
+            return Err(format!(
+                "expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }
 
-fn duration(loc: &Locator, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Result<Duration> {
+fn duration(
+    loc: &Locator,
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration> {
     match v {
         None => Ok(default),
         Some(s) => parse_duration(s.get_ref()).or_else(|m| loc.err(s.span(), key, m)),
@@ -367,10 +383,16 @@ fn rate(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<Option<Rate>> {
     if t == "unlimited" {
         return Ok(None);
     }
-    Rate::parse(t).map(Some).or_else(|m| loc.err(v.span(), key, m))
+    Rate::parse(t)
+        .map(Some)
+        .or_else(|m| loc.err(v.span(), key, m))
 }
 
-fn read_template(loc: &Locator, v: &Option<Spanned<String>>, key: &str) -> Result<Option<(PathBuf, String)>> {
+fn read_template(
+    loc: &Locator,
+    v: &Option<Spanned<String>>,
+    key: &str,
+) -> Result<Option<(PathBuf, String)>> {
     let Some(v) = v else { return Ok(None) };
     let p = loc.resolve(v.get_ref());
     match std::fs::read_to_string(&p) {
@@ -392,7 +414,11 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> 
     let s = v.get_ref().trim();
     if let Some(dir) = s.strip_prefix("outbox:") {
         if dir.is_empty() {
-            return loc.err(v.span(), "lane.transport", "outbox: needs a directory, e.g. \"outbox:../outbox\"");
+            return loc.err(
+                v.span(),
+                "lane.transport",
+                "outbox: needs a directory, e.g. \"outbox:../outbox\"",
+            );
         }
         return Ok(TransportSpec::Outbox(loc.resolve(dir)));
     }
@@ -403,7 +429,13 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> 
     } else if s == "mx" {
         return loc.err(v.span(), "lane.transport", "direct MX delivery is not implemented yet; use a relay (smtp://host:port) or outbox:DIR");
     } else {
-        return loc.err(v.span(), "lane.transport", format!("expected \"smtp://host:port\", \"smtps://host:port\" or \"outbox:DIR\", got {s:?}"));
+        return loc.err(
+            v.span(),
+            "lane.transport",
+            format!(
+                "expected \"smtp://host:port\", \"smtps://host:port\" or \"outbox:DIR\", got {s:?}"
+            ),
+        );
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
@@ -457,8 +489,19 @@ fn valid_header_name(name: &str) -> bool {
 }
 
 const RESERVED_HEADERS: &[&str] = &[
-    "from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "mime-version",
-    "content-type", "content-transfer-encoding", "sender", "return-path",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "sender",
+    "return-path",
 ];
 
 fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
@@ -468,23 +511,41 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
 
     let id = c.id.get_ref().trim().to_string();
     if id.is_empty()
-        || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch))
+        || !id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch))
         || id.starts_with('.')
     {
-        return loc.err(c.id.span(), "campaign.id", "use letters, digits, '-', '_', '.' (it names a directory)");
+        return loc.err(
+            c.id.span(),
+            "campaign.id",
+            "use letters, digits, '-', '_', '.' (it names a directory)",
+        );
     }
-    let from = parse_named_address(c.from.get_ref()).or_else(|m| loc.err(c.from.span(), "campaign.from", m))?;
+    let from = parse_named_address(c.from.get_ref())
+        .or_else(|m| loc.err(c.from.span(), "campaign.from", m))?;
     let reply_to = match &c.reply_to {
-        Some(r) => Some(parse_named_address(r.get_ref()).or_else(|m| loc.err(r.span(), "campaign.reply_to", m))?),
+        Some(r) => Some(
+            parse_named_address(r.get_ref())
+                .or_else(|m| loc.err(r.span(), "campaign.reply_to", m))?,
+        ),
         None => None,
     };
     let text = read_template(loc, &c.text, "campaign.text")?;
     let html = read_template(loc, &c.html, "campaign.html")?;
     if text.is_none() && html.is_none() {
-        return loc.err(c.subject.span(), "campaign", "needs `text` and/or `html` template paths");
+        return loc.err(
+            c.subject.span(),
+            "campaign",
+            "needs `text` and/or `html` template paths",
+        );
     }
     if c.lists.get_ref().is_empty() {
-        return loc.err(c.lists.span(), "campaign.lists", "needs at least one CSV file");
+        return loc.err(
+            c.lists.span(),
+            "campaign.lists",
+            "needs at least one CSV file",
+        );
     }
     let lists = c.lists.get_ref().iter().map(|p| loc.resolve(p)).collect();
     let mut headers = Vec::new();
@@ -494,17 +555,35 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
     };
     for (name, value) in &header_map {
         if !valid_header_name(name) {
-            return loc.err(header_span.clone(), &format!("campaign.headers.{name:?}"), "not a valid header name");
+            return loc.err(
+                header_span.clone(),
+                &format!("campaign.headers.{name:?}"),
+                "not a valid header name",
+            );
         }
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return loc.err(header_span.clone(), &format!("campaign.headers.{name}"), "blast sets this header itself");
+            return loc.err(
+                header_span.clone(),
+                &format!("campaign.headers.{name}"),
+                "blast sets this header itself",
+            );
         }
         headers.push((name.clone(), value.clone()));
     }
-    let in_flight = match c.in_flight.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+    let in_flight = match c
+        .in_flight
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
         None | Some(("skip", _)) => InFlightPolicy::Skip,
         Some(("resend", _)) => InFlightPolicy::Resend,
-        Some((other, span)) => return loc.err(span, "campaign.in_flight", format!("expected \"skip\" or \"resend\", got {other:?}")),
+        Some((other, span)) => {
+            return loc.err(
+                span,
+                "campaign.in_flight",
+                format!("expected \"skip\" or \"resend\", got {other:?}"),
+            )
+        }
     };
     let state_dir = match &c.state_dir {
         Some(d) => loc.resolve(d),
@@ -514,11 +593,22 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
     // ---- lane
     let transport = parse_transport(loc, &l.transport)?;
     let source_ip = match &l.source_ip {
-        Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| loc.err(s.span(), "lane.source_ip", format!("not an IP address: {:?}", s.get_ref())))?),
+        Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| {
+            loc.err(
+                s.span(),
+                "lane.source_ip",
+                format!("not an IP address: {:?}", s.get_ref()),
+            )
+        })?),
         None => None,
     };
-    let relay_is_loopback = matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
-    let starttls = match l.starttls.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+    let relay_is_loopback =
+        matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
+    let starttls = match l
+        .starttls
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
         None => {
             if relay_is_loopback {
                 StartTls::Off
@@ -529,7 +619,13 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         Some(("off", _)) => StartTls::Off,
         Some(("opportunistic", _)) => StartTls::Opportunistic,
         Some(("required", _)) => StartTls::Required,
-        Some((o, span)) => return loc.err(span, "lane.starttls", format!("expected off | opportunistic | required, got {o:?}")),
+        Some((o, span)) => {
+            return loc.err(
+                span,
+                "lane.starttls",
+                format!("expected off | opportunistic | required, got {o:?}"),
+            )
+        }
     };
     let rate_v = match &l.rate {
         Some(r) => rate(loc, r, "lane.rate")?,
@@ -543,7 +639,8 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         if domain == "default" {
             per_domain_default = parsed;
         } else if let Some(p) = parsed {
-            let d = idna::domain_to_ascii(domain.trim()).or_else(|_| loc.err(r.span(), &key, "not a valid domain"))?;
+            let d = idna::domain_to_ascii(domain.trim())
+                .or_else(|_| loc.err(r.span(), &key, "not a valid domain"))?;
             per_domain.insert(d, p);
         }
     }
@@ -556,7 +653,8 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         }
     };
     let connections = positive(&l.connections, "lane.connections", 16)?;
-    let per_domain_connections = positive(&l.per_domain_connections, "lane.per_domain_connections", 4)?;
+    let per_domain_connections =
+        positive(&l.per_domain_connections, "lane.per_domain_connections", 4)?;
 
     let auth = match (&l.username, &l.password_env, &l.password_file) {
         (None, None, None) => None,
@@ -573,12 +671,25 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
                 }
                 _ => return loc.err(lane_span, "lane", "with `username`, set exactly one of `password_env` or `password_file` (passwords never go in the campaign file)"),
             };
-            Some(Auth { username: u.clone(), password: Secret(password) })
+            Some(Auth {
+                username: u.clone(),
+                password: Secret(password),
+            })
         }
-        _ => return loc.err(lane_span, "lane", "`password_env`/`password_file` need `username`"),
+        _ => {
+            return loc.err(
+                lane_span,
+                "lane",
+                "`password_env`/`password_file` need `username`",
+            )
+        }
     };
     if auth.is_some() && starttls != StartTls::Required && !relay_is_loopback {
-        if let TransportSpec::Smtp { implicit_tls: false, .. } = transport {
+        if let TransportSpec::Smtp {
+            implicit_tls: false,
+            ..
+        } = transport
+        {
             return loc.err(lane_span, "lane.starttls", "AUTH is never sent without TLS except to loopback: set starttls = \"required\" or use smtps://");
         }
     }
@@ -588,10 +699,15 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         retry.push(parse_duration(r.get_ref()).or_else(|m| loc.err(r.span(), "lane.retry", m))?);
     }
     if l.retry.is_none() {
-        retry = [5 * 60, 15 * 60, 3600, 4 * 3600, 12 * 3600].map(Duration::from_secs).to_vec();
+        retry = [5 * 60, 15 * 60, 3600, 4 * 3600, 12 * 3600]
+            .map(Duration::from_secs)
+            .to_vec();
     }
     let helo = l.helo.clone().unwrap_or_else(|| {
-        from.address.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_else(|| "localhost".into())
+        from.address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_else(|| "localhost".into())
     });
 
     let lane = LaneSettings {
@@ -608,16 +724,46 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         smtputf8: l.smtputf8.unwrap_or(false),
         auth,
         timeouts: Timeouts {
-            connect: duration(loc, &l.connect_timeout, "lane.connect_timeout", Duration::from_secs(60))?,
-            command: duration(loc, &l.command_timeout, "lane.command_timeout", Duration::from_secs(300))?,
-            data_end: duration(loc, &l.data_timeout, "lane.data_timeout", Duration::from_secs(600))?,
+            connect: duration(
+                loc,
+                &l.connect_timeout,
+                "lane.connect_timeout",
+                Duration::from_secs(60),
+            )?,
+            command: duration(
+                loc,
+                &l.command_timeout,
+                "lane.command_timeout",
+                Duration::from_secs(300),
+            )?,
+            data_end: duration(
+                loc,
+                &l.data_timeout,
+                "lane.data_timeout",
+                Duration::from_secs(600),
+            )?,
         },
         max_messages_per_connection: l.max_messages_per_connection.unwrap_or(1000).max(1),
-        max_connection_age: duration(loc, &l.max_connection_age, "lane.max_connection_age", Duration::from_secs(600))?,
+        max_connection_age: duration(
+            loc,
+            &l.max_connection_age,
+            "lane.max_connection_age",
+            Duration::from_secs(600),
+        )?,
         retry,
-        max_retry_age: duration(loc, &l.max_retry_age, "lane.max_retry_age", Duration::from_secs(3 * 86400))?,
+        max_retry_age: duration(
+            loc,
+            &l.max_retry_age,
+            "lane.max_retry_age",
+            Duration::from_secs(3 * 86400),
+        )?,
         backoff: duration(loc, &l.backoff, "lane.backoff", Duration::from_secs(60))?,
-        wait_for_retries: duration(loc, &l.wait_for_retries, "lane.wait_for_retries", Duration::from_secs(15 * 60))?,
+        wait_for_retries: duration(
+            loc,
+            &l.wait_for_retries,
+            "lane.wait_for_retries",
+            Duration::from_secs(15 * 60),
+        )?,
     };
 
     Ok(Settings {
@@ -653,7 +799,10 @@ mod tests {
         assert!(Rate::parse("0/s").is_err());
         assert!(Rate::parse("10/w").is_err());
         assert!(Rate::parse("fast").is_err());
-        assert_eq!(Rate::parse("20/s").unwrap().interval(), Duration::from_millis(50));
+        assert_eq!(
+            Rate::parse("20/s").unwrap().interval(),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]

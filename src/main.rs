@@ -13,7 +13,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("blast: cannot start runtime: {e}");
@@ -32,7 +35,9 @@ fn main() -> ExitCode {
 fn install_interrupt(shutdown: Arc<Shutdown>) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nblast: stopping after transactions in progress (Ctrl-C again to quit now)");
+            eprintln!(
+                "\nblast: stopping after transactions in progress (Ctrl-C again to quit now)"
+            );
             shutdown.stop();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(EXIT_INTERRUPTED);
@@ -43,11 +48,20 @@ fn install_interrupt(shutdown: Arc<Shutdown>) {
 
 async fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
-        Command::Send { campaign, pruned, retry_now, quiet } => {
+        Command::Send {
+            campaign,
+            pruned,
+            retry_now,
+            quiet,
+        } => {
             let s = config::load(&campaign)?;
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());
-            let opts = send::SendOptions { pruned, retry_now, quiet };
+            let opts = send::SendOptions {
+                pruned,
+                retry_now,
+                quiet,
+            };
             let summary = send::send(&s, &opts, shutdown).await?;
             report::summary::print(&summary);
             Ok(summary.exit_code())
@@ -69,7 +83,9 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Preview { campaign } => preview(&campaign),
         Command::Suppress { campaign, action } => suppress(&campaign, action),
         Command::Sink(args) => {
-            blast::sink::run(args).await.map_err(|e| Error::io("sink", e))?;
+            blast::sink::run(args)
+                .await
+                .map_err(|e| Error::io("sink", e))?;
             Ok(0)
         }
     }
@@ -79,7 +95,12 @@ fn status(campaign: &Path, json: bool) -> Result<i32, Error> {
     let s = config::load(campaign)?;
     let dir = send::store_dir(&s);
     if !dir.exists() {
-        return Err(Error::Config(format!("{}: campaign {} has not been sent yet (no state in {})", campaign.display(), s.id, dir.display())));
+        return Err(Error::Config(format!(
+            "{}: campaign {} has not been sent yet (no state in {})",
+            campaign.display(),
+            s.id,
+            dir.display()
+        )));
     }
     match store::campaign::CampaignStore::open(&dir, Duration::from_millis(200)) {
         Ok(st) => {
@@ -102,13 +123,27 @@ fn status(campaign: &Path, json: bool) -> Result<i32, Error> {
                         store::record::State::Bounced => e[2] += 1,
                         _ => {}
                     }
-                    if matches!(r.state, store::record::State::Bounced | store::record::State::Deferred | store::record::State::Failed) && errors.len() < 10 {
-                        errors.push(format!("{} ({}): {}", r.address, r.state.name(), r.last_reply));
+                    if matches!(
+                        r.state,
+                        store::record::State::Bounced
+                            | store::record::State::Deferred
+                            | store::record::State::Failed
+                    ) && errors.len() < 10
+                    {
+                        errors.push(format!(
+                            "{} ({}): {}",
+                            r.address,
+                            r.state.name(),
+                            r.last_reply
+                        ));
                     }
                 }
                 let mut top: Vec<_> = domains.into_iter().collect();
                 top.sort_by(|a, b| (b.1.iter().sum::<u64>()).cmp(&a.1.iter().sum::<u64>()));
-                println!("  {:<30} {:>8} {:>8} {:>8}", "domain", "sent", "deferred", "bounced");
+                println!(
+                    "  {:<30} {:>8} {:>8} {:>8}",
+                    "domain", "sent", "deferred", "bounced"
+                );
                 for (d, [a, b, c]) in top.iter().take(10) {
                     println!("  {d:<30} {a:>8} {b:>8} {c:>8}");
                 }
@@ -124,7 +159,12 @@ fn status(campaign: &Path, json: bool) -> Result<i32, Error> {
         Err(Error::Locked(_)) => {
             // A send is running: report its snapshot.
             let snap = send::campaign_dir(&s).join("status.json");
-            let text = std::fs::read_to_string(&snap).map_err(|e| Error::io(format!("a send is running; reading its snapshot {}", snap.display()), e))?;
+            let text = std::fs::read_to_string(&snap).map_err(|e| {
+                Error::io(
+                    format!("a send is running; reading its snapshot {}", snap.display()),
+                    e,
+                )
+            })?;
             println!("{text}");
             Ok(0)
         }
@@ -135,13 +175,22 @@ fn status(campaign: &Path, json: bool) -> Result<i32, Error> {
 fn preview(campaign: &Path) -> Result<i32, Error> {
     let s = config::load(campaign)?;
     let (templates, mut reader, _) = send::load_inputs(&s)?;
-    let all_columns: Vec<Vec<String>> = (0..reader.paths().len()).map(|i| reader.columns(i).to_vec()).collect();
+    let all_columns: Vec<Vec<String>> = (0..reader.paths().len())
+        .map(|i| reader.columns(i).to_vec())
+        .collect();
     while let Some(row) = reader.next_row() {
         let Ok(row) = row else { continue };
-        let Ok(mb) = blast::list::hygiene::check(row.email, &s.policy) else { continue };
+        let Ok(mb) = blast::list::hygiene::check(row.email, &s.policy) else {
+            continue;
+        };
         let values: Vec<String> = row.record.iter().map(str::to_string).collect();
         let columns = &all_columns[row.file_idx];
-        let Ok(r) = templates.render(blast::render::Row { columns, values: &values }) else { continue };
+        let Ok(r) = templates.render(blast::render::Row {
+            columns,
+            values: &values,
+        }) else {
+            continue;
+        };
         let (msg, _) = blast::message::build(&blast::message::Parts {
             from: &s.from,
             reply_to: s.reply_to.as_ref(),
@@ -150,13 +199,21 @@ fn preview(campaign: &Path) -> Result<i32, Error> {
             text: r.text.as_deref(),
             html: r.html.as_deref(),
             headers: &s.headers,
-            message_id_domain: s.from.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost"),
+            message_id_domain: s
+                .from
+                .address
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or("localhost"),
             date: chrono::Utc::now().timestamp(),
         });
         print!("{}", String::from_utf8_lossy(&msg));
         return Ok(0);
     }
-    Err(Error::Config(format!("{}: no sendable row in the lists", campaign.display())))
+    Err(Error::Config(format!(
+        "{}: no sendable row in the lists",
+        campaign.display()
+    )))
 }
 
 fn suppress(campaign: &Path, action: SuppressAction) -> Result<i32, Error> {
@@ -167,7 +224,10 @@ fn suppress(campaign: &Path, action: SuppressAction) -> Result<i32, Error> {
         if let Some(d) = a.strip_prefix('@') {
             return Ok(format!("@{}", d.to_ascii_lowercase()));
         }
-        let policy = blast::list::hygiene::Policy { allow_role: true, smtputf8: true };
+        let policy = blast::list::hygiene::Policy {
+            allow_role: true,
+            smtputf8: true,
+        };
         blast::list::hygiene::check(a, &policy)
             .map(|m| m.key)
             .map_err(|r| Error::Config(format!("{a:?}: {r}")))
@@ -176,14 +236,29 @@ fn suppress(campaign: &Path, action: SuppressAction) -> Result<i32, Error> {
         SuppressAction::Add { addresses, reason } => {
             for a in addresses {
                 let k = key(&a)?;
-                sp.add(&k, &store::suppression::Entry { reason: reason.clone(), at_ms: store::now_ms(), source: "cli".into(), detail: String::new() })?;
+                sp.add(
+                    &k,
+                    &store::suppression::Entry {
+                        reason: reason.clone(),
+                        at_ms: store::now_ms(),
+                        source: "cli".into(),
+                        detail: String::new(),
+                    },
+                )?;
                 println!("suppressed {k}");
             }
         }
         SuppressAction::Remove { addresses } => {
             for a in addresses {
                 let k = key(&a)?;
-                println!("{} {k}", if sp.remove(&k)? { "removed" } else { "not listed:" });
+                println!(
+                    "{} {k}",
+                    if sp.remove(&k)? {
+                        "removed"
+                    } else {
+                        "not listed:"
+                    }
+                );
             }
         }
         SuppressAction::List => {

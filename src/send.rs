@@ -64,7 +64,11 @@ impl Summary {
             EXIT_INTERRUPTED
         } else if self.fatal.is_some() {
             EXIT_FAILURE
-        } else if self.counts.get(State::Deferred) + self.counts.get(State::Pending) + self.counts.get(State::InFlight) > 0 {
+        } else if self.counts.get(State::Deferred)
+            + self.counts.get(State::Pending)
+            + self.counts.get(State::InFlight)
+            > 0
+        {
             EXIT_DEFERRED
         } else {
             EXIT_OK
@@ -91,7 +95,8 @@ pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)>
         s.html.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
     )
     .map_err(|e| Error::Config(format!("{}: template {e}", s.file.display())))?;
-    let reader = ListReader::open(&s.lists, &s.email_column).map_err(|e| Error::Config(e.to_string()))?;
+    let reader =
+        ListReader::open(&s.lists, &s.email_column).map_err(|e| Error::Config(e.to_string()))?;
     let fields: Vec<String> = templates.referenced_fields().into_iter().collect();
     for (i, path) in reader.paths().iter().enumerate() {
         let cols = reader.columns(i);
@@ -110,7 +115,8 @@ pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)>
 }
 
 fn prune_path(s: &Settings, opt: &Option<PathBuf>) -> PathBuf {
-    opt.clone().unwrap_or_else(|| campaign_dir(s).join("pruned.csv"))
+    opt.clone()
+        .unwrap_or_else(|| campaign_dir(s).join("pruned.csv"))
 }
 
 fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -171,7 +177,13 @@ pub fn import(
             Ok(r) => r,
             Err(issue) => {
                 prune
-                    .record(&paths[issue.file_idx], issue.line, &issue.raw_email, issue.kind.code(), &issue.kind.to_string())
+                    .record(
+                        &paths[issue.file_idx],
+                        issue.line,
+                        &issue.raw_email,
+                        issue.kind.code(),
+                        &issue.kind.to_string(),
+                    )
                     .map_err(perr)?;
                 continue;
             }
@@ -180,7 +192,15 @@ pub fn import(
         let mb = match hygiene::check(row.email, &s.policy) {
             Ok(m) => m,
             Err(reason) => {
-                prune.record(file, row.line, row.email, reason.code(), &reason.to_string()).map_err(perr)?;
+                prune
+                    .record(
+                        file,
+                        row.line,
+                        row.email,
+                        reason.code(),
+                        &reason.to_string(),
+                    )
+                    .map_err(perr)?;
                 continue;
             }
         };
@@ -189,26 +209,64 @@ pub fn import(
             .find(|(i, _)| row.record.get(*i).is_none_or(|v| v.trim().is_empty()))
         {
             prune
-                .record(file, row.line, &mb.address, "missing_field", &format!("no value for {:?}, which the templates use", missing.1))
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "missing_field",
+                    &format!("no value for {:?}, which the templates use", missing.1),
+                )
                 .map_err(perr)?;
             continue;
         }
         if batch_keys.contains(&mb.key) {
-            prune.record(file, row.line, &mb.address, "duplicate", "same address earlier in the list").map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "duplicate",
+                    "same address earlier in the list",
+                )
+                .map_err(perr)?;
             continue;
         }
         let existing = store.get(&mb.key)?;
         if let Some(e) = &existing {
             if e.import_gen == gen {
-                prune.record(file, row.line, &mb.address, "duplicate", "same address earlier in the list").map_err(perr)?;
+                prune
+                    .record(
+                        file,
+                        row.line,
+                        &mb.address,
+                        "duplicate",
+                        "same address earlier in the list",
+                    )
+                    .map_err(perr)?;
                 continue;
             }
         }
         if let Some(t) = mb.flags.typo_of {
-            prune.record(file, row.line, &mb.address, "kept:typo_suspect", &format!("did you mean {t}?")).map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "kept:typo_suspect",
+                    &format!("did you mean {t}?"),
+                )
+                .map_err(perr)?;
         }
         if mb.flags.disposable {
-            prune.record(file, row.line, &mb.address, "kept:disposable", "disposable mailbox domain").map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "kept:disposable",
+                    "disposable mailbox domain",
+                )
+                .map_err(perr)?;
         }
         let suppressed = match supp {
             Some(sp) => sp.lookup(&mb.key)?,
@@ -233,7 +291,11 @@ pub fn import(
             None => {
                 st.added += 1;
                 Record {
-                    state: if suppressed.is_some() { State::Skipped } else { State::Pending },
+                    state: if suppressed.is_some() {
+                        State::Skipped
+                    } else {
+                        State::Pending
+                    },
                     attempts: 0,
                     file_idx: file_map[row.file_idx],
                     line: row.line,
@@ -242,13 +304,24 @@ pub fn import(
                     retry_at_ms: 0,
                     updated_ms: now,
                     address: mb.address.clone(),
-                    last_reply: suppressed.as_ref().map(|e| format!("suppressed: {}", e.reason)).unwrap_or_default(),
+                    last_reply: suppressed
+                        .as_ref()
+                        .map(|e| format!("suppressed: {}", e.reason))
+                        .unwrap_or_default(),
                     values,
                 }
             }
         };
         if let Some(entry) = &suppressed {
-            prune.record(file, row.line, &mb.address, "suppressed", &format!("{}: {}", entry.reason, entry.detail)).map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "suppressed",
+                    &format!("{}: {}", entry.reason, entry.detail),
+                )
+                .map_err(perr)?;
         }
         batch_keys.insert(mb.key.clone());
         batch.push((mb.key, rec));
@@ -270,7 +343,11 @@ fn prune_path_of(p: &PruneReport) -> String {
 /// After import: rows not in the latest import are skipped as removed; rows left in flight
 /// by a crashed run follow the campaign's policy; `retry_now` makes deferred rows due.
 /// Returns (removed, recovered in-flight).
-pub fn reconcile(store: &CampaignStore, policy: InFlightPolicy, retry_now: bool) -> Result<(u64, u64)> {
+pub fn reconcile(
+    store: &CampaignStore,
+    policy: InFlightPolicy,
+    retry_now: bool,
+) -> Result<(u64, u64)> {
     let mut fix = Vec::new();
     let (mut removed, mut recovered) = (0, 0);
     let latest = store.current_import_gen()?;
@@ -282,7 +359,9 @@ pub fn reconcile(store: &CampaignStore, policy: InFlightPolicy, retry_now: bool)
             match policy {
                 InFlightPolicy::Skip => {
                     r.state = State::Unknown;
-                    r.last_reply = "in flight when a previous run stopped; not resent (in_flight = \"skip\")".into();
+                    r.last_reply =
+                        "in flight when a previous run stopped; not resent (in_flight = \"skip\")"
+                            .into();
                 }
                 InFlightPolicy::Resend => r.state = State::Pending,
             }
@@ -308,7 +387,11 @@ pub fn reconcile(store: &CampaignStore, policy: InFlightPolicy, retry_now: bool)
 }
 
 fn message_id_domain(s: &Settings) -> String {
-    s.from.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_else(|| "localhost".into())
+    s.from
+        .address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Runs `blast send`.
@@ -318,7 +401,8 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let dir = store_dir(s);
     let store = Arc::new(CampaignStore::open(&dir, Duration::from_millis(500))?);
     let ppath = prune_path(s, &opts.pruned);
-    let mut prune = PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
+    let mut prune =
+        PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
 
     // Import (blocking work: CSV, hygiene, sled) off the reactor.
     let (store, prune, stats_import, removed, recovered) = {
@@ -341,7 +425,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         .map_err(|e| Error::Lane(format!("import task failed: {e}")))??
     };
     let _ = stats_import;
-    let pruned = prune.finish().map_err(io("cannot write prune report", &ppath))?;
+    let pruned = prune
+        .finish()
+        .map_err(io("cannot write prune report", &ppath))?;
 
     let spec = Arc::new(MessageSpec {
         campaign: s.id.clone(),
@@ -354,16 +440,39 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     });
     let stats = Arc::new(Stats::default());
     let before = store.counts()?;
-    stats.eligible.store(before.get(State::Pending) + before.get(State::Deferred), std::sync::atomic::Ordering::Relaxed);
-    let progress = crate::report::progress::spawn(s.id.clone(), stats.clone(), opts.quiet, campaign_dir(s).join("status.json"));
-    let report = lane::run(&s.lane, spec, store.clone(), shutdown.clone(), stats.clone()).await?;
+    stats.eligible.store(
+        before.get(State::Pending) + before.get(State::Deferred),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let progress = crate::report::progress::spawn(
+        s.id.clone(),
+        stats.clone(),
+        opts.quiet,
+        campaign_dir(s).join("status.json"),
+    );
+    let report = lane::run(
+        &s.lane,
+        spec,
+        store.clone(),
+        shutdown.clone(),
+        stats.clone(),
+    )
+    .await?;
     progress.finish().await;
 
     let mut suppressed = 0;
     if !report.suppress.is_empty() {
         let sp = Suppression::open(&s.state_dir, Duration::from_secs(30))?;
         for (key, reply) in &report.suppress {
-            sp.add(key, &Entry { reason: "bounce".into(), at_ms: now_ms(), source: s.id.clone(), detail: reply.clone() })?;
+            sp.add(
+                key,
+                &Entry {
+                    reason: "bounce".into(),
+                    at_ms: now_ms(),
+                    source: s.id.clone(),
+                    detail: reply.clone(),
+                },
+            )?;
             suppressed += 1;
         }
         sp.flush()?;
@@ -383,7 +492,12 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         fatal: report.fatal,
         interrupted,
     };
-    crate::report::summary::write_snapshot(&campaign_dir(s).join("status.json"), &summary.campaign, &summary.counts, false);
+    crate::report::summary::write_snapshot(
+        &campaign_dir(s).join("status.json"),
+        &summary.campaign,
+        &summary.counts,
+        false,
+    );
     Ok(summary)
 }
 
@@ -403,10 +517,14 @@ pub struct CheckReport {
 pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
     let (templates, mut reader, _fields) = load_inputs(s)?;
     let ppath = prune_path(s, pruned);
-    let mut prune = PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
-    let perr = |e: std::io::Error| Error::io(format!("writing prune report {}", ppath.display()), e);
+    let mut prune =
+        PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
+    let perr =
+        |e: std::io::Error| Error::io(format!("writing prune report {}", ppath.display()), e);
     let paths = reader.paths().to_vec();
-    let columns: Vec<Vec<String>> = (0..paths.len()).map(|i| reader.columns(i).to_vec()).collect();
+    let columns: Vec<Vec<String>> = (0..paths.len())
+        .map(|i| reader.columns(i).to_vec())
+        .collect();
     let mut seen: HashSet<u64> = HashSet::new();
     let (mut rows, mut sendable) = (0u64, 0u64);
     let mut values: Vec<String> = Vec::new();
@@ -415,7 +533,15 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         let row = match row {
             Ok(r) => r,
             Err(issue) => {
-                prune.record(&paths[issue.file_idx], issue.line, &issue.raw_email, issue.kind.code(), &issue.kind.to_string()).map_err(perr)?;
+                prune
+                    .record(
+                        &paths[issue.file_idx],
+                        issue.line,
+                        &issue.raw_email,
+                        issue.kind.code(),
+                        &issue.kind.to_string(),
+                    )
+                    .map_err(perr)?;
                 continue;
             }
         };
@@ -423,34 +549,79 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         let mb = match hygiene::check(row.email, &s.policy) {
             Ok(m) => m,
             Err(reason) => {
-                prune.record(file, row.line, row.email, reason.code(), &reason.to_string()).map_err(perr)?;
+                prune
+                    .record(
+                        file,
+                        row.line,
+                        row.email,
+                        reason.code(),
+                        &reason.to_string(),
+                    )
+                    .map_err(perr)?;
                 continue;
             }
         };
         if !seen.insert(fingerprint(&mb.key)) {
-            prune.record(file, row.line, &mb.address, "duplicate", "same address earlier in the list").map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "duplicate",
+                    "same address earlier in the list",
+                )
+                .map_err(perr)?;
             continue;
         }
         values.clear();
         values.extend(row.record.iter().map(str::to_string));
-        if let Err(e) = templates.render(Row { columns: &columns[row.file_idx], values: &values }) {
-            prune.record(file, row.line, &mb.address, "missing_field", &e.to_string()).map_err(perr)?;
+        if let Err(e) = templates.render(Row {
+            columns: &columns[row.file_idx],
+            values: &values,
+        }) {
+            prune
+                .record(file, row.line, &mb.address, "missing_field", &e.to_string())
+                .map_err(perr)?;
             continue;
         }
         if let Some(t) = mb.flags.typo_of {
-            prune.record(file, row.line, &mb.address, "kept:typo_suspect", &format!("did you mean {t}?")).map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "kept:typo_suspect",
+                    &format!("did you mean {t}?"),
+                )
+                .map_err(perr)?;
         }
         if mb.flags.disposable {
-            prune.record(file, row.line, &mb.address, "kept:disposable", "disposable mailbox domain").map_err(perr)?;
+            prune
+                .record(
+                    file,
+                    row.line,
+                    &mb.address,
+                    "kept:disposable",
+                    "disposable mailbox domain",
+                )
+                .map_err(perr)?;
         }
         sendable += 1;
     }
-    let pruned = prune.finish().map_err(io("cannot write prune report", &ppath))?;
-    Ok(CheckReport { rows, sendable, pruned })
+    let pruned = prune
+        .finish()
+        .map_err(io("cannot write prune report", &ppath))?;
+    Ok(CheckReport {
+        rows,
+        sendable,
+        pruned,
+    })
 }
 
 /// 64-bit fingerprint for dedupe without keeping addresses (FNV-1a; collisions at 10M rows
 /// are ~3 in a million runs, and cost one skipped duplicate-looking row in `check` only).
 pub fn fingerprint(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }

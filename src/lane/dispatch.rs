@@ -77,7 +77,11 @@ pub(crate) async fn run(
             .await
             .map_err(|e| Error::Lane(format!("scan task failed: {e}")))??;
             for (key, rec) in rows {
-                buf.push(Job { key, rec, requeues: 0 });
+                buf.push(Job {
+                    key,
+                    rec,
+                    requeues: 0,
+                });
             }
             cursor = last;
             scan_done = done;
@@ -88,7 +92,9 @@ pub(crate) async fn run(
         let rounds = buf.rr.len();
         let now = Instant::now();
         for _ in 0..rounds {
-            let Some(domain) = buf.rr.pop_front() else { break };
+            let Some(domain) = buf.rr.pop_front() else {
+                break;
+            };
             let blocked = ctx.domains.with(&domain, |s| {
                 if let Some(until) = s.backoff_until {
                     if until > now {
@@ -158,7 +164,9 @@ pub(crate) async fn run(
             }
             let now = now_ms();
             let wait_ms = counts.next_retry_ms.saturating_sub(now);
-            if counts.get(State::Pending) == 0 && wait_ms > ctx.settings.wait_for_retries.as_millis() as u64 {
+            if counts.get(State::Pending) == 0
+                && wait_ms > ctx.settings.wait_for_retries.as_millis() as u64
+            {
                 break;
             }
             if wait_ms > 0 {
@@ -172,7 +180,9 @@ pub(crate) async fn run(
             pass_started_ms = now_ms();
             continue;
         }
-        let w = min_wait.unwrap_or(Duration::from_millis(5)).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        let w = min_wait
+            .unwrap_or(Duration::from_millis(5))
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
         wait_for(&mut requeue, &mut buf, w).await;
     }
     Ok(())

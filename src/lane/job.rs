@@ -75,7 +75,10 @@ impl MessageSpec {
             .ok_or_else(|| format!("unknown list file #{}", rec.file_idx))?;
         let rendered = self
             .templates
-            .render(Row { columns, values: &rec.values })
+            .render(Row {
+                columns,
+                values: &rec.values,
+            })
             .map_err(|e| format!("render: {e}"))?;
         let parts = Parts {
             from: &self.from,

@@ -104,6 +104,8 @@ pub(crate) struct LaneCtx {
     pub stats: Arc<Stats>,
     pub domains: domains::DomainTable,
     pub fatal: Mutex<Option<String>>,
+    /// Consecutive failed connection attempts across workers (reset on success).
+    pub connect_failures: std::sync::atomic::AtomicU32,
 }
 
 impl LaneCtx {
@@ -134,6 +136,7 @@ pub async fn run(
         stats,
         domains: domains::DomainTable::default(),
         fatal: Mutex::new(None),
+        connect_failures: Default::default(),
     });
     let workers = match settings.transport {
         TransportSpec::Outbox(_) => settings.connections.min(4),
@@ -147,18 +150,25 @@ pub async fn run(
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
 
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writer = tokio::spawn(writer::run(ctx.clone(), done_rx, requeue_tx, outstanding.clone()));
+    let writer = tokio::spawn(writer::run(
+        ctx.clone(),
+        done_rx,
+        requeue_tx,
+        outstanding.clone(),
+    ));
     let mut handles = Vec::new();
-    for id in 0..workers {
+    for _ in 0..workers {
         let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
-        handles.push(tokio::spawn(async move { worker::run(id, c, rx, tx).await }));
+        handles.push(tokio::spawn(async move { worker::run(c, rx, tx).await }));
     }
     drop(done_tx);
     let dispatched = dispatch::run(ctx.clone(), job_tx, requeue_rx, outstanding).await;
     for h in handles {
         let _ = h.await;
     }
-    let report = writer.await.map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
+    let report = writer
+        .await
+        .map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
     dispatched?;
     let mut report = report;
     report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -19,7 +19,11 @@ pub fn next_retry_ms(
         return None;
     }
     let ms = delay.as_millis() as u64;
-    let jitter = if ms >= 10 { rand::random_range(0..=ms / 5) } else { 0 };
+    let jitter = if ms >= 10 {
+        rand::random_range(0..=ms / 5)
+    } else {
+        0
+    };
     Some(now_ms + ms - ms / 10 + jitter)
 }
 

@@ -31,8 +31,12 @@ impl Throttle {
     /// Builds the limiters from lane settings.
     pub fn new(s: &LaneSettings) -> Self {
         Throttle {
-            global: s.rate.map(|r| governor::RateLimiter::direct(quota(r, s.burst))),
-            default_domain: s.per_domain_default.map(|r| governor::RateLimiter::keyed(quota(r, s.burst))),
+            global: s
+                .rate
+                .map(|r| governor::RateLimiter::direct(quota(r, s.burst))),
+            default_domain: s
+                .per_domain_default
+                .map(|r| governor::RateLimiter::keyed(quota(r, s.burst))),
             domains: s
                 .per_domain
                 .iter()

@@ -21,10 +21,14 @@ type Jobs = Arc<Mutex<mpsc::Receiver<Job>>>;
 const IDLE: Duration = Duration::from_secs(5);
 
 /// Runs one worker until the job channel closes.
-pub(crate) async fn run(id: usize, ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>) {
+pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>) {
     match ctx.settings.transport.clone() {
         TransportSpec::Outbox(dir) => outbox_worker(ctx, jobs, done, dir).await,
-        TransportSpec::Smtp { host, port, implicit_tls } => {
+        TransportSpec::Smtp {
+            host,
+            port,
+            implicit_tls,
+        } => {
             let s = &ctx.settings;
             let ep = Endpoint {
                 host,
@@ -36,7 +40,15 @@ pub(crate) async fn run(id: usize, ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Se
                 auth: s.auth.clone(),
                 timeouts: s.timeouts,
             };
-            SmtpWorker { id, ctx: ctx.clone(), jobs, done, ep, conn: None }.run().await
+            SmtpWorker {
+                ctx: ctx.clone(),
+                jobs,
+                done,
+                ep,
+                conn: None,
+            }
+            .run()
+            .await
         }
     }
 }
@@ -59,7 +71,12 @@ async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Out
     let _ = done.send(Done { job, outcome }).await;
 }
 
-async fn outbox_worker(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>, dir: std::path::PathBuf) {
+async fn outbox_worker(
+    ctx: Arc<LaneCtx>,
+    jobs: Jobs,
+    done: mpsc::Sender<Done>,
+    dir: std::path::PathBuf,
+) {
     while let Ok(job) = next_blocking(&jobs, Duration::from_secs(3600)).await {
         let Some(job) = job else { continue };
         if ctx.shutdown.stopping() {
@@ -77,7 +94,15 @@ async fn outbox_worker(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>, 
         let d = dir.clone();
         let res = tokio::task::spawn_blocking(move || outbox::write(&d, &name, &msg)).await;
         match res {
-            Ok(Ok(path)) => report(&ctx, &done, job, Outcome::Sent(format!("250 written to {}", path.display()))).await,
+            Ok(Ok(path)) => {
+                report(
+                    &ctx,
+                    &done,
+                    job,
+                    Outcome::Sent(format!("250 written to {}", path.display())),
+                )
+                .await
+            }
             Ok(Err(e)) => {
                 // Disk full or unwritable outbox: nothing else will work either.
                 ctx.set_fatal(format!("cannot write to outbox {}: {e}", dir.display()));
@@ -98,7 +123,6 @@ struct Ready {
 }
 
 struct SmtpWorker {
-    id: usize,
     ctx: Arc<LaneCtx>,
     jobs: Jobs,
     done: mpsc::Sender<Done>,
@@ -135,6 +159,9 @@ impl SmtpWorker {
                 match Connection::open(&self.ep).await {
                     Ok(c) => {
                         failures = 0;
+                        self.ctx
+                            .connect_failures
+                            .store(0, std::sync::atomic::Ordering::SeqCst);
                         self.conn = Some((c, Instant::now(), 0));
                     }
                     Err(e) => {
@@ -145,8 +172,15 @@ impl SmtpWorker {
                 }
             }
             let keep = self.session(job).await;
-            let (age, count) = self.conn.as_ref().map(|(_, t, n)| (t.elapsed(), *n)).unwrap_or_default();
-            if !keep || age >= self.ctx.settings.max_connection_age || count >= self.ctx.settings.max_messages_per_connection {
+            let (age, count) = self
+                .conn
+                .as_ref()
+                .map(|(_, t, n)| (t.elapsed(), *n))
+                .unwrap_or_default();
+            if !keep
+                || age >= self.ctx.settings.max_connection_age
+                || count >= self.ctx.settings.max_messages_per_connection
+            {
                 if let Some((c, _, _)) = self.conn.take() {
                     if keep {
                         c.quit().await;
@@ -167,16 +201,35 @@ impl SmtpWorker {
             return;
         }
         // Never delivered anything and the relay keeps refusing: a config problem, not a blip.
-        let nothing_sent = self.ctx.stats.sent.load(std::sync::atomic::Ordering::Relaxed) == 0;
-        if failures >= 3 && nothing_sent && self.id == 0 {
-            self.ctx.set_fatal(format!("cannot connect to relay {what}"));
+        let nothing_sent = self
+            .ctx
+            .stats
+            .sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0;
+        let all = self
+            .ctx
+            .connect_failures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if nothing_sent && (failures >= 3 || all >= 8) {
+            self.ctx
+                .set_fatal(format!("cannot connect to relay {what}"));
             report(&self.ctx, &self.done, job, Outcome::Unclaimed).await;
             return;
         }
         if e.class() == Class::Throttling {
-            self.ctx.domains.throttled(job.rec.domain(), self.ctx.settings.backoff);
+            self.ctx
+                .domains
+                .throttled(job.rec.domain(), self.ctx.settings.backoff);
         }
-        report(&self.ctx, &self.done, job, Outcome::Requeue(format!("connection failed: {what}"))).await;
+        report(
+            &self.ctx,
+            &self.done,
+            job,
+            Outcome::Requeue(format!("connection failed: {what}")),
+        )
+        .await;
         let backoff = Duration::from_millis(200u64 << failures.min(7));
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -208,7 +261,10 @@ impl SmtpWorker {
                         *count += 1;
                         if pipelining {
                             buf.extend_from_slice(&p.commands);
-                            sent_next = Some(Ready { job: p.job, data: p.data });
+                            sent_next = Some(Ready {
+                                job: p.job,
+                                data: p.data,
+                            });
                         } else {
                             // No PIPELINING: one command, one reply.
                             match lockstep(conn, p, &ctx, &self.done, t.command).await {
@@ -220,18 +276,29 @@ impl SmtpWorker {
                                 Ok(None) => {}
                                 Err(()) => return false,
                             }
-                            next = if *count < max && !ctx.shutdown.stopping() { next_now(&self.jobs) } else { None };
+                            next = if *count < max && !ctx.shutdown.stopping() {
+                                next_now(&self.jobs)
+                            } else {
+                                None
+                            };
                             if next.is_none() {
                                 return true;
                             }
                             continue;
                         }
                     }
-                    Err((job, outcome)) => report(&ctx, &self.done, job, outcome).await,
+                    Err(b) => {
+                        let (job, outcome) = *b;
+                        report(&ctx, &self.done, job, outcome).await
+                    }
                 }
             }
             if buf.is_empty() {
-                next = if *count < max && !ctx.shutdown.stopping() { next_now(&self.jobs) } else { None };
+                next = if *count < max && !ctx.shutdown.stopping() {
+                    next_now(&self.jobs)
+                } else {
+                    None
+                };
                 if next.is_none() {
                     return true;
                 }
@@ -258,9 +325,21 @@ impl SmtpWorker {
                         // The final dot went out and no reply came: the message may have been
                         // delivered. It is resent on a new connection (documented: at most one
                         // duplicate per lost connection).
-                        report(&ctx, &self.done, r.job, Outcome::Requeue(format!("no reply after end of data: {e}"))).await;
+                        report(
+                            &ctx,
+                            &self.done,
+                            r.job,
+                            Outcome::Requeue(format!("no reply after end of data: {e}")),
+                        )
+                        .await;
                         if let Some(n) = sent_next {
-                            report(&ctx, &self.done, n.job, Outcome::Requeue("connection lost".into())).await;
+                            report(
+                                &ctx,
+                                &self.done,
+                                n.job,
+                                Outcome::Requeue("connection lost".into()),
+                            )
+                            .await;
                         }
                         return false;
                     }
@@ -273,7 +352,9 @@ impl SmtpWorker {
                         if data.code == 354 && !(mail.is_ok() && rcpt.is_ok()) {
                             // RFC 2920: after a failed RCPT a server may still say 354; an empty
                             // message ends it (and is rejected for lack of recipients).
-                            if conn.send(b".\r\n").await.is_err() || conn.read_reply(t.data_end, "empty data").await.is_err() {
+                            if conn.send(b".\r\n").await.is_err()
+                                || conn.read_reply(t.data_end, "empty data").await.is_err()
+                            {
                                 alive = false;
                             }
                         }
@@ -286,22 +367,44 @@ impl SmtpWorker {
                         } else if alive {
                             ready = Some(n);
                         } else {
-                            report(&ctx, &self.done, n.job, Outcome::Requeue("server closing (421)".into())).await;
+                            report(
+                                &ctx,
+                                &self.done,
+                                n.job,
+                                Outcome::Requeue("server closing (421)".into()),
+                            )
+                            .await;
                         }
                     }
                     Err(e) => {
-                        report(&ctx, &self.done, n.job, Outcome::Requeue(format!("connection lost: {e}"))).await;
+                        report(
+                            &ctx,
+                            &self.done,
+                            n.job,
+                            Outcome::Requeue(format!("connection lost: {e}")),
+                        )
+                        .await;
                         return false;
                     }
                 }
             }
             if !alive {
                 if let Some(r) = ready.take() {
-                    report(&ctx, &self.done, r.job, Outcome::Requeue("server closing (421)".into())).await;
+                    report(
+                        &ctx,
+                        &self.done,
+                        r.job,
+                        Outcome::Requeue("server closing (421)".into()),
+                    )
+                    .await;
                 }
                 return false;
             }
-            next = if *count < max && !ctx.shutdown.stopping() { next_now(&self.jobs) } else { None };
+            next = if *count < max && !ctx.shutdown.stopping() {
+                next_now(&self.jobs)
+            } else {
+                None
+            };
             if next.is_none() && ready.is_none() {
                 return true;
             }
@@ -309,33 +412,69 @@ impl SmtpWorker {
     }
 }
 
-fn prepare_job(ctx: &LaneCtx, job: Job, caps_utf8: bool, size: u64) -> Result<Prepared, (Job, Outcome)> {
+fn prepare_job(
+    ctx: &LaneCtx,
+    job: Job,
+    caps_utf8: bool,
+    size: u64,
+) -> Result<Prepared, Box<(Job, Outcome)>> {
     let msg = match ctx.spec.build(&job.rec) {
         Ok(m) => m,
-        Err(e) => return Err((job, Outcome::Skipped(e))),
+        Err(e) => return Err(Box::new((job, Outcome::Skipped(e)))),
     };
     let mut data = Vec::with_capacity(msg.len() + 64);
     if let Err(e) = wire::encode_data(&msg, &mut data) {
-        return Err((job, Outcome::Failed { class: Class::OtherPermanent, reply: format!("not sent: {e}") }));
+        return Err(Box::new((
+            job,
+            Outcome::Failed {
+                class: Class::OtherPermanent,
+                reply: format!("not sent: {e}"),
+            },
+        )));
     }
     if size > 0 && data.len() as u64 > size {
-        return Err((job, Outcome::Failed { class: Class::OtherPermanent, reply: format!("not sent: message of {} octets exceeds the relay's SIZE {size}", data.len()) }));
+        return Err(Box::new((
+            job,
+            Outcome::Failed {
+                class: Class::OtherPermanent,
+                reply: format!(
+                    "not sent: message of {} octets exceeds the relay's SIZE {size}",
+                    data.len()
+                ),
+            },
+        )));
     }
     let from = &ctx.spec.from.address;
     let to = &job.rec.address;
     if !wire::safe_path(from) || !wire::safe_path(to) {
-        return Err((job, Outcome::Failed { class: Class::OtherPermanent, reply: "not sent: address unsafe on the wire".into() }));
+        return Err(Box::new((
+            job,
+            Outcome::Failed {
+                class: Class::OtherPermanent,
+                reply: "not sent: address unsafe on the wire".into(),
+            },
+        )));
     }
     let utf8 = !to.is_ascii() || !from.is_ascii();
     if utf8 && !caps_utf8 {
-        return Err((job, Outcome::Failed { class: Class::OtherPermanent, reply: "not sent: non-ASCII address and the relay has no SMTPUTF8".into() }));
+        return Err(Box::new((
+            job,
+            Outcome::Failed {
+                class: Class::OtherPermanent,
+                reply: "not sent: non-ASCII address and the relay has no SMTPUTF8".into(),
+            },
+        )));
     }
     let commands = format!(
         "MAIL FROM:<{from}>{}\r\nRCPT TO:<{to}>\r\nDATA\r\n",
         if utf8 { " SMTPUTF8" } else { "" }
     )
     .into_bytes();
-    Ok(Prepared { job, commands, data })
+    Ok(Prepared {
+        job,
+        commands,
+        data,
+    })
 }
 
 fn outcome(stage: Stage, r: &Reply) -> Outcome {
@@ -343,11 +482,17 @@ fn outcome(stage: Stage, r: &Reply) -> Outcome {
     if class == Class::Success {
         Outcome::Sent(r.to_string())
     } else {
-        Outcome::Failed { class, reply: r.to_string() }
+        Outcome::Failed {
+            class,
+            reply: r.to_string(),
+        }
     }
 }
 
-async fn read_envelope_replies(conn: &mut Connection, t: Duration) -> Result<(Reply, Reply, Reply), SmtpError> {
+async fn read_envelope_replies(
+    conn: &mut Connection,
+    t: Duration,
+) -> Result<(Reply, Reply, Reply), SmtpError> {
     let mail = conn.read_reply(t, "reply to MAIL").await?;
     let rcpt = conn.read_reply(t, "reply to RCPT").await?;
     let data = conn.read_reply(t, "reply to DATA").await?;
@@ -355,7 +500,13 @@ async fn read_envelope_replies(conn: &mut Connection, t: Duration) -> Result<(Re
 }
 
 /// Lock-step transaction up to the 354 (servers without PIPELINING).
-async fn lockstep(conn: &mut Connection, p: Prepared, ctx: &LaneCtx, done: &mpsc::Sender<Done>, t: Duration) -> Result<Option<Ready>, ()> {
+async fn lockstep(
+    conn: &mut Connection,
+    p: Prepared,
+    ctx: &LaneCtx,
+    done: &mpsc::Sender<Done>,
+    t: Duration,
+) -> Result<Option<Ready>, ()> {
     let text = String::from_utf8_lossy(&p.commands).into_owned();
     let mut lines = text.split_inclusive("\r\n");
     let stages = [Stage::Mail, Stage::Rcpt, Stage::Data];
@@ -366,7 +517,12 @@ async fn lockstep(conn: &mut Connection, p: Prepared, ctx: &LaneCtx, done: &mpsc
             Err(e) => Err(e),
         };
         match r {
-            Ok(rep) if stage == Stage::Data && rep.code == 354 => return Ok(Some(Ready { job: p.job, data: p.data })),
+            Ok(rep) if stage == Stage::Data && rep.code == 354 => {
+                return Ok(Some(Ready {
+                    job: p.job,
+                    data: p.data,
+                }))
+            }
             Ok(rep) if rep.is_ok() && stage != Stage::Data => continue,
             Ok(rep) => {
                 let alive = rep.code != 421;
@@ -380,7 +536,13 @@ async fn lockstep(conn: &mut Connection, p: Prepared, ctx: &LaneCtx, done: &mpsc
                 return if alive { Ok(None) } else { Err(()) };
             }
             Err(e) => {
-                report(ctx, done, p.job, Outcome::Requeue(format!("connection lost: {e}"))).await;
+                report(
+                    ctx,
+                    done,
+                    p.job,
+                    Outcome::Requeue(format!("connection lost: {e}")),
+                )
+                .await;
                 return Err(());
             }
         }
@@ -389,9 +551,21 @@ async fn lockstep(conn: &mut Connection, p: Prepared, ctx: &LaneCtx, done: &mpsc
 }
 
 /// Sends a body (already in `data`) and reads its final reply (lock-step mode).
-async fn finish(conn: &mut Connection, r: Ready, ctx: &LaneCtx, done: &mpsc::Sender<Done>, t: Duration) -> bool {
+async fn finish(
+    conn: &mut Connection,
+    r: Ready,
+    ctx: &LaneCtx,
+    done: &mpsc::Sender<Done>,
+    t: Duration,
+) -> bool {
     if let Err(e) = conn.send(&r.data).await {
-        report(ctx, done, r.job, Outcome::Requeue(format!("connection lost: {e}"))).await;
+        report(
+            ctx,
+            done,
+            r.job,
+            Outcome::Requeue(format!("connection lost: {e}")),
+        )
+        .await;
         return false;
     }
     match conn.read_reply(t, "reply to end of data").await {
@@ -401,7 +575,13 @@ async fn finish(conn: &mut Connection, r: Ready, ctx: &LaneCtx, done: &mpsc::Sen
             alive
         }
         Err(e) => {
-            report(ctx, done, r.job, Outcome::Requeue(format!("no reply after end of data: {e}"))).await;
+            report(
+                ctx,
+                done,
+                r.job,
+                Outcome::Requeue(format!("no reply after end of data: {e}")),
+            )
+            .await;
             false
         }
     }

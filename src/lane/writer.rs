@@ -66,7 +66,10 @@ pub(crate) async fn run(
                         }
                         Class::OtherPermanent | Class::Success => {
                             rec.state = State::Bounced;
-                            let w = report.warnings.entry(domain.clone()).or_insert((0, String::new()));
+                            let w = report
+                                .warnings
+                                .entry(domain.clone())
+                                .or_insert((0, String::new()));
                             w.0 += 1;
                             w.1 = reply;
                             counted[2] += 1;
@@ -74,14 +77,22 @@ pub(crate) async fn run(
                         Class::Transient | Class::Throttling => {
                             let at = if class == Class::Throttling {
                                 let until = ctx.domains.throttled(&domain, ctx.settings.backoff);
-                                let wait = until.saturating_duration_since(std::time::Instant::now());
+                                let wait =
+                                    until.saturating_duration_since(std::time::Instant::now());
                                 Some(now + wait.as_millis() as u64)
                             } else {
-                                retry::next_retry_ms(&ctx.settings.retry, ctx.settings.max_retry_age, rec.attempts, rec.first_attempt_ms, now)
+                                retry::next_retry_ms(
+                                    &ctx.settings.retry,
+                                    ctx.settings.max_retry_age,
+                                    rec.attempts,
+                                    rec.first_attempt_ms,
+                                    now,
+                                )
                             };
                             // A throttled recipient still has to respect the retry budget.
                             let within = (rec.attempts as usize) <= ctx.settings.retry.len()
-                                && now.saturating_sub(rec.first_attempt_ms) <= ctx.settings.max_retry_age.as_millis() as u64;
+                                && now.saturating_sub(rec.first_attempt_ms)
+                                    <= ctx.settings.max_retry_age.as_millis() as u64;
                             match at {
                                 Some(t) if within => {
                                     rec.state = State::Deferred;
@@ -104,7 +115,13 @@ pub(crate) async fn run(
                     }
                     rec.attempts += 1;
                     rec.last_reply = why;
-                    match retry::next_retry_ms(&ctx.settings.retry, ctx.settings.max_retry_age, rec.attempts, rec.first_attempt_ms, now) {
+                    match retry::next_retry_ms(
+                        &ctx.settings.retry,
+                        ctx.settings.max_retry_age,
+                        rec.attempts,
+                        rec.first_attempt_ms,
+                        now,
+                    ) {
                         Some(t) => {
                             rec.state = State::Deferred;
                             rec.retry_at_ms = t;
@@ -150,7 +167,8 @@ pub(crate) async fn run(
         s.bounced.fetch_add(counted[2], Ordering::Relaxed);
         s.failed.fetch_add(counted[3], Ordering::Relaxed);
         s.skipped.fetch_add(counted[4], Ordering::Relaxed);
-        s.requeued.fetch_add(requeued.len() as u64, Ordering::Relaxed);
+        s.requeued
+            .fetch_add(requeued.len() as u64, Ordering::Relaxed);
         for j in requeued {
             // Back to the dispatcher before `outstanding` drops, so it never sees an empty
             // lane while a requeued job is in transit.

@@ -36,9 +36,11 @@ pub fn spawn(campaign: String, stats: Arc<Stats>, quiet: bool, snapshot: PathBuf
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} [{bar:40.cyan/blue}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} {prefix} [{bar:40.cyan/blue}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_prefix(campaign.clone());
             b
@@ -63,7 +65,10 @@ pub fn spawn(campaign: String, stats: Arc<Stats>, quiet: bool, snapshot: PathBuf
                 b.set_message(msg);
             } else if !quiet && last_line.elapsed() >= Duration::from_secs(5) {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
-                eprintln!("[{campaign}] {done}/{total} done, {:.0}/s, {msg}", done as f64 / secs);
+                eprintln!(
+                    "[{campaign}] {done}/{total} done, {:.0}/s, {msg}",
+                    done as f64 / secs
+                );
                 last_line = Instant::now();
             }
             if last_snap.elapsed() >= Duration::from_secs(2) {

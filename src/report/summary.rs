@@ -26,26 +26,39 @@ pub fn print(s: &Summary) {
         secs,
         s.sent_this_run as f64 / secs
     );
-    let pruned: u64 = s.pruned.1.iter().filter(|(k, _)| !k.starts_with("kept:")).map(|(_, v)| v).sum();
+    let pruned: u64 = s
+        .pruned
+        .1
+        .iter()
+        .filter(|(k, _)| !k.starts_with("kept:"))
+        .map(|(_, v)| v)
+        .sum();
     eprintln!("  pruned rows {pruned} (report: {})", s.pruned.0.display());
     for (reason, n) in &s.pruned.1 {
         eprintln!("    {reason:<22} {n}");
     }
     if s.removed > 0 {
-        eprintln!("  {} recipients are no longer in the lists and were not sent", s.removed);
+        eprintln!(
+            "  {} recipients are no longer in the lists and were not sent",
+            s.removed
+        );
     }
     if s.recovered_in_flight.0 > 0 {
         eprintln!(
             "  {} recipients were in flight when the last run stopped: {}",
             s.recovered_in_flight.0,
             match s.recovered_in_flight.1 {
-                crate::config::InFlightPolicy::Skip => "marked unknown, not resent (in_flight = \"skip\")",
+                crate::config::InFlightPolicy::Skip =>
+                    "marked unknown, not resent (in_flight = \"skip\")",
                 crate::config::InFlightPolicy::Resend => "resent (in_flight = \"resend\")",
             }
         );
     }
     if s.suppressed > 0 {
-        eprintln!("  {} addresses added to the suppression list (address-level bounces)", s.suppressed);
+        eprintln!(
+            "  {} addresses added to the suppression list (address-level bounces)",
+            s.suppressed
+        );
     }
     for (domain, (n, last)) in &s.warnings {
         eprintln!("  warning: {domain}: {n} sender/message-level rejections (not suppressed); last: {last}");

@@ -40,6 +40,10 @@ impl Counts {
     }
 }
 
+/// One chunk of a scan: matching (key, record) pairs, the last key looked at (the cursor for
+/// the next call), and whether the end of the tree was reached.
+pub type Scan = (Vec<(String, Record)>, Option<String>, bool);
+
 /// The campaign's sled database, held by this process.
 pub struct CampaignStore {
     db: sled::Db,
@@ -83,7 +87,9 @@ impl CampaignStore {
     pub fn files(&self) -> Result<Vec<ListFile>> {
         match self.meta.get("files").map_err(|e| self.err(e))? {
             None => Ok(Vec::new()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| self.err(format!("corrupt file table: {e}"))),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| self.err(format!("corrupt file table: {e}")))
+            }
         }
     }
 
@@ -139,7 +145,10 @@ impl CampaignStore {
     }
 
     /// Writes records in one atomic batch (not flushed).
-    pub fn put_batch<'a>(&self, records: impl IntoIterator<Item = (&'a str, &'a Record)>) -> Result<()> {
+    pub fn put_batch<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a str, &'a Record)>,
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut buf = Vec::new();
         for (k, r) in records {
@@ -164,7 +173,8 @@ impl CampaignStore {
         self.rcpt.iter().map(move |kv| {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let rec = Record::decode(&v).ok_or_else(|| self.err(format!("corrupt record for {key:?}")))?;
+            let rec = Record::decode(&v)
+                .ok_or_else(|| self.err(format!("corrupt record for {key:?}")))?;
             Ok((key, rec))
         })
     }
@@ -176,7 +186,7 @@ impl CampaignStore {
         after: Option<&str>,
         limit: usize,
         mut want: impl FnMut(State, &[u8]) -> bool,
-    ) -> Result<(Vec<(String, Record)>, Option<String>, bool)> {
+    ) -> Result<Scan> {
         use std::ops::Bound;
         let lower = match after {
             Some(k) => Bound::Excluded(k.as_bytes().to_vec()),
@@ -189,7 +199,9 @@ impl CampaignStore {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             scanned += 1;
             last = Some(String::from_utf8_lossy(&k).into_owned());
-            let Some(st) = Record::peek_state(&v) else { continue };
+            let Some(st) = Record::peek_state(&v) else {
+                continue;
+            };
             if want(st, &v) {
                 let rec = Record::decode(&v).ok_or_else(|| self.err("corrupt record"))?;
                 out.push((last.clone().unwrap_or_default(), rec));

@@ -76,7 +76,10 @@ pub(crate) fn check_version(meta: &sled::Tree, path: &Path) -> Result<(), Error>
             Ok(())
         }
         Some(v) => {
-            let v: [u8; 4] = v.as_ref().try_into().map_err(|_| err("corrupt format version".into()))?;
+            let v: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| err("corrupt format version".into()))?;
             let v = u32::from_be_bytes(v);
             if v > FORMAT_VERSION {
                 Err(err(format!("store format {v} is newer than this blast understands ({FORMAT_VERSION}); upgrade blast")))

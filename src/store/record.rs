@@ -114,7 +114,9 @@ impl Record {
 
     /// Serialises to a new vector.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(64 + self.address.len() + self.values.iter().map(|s| s.len() + 4).sum::<usize>());
+        let mut v = Vec::with_capacity(
+            64 + self.address.len() + self.values.iter().map(|s| s.len() + 4).sum::<usize>(),
+        );
         self.encode_into(&mut v);
         v
     }

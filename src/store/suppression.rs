@@ -39,7 +39,10 @@ impl Suppression {
     pub fn open(state_dir: &Path, wait: Duration) -> Result<Self> {
         let path = path_in(state_dir);
         let db = open_db(&path, 16 << 20, wait)?.ok_or_else(|| {
-            Error::Locked(format!("suppression list {} stayed locked by another blast process for {wait:?}", path.display()))
+            Error::Locked(format!(
+                "suppression list {} stayed locked by another blast process for {wait:?}",
+                path.display()
+            ))
         })?;
         let meta = db.open_tree("meta").map_err(|e| store_err(&path, e))?;
         check_version(&meta, &path)?;
@@ -51,7 +54,11 @@ impl Suppression {
     pub fn lookup(&self, key: &str) -> Result<Option<Entry>> {
         let domain_key = key.rsplit_once('@').map(|(_, d)| format!("@{d}"));
         for k in std::iter::once(key.to_string()).chain(domain_key) {
-            if let Some(v) = self.tree.get(k.as_bytes()).map_err(|e| store_err(&self.path, e))? {
+            if let Some(v) = self
+                .tree
+                .get(k.as_bytes())
+                .map_err(|e| store_err(&self.path, e))?
+            {
                 return Ok(serde_json::from_slice(&v).ok());
             }
         }
@@ -61,13 +68,19 @@ impl Suppression {
     /// Adds (or replaces) an entry. `key` is a normalised address or `@domain`.
     pub fn add(&self, key: &str, entry: &Entry) -> Result<()> {
         let v = serde_json::to_vec(entry).map_err(|e| store_err(&self.path, e))?;
-        self.tree.insert(key.as_bytes(), v).map_err(|e| store_err(&self.path, e))?;
+        self.tree
+            .insert(key.as_bytes(), v)
+            .map_err(|e| store_err(&self.path, e))?;
         Ok(())
     }
 
     /// Removes an entry; returns whether it existed.
     pub fn remove(&self, key: &str) -> Result<bool> {
-        Ok(self.tree.remove(key.as_bytes()).map_err(|e| store_err(&self.path, e))?.is_some())
+        Ok(self
+            .tree
+            .remove(key.as_bytes())
+            .map_err(|e| store_err(&self.path, e))?
+            .is_some())
     }
 
     /// All entries in key order.
@@ -84,6 +97,9 @@ impl Suppression {
 
     /// Durably writes pending changes.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| store_err(&self.path, e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| store_err(&self.path, e))
     }
 }

@@ -9,11 +9,19 @@ use std::path::{Path, PathBuf};
 pub fn file_name(campaign: &str, key: &str) -> String {
     let mut safe: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-+@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(120)
         .collect();
     // Distinct keys may sanitise alike; a short hash of the real key keeps them apart.
-    let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     safe.push_str(&format!("-{:08x}.eml", h as u32));
     format!("{campaign}-{safe}")
 }

@@ -69,10 +69,8 @@ impl SmtpError {
     pub fn is_fatal(&self) -> bool {
         match self {
             SmtpError::Policy(_) => true,
-            SmtpError::Refused { stage, reply } => {
-                (*stage == "AUTH" || *stage == "STARTTLS") && reply.code >= 500
-                    || (*stage == "greeting" || *stage == "EHLO") && reply.code >= 500
-            }
+            // A 5xx to greeting, EHLO, STARTTLS or AUTH will not change by retrying.
+            SmtpError::Refused { reply, .. } => reply.code >= 500,
             _ => false,
         }
     }
@@ -97,11 +95,18 @@ pub enum Stream {
 }
 
 fn detached() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "stream is being upgraded to TLS")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "stream is being upgraded to TLS",
+    )
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -111,7 +116,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -191,11 +200,15 @@ impl Connection {
     /// the endpoint says.
     pub async fn open(ep: &Endpoint) -> Result<Connection, SmtpError> {
         let t = ep.timeouts.connect;
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(t, tokio::net::lookup_host((ep.host.as_str(), ep.port)))
-            .await
-            .map_err(|_| SmtpError::Timeout("DNS lookup"))??
-            .collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} resolves to no address", ep.host));
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(t, tokio::net::lookup_host((ep.host.as_str(), ep.port)))
+                .await
+                .map_err(|_| SmtpError::Timeout("DNS lookup"))??
+                .collect();
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} resolves to no address", ep.host),
+        );
         let mut tcp = None;
         for addr in addrs {
             // Only try addresses of the same family as the source IP.
@@ -204,7 +217,11 @@ impl Connection {
                     continue;
                 }
             }
-            let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             sock.set_nodelay(true)?;
             if let Some(src) = ep.source_ip {
                 sock.bind(SocketAddr::new(src, 0))?;
@@ -215,7 +232,12 @@ impl Connection {
                     break;
                 }
                 Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")),
+                Err(_) => {
+                    last = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect to {addr} timed out"),
+                    )
+                }
             }
         }
         let tcp = tcp.ok_or(last)?;
@@ -234,7 +256,10 @@ impl Connection {
         };
         let greet = c.read_reply(t, "greeting").await?;
         if greet.code != 220 {
-            return Err(SmtpError::Refused { stage: "greeting", reply: greet });
+            return Err(SmtpError::Refused {
+                stage: "greeting",
+                reply: greet,
+            });
         }
         c.ehlo(&ep.helo, ep.timeouts.command).await?;
         if !c.tls && ep.starttls != StartTls::Off {
@@ -243,7 +268,10 @@ impl Connection {
                 let r = c.read_reply(ep.timeouts.command, "STARTTLS").await?;
                 if r.code != 220 {
                     if ep.starttls == StartTls::Required {
-                        return Err(SmtpError::Refused { stage: "STARTTLS", reply: r });
+                        return Err(SmtpError::Refused {
+                            stage: "STARTTLS",
+                            reply: r,
+                        });
                     }
                 } else {
                     // RFC 3207 §4.2: forget everything learned before the handshake, including any
@@ -266,17 +294,28 @@ impl Connection {
         if let Some(auth) = &ep.auth {
             let loopback = c.peer_is_loopback();
             if !c.tls && !loopback {
-                return Err(SmtpError::Policy("refusing to send AUTH without TLS to a non-loopback relay".into()));
+                return Err(SmtpError::Policy(
+                    "refusing to send AUTH without TLS to a non-loopback relay".into(),
+                ));
             }
             if !c.caps.auth.iter().any(|m| m == "PLAIN") {
-                return Err(SmtpError::Policy(format!("relay offers no AUTH PLAIN (offers: {:?})", c.caps.auth)));
+                return Err(SmtpError::Policy(format!(
+                    "relay offers no AUTH PLAIN (offers: {:?})",
+                    c.caps.auth
+                )));
             }
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("\0{}\0{}", auth.username, auth.password.expose()));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                "\0{}\0{}",
+                auth.username,
+                auth.password.expose()
+            ));
             c.send(format!("AUTH PLAIN {token}\r\n").as_bytes()).await?;
             let r = c.read_reply(ep.timeouts.command, "AUTH").await?;
             if r.code != 235 {
-                return Err(SmtpError::Refused { stage: "AUTH", reply: r });
+                return Err(SmtpError::Refused {
+                    stage: "AUTH",
+                    reply: r,
+                });
             }
         }
         Ok(c)
@@ -304,7 +343,9 @@ impl Connection {
                     Some("SMTPUTF8") => caps.smtputf8 = true,
                     Some("STARTTLS") => caps.starttls = true,
                     Some("8BITMIME") => caps.eightbitmime = true,
-                    Some("SIZE") => caps.size = words.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+                    Some("SIZE") => {
+                        caps.size = words.next().and_then(|n| n.parse().ok()).unwrap_or(0)
+                    }
                     Some("AUTH") => caps.auth = words.map(str::to_string).collect(),
                     _ => {}
                 }
@@ -316,7 +357,10 @@ impl Connection {
         self.send(format!("HELO {helo}\r\n").as_bytes()).await?;
         let r2 = self.read_reply(t, "HELO").await?;
         if r2.code != 250 {
-            return Err(SmtpError::Refused { stage: "EHLO", reply: r });
+            return Err(SmtpError::Refused {
+                stage: "EHLO",
+                reply: r,
+            });
         }
         self.caps = Capabilities::default();
         Ok(())
@@ -330,11 +374,19 @@ impl Connection {
     }
 
     /// Reads one (possibly multi-line) reply within `t`.
-    pub async fn read_reply(&mut self, t: Duration, what: &'static str) -> Result<Reply, SmtpError> {
+    pub async fn read_reply(
+        &mut self,
+        t: Duration,
+        what: &'static str,
+    ) -> Result<Reply, SmtpError> {
         Ok(self.read_reply_lines(t, what).await?.0)
     }
 
-    async fn read_reply_lines(&mut self, t: Duration, what: &'static str) -> Result<(Reply, Vec<String>), SmtpError> {
+    async fn read_reply_lines(
+        &mut self,
+        t: Duration,
+        what: &'static str,
+    ) -> Result<(Reply, Vec<String>), SmtpError> {
         tokio::time::timeout(t, self.read_reply_inner())
             .await
             .map_err(|_| SmtpError::Timeout(what))?
@@ -364,7 +416,10 @@ impl Connection {
             let mut tmp = [0u8; 8192];
             let n = self.stream.read(&mut tmp).await?;
             if n == 0 {
-                return Err(SmtpError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server")));
+                return Err(SmtpError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by server",
+                )));
             }
             self.rbuf.extend_from_slice(&tmp[..n]);
         }
@@ -379,7 +434,9 @@ impl Connection {
             if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
                 return Err(SmtpError::Protocol(line));
             }
-            let code: u16 = line[..3].parse().map_err(|_| SmtpError::Protocol(line.clone()))?;
+            let code: u16 = line[..3]
+                .parse()
+                .map_err(|_| SmtpError::Protocol(line.clone()))?;
             let more = b.get(3) == Some(&b'-');
             let rest = line.get(4..).unwrap_or("").to_string();
             if !text.is_empty() {
@@ -411,7 +468,11 @@ async fn upgrade(s: Stream, host: &str, verify: bool, t: Duration) -> Result<Str
     let Stream::Plain(tcp) = s else {
         return Ok(s);
     };
-    let cfg = if verify { super::tls::verified() } else { super::tls::opportunistic() };
+    let cfg = if verify {
+        super::tls::verified()
+    } else {
+        super::tls::opportunistic()
+    };
     let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
         .map_err(|e| SmtpError::Policy(format!("bad TLS server name {host:?}: {e}")))?;
     let tls = tokio::time::timeout(t, tokio_rustls::TlsConnector::from(cfg).connect(name, tcp))

@@ -63,7 +63,9 @@ pub fn encode_data(msg: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
 pub fn safe_path(addr: &str) -> bool {
     !addr.is_empty()
         && addr.len() <= 320
-        && !addr.bytes().any(|b| b < 0x21 || b == 0x7f || b == b'<' || b == b'>')
+        && !addr
+            .bytes()
+            .any(|b| b < 0x21 || b == 0x7f || b == b'<' || b == b'>')
 }
 
 #[cfg(test)]
