@@ -237,15 +237,37 @@ async fn crash_run(policy: &str, seed: u64) -> CrashRun {
     let started = Instant::now();
     let (mut kills, mut runs) = (0, 0);
     let mut done = false;
+    let mut per_run = Vec::new();
     while runs < 40 && started.elapsed() < Duration::from_secs(150) {
         runs += 1;
         let log = format!("run{runs}.err");
         let mut child = camp.spawn_send(&log, &[]);
+        let before = sink.count();
         let code = if kills < CRASH_KILLS {
-            let after = Duration::from_millis(rng.random_range(100..700));
-            match tokio::time::timeout(after, child.wait()).await {
-                Ok(st) => st.expect("wait").code(),
-                Err(_) => {
+            // A quarter of the kills land anywhere from startup through import; the rest while
+            // messages are going out (0–350 ms after this run's first delivery).
+            let early = rng.random_range(0..4) == 0;
+            let after = if early {
+                Duration::from_millis(rng.random_range(20..400))
+            } else {
+                Duration::from_millis(rng.random_range(0..350))
+            };
+            let t0 = Instant::now();
+            let wait = async {
+                if !early {
+                    while sink.count() == before && t0.elapsed() < Duration::from_secs(30) {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                tokio::time::sleep(after).await;
+            };
+            let exited = tokio::select! {
+                st = child.wait() => Some(st.expect("wait")),
+                _ = wait => None,
+            };
+            match exited {
+                Some(st) => st.code(),
+                None => {
                     child.start_kill().expect("SIGKILL");
                     let st = child.wait().await.expect("wait after kill");
                     match st.code() {
@@ -253,6 +275,7 @@ async fn crash_run(policy: &str, seed: u64) -> CrashRun {
                         Some(c) => Some(c),
                         None => {
                             kills += 1;
+                            per_run.push(sink.count() - before);
                             continue;
                         }
                     }
@@ -263,6 +286,7 @@ async fn crash_run(policy: &str, seed: u64) -> CrashRun {
                 .await
                 .code()
         };
+        per_run.push(sink.count() - before);
         match code {
             Some(0) => {
                 done = true;
@@ -283,6 +307,7 @@ async fn crash_run(policy: &str, seed: u64) -> CrashRun {
         kills >= 10,
         "only {kills} kills landed before the campaign completed (runs are too fast)"
     );
+    eprintln!("crash/{policy}: delivered per run {per_run:?}");
     CrashRun {
         camp,
         sink,
