@@ -359,6 +359,11 @@ pub fn check(raw: &str, policy: &Policy) -> Result<Mailbox, Reason> {
         return Err(Reason::NeedsSmtputf8);
     }
 
+    let role = local_ascii && is_role(local);
+    if role && !policy.allow_role {
+        return Err(Reason::Role);
+    }
+
     let key = if local_ascii {
         let mut key = address.clone();
         key[..local.len()].make_ascii_lowercase();
@@ -369,10 +374,6 @@ pub fn check(raw: &str, policy: &Policy) -> Result<Mailbox, Reason> {
         key
     };
 
-    let role = local_ascii && is_role(local);
-    if role && !policy.allow_role {
-        return Err(Reason::Role);
-    }
     let domain_lc = &address[domain_start..];
     let flags = Flags {
         typo_of: typo_of(domain_lc),
