@@ -223,7 +223,7 @@ struct CrashRun {
 }
 
 /// Sends 5,000 recipients, SIGKILLing `blast send` `CRASH_KILLS` times at seeded random
-/// moments (0.1–0.7 s into a run, so some land in the import phase), then reruns until exit 0.
+/// moments (some in startup/import, most while sending), then reruns until exit 0.
 async fn crash_run(policy: &str, seed: u64) -> CrashRun {
     let sink = start_sink(Vec::new()).await;
     let camp = Camp::new(
@@ -244,22 +244,22 @@ async fn crash_run(policy: &str, seed: u64) -> CrashRun {
         let mut child = camp.spawn_send(&log, &[]);
         let before = sink.count();
         let code = if kills < CRASH_KILLS {
-            // A quarter of the kills land anywhere from startup through import; the rest while
-            // messages are going out (0–350 ms after this run's first delivery).
+            // A quarter of the kills land anywhere from startup through import (20–400 ms after
+            // spawn); the rest while messages are going out, once this run has delivered a random
+            // 1–400 messages (a point in the run rather than a time, so a faster machine cannot
+            // finish the campaign before the kills are done: 12 × 400 < 5,000).
             let early = rng.random_range(0..4) == 0;
-            let after = if early {
-                Duration::from_millis(rng.random_range(20..400))
-            } else {
-                Duration::from_millis(rng.random_range(0..350))
-            };
+            let after = Duration::from_millis(rng.random_range(20..400));
+            let target = rng.random_range(1..400);
             let t0 = Instant::now();
             let wait = async {
-                if !early {
-                    while sink.count() == before && t0.elapsed() < Duration::from_secs(30) {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                if early {
+                    tokio::time::sleep(after).await;
+                } else {
+                    while sink.count() - before < target && t0.elapsed() < Duration::from_secs(30) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                tokio::time::sleep(after).await;
             };
             let exited = tokio::select! {
                 st = child.wait() => Some(st.expect("wait")),
