@@ -602,3 +602,155 @@ async fn changed_list_adds_new_rows_and_skips_removed_ones() {
         "a sent row removed from the list stays sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_sigint_exits_at_once_and_rerun_never_duplicates() {
+    const N: usize = 600;
+    let sink = start_sink(Vec::new()).await;
+    let camp = Camp::new(
+        "intr2",
+        sink.addr,
+        "state_dir = \"state\"",
+        "rate = \"150/s\"",
+    );
+    let list = addrs("j", N, 6);
+    camp.write_list(&list);
+    let mut child = camp.spawn_send("first.err", &[]);
+    let t0 = Instant::now();
+    while sink.count() < 60 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("send exited early {st:?}: {}", camp.log("first.err"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("pid");
+    sigint(pid);
+    // The second Ctrl-C has to come after the handler re-armed; a person is slower than this.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if child.try_wait().unwrap().is_none() {
+        sigint(pid);
+    }
+    let st = wait_bounded(&mut child, Duration::from_secs(30)).await;
+    assert_eq!(st.code(), Some(130), "{st:?}\n{}", camp.log("first.err"));
+
+    let (code, err) = camp.send("second.err", &[], Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "rerun: {err}");
+    let got = tally(&sink);
+    let states = camp.states();
+    for a in &list {
+        match (got.get(a).copied().unwrap_or(0), states[a]) {
+            (1, State::Sent | State::Unknown) | (0, State::Unknown) => {}
+            (n, s) => panic!("{a}: received {n} times, state {s:?}"),
+        }
+    }
+    eprintln!(
+        "double interrupt: {} delivered, {} unknown",
+        got.len(),
+        states.values().filter(|s| **s == State::Unknown).count()
+    );
+}
+
+/// A tmpfs mounted for the test, unmounted on drop (also when the test panics).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` when this machine does not let us mount (not root, or no CAP_SYS_ADMIN).
+    fn mount(at: PathBuf, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(at))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `path` until a write fails with ENOSPC.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k as u64,
+        }
+        if n > 1 << 30 {
+            panic!("filled 1 GiB without running out of space");
+        }
+    }
+    let _ = f.sync_all();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
+    const N: usize = 3_000;
+    let sink = start_sink(Vec::new()).await;
+    let camp = Camp::new(
+        "full",
+        sink.addr,
+        "state_dir = \"state\"",
+        "rate = \"500/s\"",
+    );
+    let Some(_mnt) = Tmpfs::mount(camp.path("state"), "64m") else {
+        eprintln!("disk full: cannot mount a tmpfs here; test skipped");
+        return;
+    };
+    let list = addrs("f", N, 10);
+    camp.write_list(&list);
+    let mut child = camp.spawn_send("first.err", &[]);
+    let t0 = Instant::now();
+    while sink.count() < 200 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("send exited early {st:?}: {}", camp.log("first.err"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let filler = camp.path("state").join("filler");
+    let filled = fill(&filler);
+    let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
+    let err = camp.log("first.err");
+    let at_full = sink.count();
+    eprintln!(
+        "disk full: filled {filled} bytes after {at_full} deliveries; exit {:?}: {}",
+        st.code(),
+        err.trim()
+    );
+    assert!(
+        !err.contains("panicked"),
+        "blast panicked on a full disk: {err}"
+    );
+    assert_eq!(st.code(), Some(1), "a full disk is exit 1: {err}");
+    assert!(
+        err.contains("No space left"),
+        "the error does not say the disk is full: {err}"
+    );
+    assert!(at_full < N, "everything was sent before the disk filled up");
+
+    std::fs::remove_file(&filler).unwrap();
+    let (code, err) = camp.send("second.err", &[], Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "rerun after freeing space: {err}");
+    let got = tally(&sink);
+    let states = camp.states();
+    for a in &list {
+        match (got.get(a).copied().unwrap_or(0), states[a]) {
+            (1, State::Sent | State::Unknown) | (0, State::Unknown) => {}
+            (n, s) => panic!("{a}: received {n} times, state {s:?}"),
+        }
+    }
+}
