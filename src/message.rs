@@ -87,10 +87,9 @@ pub fn build(parts: &Parts<'_>) -> (Vec<u8>, String) {
     // Date: always in UTC; an out-of-range timestamp falls back to the epoch rather than
     // failing the message.
     let date = chrono::DateTime::from_timestamp(parts.date, 0).unwrap_or_default();
-    let mut h = HeaderWriter::start(&mut out, "Date");
-    write_date(h.out, date);
-    h.col = 0;
-    h.end();
+    out.extend_from_slice(b"Date: ");
+    write_date(&mut out, date);
+    out.extend_from_slice(b"\r\n");
 
     write_mailbox_header(&mut out, "From", parts.from);
     if let Some(r) = parts.reply_to {

@@ -461,11 +461,7 @@ impl Walk {
 
     fn param(&mut self, p: &Parameter, depth: usize, cond: bool, locals: &[String]) {
         match p {
-            Parameter::Name(n) => {
-                if depth == 0 && !locals.iter().any(|l| l == n) {
-                    self.add(n, cond);
-                }
-            }
+            Parameter::Name(n) if depth == 0 && !locals.iter().any(|l| l == n) => self.add(n, cond),
             Parameter::Path(handlebars::Path::Relative((segs, _))) => {
                 let mut level = depth;
                 let mut it = segs.iter().peekable();
@@ -537,7 +533,8 @@ mod tests {
             columns: &columns,
             values: &values,
         };
-        let src = "Hi {{[first name]}} / {{{[first name]}}} {{x}}{{! c }} {{this.email}}\n";
+        let src = "Hi {{[first name]}} / {{{[first name]}}} {{x}}{{! c }} {{this.email}}\n\
+                   a  {{~x~}}  b\n  {{x}}  \n{{!-- long --}}\n";
         let t = Templates::compile(
             "S {{x}}",
             Some((Path::new("t"), src)),

@@ -204,7 +204,10 @@ fn decode_body(cte: &str, body: &[u8]) -> String {
 }
 
 /// Splits a multipart body into its parts' (headers, body) using the boundary.
-fn multipart(body: &[u8], boundary: &str) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+/// One MIME part: unfolded headers and raw (still encoded) body.
+type MimePart = (Vec<(String, String)>, Vec<u8>);
+
+fn multipart(body: &[u8], boundary: &str) -> Vec<MimePart> {
     let body = std::str::from_utf8(body).unwrap();
     let delim = format!("--{boundary}");
     assert!(
@@ -379,7 +382,11 @@ fn non_ascii_subject_and_names_round_trip() {
         let s = one(&headers, "Subject");
         if subject.is_ascii() {
             // TAB is a control character: sanitised to a space like the others.
-            assert_eq!(s, subject.replace('\t', " "), "ASCII subjects go out unencoded");
+            assert_eq!(
+                s,
+                subject.replace('\t', " "),
+                "ASCII subjects go out unencoded"
+            );
         } else {
             assert_eq!(decode_2047(s), subject);
         }
