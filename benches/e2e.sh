@@ -130,7 +130,7 @@ awk -v n="$N" 'BEGIN {
     echo 'long on purpose: the end-to-end bench sends messages of about two kilobytes, which'
     echo 'is the size of a typical plain-text newsletter.'
     echo
-    for i in 1 2 3 4 5 6 7 8 9 10 11; do
+    for i in 1 2 3 4 5 6 7 8 9; do
         echo "  * Offer $i for {{first_name}} in {{city}}: 20% off garden furniture, free delivery"
         echo "    on orders over 50 EUR, valid until the end of the month while stocks last."
     done
