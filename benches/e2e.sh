@@ -176,7 +176,11 @@ if [[ ${PERF:-0} == 1 ]] && command -v perf >/dev/null; then
 fi
 t0=$(now)
 set +e
-timeout 900 /usr/bin/env "${perf_cmd[@]}" "$BLAST" send "$WORK/campaign.toml" --quiet \
+time_cmd=()
+if [[ -x /usr/bin/time ]]; then
+    time_cmd=(/usr/bin/time -f '%U %S %M' -o "$WORK/time.out")
+fi
+timeout 900 /usr/bin/env "${time_cmd[@]}" "${perf_cmd[@]}" "$BLAST" send "$WORK/campaign.toml" --quiet \
     > "$WORK/blast.out" 2> "$WORK/blast.err"
 blast_rc=$?
 set -e
@@ -199,6 +203,11 @@ if [[ ${#perf_cmd[@]} -gt 0 ]]; then
         | grep -v '^$' | head -n 60 >&2 || true
 fi
 
+if [[ -s $WORK/time.out ]]; then
+    read -r cpu_user cpu_sys max_rss < <(tail -n1 "$WORK/time.out")
+    log "e2e: blast CPU: user ${cpu_user}s + sys ${cpu_sys}s (wall ${blast_secs}s), peak RSS $(( max_rss / 1024 )) MB"
+fi
+log "e2e: load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work on the machine skews both rates)"
 ratio=$(awk -v a="$blast_rate" -v b="$src_rate" 'BEGIN { printf "%.2f", a / b }')
 log "e2e: smtp-source ${src_secs}s, blast ${blast_secs}s for $N messages of ~$msg_size bytes"
 echo "smtp-source: $src_rate msg/s  blast: $blast_rate msg/s  ratio: $ratio"
