@@ -46,7 +46,7 @@ impl Buffer {
 /// Runs until all eligible recipients are dispatched and finished, or a stop.
 pub(crate) async fn run(
     ctx: Arc<LaneCtx>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Vec<Job>>,
     mut requeue: mpsc::UnboundedReceiver<Job>,
     outstanding: Arc<AtomicUsize>,
 ) -> Result<()> {
@@ -194,47 +194,82 @@ async fn wait_for(requeue: &mut mpsc::UnboundedReceiver<Job>, buf: &mut Buffer, 
     }
 }
 
-/// Makes the claims durable, then hands the jobs to the workers.
+/// Hands a batch of claims to the claimer (which makes them durable, then releases them to
+/// the workers). Counted as outstanding from here, so the lane never looks idle while a
+/// batch is being committed.
 async fn commit(
     ctx: &Arc<LaneCtx>,
-    jobs: &mpsc::Sender<Job>,
+    claims: &mpsc::Sender<Vec<Job>>,
     claimed: &mut Vec<Job>,
     outstanding: &AtomicUsize,
 ) -> Result<()> {
     if claimed.is_empty() {
         return Ok(());
     }
-    let now = now_ms();
-    let mut batch: Vec<Job> = std::mem::take(claimed);
-    for j in &mut batch {
-        j.rec.state = State::InFlight;
-        if j.rec.first_attempt_ms == 0 {
-            j.rec.first_attempt_ms = now;
-        }
-        j.rec.updated_ms = now;
-    }
-    let store = ctx.store.clone();
-    let (batch, res) = tokio::task::spawn_blocking(move || {
-        let r = store
-            .put_batch(batch.iter().map(|j| (j.key.as_str(), &j.rec)))
-            .and_then(|_| store.flush());
-        (batch, r)
-    })
-    .await
-    .map_err(|e| Error::Lane(format!("claim task failed: {e}")))?;
-    if let Err(e) = res {
-        for j in &batch {
-            ctx.domains.finished(j.rec.domain());
-        }
-        ctx.set_fatal(format!("cannot record claims: {e}"));
-        return Ok(());
-    }
-    outstanding.fetch_add(batch.len(), Ordering::SeqCst);
-    for j in batch {
-        if jobs.send(j).await.is_err() {
-            // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
-            outstanding.fetch_sub(1, Ordering::SeqCst);
-        }
+    let batch = std::mem::take(claimed);
+    let n = batch.len();
+    outstanding.fetch_add(n, Ordering::SeqCst);
+    if claims.send(batch).await.is_err() {
+        outstanding.fetch_sub(n, Ordering::SeqCst);
+        ctx.set_fatal("claim committer stopped".into());
     }
     Ok(())
+}
+
+/// The claimer: group commit of claims. While one fsync runs, the dispatcher keeps claiming;
+/// everything that queued up meanwhile goes into the next single write + fsync. A recipient is
+/// durably `in_flight` before any worker sees it (so before its MAIL FROM).
+pub(crate) async fn claimer(
+    ctx: Arc<LaneCtx>,
+    mut rx: mpsc::Receiver<Vec<Job>>,
+    jobs: mpsc::Sender<Job>,
+    outstanding: Arc<AtomicUsize>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while batch.len() < 16 * CLAIM_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        for j in &mut batch {
+            j.rec.state = State::InFlight;
+            if j.rec.first_attempt_ms == 0 {
+                j.rec.first_attempt_ms = now;
+            }
+            j.rec.updated_ms = now;
+        }
+        let store = ctx.store.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = store
+                .put_batch(batch.iter().map(|j| (j.key.as_str(), &j.rec)))
+                .and_then(|_| store.flush());
+            (batch, r)
+        })
+        .await;
+        let (batch, res) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.set_fatal(format!("claim task failed: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = res {
+            // Not durable, so never sent: release the domain slots; the rows stay pending.
+            for j in &batch {
+                ctx.domains.finished(j.rec.domain());
+            }
+            outstanding.fetch_sub(batch.len(), Ordering::SeqCst);
+            ctx.set_fatal(format!("cannot record claims: {e}"));
+            continue;
+        }
+        for j in batch {
+            if jobs.send(j).await.is_err() {
+                // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
+                outstanding.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
 }

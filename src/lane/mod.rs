@@ -162,7 +162,15 @@ pub async fn run(
         handles.push(tokio::spawn(async move { worker::run(c, rx, tx).await }));
     }
     drop(done_tx);
-    let dispatched = dispatch::run(ctx.clone(), job_tx, requeue_rx, outstanding).await;
+    let (claim_tx, claim_rx) = mpsc::channel::<Vec<Job>>(64);
+    let claimer = tokio::spawn(dispatch::claimer(
+        ctx.clone(),
+        claim_rx,
+        job_tx,
+        outstanding.clone(),
+    ));
+    let dispatched = dispatch::run(ctx.clone(), claim_tx, requeue_rx, outstanding).await;
+    let _ = claimer.await;
     for h in handles {
         let _ = h.await;
     }

@@ -19,9 +19,46 @@ fn quota(rate: Rate, burst: u32) -> Quota {
         .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst ≥ 1"))
 }
 
+/// The global pace: an absolute schedule (`next += interval`) rather than a token bucket
+/// with burst 1, because a bucket forgets lateness — every timer overshoot (tokio sleeps
+/// to the next millisecond tick) is a slot lost for good, and at 1000/s that costs a quarter
+/// of the rate. Lateness is made up by back-to-back messages covering at most max(`burst + 1` slots,
+/// 20 ms), so the long-run rate matches the setting and never exceeds it.
+struct Pacer {
+    interval: Duration,
+    slack: Duration,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(rate: Rate, burst: u32) -> Self {
+        let interval = rate.interval().max(Duration::from_nanos(1));
+        Pacer {
+            interval,
+            // At least 20 ms: the timer wheel's 1 ms tick would otherwise eat the catch-up at
+            // rates near 1000/s.
+            slack: (interval * (burst + 1)).max(Duration::from_millis(20)),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Takes the next slot if it has come; otherwise returns when it will.
+    fn try_take(&self) -> Result<(), tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if *next > now {
+            return Err(*next);
+        }
+        // Catch up on lateness, but never by more than `slack`.
+        let floor = now.checked_sub(self.slack).unwrap_or(now);
+        *next = (*next).max(floor) + self.interval;
+        Ok(())
+    }
+}
+
 /// All the lane's limiters.
 pub struct Throttle {
-    global: Option<DefaultDirectRateLimiter>,
+    global: Option<Pacer>,
     default_domain: Option<DefaultKeyedRateLimiter<String>>,
     domains: HashMap<String, DefaultDirectRateLimiter>,
     clock: DefaultClock,
@@ -31,9 +68,7 @@ impl Throttle {
     /// Builds the limiters from lane settings.
     pub fn new(s: &LaneSettings) -> Self {
         Throttle {
-            global: s
-                .rate
-                .map(|r| governor::RateLimiter::direct(quota(r, s.burst))),
+            global: s.rate.map(|r| Pacer::new(r, s.burst)),
             default_domain: s
                 .per_domain_default
                 .map(|r| governor::RateLimiter::keyed(quota(r, s.burst))),
@@ -58,15 +93,18 @@ impl Throttle {
         r.map_err(|nu| nu.wait_time_from(self.clock.now()))
     }
 
-    /// Takes a global token without waiting.
+    /// Takes a global slot without waiting.
     pub fn try_global(&self) -> bool {
-        self.global.as_ref().is_none_or(|g| g.check().is_ok())
+        self.global.as_ref().is_none_or(|g| g.try_take().is_ok())
     }
 
-    /// Waits for a global token.
+    /// Waits for and takes a global slot.
     pub async fn wait_global(&self) {
         if let Some(g) = &self.global {
-            g.until_ready().await;
+            // Bounded: each failed take returns a later instant; the loop ends when it comes.
+            while let Err(at) = g.try_take() {
+                tokio::time::sleep_until(at).await;
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::record::{Record, State};
 
-const GROUP: usize = 1024;
+const GROUP: usize = 8192;
 /// Requeues after lost connections before a recipient counts as a transient failure.
 const MAX_REQUEUES: u8 = 3;
 
@@ -38,6 +38,7 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        let group_len = group.len();
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
         let mut requeued = Vec::new();
@@ -109,7 +110,13 @@ pub(crate) async fn run(
                 }
                 Outcome::Requeue(why) => {
                     if job.requeues < MAX_REQUEUES {
+                        // Durably pending again (never delivered, or the ambiguous lost-reply
+                        // case, which is resent by design): if the run stops before the
+                        // dispatcher re-claims it, the next run sends it; a re-claim makes it
+                        // `in_flight` again before its next MAIL FROM.
                         job.requeues += 1;
+                        job.rec.state = State::Pending;
+                        writes.push((job.key.clone(), job.rec.clone()));
                         requeued.push(job);
                         continue;
                     }
@@ -144,7 +151,7 @@ pub(crate) async fn run(
             }
             writes.push((job.key, job.rec));
         }
-        let n_done = writes.len() + requeued.len();
+        let n_done = group_len;
         if !writes.is_empty() {
             let store = ctx.store.clone();
             let res = tokio::task::spawn_blocking(move || -> Result<()> {

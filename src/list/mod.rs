@@ -1,5 +1,5 @@
 //! Reading lists: [`reader`] streams CSV rows, [`hygiene`] decides which addresses are mailable.
 
 pub mod hygiene;
-pub mod reader;
 pub mod prune;
+pub mod reader;

@@ -365,8 +365,6 @@ async fn unreachable_relay_stops_without_marking_anything_sent() {
 
 /// The full promise: after the relay was down, a rerun delivers everyone exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: recipients requeued after a failed connect stay `in_flight` when the lane \
-            stops (fatal), so the rerun marks them `unknown` and never sends them"]
 async fn unreachable_relay_then_rerun_sends_everyone_once() {
     let f = Fixture::new();
     let list = addrs("ok", "t.example", 30);
