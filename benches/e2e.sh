@@ -13,7 +13,7 @@
 #
 # Environment: N (messages, default 100000), CONNS (connections, default 16), BLAST (use this
 # binary instead of building target/release/blast),
-# SINK_BACKLOG (default 1000), KEEP=1 (keep the temp dir), PERF=1 (record `perf` for blast).
+# SINK_BACKLOG (default 1000), KEEP=1 (keep the temp dir), PERF=1 (profile blast with `perf`; slows it, so the rate is not comparable).
 set -euo pipefail
 
 N=${N:-100000}
@@ -172,7 +172,7 @@ log "e2e: rendered message size: $msg_size bytes"
 log "e2e: blast send ($N recipients, $CONNS connections) into 127.0.0.1:$PORT"
 perf_cmd=()
 if [[ ${PERF:-0} == 1 ]] && command -v perf >/dev/null; then
-    perf_cmd=(perf record -g -o "$WORK/perf.data" --)
+    perf_cmd=(perf record -F 999 --call-graph dwarf,16384 -o "$WORK/perf.data" --)
 fi
 t0=$(now)
 set +e
@@ -199,8 +199,10 @@ sent=$("$BLAST" status --json "$WORK/campaign.toml" | grep -Eo '"sent":[0-9]+' |
 blast_rate=$(rate "$N" "$blast_secs")
 
 if [[ ${#perf_cmd[@]} -gt 0 ]]; then
-    perf report -i "$WORK/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null \
-        | grep -v '^$' | head -n 60 >&2 || true
+    # Inclusive time of blast's and sled's own functions: where the whole send spends its CPU.
+    perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null \
+        | grep -E 'blast::|sled::tree::Tree::(apply_batch|get)|IoBufs::write_to_log|_int_malloc|sys_sendto|sys_recvfrom' \
+        | grep -v inlined | head -n 40 >&2 || true
 fi
 
 if [[ -s $WORK/time.out ]]; then
