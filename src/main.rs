@@ -139,7 +139,7 @@ fn status(campaign: &Path, json: bool) -> Result<i32, Error> {
                     }
                 }
                 let mut top: Vec<_> = domains.into_iter().collect();
-                top.sort_by(|a, b| (b.1.iter().sum::<u64>()).cmp(&a.1.iter().sum::<u64>()));
+                top.sort_by_key(|d| std::cmp::Reverse(d.1.iter().sum::<u64>()));
                 println!(
                     "  {:<30} {:>8} {:>8} {:>8}",
                     "domain", "sent", "deferred", "bounced"
