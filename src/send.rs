@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::lane::{self, MessageSpec, Shutdown, Stats};
 use crate::list::hygiene;
 use crate::list::prune::PruneReport;
-use crate::list::reader::ListReader;
+use crate::list::reader::{ListReader, RowIssue, RowRef};
 use crate::render::{Row, Templates};
 use crate::store::campaign::{CampaignStore, Counts};
 use crate::store::record::{Record, State};
@@ -173,37 +173,10 @@ pub fn import(
     let perr = |e: std::io::Error| Error::io(format!("writing prune report {prune_file}"), e);
     while let Some(row) = reader.next_row() {
         st.rows += 1;
-        let row = match row {
-            Ok(r) => r,
-            Err(issue) => {
-                prune
-                    .record(
-                        &paths[issue.file_idx],
-                        issue.line,
-                        &issue.raw_email,
-                        issue.kind.code(),
-                        &issue.kind.to_string(),
-                    )
-                    .map_err(perr)?;
-                continue;
-            }
+        let Some((row, mb)) = screen(row, &paths, &s.policy, prune).map_err(perr)? else {
+            continue;
         };
         let file = &paths[row.file_idx];
-        let mb = match hygiene::check(row.email, &s.policy) {
-            Ok(m) => m,
-            Err(reason) => {
-                prune
-                    .record(
-                        file,
-                        row.line,
-                        row.email,
-                        reason.code(),
-                        &reason.to_string(),
-                    )
-                    .map_err(perr)?;
-                continue;
-            }
-        };
         if let Some(missing) = idx[row.file_idx]
             .iter()
             .find(|(i, _)| row.record.get(*i).is_none_or(|v| v.trim().is_empty()))
@@ -246,28 +219,7 @@ pub fn import(
                 continue;
             }
         }
-        if let Some(t) = mb.flags.typo_of {
-            prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "kept:typo_suspect",
-                    &format!("did you mean {t}?"),
-                )
-                .map_err(perr)?;
-        }
-        if mb.flags.disposable {
-            prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "kept:disposable",
-                    "disposable mailbox domain",
-                )
-                .map_err(perr)?;
-        }
+        note_flags(prune, file, row.line, &mb).map_err(perr)?;
         let suppressed = match supp {
             Some(sp) => sp.lookup(&mb.key)?,
             None => None,
@@ -530,37 +482,10 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
     let mut values: Vec<String> = Vec::new();
     while let Some(row) = reader.next_row() {
         rows += 1;
-        let row = match row {
-            Ok(r) => r,
-            Err(issue) => {
-                prune
-                    .record(
-                        &paths[issue.file_idx],
-                        issue.line,
-                        &issue.raw_email,
-                        issue.kind.code(),
-                        &issue.kind.to_string(),
-                    )
-                    .map_err(perr)?;
-                continue;
-            }
+        let Some((row, mb)) = screen(row, &paths, &s.policy, &mut prune).map_err(perr)? else {
+            continue;
         };
         let file = &paths[row.file_idx];
-        let mb = match hygiene::check(row.email, &s.policy) {
-            Ok(m) => m,
-            Err(reason) => {
-                prune
-                    .record(
-                        file,
-                        row.line,
-                        row.email,
-                        reason.code(),
-                        &reason.to_string(),
-                    )
-                    .map_err(perr)?;
-                continue;
-            }
-        };
         if !seen.insert(fingerprint(&mb.key)) {
             prune
                 .record(
@@ -584,28 +509,7 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
                 .map_err(perr)?;
             continue;
         }
-        if let Some(t) = mb.flags.typo_of {
-            prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "kept:typo_suspect",
-                    &format!("did you mean {t}?"),
-                )
-                .map_err(perr)?;
-        }
-        if mb.flags.disposable {
-            prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "kept:disposable",
-                    "disposable mailbox domain",
-                )
-                .map_err(perr)?;
-        }
+        note_flags(&mut prune, file, row.line, &mb).map_err(perr)?;
         sendable += 1;
     }
     let pruned = prune
@@ -616,6 +520,73 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         sendable,
         pruned,
     })
+}
+
+/// Reports row-level problems (ragged, bad encoding) and hygiene rejections to the prune
+/// report; returns the row with its mailbox when the address is usable.
+fn screen<'r>(
+    row: std::result::Result<RowRef<'r>, RowIssue>,
+    paths: &[PathBuf],
+    policy: &hygiene::Policy,
+    prune: &mut PruneReport,
+) -> std::io::Result<Option<(RowRef<'r>, hygiene::Mailbox)>> {
+    let row = match row {
+        Ok(r) => r,
+        Err(issue) => {
+            let file = &paths[issue.file_idx];
+            let detail = issue.kind.to_string();
+            prune.record(
+                file,
+                issue.line,
+                &issue.raw_email,
+                issue.kind.code(),
+                &detail,
+            )?;
+            return Ok(None);
+        }
+    };
+    match hygiene::check(row.email, policy) {
+        Ok(mb) => Ok(Some((row, mb))),
+        Err(reason) => {
+            let file = &paths[row.file_idx];
+            prune.record(
+                file,
+                row.line,
+                row.email,
+                reason.code(),
+                &reason.to_string(),
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// Kept-but-flagged addresses (likely typo, disposable domain) go in the report too.
+fn note_flags(
+    prune: &mut PruneReport,
+    file: &Path,
+    line: u64,
+    mb: &hygiene::Mailbox,
+) -> std::io::Result<()> {
+    if let Some(t) = mb.flags.typo_of {
+        prune.record(
+            file,
+            line,
+            &mb.address,
+            "kept:typo_suspect",
+            &format!("did you mean {t}?"),
+        )?;
+    }
+    if mb.flags.disposable {
+        prune.record(
+            file,
+            line,
+            &mb.address,
+            "kept:disposable",
+            "disposable mailbox domain",
+        )?;
+    }
+    Ok(())
 }
 
 /// 64-bit fingerprint for dedupe without keeping addresses (FNV-1a; collisions at 10M rows
