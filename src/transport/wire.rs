@@ -20,39 +20,31 @@ pub enum WireError {
 pub fn encode_data(msg: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
     out.reserve(msg.len() + msg.len() / 64 + 8);
     let mut line_no = 1usize;
-    let mut line_len = 0usize;
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < msg.len() {
-        let b = msg[i];
-        match b {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                // CRLF counts once; a lone CR or LF becomes a line break too.
-                if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                line_no += 1;
-                line_len = 0;
-                at_line_start = true;
-            }
-            0 => return Err(WireError::Nul(line_no)),
-            _ => {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                at_line_start = false;
-                line_len += 1;
-                if line_len > MAX_LINE {
-                    return Err(WireError::LineTooLong(line_no));
-                }
-                out.push(b);
-            }
+    let mut rest = msg;
+    // Line by line with slice operations (not byte pushes): this runs for every byte of every
+    // message, so it is on the lane's hot path.
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..end];
+        if line.len() > MAX_LINE {
+            return Err(WireError::LineTooLong(line_no));
         }
-        i += 1;
-    }
-    if !at_line_start {
+        if line.contains(&0) {
+            return Err(WireError::Nul(line_no));
+        }
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
+        // CRLF counts once; a lone CR or LF becomes a line break too.
+        let skip = match rest.get(end) {
+            Some(b'\r') if rest.get(end + 1) == Some(&b'\n') => 2,
+            Some(_) => 1,
+            None => 0,
+        };
+        rest = &rest[end + skip..];
+        line_no += 1;
     }
     out.extend_from_slice(b".\r\n");
     Ok(())
