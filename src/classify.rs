@@ -242,9 +242,10 @@ mod tests {
             classify(Stage::Rcpt, 450, "4.2.0 mailbox busy"),
             Class::Transient
         );
+        // RFC 5321 §4.5.3.1.10: 552 to RCPT is 452, whatever its enhanced code says.
         assert_eq!(
             classify(Stage::Rcpt, 552, "5.2.2 too many recipients"),
-            Class::OtherPermanent
+            Class::Transient
         );
         assert_eq!(
             classify(Stage::Rcpt, 552, "too many recipients"),
