@@ -62,6 +62,15 @@ async fn next_blocking(jobs: &Jobs, idle: Duration) -> Result<Option<Job>, ()> {
     }
 }
 
+/// The next waiting job, if this connection may carry another message and no stop is asked.
+fn next_if_room(jobs: &Jobs, ctx: &LaneCtx, count: u32, max: u32) -> Option<Job> {
+    if count < max && !ctx.shutdown.stopping() {
+        next_now(jobs)
+    } else {
+        None
+    }
+}
+
 fn next_now(jobs: &Jobs) -> Option<Job> {
     jobs.try_lock().ok()?.try_recv().ok()
 }
@@ -276,11 +285,7 @@ impl SmtpWorker {
                                 Ok(None) => {}
                                 Err(()) => return false,
                             }
-                            next = if *count < max && !ctx.shutdown.stopping() {
-                                next_now(&self.jobs)
-                            } else {
-                                None
-                            };
+                            next = next_if_room(&self.jobs, &ctx, *count, max);
                             if next.is_none() {
                                 return true;
                             }
@@ -294,11 +299,7 @@ impl SmtpWorker {
                 }
             }
             if buf.is_empty() {
-                next = if *count < max && !ctx.shutdown.stopping() {
-                    next_now(&self.jobs)
-                } else {
-                    None
-                };
+                next = next_if_room(&self.jobs, &ctx, *count, max);
                 if next.is_none() {
                     return true;
                 }
@@ -400,11 +401,7 @@ impl SmtpWorker {
                 }
                 return false;
             }
-            next = if *count < max && !ctx.shutdown.stopping() {
-                next_now(&self.jobs)
-            } else {
-                None
-            };
+            next = next_if_room(&self.jobs, &ctx, *count, max);
             if next.is_none() && ready.is_none() {
                 return true;
             }
