@@ -24,7 +24,10 @@ pub fn encode_data(msg: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
     // Line by line with slice operations (not byte pushes): this runs for every byte of every
     // message, so it is on the lane's hot path.
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(rest.len());
         let line = &rest[..end];
         if line.len() > MAX_LINE {
             return Err(WireError::LineTooLong(line_no));
