@@ -192,7 +192,15 @@ pub fn import(
                 .map_err(perr)?;
             continue;
         }
-        if batch_keys.contains(&mb.key) {
+        // First occurrence wins: earlier in this batch, or stored by this same import.
+        let existing = if batch_keys.contains(&mb.key) {
+            None
+        } else {
+            store.get(&mb.key)?
+        };
+        let seen_now =
+            batch_keys.contains(&mb.key) || existing.as_ref().is_some_and(|e| e.import_gen == gen);
+        if seen_now {
             prune
                 .record(
                     file,
@@ -203,21 +211,6 @@ pub fn import(
                 )
                 .map_err(perr)?;
             continue;
-        }
-        let existing = store.get(&mb.key)?;
-        if let Some(e) = &existing {
-            if e.import_gen == gen {
-                prune
-                    .record(
-                        file,
-                        row.line,
-                        &mb.address,
-                        "duplicate",
-                        "same address earlier in the list",
-                    )
-                    .map_err(perr)?;
-                continue;
-            }
         }
         note_flags(prune, file, row.line, &mb).map_err(perr)?;
         let suppressed = match supp {
