@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 use crate::list::hygiene::Policy;
-use crate::message::NamedAddress;
+use crate::message::{parse_named_address, NamedAddress};
 
 // ---------------------------------------------------------------- raw (serde) layer
 
@@ -461,25 +461,6 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> 
         host,
         port,
         implicit_tls,
-    })
-}
-
-/// Parses `Name <addr@domain>` or a bare address (config values: From, Reply-To).
-pub fn parse_named_address(s: &str) -> std::result::Result<NamedAddress, String> {
-    if s.chars().any(|c| c.is_control()) {
-        return Err("control characters (CR, LF, …) are not allowed".into());
-    }
-    let mb: lettre::message::Mailbox = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("not a valid address {s:?}: {e}"))?;
-    let address = mb.email.to_string();
-    if !address.contains('@') || address.rsplit('@').next().is_none_or(|d| !d.contains('.')) {
-        return Err(format!("{address:?} needs a domain with a dot"));
-    }
-    Ok(NamedAddress {
-        name: mb.name.unwrap_or_default(),
-        address,
     })
 }
 
