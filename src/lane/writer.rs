@@ -80,31 +80,15 @@ pub(crate) async fn run(
                                 let until = ctx.domains.throttled(&domain, ctx.settings.backoff);
                                 let wait =
                                     until.saturating_duration_since(std::time::Instant::now());
-                                Some(now + wait.as_millis() as u64)
+                                // A throttled recipient still has to respect the retry budget.
+                                let within = (rec.attempts as usize) <= ctx.settings.retry.len()
+                                    && now.saturating_sub(rec.first_attempt_ms)
+                                        <= ctx.settings.max_retry_age.as_millis() as u64;
+                                within.then_some(now + wait.as_millis() as u64)
                             } else {
-                                retry::next_retry_ms(
-                                    &ctx.settings.retry,
-                                    ctx.settings.max_retry_age,
-                                    rec.attempts,
-                                    rec.first_attempt_ms,
-                                    now,
-                                )
+                                next_retry(&ctx, rec, now)
                             };
-                            // A throttled recipient still has to respect the retry budget.
-                            let within = (rec.attempts as usize) <= ctx.settings.retry.len()
-                                && now.saturating_sub(rec.first_attempt_ms)
-                                    <= ctx.settings.max_retry_age.as_millis() as u64;
-                            match at {
-                                Some(t) if within => {
-                                    rec.state = State::Deferred;
-                                    rec.retry_at_ms = t;
-                                    counted[1] += 1;
-                                }
-                                _ => {
-                                    rec.state = State::Failed;
-                                    counted[3] += 1;
-                                }
-                            }
+                            defer_or_fail(rec, at, &mut counted);
                         }
                     }
                 }
@@ -122,23 +106,8 @@ pub(crate) async fn run(
                     }
                     rec.attempts += 1;
                     rec.last_reply = why;
-                    match retry::next_retry_ms(
-                        &ctx.settings.retry,
-                        ctx.settings.max_retry_age,
-                        rec.attempts,
-                        rec.first_attempt_ms,
-                        now,
-                    ) {
-                        Some(t) => {
-                            rec.state = State::Deferred;
-                            rec.retry_at_ms = t;
-                            counted[1] += 1;
-                        }
-                        None => {
-                            rec.state = State::Failed;
-                            counted[3] += 1;
-                        }
-                    }
+                    let at = next_retry(&ctx, rec, now);
+                    defer_or_fail(rec, at, &mut counted);
                 }
                 Outcome::Unclaimed => {
                     rec.state = State::Pending;
@@ -184,4 +153,30 @@ pub(crate) async fn run(
         outstanding.fetch_sub(n_done, Ordering::SeqCst);
     }
     Ok(report)
+}
+
+/// The retry time from the lane's schedule, or `None` when the budget is spent.
+fn next_retry(ctx: &LaneCtx, rec: &Record, now: u64) -> Option<u64> {
+    retry::next_retry_ms(
+        &ctx.settings.retry,
+        ctx.settings.max_retry_age,
+        rec.attempts,
+        rec.first_attempt_ms,
+        now,
+    )
+}
+
+/// Deferred until `at`, or failed when there is no retry left; counted either way.
+fn defer_or_fail(rec: &mut Record, at: Option<u64>, counted: &mut [u64; 5]) {
+    match at {
+        Some(t) => {
+            rec.state = State::Deferred;
+            rec.retry_at_ms = t;
+            counted[1] += 1;
+        }
+        None => {
+            rec.state = State::Failed;
+            counted[3] += 1;
+        }
+    }
 }
