@@ -38,6 +38,10 @@ pub struct Summary {
     pub counts: Counts,
     /// Wall time of the whole command.
     pub elapsed: Duration,
+    /// What the import phase read and added.
+    pub imported: ImportStats,
+    /// Wall time of the import phase (lists → store, reconcile).
+    pub import_time: Duration,
     /// Messages accepted in this run.
     pub sent_this_run: u64,
     /// The prune report and its counts per reason.
@@ -146,6 +150,10 @@ pub struct ImportStats {
     pub added: u64,
     /// Existing recipients seen again (state kept).
     pub kept: u64,
+    /// The store was empty before this import (nothing to reconcile).
+    pub fresh: bool,
+    /// New recipients added as pending.
+    pub pending_added: u64,
 }
 
 /// Streams the lists into the store: hygiene, suppression, dedupe (first occurrence wins),
@@ -168,6 +176,11 @@ pub fn import(
     let mut st = ImportStats::default();
     let mut batch: Vec<(String, Record)> = Vec::with_capacity(1024);
     let mut batch_keys: HashSet<String> = HashSet::new();
+    // On a first import nothing is stored yet, so the per-row store lookup only matters for an
+    // address seen earlier in this import: a fingerprint set says when to look (exactly: a
+    // fingerprint hit is confirmed against the batch and the store).
+    st.fresh = store.is_empty();
+    let mut seen: HashSet<u64> = HashSet::new();
     let now = now_ms();
     let prune_file = prune_path_of(prune);
     let perr = |e: std::io::Error| Error::io(format!("writing prune report {prune_file}"), e);
@@ -193,7 +206,8 @@ pub fn import(
             continue;
         }
         // First occurrence wins: earlier in this batch, or stored by this same import.
-        let existing = if batch_keys.contains(&mb.key) {
+        let maybe_seen = st.fresh && !seen.insert(fingerprint(&mb.key));
+        let existing = if batch_keys.contains(&mb.key) || (st.fresh && !maybe_seen) {
             None
         } else {
             store.get(&mb.key)?
@@ -235,6 +249,7 @@ pub fn import(
             }
             None => {
                 st.added += 1;
+                st.pending_added += u64::from(suppressed.is_none());
                 Record {
                     state: if suppressed.is_some() {
                         State::Skipped
@@ -287,12 +302,13 @@ fn prune_path_of(p: &PruneReport) -> String {
 
 /// After import: rows not in the latest import are skipped as removed; rows left in flight
 /// by a crashed run follow the campaign's policy; `retry_now` makes deferred rows due.
-/// Returns (removed, recovered in-flight).
+/// Returns (removed, recovered in-flight, eligible = pending + deferred afterwards).
 pub fn reconcile(
     store: &CampaignStore,
     policy: InFlightPolicy,
     retry_now: bool,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, u64)> {
+    let mut eligible = 0;
     let mut fix = Vec::new();
     let (mut removed, mut recovered) = (0, 0);
     let latest = store.current_import_gen()?;
@@ -322,13 +338,16 @@ pub fn reconcile(
             r.retry_at_ms = 0;
             changed = true;
         }
+        if matches!(r.state, State::Pending | State::Deferred) {
+            eligible += 1;
+        }
         if changed {
             fix.push((k, r));
         }
     }
     store.put_batch(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
     store.flush()?;
-    Ok((removed, recovered))
+    Ok((removed, recovered, eligible))
 }
 
 fn message_id_domain(s: &Settings) -> String {
@@ -350,7 +369,8 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
 
     // Import (blocking work: CSV, hygiene, sled) off the reactor.
-    let (store, prune, stats_import, removed, recovered) = {
+    let import_started = Instant::now();
+    let (store, prune, imported, removed, recovered, eligible) = {
         let s2 = s.clone();
         let st = store.clone();
         let retry_now = opts.retry_now;
@@ -363,13 +383,17 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             };
             let stats = import(&s2, &st, reader, &fields, &mut prune, supp.as_ref())?;
             drop(supp);
-            let (removed, recovered) = reconcile(&st, s2.in_flight, retry_now)?;
-            Ok((st, prune, stats, removed, recovered))
+            let (removed, recovered, eligible) = if stats.fresh {
+                (0, 0, stats.pending_added)
+            } else {
+                reconcile(&st, s2.in_flight, retry_now)?
+            };
+            Ok((st, prune, stats, removed, recovered, eligible))
         })
         .await
         .map_err(|e| Error::Lane(format!("import task failed: {e}")))??
     };
-    let _ = stats_import;
+    let import_time = import_started.elapsed();
     let pruned = prune
         .finish()
         .map_err(io("cannot write prune report", &ppath))?;
@@ -384,11 +408,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         message_id_domain: message_id_domain(s),
     });
     let stats = Arc::new(Stats::default());
-    let before = store.counts()?;
-    stats.eligible.store(
-        before.get(State::Pending) + before.get(State::Deferred),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    stats
+        .eligible
+        .store(eligible, std::sync::atomic::Ordering::Relaxed);
     let progress = crate::report::progress::spawn(
         s.id.clone(),
         stats.clone(),
@@ -428,6 +450,8 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         campaign: s.id.clone(),
         counts,
         elapsed: started.elapsed(),
+        imported,
+        import_time,
         sent_this_run: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
         pruned,
         removed,

@@ -26,6 +26,13 @@ pub fn print(s: &Summary) {
         secs,
         s.sent_this_run as f64 / secs
     );
+    eprintln!(
+        "  import: {} rows read, {} new, {} already known, in {:.1}s",
+        s.imported.rows,
+        s.imported.added,
+        s.imported.kept,
+        s.import_time.as_secs_f64()
+    );
     let pruned: u64 = s
         .pruned
         .1
