@@ -225,8 +225,10 @@ pub(crate) async fn claimer(
     jobs: mpsc::Sender<Job>,
     outstanding: Arc<AtomicUsize>,
 ) {
+    let mut last_commit = Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = first;
+        crate::store::pace_commit(last_commit).await;
         while batch.len() < 16 * CLAIM_BATCH {
             match rx.try_recv() {
                 Ok(more) => batch.extend(more),
@@ -256,6 +258,7 @@ pub(crate) async fn claimer(
                 continue;
             }
         };
+        last_commit = Instant::now();
         if let Err(e) = res {
             // Not durable, so never sent: release the domain slots; the rows stay pending.
             for j in &batch {

@@ -26,12 +26,14 @@ pub(crate) async fn run(
 ) -> Result<LaneReport> {
     let mut report = LaneReport::default();
     let mut group: Vec<Done> = Vec::with_capacity(GROUP);
+    let mut last_commit = std::time::Instant::now();
     loop {
         group.clear();
         match rx.recv().await {
             Some(d) => group.push(d),
             None => break,
         }
+        crate::store::pace_commit(last_commit).await;
         while group.len() < GROUP {
             match rx.try_recv() {
                 Ok(d) => group.push(d),
@@ -129,6 +131,7 @@ pub(crate) async fn run(
             })
             .await
             .map_err(|e| Error::Lane(format!("store writer panicked: {e}")))?;
+            last_commit = std::time::Instant::now();
             if let Err(e) = res {
                 // Disk full / read-only: stop the run; everything not committed is still
                 // `in_flight` in the store and is handled by the in-flight policy next time.
