@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{InFlightPolicy, Settings};
 use crate::error::{Error, Result};
-use crate::lane::{self, MessageSpec, Shutdown, Stats};
+use crate::lane::{self, Job, MessageSpec, Shutdown, Stats};
 use crate::list::hygiene;
 use crate::list::prune::PruneReport;
 use crate::list::reader::{ListReader, RowIssue, RowRef};
@@ -156,21 +157,53 @@ pub struct ImportStats {
     pub pending_added: u64,
 }
 
+/// What an import reads: the opened lists, their store file indices ([`register_files`]) and
+/// the fields templates use (rows missing one are pruned).
+pub struct ImportSource<'a> {
+    /// The opened lists.
+    pub reader: ListReader,
+    /// Store file index per reader file index.
+    pub file_map: &'a [u16],
+    /// Template fields.
+    pub fields: &'a [String],
+    /// A lane sending while this import runs: new pending recipients are handed to it once
+    /// written (blocking when it is behind, which bounds memory).
+    pub feed: Option<tokio::sync::mpsc::Sender<Job>>,
+}
+
 /// Streams the lists into the store: hygiene, suppression, dedupe (first occurrence wins),
 /// prune report. Idempotent: existing recipients keep their state.
+/// `file_map` comes from [`register_files`]; `eligible` is raised as pending recipients are
+/// written, so a send running beside the import knows its total.
 pub fn import(
     s: &Settings,
     store: &CampaignStore,
-    mut reader: ListReader,
-    fields: &[String],
+    source: ImportSource<'_>,
     prune: &mut PruneReport,
     supp: Option<&Suppression>,
+    eligible: &AtomicU64,
 ) -> Result<ImportStats> {
+    let ImportSource {
+        mut reader,
+        file_map,
+        fields,
+        feed,
+    } = source;
+    let handover = |batch: &[(String, Record)]| {
+        eligible.fetch_add(count_pending(batch), Ordering::Relaxed);
+        if let Some(f) = &feed {
+            for (key, rec) in batch.iter().filter(|(_, r)| r.state == State::Pending) {
+                let job = Job {
+                    key: key.clone(),
+                    rec: rec.clone(),
+                    requeues: 0,
+                };
+                // A closed feed means the lane stopped: the rows stay pending for the next run.
+                let _ = f.blocking_send(job);
+            }
+        }
+    };
     let gen = store.next_import_gen()?;
-    let mut file_map = Vec::new();
-    for (i, p) in reader.paths().to_vec().iter().enumerate() {
-        file_map.push(store.register_file(p, reader.columns(i))?);
-    }
     let idx = field_indices(&reader, fields);
     let paths = reader.paths().to_vec();
     let mut st = ImportStats::default();
@@ -287,13 +320,33 @@ pub fn import(
         batch.push((mb.key, rec));
         if batch.len() >= 1024 {
             store.put_batch(batch.iter().map(|(k, r)| (k.as_str(), r)))?;
+            handover(&batch);
             batch.clear();
             batch_keys.clear();
         }
     }
     store.put_batch(batch.iter().map(|(k, r)| (k.as_str(), r)))?;
+    handover(&batch);
     store.flush()?;
     Ok(st)
+}
+
+fn count_pending(batch: &[(String, Record)]) -> u64 {
+    batch
+        .iter()
+        .filter(|(_, r)| matches!(r.state, State::Pending | State::Deferred))
+        .count() as u64
+}
+
+/// Records the list files (path and columns) in the store and maps reader file indices to
+/// store file indices. Done before sending starts: workers render with these columns.
+pub fn register_files(store: &CampaignStore, reader: &ListReader) -> Result<Vec<u16>> {
+    reader
+        .paths()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| store.register_file(p, reader.columns(i)))
+        .collect()
 }
 
 fn prune_path_of(p: &PruneReport) -> String {
@@ -368,11 +421,23 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let mut prune =
         PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
 
-    // Import (blocking work: CSV, hygiene, sled) off the reactor.
+    // Import (blocking work: CSV, hygiene, sled) off the reactor. Into an empty store it runs
+    // beside the lane: the dispatcher picks up rows as they are written, so the CPU the
+    // import needs overlaps with the network wait of sending. An existing store is imported
+    // and reconciled first: rows a crashed run left in flight must be settled before anything
+    // is sent.
+    let fresh = store.is_empty();
+    let stats = Arc::new(Stats::default());
+    let (feed_tx, feed_rx) = if fresh {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Job>(10_000);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let file_map = register_files(&store, &reader)?;
     let import_started = Instant::now();
-    let (store, prune, imported, removed, recovered, eligible) = {
-        let s2 = s.clone();
-        let st = store.clone();
+    let import_task = {
+        let (s2, st, stats) = (s.clone(), store.clone(), stats.clone());
         let retry_now = opts.retry_now;
         tokio::task::spawn_blocking(move || -> Result<_> {
             let supp_dir = suppression::path_in(&s2.state_dir);
@@ -381,22 +446,54 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             } else {
                 None
             };
-            let stats = import(&s2, &st, reader, &fields, &mut prune, supp.as_ref())?;
+            let imported = import(
+                &s2,
+                &st,
+                ImportSource {
+                    reader,
+                    file_map: &file_map,
+                    fields: &fields,
+                    feed: feed_tx,
+                },
+                &mut prune,
+                supp.as_ref(),
+                &stats.eligible,
+            )?;
             drop(supp);
-            let (removed, recovered, eligible) = if stats.fresh {
-                (0, 0, stats.pending_added)
+            let (removed, recovered) = if imported.fresh {
+                (0, 0)
             } else {
-                reconcile(&st, s2.in_flight, retry_now)?
+                let (removed, recovered, eligible) = reconcile(&st, s2.in_flight, retry_now)?;
+                stats.eligible.store(eligible, Ordering::Relaxed);
+                (removed, recovered)
             };
-            Ok((st, prune, stats, removed, recovered, eligible))
+            Ok((
+                prune,
+                imported,
+                removed,
+                recovered,
+                import_started.elapsed(),
+            ))
         })
-        .await
-        .map_err(|e| Error::Lane(format!("import task failed: {e}")))??
     };
-    let import_time = import_started.elapsed();
-    let pruned = prune
-        .finish()
-        .map_err(io("cannot write prune report", &ppath))?;
+    let finish_import = {
+        let shutdown = shutdown.clone();
+        async move {
+            let r = import_task
+                .await
+                .map_err(|e| Error::Lane(format!("import task failed: {e}")))
+                .and_then(|r| r);
+            if r.is_err() {
+                shutdown.stop();
+            }
+            r
+        }
+    };
+    let mut finish_import = Some(Box::pin(finish_import));
+    let mut imported_early = None;
+    if !fresh {
+        imported_early = Some(finish_import.take().expect("not yet awaited").await?);
+    }
 
     let spec = Arc::new(MessageSpec {
         campaign: s.id.clone(),
@@ -407,24 +504,33 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         headers: s.headers.clone(),
         message_id_domain: message_id_domain(s),
     });
-    let stats = Arc::new(Stats::default());
-    stats
-        .eligible
-        .store(eligible, std::sync::atomic::Ordering::Relaxed);
     let progress = crate::report::progress::spawn(
         s.id.clone(),
         stats.clone(),
         opts.quiet,
         campaign_dir(s).join("status.json"),
     );
-    let report = lane::run(
+    let lane_run = lane::run(
         &s.lane,
         spec,
         store.clone(),
         shutdown.clone(),
         stats.clone(),
-    )
-    .await?;
+        feed_rx,
+    );
+    let (report, import_out) = match (imported_early, finish_import) {
+        (Some(done), _) => (lane_run.await, done),
+        (None, Some(fut)) => {
+            let (report, done) = tokio::join!(lane_run, fut);
+            (report, done?)
+        }
+        (None, None) => unreachable!("the import is either awaited or run beside the lane"),
+    };
+    let report = report?;
+    let (prune, imported, removed, recovered, import_time) = import_out;
+    let pruned = prune
+        .finish()
+        .map_err(io("cannot write prune report", &ppath))?;
     progress.finish().await;
 
     let mut suppressed = 0;

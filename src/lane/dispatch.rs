@@ -49,11 +49,13 @@ pub(crate) async fn run(
     jobs: mpsc::Sender<Vec<Job>>,
     mut requeue: mpsc::UnboundedReceiver<Job>,
     outstanding: Arc<AtomicUsize>,
+    mut feed: Option<mpsc::Receiver<Job>>,
 ) -> Result<()> {
     let throttle = Throttle::new(&ctx.settings);
     let mut buf = Buffer::default();
     let mut cursor: Option<String> = None;
-    let mut scan_done = false;
+    // Fed by an import into an empty store: nothing to scan until the feed closes.
+    let mut scan_done = feed.is_some();
     let mut claimed: Vec<Job> = Vec::with_capacity(CLAIM_BATCH);
     let cap = ctx.settings.per_domain_connections;
     let mut last_shrink = Instant::now();
@@ -62,6 +64,13 @@ pub(crate) async fn run(
     while !ctx.shutdown.stopping() {
         while let Ok(j) = requeue.try_recv() {
             buf.push(j);
+        }
+        while buf.len < BUFFER {
+            match feed.as_mut().map(|f| f.try_recv()) {
+                Some(Ok(j)) => buf.push(j),
+                Some(Err(mpsc::error::TryRecvError::Disconnected)) => feed = None,
+                Some(Err(mpsc::error::TryRecvError::Empty)) | None => break,
+            }
         }
         if !scan_done && buf.len < BUFFER / 2 {
             let store = ctx.store.clone();
@@ -150,6 +159,15 @@ pub(crate) async fn run(
         if buf.len == 0 && scan_done {
             if outstanding.load(Ordering::SeqCst) > 0 {
                 wait_for(&mut requeue, &mut buf, Duration::from_millis(10)).await;
+                continue;
+            }
+            if let Some(f) = feed.as_mut() {
+                // The import is still writing: wait for its next recipients.
+                match tokio::time::timeout(Duration::from_millis(20), f.recv()).await {
+                    Ok(Some(j)) => buf.push(j),
+                    Ok(None) => feed = None,
+                    Err(_) => {}
+                }
                 continue;
             }
             // A pass is complete. Deferred recipients due within the wait window: sleep until

@@ -121,12 +121,15 @@ impl LaneCtx {
 
 /// Sends every eligible recipient of the store through the lane until all are final, the
 /// remaining ones are deferred beyond `wait_for_retries`, or a stop is requested.
+/// With `feed`, an import into an empty store hands over its new recipients as it writes
+/// them, and the store is scanned only once the feed has closed.
 pub async fn run(
     settings: &LaneSettings,
     spec: Arc<MessageSpec>,
     store: Arc<CampaignStore>,
     shutdown: Arc<Shutdown>,
     stats: Arc<Stats>,
+    feed: Option<mpsc::Receiver<Job>>,
 ) -> Result<LaneReport> {
     let ctx = Arc::new(LaneCtx {
         settings: settings.clone(),
@@ -162,14 +165,17 @@ pub async fn run(
         handles.push(tokio::spawn(async move { worker::run(c, rx, tx).await }));
     }
     drop(done_tx);
-    let (claim_tx, claim_rx) = mpsc::channel::<Vec<Job>>(64);
+    // Few queued claim batches: while a commit is slow (a busy disk), the dispatcher blocks
+    // instead of taking more rate tokens, so a slow fsync can't release a second's worth of
+    // one domain's messages at once.
+    let (claim_tx, claim_rx) = mpsc::channel::<Vec<Job>>(4);
     let claimer = tokio::spawn(dispatch::claimer(
         ctx.clone(),
         claim_rx,
         job_tx,
         outstanding.clone(),
     ));
-    let dispatched = dispatch::run(ctx.clone(), claim_tx, requeue_rx, outstanding).await;
+    let dispatched = dispatch::run(ctx.clone(), claim_tx, requeue_rx, outstanding, feed).await;
     let _ = claimer.await;
     for h in handles {
         let _ = h.await;
