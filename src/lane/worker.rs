@@ -359,6 +359,19 @@ impl SmtpWorker {
                                 alive = false;
                             }
                         }
+                        if alive && mail.is_ok() && data.code != 354 {
+                            // MAIL was accepted but the transaction went no further: it is
+                            // still open on the server, and the next MAIL would be a nested
+                            // one (503). RSET closes it (RFC 5321 §4.1.1.5).
+                            if conn.send(b"RSET\r\n").await.is_err()
+                                || !conn
+                                    .read_reply(t.command, "reply to RSET")
+                                    .await
+                                    .is_ok_and(|r| r.is_ok())
+                            {
+                                alive = false;
+                            }
+                        }
                         if !mail.is_ok() {
                             report(&ctx, &self.done, n.job, outcome(Stage::Mail, &mail)).await;
                         } else if !rcpt.is_ok() {
