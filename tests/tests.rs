@@ -5,3 +5,4 @@ mod durability;
 mod pipeline;
 mod render_message;
 mod sink;
+mod tls;

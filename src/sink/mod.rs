@@ -8,7 +8,12 @@
 //!
 //! - `mod.rs`     config, handle, accept loop, `blast sink` command
 //! - `rule.rs`    [`Rule`] / [`Action`] and their CLI form
-//! - `session.rs` one connection: commands, pipelining, DATA reader, faults
+//! - `session.rs` one connection: commands, pipelining, DATA reader, faults, STARTTLS, AUTH
+//!
+//! Optional STARTTLS ([`SinkConfig::tls`], RFC 3207) and AUTH PLAIN ([`SinkConfig::auth`],
+//! RFC 4954) let tests check a client's TLS and authentication policy against a real
+//! server: each [`Received`] says whether it came over TLS and as which user, and
+//! [`SinkHandle::auth_attempts`] lists every AUTH the sink saw.
 
 mod rule;
 mod session;
@@ -49,6 +54,15 @@ pub struct SinkConfig {
     pub rules: Vec<Rule>,
     /// Name used in the greeting and EHLO reply.
     pub hostname: String,
+    /// Offer STARTTLS with this server config. After the handshake the session starts
+    /// over (a new EHLO is required) and bytes the client pipelined after `STARTTLS`
+    /// are discarded (RFC 3207 §4.2).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `(user, password)`: advertise `AUTH PLAIN` (with or without TLS: the sink is a test
+    /// instrument; [`AuthAttempt::tls`] and [`Received::tls`] record what happened), check
+    /// credentials (`535 5.7.8` on mismatch) and refuse MAIL before a successful AUTH
+    /// (`530 5.7.0`).
+    pub auth: Option<(String, String)>,
 }
 
 impl Default for SinkConfig {
@@ -61,8 +75,59 @@ impl Default for SinkConfig {
             max_size: 10 * 1024 * 1024,
             rules: Vec::new(),
             hostname: "sink.blast.test".to_string(),
+            tls: None,
+            auth: None,
         }
     }
+}
+
+/// Builds a TLS server config (ring provider) from a DER certificate chain and private key.
+pub fn tls_server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Loads a PEM certificate chain and PEM private key into a TLS server config.
+pub fn tls_server_config_from_pem(
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no CERTIFICATE in PEM file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    tls_server_config(chain, key_der).map_err(|e| bad(cert, &e))
+}
+
+/// One `AUTH` command the sink answered (recorded when `record` is on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthAttempt {
+    /// The authentication identity the client gave (empty if the response did not decode).
+    pub user: String,
+    /// The session was TLS-protected when the AUTH came.
+    pub tls: bool,
+    /// The credentials matched (`235`).
+    pub ok: bool,
 }
 
 /// One accepted message.
@@ -91,6 +156,10 @@ pub struct Received {
     pub reply: Option<u16>,
     /// Sequence number: the `queued as` id and the `.eml` file name.
     pub seq: u64,
+    /// The transaction ran over TLS (after STARTTLS).
+    pub tls: bool,
+    /// The user the session authenticated as (AUTH PLAIN), if any.
+    pub authenticated: Option<String>,
 }
 
 /// A short line about each accepted message, for `blast sink`'s output.
@@ -128,6 +197,9 @@ struct Shared {
     connections: AtomicUsize,
     seq: AtomicU64,
     counters: Mutex<Counters>,
+    auth_attempts: Mutex<Vec<AuthAttempt>>,
+    tls_handshakes: AtomicUsize,
+    tls_failures: AtomicUsize,
     notify: Option<mpsc::Sender<Notice>>,
 }
 
@@ -232,6 +304,21 @@ impl SinkHandle {
             .unwrap_or(0)
     }
 
+    /// Every AUTH command answered so far, in order (empty unless `record`).
+    pub fn auth_attempts(&self) -> Vec<AuthAttempt> {
+        lock(&self.shared.auth_attempts).clone()
+    }
+
+    /// STARTTLS handshakes that completed.
+    pub fn tls_handshakes(&self) -> usize {
+        self.shared.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// STARTTLS handshakes that failed (e.g. the client rejected the certificate).
+    pub fn tls_failures(&self) -> usize {
+        self.shared.tls_failures.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting, closes every open connection and waits for the accept loop.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
@@ -265,6 +352,9 @@ async fn start_with(
         connections: AtomicUsize::new(0),
         seq: AtomicU64::new(seq),
         counters: Mutex::new(Counters::default()),
+        auth_attempts: Mutex::new(Vec::new()),
+        tls_handshakes: AtomicUsize::new(0),
+        tls_failures: AtomicUsize::new(0),
         notify,
     });
     let (stop, stop_rx) = oneshot::channel();
@@ -339,11 +429,24 @@ pub struct SinkArgs {
     /// Host name in the greeting and EHLO reply.
     #[arg(long, default_value = "sink.blast.test")]
     pub hostname: String,
+    /// Offer STARTTLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require AUTH PLAIN as this user (needs --auth-password-env).
+    #[arg(long, value_name = "USER", requires = "auth_password_env")]
+    pub auth_user: Option<String>,
+    /// Environment variable holding the AUTH password for --auth-user.
+    #[arg(long, value_name = "VAR", requires = "auth_user")]
+    pub auth_password_env: Option<String>,
 }
 
 impl SinkArgs {
-    /// The [`SinkConfig`] these arguments describe. `record` is off: a long-running
-    /// sink must not keep every message in memory.
+    /// The [`SinkConfig`] these arguments describe, without TLS and AUTH (which need
+    /// files and the environment: see [`SinkArgs::load_config`]). `record` is off: a
+    /// long-running sink must not keep every message in memory.
     pub fn to_config(&self) -> SinkConfig {
         SinkConfig {
             maildir: self.maildir.clone(),
@@ -353,7 +456,28 @@ impl SinkArgs {
             max_size: self.max_size,
             rules: self.rules.clone(),
             hostname: self.hostname.clone(),
+            tls: None,
+            auth: None,
         }
+    }
+
+    /// [`SinkArgs::to_config`] plus the certificate (read from its files) and the AUTH
+    /// credentials (password from the environment).
+    pub fn load_config(&self) -> std::io::Result<SinkConfig> {
+        let mut config = self.to_config();
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(tls_server_config_from_pem(cert, key)?);
+        }
+        if let (Some(user), Some(var)) = (&self.auth_user, &self.auth_password_env) {
+            let password = std::env::var(var).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("--auth-password-env: environment variable {var} is not set"),
+                )
+            })?;
+            config.auth = Some((user.clone(), password));
+        }
+        Ok(config)
     }
 }
 
@@ -377,9 +501,16 @@ fn parse_size(s: &str) -> Result<usize, String> {
 /// to read.
 pub async fn run(args: SinkArgs) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel(1024);
-    let config = args.to_config();
+    let config = args.load_config()?;
+    let (tls, auth) = (config.tls.is_some(), config.auth.is_some());
     let handle = start_with(args.listen, config, Some(tx)).await?;
     println!("blast sink listening on {}", handle.addr);
+    if tls {
+        println!("offering STARTTLS");
+    }
+    if let Some(user) = &args.auth_user.as_ref().filter(|_| auth) {
+        println!("requiring AUTH PLAIN as {user}");
+    }
     if let Some(dir) = &args.maildir {
         println!("writing messages to {}/<n>.eml", dir.display());
     }

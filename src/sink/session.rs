@@ -6,15 +6,18 @@
 //! therefore gets all its replies in one write, which is what makes it fast.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{lock, Action, Notice, RcptDecision, Received, Shared};
+use super::{lock, Action, AuthAttempt, Notice, RcptDecision, Received, Shared};
 
 /// Every read and write waits at most this long, so a stuck client never pins a task.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -26,6 +29,62 @@ const MAX_VIOLATIONS: usize = 100;
 /// A client still sending after this many times `max_size` is cut off.
 const OVERSIZE_FACTOR: usize = 4;
 const READ_BUFFER: usize = 64 * 1024;
+/// Longest a STARTTLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection: cleartext, or TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Momentarily, while the TCP stream is inside the TLS handshake (or after it failed).
+    Detached,
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "no stream (TLS handshake)")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
 
 /// Result of reading one line.
 struct Line {
@@ -38,8 +97,8 @@ struct Line {
 }
 
 struct Conn {
-    rd: BufReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+    /// Reads are buffered; writes go straight to the stream (`get_mut`).
+    io: BufReader<Stream>,
     out: Vec<u8>,
 }
 
@@ -52,7 +111,13 @@ impl Conn {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            with_timeout(self.wr.write_all(&self.out)).await?;
+            let s = self.io.get_mut();
+            with_timeout(async {
+                s.write_all(&self.out).await?;
+                // A TLS stream buffers records until flushed.
+                s.flush().await
+            })
+            .await?;
             self.out.clear();
         }
         Ok(())
@@ -67,11 +132,11 @@ impl Conn {
         // Last byte of the previous chunk: a CR there and the LF in the next still make CRLF.
         let mut prev = 0u8;
         loop {
-            let avail = if self.rd.buffer().is_empty() {
+            let avail = if self.io.buffer().is_empty() {
                 self.flush().await?;
-                with_timeout(self.rd.fill_buf()).await?
+                with_timeout(self.io.fill_buf()).await?
             } else {
-                self.rd.buffer()
+                self.io.buffer()
             };
             if avail.is_empty() {
                 return Ok(Line {
@@ -89,7 +154,7 @@ impl Conn {
             let before_lf = if n >= 2 { avail[n - 2] } else { prev };
             prev = avail[n - 1];
             total += n;
-            self.rd.consume(n);
+            self.io.consume(n);
             if done {
                 return Ok(Line {
                     total,
@@ -107,18 +172,45 @@ impl Conn {
         if self.flush().await.is_err() {
             return;
         }
-        let _ = self.wr.shutdown().await;
+        let _ = self.io.get_mut().shutdown().await;
         let mut sink = [0u8; 8192];
         let drain = async {
             let mut left: usize = 256 * 1024;
             while left > 0 {
-                match self.rd.read(&mut sink).await {
+                match self.io.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => left = left.saturating_sub(n),
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+
+    /// STARTTLS after the `220`: sends it, drops whatever the client pipelined after the
+    /// command (RFC 3207 §4.2: it was sent in the clear and must not be acted on) and runs
+    /// the handshake. Returns how many bytes were dropped.
+    async fn start_tls(&mut self, cfg: Arc<rustls::ServerConfig>) -> io::Result<usize> {
+        self.flush().await?;
+        let dropped = self.io.buffer().len();
+        let old = std::mem::replace(&mut self.io, BufReader::with_capacity(1, Stream::Detached));
+        let Stream::Plain(tcp) = old.into_inner() else {
+            return Err(io::Error::other(
+                "STARTTLS on a stream that is not plain TCP",
+            ));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "TLS handshake timed out",
+                ))
+            }
+        };
+        self.io = BufReader::with_capacity(READ_BUFFER, Stream::Tls(Box::new(tls)));
+        Ok(dropped)
     }
 }
 
@@ -147,6 +239,10 @@ struct Txn {
     smtputf8: bool,
     body_8bitmime: bool,
     violations: Vec<String>,
+    /// The session was TLS-protected at MAIL.
+    tls: bool,
+    /// The session's authenticated user at MAIL.
+    authenticated: Option<String>,
 }
 
 fn add_violation(v: &mut Vec<String>, what: impl FnOnce() -> String) {
@@ -165,6 +261,10 @@ struct Session {
     pending_violations: Vec<String>,
     /// Reused line buffer for DATA bodies.
     dline: Vec<u8>,
+    /// STARTTLS has completed on this connection.
+    tls: bool,
+    /// The user of a successful AUTH in this session (reset by STARTTLS).
+    authenticated: Option<String>,
 }
 
 /// Serves one connection until QUIT, EOF, an injected fault or the idle timeout.
@@ -172,10 +272,8 @@ struct Session {
 pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
     // Replies are small and latency-bound; Nagle would stall lock-step clients.
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
     let mut conn = Conn {
-        rd: BufReader::with_capacity(READ_BUFFER, rd),
-        wr,
+        io: BufReader::with_capacity(READ_BUFFER, Stream::Plain(stream)),
         out: Vec::with_capacity(4096),
     };
     if busy {
@@ -189,6 +287,8 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
         txn: None,
         pending_violations: Vec::new(),
         dline: Vec::new(),
+        tls: false,
+        authenticated: None,
     };
     let greeting = format!("220 {} ESMTP blast sink", s.shared.config.hostname);
     conn.reply(&greeting);
@@ -268,6 +368,12 @@ impl Session {
                         conn.reply("250-SMTPUTF8");
                     }
                     conn.reply(&format!("250-SIZE {}", c.max_size));
+                    if c.tls.is_some() && !self.tls {
+                        conn.reply("250-STARTTLS");
+                    }
+                    if c.auth.is_some() {
+                        conn.reply("250-AUTH PLAIN");
+                    }
                     conn.reply("250 ENHANCEDSTATUSCODES");
                 }
             }
@@ -281,6 +387,10 @@ impl Session {
             return Ok(Flow::Close);
         } else if is("VRFY") {
             conn.reply("252 2.5.0 cannot verify, but will accept");
+        } else if is("STARTTLS") && self.shared.config.tls.is_some() {
+            return self.starttls(conn, arg).await;
+        } else if is("AUTH") && self.shared.config.auth.is_some() {
+            return self.auth(conn, arg).await;
         } else if is("STARTTLS") || is("BDAT") || is("AUTH") || is("EXPN") || is("HELP") {
             conn.reply("502 5.5.1 command not implemented");
         } else {
@@ -289,12 +399,131 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// RFC 3207: `220`, handshake, then the session starts over (new EHLO needed).
+    async fn starttls(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
+        let Some(cfg) = self.shared.config.tls.clone() else {
+            conn.reply("502 5.5.1 command not implemented");
+            return Ok(Flow::Continue);
+        };
+        if self.tls {
+            conn.reply("503 5.5.1 TLS already active");
+            return Ok(Flow::Continue);
+        }
+        if !arg.trim().is_empty() {
+            conn.reply("501 5.5.4 STARTTLS takes no parameters");
+            return Ok(Flow::Continue);
+        }
+        conn.reply("220 2.0.0 ready to start TLS");
+        match conn.start_tls(cfg).await {
+            Ok(dropped) => {
+                self.shared.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                self.tls = true;
+                self.greeted = false;
+                self.txn = None;
+                self.authenticated = None;
+                if dropped > 0 {
+                    add_violation(&mut self.pending_violations, || {
+                        format!("{dropped} bytes pipelined after STARTTLS (discarded)")
+                    });
+                }
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                self.shared.tls_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// RFC 4954 AUTH, PLAIN mechanism only (initial response or after a `334`).
+    async fn auth(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
+        let Some((user, password)) = self.shared.config.auth.clone() else {
+            conn.reply("502 5.5.1 command not implemented");
+            return Ok(Flow::Continue);
+        };
+        if !self.greeted {
+            conn.reply("503 5.5.1 send EHLO first");
+            return Ok(Flow::Continue);
+        }
+        if self.authenticated.is_some() {
+            conn.reply("503 5.5.1 already authenticated");
+            return Ok(Flow::Continue);
+        }
+        if self.txn.is_some() {
+            conn.reply("503 5.5.1 AUTH not permitted during a mail transaction");
+            return Ok(Flow::Continue);
+        }
+        let mut words = arg.split_ascii_whitespace();
+        let mech = words.next().unwrap_or("");
+        if !mech.eq_ignore_ascii_case("PLAIN") {
+            conn.reply("504 5.5.4 unrecognized authentication type");
+            return Ok(Flow::Continue);
+        }
+        let response = match words.next() {
+            Some(r) => r.to_string(),
+            None => {
+                conn.reply("334 ");
+                let mut line = Vec::new();
+                let l = conn.read_line(&mut line, MAX_COMMAND_LINE).await?;
+                if !l.complete {
+                    return Ok(Flow::Abort);
+                }
+                String::from_utf8_lossy(&line).trim().to_string()
+            }
+        };
+        if response == "*" {
+            conn.reply("501 5.7.0 authentication cancelled");
+            return Ok(Flow::Continue);
+        }
+        let decoded = if response == "=" {
+            Some(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(response.as_bytes())
+                .ok()
+        };
+        // authzid NUL authcid NUL passwd
+        let parts = decoded.as_ref().and_then(|d| {
+            let mut it = d.split(|&b| b == 0);
+            let (_authz, authc, pass) = (it.next()?, it.next()?, it.next()?);
+            it.next().is_none().then_some((authc, pass))
+        });
+        let Some((authc, pass)) = parts else {
+            self.record_auth(String::new(), false);
+            conn.reply("501 5.5.2 cannot decode AUTH PLAIN response");
+            return Ok(Flow::Continue);
+        };
+        let authc = String::from_utf8_lossy(authc).into_owned();
+        let ok = authc == user && pass == password.as_bytes();
+        self.record_auth(authc.clone(), ok);
+        if ok {
+            self.authenticated = Some(authc);
+            conn.reply("235 2.7.0 authentication successful");
+        } else {
+            conn.reply("535 5.7.8 authentication credentials invalid");
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn record_auth(&self, user: String, ok: bool) {
+        if self.shared.config.record {
+            lock(&self.shared.auth_attempts).push(AuthAttempt {
+                user,
+                tls: self.tls,
+                ok,
+            });
+        }
+    }
+
     fn mail(&mut self, conn: &mut Conn, arg: &str) {
         if !self.greeted {
             return conn.reply("503 5.5.1 send EHLO/HELO first");
         }
         if self.txn.is_some() {
             return conn.reply("503 5.5.1 nested MAIL command");
+        }
+        if self.shared.config.auth.is_some() && self.authenticated.is_none() {
+            return conn.reply("530 5.7.0 authentication required");
         }
         let Some((addr, params)) = parse_path(arg, "FROM:") else {
             return conn.reply("501 5.5.4 syntax: MAIL FROM:<address>");
@@ -333,6 +562,8 @@ impl Session {
             smtputf8,
             body_8bitmime,
             violations: std::mem::take(&mut self.pending_violations),
+            tls: self.tls,
+            authenticated: self.authenticated.clone(),
         });
         conn.reply("250 2.1.0 sender OK");
     }
@@ -602,6 +833,8 @@ impl Session {
                 body_8bitmime: txn.body_8bitmime,
                 reply,
                 seq,
+                tls: txn.tls,
+                authenticated: txn.authenticated,
             };
             // Count under the same lock so count() never runs ahead of received().
             let mut rec = lock(&shared.received);
