@@ -80,6 +80,21 @@ pub enum SuppressAction {
         /// Addresses.
         addresses: Vec<String>,
     },
-    /// List every entry as CSV.
+    /// List every entry as CSV (`address,reason,at_ms,source,detail`) on stdout.
     List,
+    /// Import a CSV: the `export` header (`address,reason,at_ms,source,detail`), or a single
+    /// `address`/`email` column. Invalid rows are reported with file:line and skipped;
+    /// addresses already listed keep their entry. Safe to run again.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Reason for rows that give none.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Export every entry as CSV (`address,reason,at_ms,source,detail`).
+    Export {
+        /// Write here instead of stdout.
+        file: Option<PathBuf>,
+    },
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
+//! - [`commands`]   `status`, `suppress` (CSV import/export), `preview`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`]
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
@@ -18,6 +19,7 @@
 
 pub mod classify;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod lane;

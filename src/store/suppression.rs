@@ -34,6 +34,12 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join("suppression")
 }
 
+/// Whether a suppression store was ever created in `state_dir` (read-only commands need not
+/// create one).
+pub fn exists_in(state_dir: &Path) -> bool {
+    path_in(state_dir).exists()
+}
+
 impl Suppression {
     /// Opens the store, waiting up to `wait` for another process to release it.
     pub fn open(state_dir: &Path, wait: Duration) -> Result<Self> {
@@ -63,6 +69,31 @@ impl Suppression {
             }
         }
         Ok(None)
+    }
+
+    /// The entry stored under exactly `key` (no domain fallback, unlike [`Suppression::lookup`]).
+    pub fn get(&self, key: &str) -> Result<Option<Entry>> {
+        match self
+            .tree
+            .get(key.as_bytes())
+            .map_err(|e| store_err(&self.path, e))?
+        {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| store_err(&self.path, format!("corrupt entry for {key:?}: {e}"))),
+        }
+    }
+
+    /// Adds an entry unless `key` is already listed (an existing entry, e.g. a bounce with its
+    /// reply text, is kept as it is). Returns whether it was added. Atomic per key.
+    pub fn add_if_absent(&self, key: &str, entry: &Entry) -> Result<bool> {
+        let v = serde_json::to_vec(entry).map_err(|e| store_err(&self.path, e))?;
+        let swapped = self
+            .tree
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(v))
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok(swapped.is_ok())
     }
 
     /// Adds (or replaces) an entry. `key` is a normalised address or `@domain`.

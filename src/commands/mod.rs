@@ -1,0 +1,10 @@
+//! The commands other than `send`/`check` (which live in [`crate::send`]): what `main` calls
+//! after parsing, each returning the process exit code.
+//!
+//! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
+//! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
+//! - [`preview`]   `blast preview`: the first sendable message as it will go out
+
+pub mod preview;
+pub mod status;
+pub mod suppress;

@@ -1,0 +1,57 @@
+//! `blast preview`: renders the first sendable row of the lists and prints the message.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::list::hygiene;
+use crate::send;
+
+/// Prints the first sendable row's message to stdout.
+pub fn run(campaign: &Path) -> Result<i32> {
+    let s = config::load(campaign)?;
+    let (templates, mut reader, _) = send::load_inputs(&s)?;
+    let all_columns: Vec<Vec<String>> = (0..reader.paths().len())
+        .map(|i| reader.columns(i).to_vec())
+        .collect();
+    while let Some(row) = reader.next_row() {
+        let Ok(row) = row else { continue };
+        let Ok(mb) = hygiene::check(row.email, &s.policy) else {
+            continue;
+        };
+        let values: Vec<String> = row.record.iter().map(str::to_string).collect();
+        let columns = &all_columns[row.file_idx];
+        let Ok(r) = templates.render(crate::render::Row {
+            columns,
+            values: &values,
+        }) else {
+            continue;
+        };
+        let (msg, _) = crate::message::build(&crate::message::Parts {
+            from: &s.from,
+            reply_to: s.reply_to.as_ref(),
+            to: &mb.address,
+            subject: &r.subject,
+            text: r.text.as_deref(),
+            html: r.html.as_deref(),
+            headers: &s.headers,
+            message_id_domain: s
+                .from
+                .address
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or("localhost"),
+            date: chrono::Utc::now().timestamp(),
+        });
+        let mut out = std::io::stdout().lock();
+        out.write_all(String::from_utf8_lossy(&msg).as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::io("writing to stdout", e))?;
+        return Ok(0);
+    }
+    Err(Error::Config(format!(
+        "{}: no sendable row in the lists",
+        campaign.display()
+    )))
+}

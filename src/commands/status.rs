@@ -1,0 +1,208 @@
+//! `blast status CAMPAIGN [--json]`: counts per state, the top domains, the last errors, and
+//! a warning per domain that rejected the sender or the message (5.7.x blocklist, DMARC,
+//! content…): those recipients are bounced for the campaign but not suppressed, and the cause
+//! is usually on the sending side, so a postmaster must hear about it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::classify::{classify, Class, Stage};
+use crate::config;
+use crate::error::{Error, Result};
+use crate::report;
+use crate::send;
+use crate::store::campaign::CampaignStore;
+use crate::store::record::{Record, State};
+
+/// Sender/message-level permanent failures of one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Recipient domain.
+    pub domain: String,
+    /// Bounced recipients of that domain whose reply was not about the address.
+    pub count: u64,
+    /// The most recent such reply.
+    pub last: String,
+}
+
+/// Whether a stored reply (`"550 5.1.1 user unknown"`) says the address itself is bad: the
+/// bounces the lane suppresses. Replies without a leading code (`not sent: …`, written by
+/// blast itself) are never about the address. The stage is unknown once stored; RCPT is the
+/// one where address-level replies come, and the one whose text rules are the widest.
+pub fn is_address_level(reply: &str) -> bool {
+    let reply = reply.trim_start();
+    let (code, text) = reply.split_once(' ').unwrap_or((reply, ""));
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    match code.parse::<u16>() {
+        Ok(code) => classify(Stage::Rcpt, code, text) == Class::AddressPermanent,
+        Err(_) => false,
+    }
+}
+
+/// Collects [`Warning`]s from bounced records: per domain, sorted by count (descending) then
+/// domain name.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    by_domain: BTreeMap<String, (u64, u64, String)>, // count, updated_ms of last, last
+}
+
+impl Warnings {
+    /// Looks at one record.
+    pub fn note(&mut self, r: &Record) {
+        if r.state != State::Bounced || is_address_level(&r.last_reply) {
+            return;
+        }
+        let e = self
+            .by_domain
+            .entry(r.domain().to_string())
+            .or_insert((0, 0, String::new()));
+        e.0 += 1;
+        if r.updated_ms >= e.1 {
+            e.1 = r.updated_ms;
+            e.2 = r.last_reply.clone();
+        }
+    }
+
+    /// The warnings, most affected domain first.
+    pub fn finish(self) -> Vec<Warning> {
+        let mut v: Vec<Warning> = self
+            .by_domain
+            .into_iter()
+            .map(|(domain, (count, _, last))| Warning {
+                domain,
+                count,
+                last,
+            })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.domain.cmp(&b.domain)));
+        v
+    }
+}
+
+/// The warnings as a JSON array of `{"domain", "count", "last"}`.
+pub fn warnings_json(w: &[Warning]) -> serde_json::Value {
+    w.iter()
+        .map(|w| serde_json::json!({"domain": w.domain, "count": w.count, "last": w.last}))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Runs `blast status`.
+pub fn run(campaign: &Path, json: bool) -> Result<i32> {
+    let s = config::load(campaign)?;
+    let dir = send::store_dir(&s);
+    if !dir.exists() {
+        return Err(Error::Config(format!(
+            "{}: campaign {} has not been sent yet (no state in {})",
+            campaign.display(),
+            s.id,
+            dir.display()
+        )));
+    }
+    let st = match CampaignStore::open(&dir, Duration::from_millis(200)) {
+        Ok(st) => st,
+        Err(Error::Locked(_)) => {
+            // A send is running: report its snapshot.
+            let snap = send::campaign_dir(&s).join("status.json");
+            let text = std::fs::read_to_string(&snap).map_err(|e| {
+                Error::io(
+                    format!("a send is running; reading its snapshot {}", snap.display()),
+                    e,
+                )
+            })?;
+            println!("{}", text.trim_end());
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
+    let c = st.counts()?;
+    let mut warnings = Warnings::default();
+    let mut domains: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    let mut errors: Vec<(u64, String)> = Vec::new();
+    for kv in st.iter() {
+        let (_, r) = kv?;
+        warnings.note(&r);
+        let slot = match r.state {
+            State::Sent => 0,
+            State::Deferred => 1,
+            State::Bounced => 2,
+            _ => {
+                if r.state == State::Failed {
+                    errors.push((r.updated_ms, error_line(&r)));
+                }
+                continue;
+            }
+        };
+        domains.entry(r.domain().to_string()).or_default()[slot] += 1;
+        if slot > 0 {
+            errors.push((r.updated_ms, error_line(&r)));
+        }
+        // Keep memory bounded on big campaigns: only the latest few matter.
+        if errors.len() > 1000 {
+            errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+            errors.truncate(10);
+        }
+    }
+    let warnings = warnings.finish();
+    if json {
+        let mut v = report::summary::counts_json(&s.id, &c, false);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("warnings".into(), warnings_json(&warnings));
+        }
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("campaign {}: {} recipients", s.id, c.total);
+    for state in State::ALL {
+        println!("  {:<10} {:>10}", state.name(), c.get(state));
+    }
+    let mut top: Vec<_> = domains.into_iter().collect();
+    top.sort_by_key(|d| std::cmp::Reverse(d.1.iter().sum::<u64>()));
+    if !top.is_empty() {
+        println!(
+            "  {:<30} {:>8} {:>8} {:>8}",
+            "domain", "sent", "deferred", "bounced"
+        );
+        for (d, [a, b, c]) in top.iter().take(10) {
+            println!("  {d:<30} {a:>8} {b:>8} {c:>8}");
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+        println!("  last errors:");
+        for (_, e) in errors.iter().take(10) {
+            println!("    {e}");
+        }
+    }
+    for w in &warnings {
+        println!(
+            "warning: {}: {} sender/message-level rejections (not suppressed), last: {}",
+            w.domain, w.count, w.last
+        );
+    }
+    Ok(0)
+}
+
+fn error_line(r: &Record) -> String {
+    format!("{} ({}): {}", r.address, r.state.name(), r.last_reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_level_replies() {
+        assert!(is_address_level("550 5.1.1 <a@b.example>: user unknown"));
+        assert!(is_address_level("550 No such user here"));
+        assert!(is_address_level("553 5.1.10 recipient null MX"));
+        assert!(!is_address_level("550 5.7.26 unauthenticated"));
+        assert!(!is_address_level("554 content rejected"));
+        assert!(!is_address_level("not sent: address unsafe on the wire"));
+        assert!(!is_address_level("5501 5.1.1 odd"));
+        assert!(!is_address_level(""));
+    }
+}

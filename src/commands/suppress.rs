@@ -1,0 +1,414 @@
+//! `blast suppress add|remove|list|import|export`: the global suppression list of the
+//! campaign's state dir, in and out as CSV (`address,reason,at_ms,source,detail`).
+//!
+//! The store is opened for the length of the command only (waiting while a send holds it), so
+//! these work beside running sends.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::SuppressAction;
+use crate::config;
+use crate::error::{Error, Result};
+use crate::list::hygiene;
+use crate::store::now_ms;
+use crate::store::suppression::{self, Entry, Suppression};
+
+/// The CSV header of `list` and `export` (and the full form `import` reads).
+pub const HEADER: [&str; 5] = ["address", "reason", "at_ms", "source", "detail"];
+
+/// How long a command waits for another process (a send's import or its end) to let go of
+/// the store.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// At most this many invalid rows are listed one by one; the count covers all.
+const MAX_LISTED: usize = 100;
+
+/// Normalises what a user (or a file) gives as a suppression key: an address (checked and
+/// normalised like list addresses, role accounts and non-ASCII local parts allowed) or
+/// `@domain` for a whole domain (lower-cased, A-label).
+pub fn normalise(raw: &str) -> std::result::Result<String, String> {
+    let raw = raw.trim();
+    let policy = hygiene::Policy {
+        allow_role: true,
+        smtputf8: true,
+    };
+    if let Some(d) = raw.strip_prefix('@') {
+        if d.is_empty() {
+            return Err("empty domain".into());
+        }
+        return hygiene::check(&format!("x@{d}"), &policy)
+            .map(|m| format!("@{}", m.domain))
+            .map_err(|r| format!("{raw:?} is not a valid domain: {r}"));
+    }
+    hygiene::check(raw, &policy)
+        .map(|m| m.key)
+        .map_err(|r| format!("{raw:?}: {r}"))
+}
+
+/// Runs `blast suppress …`.
+pub fn run(campaign: &Path, action: SuppressAction) -> Result<i32> {
+    let s = config::load(campaign)?;
+    let state_dir = &s.state_dir;
+    match action {
+        SuppressAction::Add { addresses, reason } => {
+            let keys = keys_of(&addresses)?;
+            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
+            for k in keys {
+                sp.add(
+                    &k,
+                    &Entry {
+                        reason: reason.clone(),
+                        at_ms: now_ms(),
+                        source: "cli".into(),
+                        detail: String::new(),
+                    },
+                )?;
+                println!("suppressed {k}");
+            }
+            sp.flush()?;
+        }
+        SuppressAction::Remove { addresses } => {
+            let keys = keys_of(&addresses)?;
+            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
+            for k in keys {
+                if sp.remove(&k)? {
+                    println!("removed {k}");
+                } else {
+                    println!("not listed: {k}");
+                }
+            }
+            sp.flush()?;
+        }
+        SuppressAction::List => {
+            let entries = entries(state_dir)?;
+            let out = std::io::stdout().lock();
+            write_csv(out, &entries).map_err(|e| Error::io("writing to stdout", e))?;
+        }
+        SuppressAction::Export { file } => {
+            let entries = entries(state_dir)?;
+            match file {
+                None => write_csv(std::io::stdout().lock(), &entries)
+                    .map_err(|e| Error::io("writing to stdout", e))?,
+                Some(path) => {
+                    let ctx = || format!("writing {}", path.display());
+                    let f = std::fs::File::create(&path).map_err(|e| Error::io(ctx(), e))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    write_csv(&mut w, &entries).map_err(|e| Error::io(ctx(), e))?;
+                    w.into_inner()
+                        .map_err(|e| Error::io(ctx(), e.into_error()))?
+                        .sync_all()
+                        .map_err(|e| Error::io(ctx(), e))?;
+                    eprintln!("exported {} entries to {}", entries.len(), path.display());
+                }
+            }
+        }
+        SuppressAction::Import { file, reason } => {
+            // Read and check the whole file before taking the store: a send waiting for it
+            // is held up only for the writes.
+            let parsed = parse_csv(&file, &reason)?;
+            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
+            let (mut added, mut present) = (0u64, 0u64);
+            for (key, entry) in &parsed.rows {
+                if sp.add_if_absent(key, entry)? {
+                    added += 1;
+                } else {
+                    present += 1;
+                }
+            }
+            sp.flush()?;
+            drop(sp);
+            for msg in parsed.invalid.iter().take(MAX_LISTED) {
+                eprintln!("{msg}");
+            }
+            if parsed.invalid.len() > MAX_LISTED {
+                eprintln!(
+                    "{}: … and {} more invalid rows",
+                    file.display(),
+                    parsed.invalid.len() - MAX_LISTED
+                );
+            }
+            println!(
+                "{}: {added} added, {present} already present, {} invalid (skipped)",
+                file.display(),
+                parsed.invalid.len()
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn keys_of(addresses: &[String]) -> Result<Vec<String>> {
+    if addresses.is_empty() {
+        return Err(Error::Config("no addresses given".into()));
+    }
+    addresses
+        .iter()
+        .map(|a| normalise(a).map_err(Error::Config))
+        .collect()
+}
+
+/// Every entry, without creating a store when the state dir has none yet.
+fn entries(state_dir: &Path) -> Result<Vec<(String, Entry)>> {
+    if !suppression::exists_in(state_dir) {
+        return Ok(Vec::new());
+    }
+    Suppression::open(state_dir, LOCK_WAIT)?.list()
+}
+
+/// Writes the entries as CSV with [`HEADER`].
+pub fn write_csv<W: Write>(w: W, entries: &[(String, Entry)]) -> std::io::Result<()> {
+    let mut c = csv::Writer::from_writer(w);
+    c.write_record(HEADER)?;
+    for (k, e) in entries {
+        c.write_record([
+            k.as_str(),
+            e.reason.as_str(),
+            &e.at_ms.to_string(),
+            e.source.as_str(),
+            e.detail.as_str(),
+        ])?;
+    }
+    c.flush()
+}
+
+/// A parsed import file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Valid rows: (key, entry), in file order (repeats included: the first one wins).
+    pub rows: Vec<(String, Entry)>,
+    /// One `FILE:LINE: why` per invalid row.
+    pub invalid: Vec<String>,
+}
+
+/// Column positions of an import file.
+struct Columns {
+    address: usize,
+    reason: Option<usize>,
+    at_ms: Option<usize>,
+    source: Option<usize>,
+    detail: Option<usize>,
+    width: usize,
+}
+
+/// Reads an import CSV. A header is required unless the file is a bare column of addresses;
+/// it must name an `address` (or `email`) column, and may name `reason`, `at_ms`, `source`
+/// and `detail` (other columns are ignored). A file that cannot be read at all, or whose
+/// header names no address column, is an error; single bad rows are listed and skipped.
+pub fn parse_csv(path: &Path, default_reason: &str) -> Result<Parsed> {
+    let name = path.display().to_string();
+    let source = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.clone());
+    let f = std::fs::File::open(path).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(f));
+    let mut rec = csv::ByteRecord::new();
+    let mut out = Parsed::default();
+    let mut cols: Option<Columns> = None;
+    let now = now_ms();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                if let csv::ErrorKind::Io(_) = e.kind() {
+                    return Err(Error::Config(format!("{name}:{line}: cannot read: {e}")));
+                }
+                out.invalid.push(format!("{name}:{line}: {e}"));
+                continue;
+            }
+        }
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let c = match &cols {
+            Some(c) => c,
+            None => {
+                let (c, is_data) = header(&rec).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{name}:{line}: expected the header `{}` or a single `address` (or `email`) column, got {:?}",
+                        HEADER.join(","),
+                        String::from_utf8_lossy(rec.as_slice())
+                    ))
+                })?;
+                cols = Some(c);
+                if !is_data {
+                    continue;
+                }
+                cols.as_ref().expect("just set")
+            }
+        };
+        match row(&rec, c, default_reason, &source, now) {
+            Ok(r) => out.rows.push(r),
+            Err(why) => out.invalid.push(format!("{name}:{line}: {why}")),
+        }
+    }
+    if cols.is_none() {
+        return Err(Error::Config(format!("{name}: empty file, no header")));
+    }
+    Ok(out)
+}
+
+/// Reads the first record: a header naming the columns, or (a single cell holding an `@`) the
+/// first row of a bare address column. Returns the columns and whether the record is data.
+fn header(rec: &csv::ByteRecord) -> Option<(Columns, bool)> {
+    let names: Vec<String> = rec
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = if i == 0 {
+                f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
+            } else {
+                f
+            };
+            String::from_utf8_lossy(f).trim().to_ascii_lowercase()
+        })
+        .collect();
+    let find = |n: &str| names.iter().position(|c| c == n);
+    if let Some(address) = find("address").or_else(|| find("email")) {
+        return Some((
+            Columns {
+                address,
+                reason: find("reason"),
+                at_ms: find("at_ms"),
+                source: find("source"),
+                detail: find("detail"),
+                width: names.len(),
+            },
+            false,
+        ));
+    }
+    if names.len() == 1 && names[0].contains('@') {
+        return Some((
+            Columns {
+                address: 0,
+                reason: None,
+                at_ms: None,
+                source: None,
+                detail: None,
+                width: 1,
+            },
+            true,
+        ));
+    }
+    None
+}
+
+fn row(
+    rec: &csv::ByteRecord,
+    c: &Columns,
+    default_reason: &str,
+    source: &str,
+    now: u64,
+) -> std::result::Result<(String, Entry), String> {
+    if rec.len() != c.width {
+        return Err(format!(
+            "{} fields, the header has {} (row skipped)",
+            rec.len(),
+            c.width
+        ));
+    }
+    let field = |i: Option<usize>| -> std::result::Result<&str, String> {
+        match i {
+            None => Ok(""),
+            Some(i) => std::str::from_utf8(&rec[i])
+                .map(str::trim)
+                .map_err(|_| format!("field {} is not valid UTF-8", i + 1)),
+        }
+    };
+    let address = field(Some(c.address))?;
+    if address.is_empty() {
+        return Err("empty address".into());
+    }
+    let key = normalise(address)?;
+    let at_ms = match field(c.at_ms)? {
+        "" => now,
+        v => v
+            .parse::<u64>()
+            .map_err(|_| format!("at_ms {v:?} is not a number of milliseconds"))?,
+    };
+    let reason = match field(c.reason)? {
+        "" => default_reason,
+        r => r,
+    };
+    let src = match field(c.source)? {
+        "" => source,
+        s => s,
+    };
+    // `detail` is kept as written (a reply text may end in spaces; quoting preserved them).
+    let detail = match c.detail {
+        None => String::new(),
+        Some(i) => std::str::from_utf8(&rec[i])
+            .map_err(|_| format!("field {} is not valid UTF-8", i + 1))?
+            .to_string(),
+    };
+    Ok((
+        key,
+        Entry {
+            reason: reason.to_string(),
+            at_ms,
+            source: src.to_string(),
+            detail,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_addresses_and_domains() {
+        assert_eq!(normalise(" Ann@Example.COM ").unwrap(), "ann@example.com");
+        assert_eq!(normalise("@Example.COM").unwrap(), "@example.com");
+        assert_eq!(
+            normalise("@bücher.example").unwrap(),
+            "@xn--bcher-kva.example"
+        );
+        assert!(normalise("@").is_err());
+        assert!(normalise("not an address").is_err());
+        assert!(normalise("postmaster@example.com").is_ok());
+    }
+
+    #[test]
+    fn parses_full_and_single_column_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(
+            &p,
+            "address,reason,at_ms,source,detail\n\
+             a@x.example,bounce,5,camp,\"550 5.1.1 no, such user\"\n\
+             b@x.example,,,,\n\
+             c@x.example,only three,1\n\
+             bad,manual,1,s,d\n\
+             d@x.example,manual,soon,s,d\n",
+        )
+        .unwrap();
+        let r = parse_csv(&p, "manual").unwrap();
+        assert_eq!(r.rows.len(), 2, "{r:?}");
+        assert_eq!(r.rows[0].1.detail, "550 5.1.1 no, such user");
+        assert_eq!(r.rows[0].1.at_ms, 5);
+        assert_eq!(r.rows[1].1.reason, "manual");
+        assert_eq!(r.rows[1].1.source, "s.csv");
+        assert_eq!(r.invalid.len(), 3, "{r:?}");
+        assert!(r.invalid[0].ends_with("s.csv:4: 3 fields, the header has 5 (row skipped)"));
+        assert!(r.invalid[1].contains("s.csv:5: "));
+        assert!(r.invalid[2].contains("s.csv:6: at_ms"));
+
+        std::fs::write(&p, "Email\r\nA@X.example\r\n@Y.example\r\n").unwrap();
+        let r = parse_csv(&p, "complaint").unwrap();
+        let keys: Vec<_> = r.rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(keys, ["a@x.example", "@y.example"]);
+        assert_eq!(r.rows[0].1.reason, "complaint");
+
+        std::fs::write(&p, "a@x.example\nb@x.example\n").unwrap();
+        assert_eq!(parse_csv(&p, "manual").unwrap().rows.len(), 2);
+
+        std::fs::write(&p, "name,phone\nx,y\n").unwrap();
+        assert!(parse_csv(&p, "manual").is_err());
+    }
+}
