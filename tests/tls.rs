@@ -75,6 +75,7 @@ impl SendResult {
             }
             Err(e) => e.clone(),
         };
+        eprintln!("{}: stopped: {text}", self.settings.id);
         let recs = records(&self.settings);
         assert!(
             recs.values().all(|r| r.state != State::Sent),
@@ -319,6 +320,63 @@ async fn auth_without_tls_to_loopback_works() {
     }
     assert!(sink.auth_attempts().iter().all(|a| a.ok && !a.tls));
     assert!(!r.all_text().contains(pw));
+}
+
+/// `smtps://` verifies the certificate too: a self-signed one stops the run before any
+/// SMTP is spoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_verifies_the_certificate() {
+    let sink = start(SinkConfig {
+        tls: Some(self_signed()),
+        implicit_tls: true,
+        ..Default::default()
+    })
+    .await;
+    let f = Fixture::new();
+    let list = addrs("u", "smtps.example", 3);
+    f.write("list.csv", csv_list(&list));
+    let toml =
+        campaign_toml("smtps", sink.addr, &["list.csv"], "").replace("\"smtp://", "\"smtps://");
+    assert!(toml.contains("smtps://"), "{toml}");
+    let s = f.campaign("smtps", &toml);
+    let r = SendResult {
+        result: send_within(&s, SendOptions::default(), LIMIT)
+            .await
+            .map_err(|e| e.to_string()),
+        settings: s,
+    };
+    let fatal = r.expect_fatal();
+    assert!(
+        fatal.contains("TLS") && fatal.to_ascii_lowercase().contains("certificate"),
+        "{fatal}"
+    );
+    assert_eq!(sink.count(), 0);
+    assert_eq!(sink.tls_handshakes(), 0);
+    assert!(sink.tls_failures() >= 1, "no handshake attempted");
+}
+
+/// The sink's smtps mode, by hand: TLS first, then the greeting; no STARTTLS offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_implicit_tls_by_hand() {
+    let sink = start(SinkConfig {
+        tls: Some(self_signed()),
+        implicit_tls: true,
+        ..Default::default()
+    })
+    .await;
+    let tcp = TcpStream::connect(sink.addr).await.unwrap();
+    let mut c = Client {
+        rd: BufReader::new(upgrade(tcp).await),
+    };
+    assert!(c.reply().await.starts_with("220 "));
+    let ehlo = c.cmd("EHLO me").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(c.cmd("STARTTLS").await.starts_with("503 "));
+    assert!(c.cmd("MAIL FROM:<a@b.example>").await.starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<r@c.example>").await.starts_with("250 "));
+    assert!(c.cmd("DATA").await.starts_with("354 "));
+    assert!(c.cmd("Subject: x\r\n\r\nhi\r\n.").await.starts_with("250 "));
+    assert!(sink.received()[0].tls);
 }
 
 /// AUTH to a non-loopback relay without TLS is refused before anything is sent.

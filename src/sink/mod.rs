@@ -58,6 +58,9 @@ pub struct SinkConfig {
     /// over (a new EHLO is required) and bytes the client pipelined after `STARTTLS`
     /// are discarded (RFC 3207 §4.2).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `tls`: speak TLS from the first byte (`smtps`, RFC 8314) instead of offering
+    /// STARTTLS.
+    pub implicit_tls: bool,
     /// `(user, password)`: advertise `AUTH PLAIN` (with or without TLS: the sink is a test
     /// instrument; [`AuthAttempt::tls`] and [`Received::tls`] record what happened), check
     /// credentials (`535 5.7.8` on mismatch) and refuse MAIL before a successful AUTH
@@ -76,6 +79,7 @@ impl Default for SinkConfig {
             rules: Vec::new(),
             hostname: "sink.blast.test".to_string(),
             tls: None,
+            implicit_tls: false,
             auth: None,
         }
     }
@@ -457,6 +461,7 @@ impl SinkArgs {
             rules: self.rules.clone(),
             hostname: self.hostname.clone(),
             tls: None,
+            implicit_tls: false,
             auth: None,
         }
     }

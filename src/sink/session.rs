@@ -276,6 +276,16 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
         io: BufReader::with_capacity(READ_BUFFER, Stream::Plain(stream)),
         out: Vec::with_capacity(4096),
     };
+    // smtps: TLS from the first byte (RFC 8314), before the greeting and the busy check.
+    let mut tls = false;
+    if let (true, Some(cfg)) = (shared.config.implicit_tls, shared.config.tls.clone()) {
+        if conn.start_tls(cfg).await.is_err() {
+            shared.tls_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        shared.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+        tls = true;
+    }
     if busy {
         conn.reply("421 4.7.0 too many connections, try later");
         conn.close_gracefully().await;
@@ -287,7 +297,7 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
         txn: None,
         pending_violations: Vec::new(),
         dline: Vec::new(),
-        tls: false,
+        tls,
         authenticated: None,
     };
     let greeting = format!("220 {} ESMTP blast sink", s.shared.config.hostname);
