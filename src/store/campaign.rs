@@ -44,6 +44,11 @@ impl Counts {
 /// the next call), and whether the end of the tree was reached.
 pub type Scan = (Vec<(String, Record)>, Option<String>, bool);
 
+/// sled's page cache for a campaign store. Import keys arrive in list order, i.e. at random
+/// places in the tree: with a cache much smaller than the tree (~400 B per recipient) every
+/// insert re-reads pages from disk — 64 MB gave ~34k rows/s at 1M rows.
+const CACHE_BYTES: u64 = 256 << 20;
+
 /// The campaign's sled database, held by this process.
 pub struct CampaignStore {
     db: sled::Db,
@@ -56,7 +61,7 @@ impl CampaignStore {
     /// Opens (creating) the store at `dir`. If another process holds it, waits up to `wait`,
     /// then fails with [`Error::Locked`].
     pub fn open(dir: &Path, wait: Duration) -> Result<Self> {
-        let db = open_db(dir, 64 << 20, wait)?.ok_or_else(|| {
+        let db = open_db(dir, CACHE_BYTES, wait)?.ok_or_else(|| {
             Error::Locked(format!(
                 "{} is in use by another blast process (a send of this campaign is running?); wait for it to finish",
                 dir.display()
