@@ -134,7 +134,8 @@ pub enum TransportSpec {
 pub enum StartTls {
     /// Never.
     Off,
-    /// When advertised; no certificate verification failure is fatal (falls back to plain).
+    /// When advertised, with any certificate (encrypts against passive snooping). A failed
+    /// handshake is a connection failure (retried), never a silent fall-back to cleartext.
     Opportunistic,
     /// Always; certificate and host name are verified.
     Required,
