@@ -319,7 +319,7 @@ fn main() {
     );
     let clock = Clock::start();
     let (removed, recovered, eligible2) =
-        send::reconcile(&store, s.in_flight, false).expect("reconcile");
+        send::reconcile(&store, s.in_flight, false, &st2.seen).expect("reconcile");
     clock.report("  reconcile scan after it:", recipients);
     assert_eq!(
         (removed, recovered, eligible2),
