@@ -4,5 +4,6 @@
 
 pub mod outbox;
 pub mod smtp;
+pub mod stream;
 pub mod tls;
 pub mod wire;
