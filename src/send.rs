@@ -247,25 +247,16 @@ pub fn import(
         // addresses of one list collide with probability ~n²/2⁶⁵ (~3·10⁻⁸ at 1M rows).
         let fp = fingerprint(&mb.key);
         let first_time = st.seen.insert(fp);
-        let existing = if batch_keys.contains(&mb.key) || (st.fresh && first_time) {
+        let in_batch = batch_keys.contains(&mb.key);
+        let existing = if in_batch || (st.fresh && first_time) || (!st.fresh && !first_time) {
             None
-        } else if !st.fresh && !first_time {
-            prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "duplicate",
-                    "same address earlier in the list",
-                )
-                .map_err(perr)?;
-            continue;
         } else {
             store.get(&mb.key)?
         };
-        let seen_now =
-            batch_keys.contains(&mb.key) || existing.as_ref().is_some_and(|e| e.import_gen == gen);
-        if seen_now {
+        let duplicate = in_batch
+            || (!st.fresh && !first_time)
+            || existing.as_ref().is_some_and(|e| e.import_gen == gen);
+        if duplicate {
             prune
                 .record(
                     file,
