@@ -8,31 +8,16 @@
 //! exports, ~1% case-variant duplicates, a few thousand domains with big providers dominating,
 //! some quoted cells with commas, CRLF line endings (Excel's).
 
+#[path = "common/mod.rs"]
+mod common;
 use blast::list::hygiene::{self, Policy};
 use blast::list::reader::ListReader;
+use common::Rng;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// xorshift64*: deterministic, dependency-free, plenty for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const FIRST: &[&str] = &[
     "anna", "ben", "carla", "dmitri", "eva", "farid", "grace", "hiro", "ines", "jonas", "kemal",
@@ -183,30 +168,15 @@ fn read_only(paths: &[PathBuf]) -> u64 {
     n
 }
 
-/// CPU time of this process in seconds: the machine is shared (two cores, concurrent
-/// builds), so wall time alone would measure the neighbours.
-fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0.0, |ns| ns as f64 / 1e9)
-}
-
-/// A timed phase: wall and CPU seconds.
-struct Clock(Instant, f64);
+/// A timed phase, printed with this bench's label width.
+struct Clock(common::Clock);
 
 impl Clock {
     fn start() -> Self {
-        Clock(Instant::now(), cpu_secs())
+        Clock(common::Clock::start())
     }
-    fn report(&self, what: &str, rows: u64) {
-        let wall = self.0.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - self.1;
-        println!(
-            "{what:<26} {rows} rows: wall {wall:.2}s = {:>9.0} rows/s | cpu {cpu:.2}s = {:>9.0} rows/s",
-            rows as f64 / wall,
-            rows as f64 / cpu.max(1e-9)
-        );
+    fn report(&self, what: &str, rows: u64) -> f64 {
+        self.0.report_padded(what, 26, rows)
     }
 }
 

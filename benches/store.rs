@@ -17,31 +17,16 @@
 //! Environment: ROWS (default 1_000_000), KEEP=1 (keep the temp dir and print its path),
 //! LIMIT_SECS (abort the bench after this long, default 1200).
 
+#[path = "common/mod.rs"]
+mod common;
 use blast::list::prune::PruneReport;
 use blast::send::{self, ImportSource, ImportStats};
 use blast::store::campaign::CampaignStore;
+use common::Rng;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
-
-/// xorshift64*: deterministic, dependency-free, plenty for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const FIRST: &[&str] = &[
     "Anna", "Ben", "Carla", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal",
@@ -158,32 +143,15 @@ transport = "outbox:outbox"
     Ok(path)
 }
 
-/// CPU time of this process in seconds (the machine is shared; wall time alone would
-/// measure the neighbours too).
-fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0.0, |ns| ns as f64 / 1e9)
-}
-
-/// A timed phase: wall and CPU seconds.
-struct Clock(Instant, f64);
+/// A timed phase, printed with this bench's label width.
+struct Clock(common::Clock);
 
 impl Clock {
     fn start() -> Self {
-        Clock(Instant::now(), cpu_secs())
+        Clock(common::Clock::start())
     }
-    /// Prints the phase and returns its wall-clock rate.
     fn report(&self, what: &str, rows: u64) -> f64 {
-        let wall = self.0.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - self.1;
-        let rate = rows as f64 / wall;
-        println!(
-            "{what:<30} {rows} rows: wall {wall:.2}s = {rate:>9.0} rows/s | cpu {cpu:.2}s = {:>9.0} rows/s",
-            rows as f64 / cpu.max(1e-9)
-        );
-        rate
+        self.0.report_padded(what, 30, rows)
     }
 }
 
