@@ -43,30 +43,30 @@ struct RawCampaign {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLane {
-    transport: Spanned<String>,
-    source_ip: Option<Spanned<String>>,
-    helo: Option<String>,
-    rate: Option<Spanned<String>>,
-    burst: Option<u32>,
-    connections: Option<Spanned<u32>>,
-    per_domain_connections: Option<Spanned<u32>>,
-    starttls: Option<Spanned<String>>,
+pub(crate) struct RawLane {
+    pub(crate) transport: Spanned<String>,
+    pub(crate) source_ip: Option<Spanned<String>>,
+    pub(crate) helo: Option<String>,
+    pub(crate) rate: Option<Spanned<String>>,
+    pub(crate) burst: Option<u32>,
+    pub(crate) connections: Option<Spanned<u32>>,
+    pub(crate) per_domain_connections: Option<Spanned<u32>>,
+    pub(crate) starttls: Option<Spanned<String>>,
     smtputf8: Option<bool>,
-    username: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    command_timeout: Option<Spanned<String>>,
-    data_timeout: Option<Spanned<String>>,
-    max_messages_per_connection: Option<u32>,
-    max_connection_age: Option<Spanned<String>>,
-    retry: Option<Vec<Spanned<String>>>,
-    max_retry_age: Option<Spanned<String>>,
-    backoff: Option<Spanned<String>>,
-    wait_for_retries: Option<Spanned<String>>,
+    pub(crate) username: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<Spanned<String>>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) command_timeout: Option<Spanned<String>>,
+    pub(crate) data_timeout: Option<Spanned<String>>,
+    pub(crate) max_messages_per_connection: Option<u32>,
+    pub(crate) max_connection_age: Option<Spanned<String>>,
+    pub(crate) retry: Option<Vec<Spanned<String>>>,
+    pub(crate) max_retry_age: Option<Spanned<String>>,
+    pub(crate) backoff: Option<Spanned<String>>,
+    pub(crate) wait_for_retries: Option<Spanned<String>>,
     #[serde(default)]
-    per_domain: BTreeMap<String, Spanned<String>>,
+    pub(crate) per_domain: BTreeMap<String, Spanned<String>>,
 }
 
 // ---------------------------------------------------------------- typed settings
@@ -309,17 +309,22 @@ pub fn parse(path: &Path, src: &str) -> Result<Settings> {
 }
 
 /// Turns byte spans into `file:line` prefixes.
-struct Locator<'a> {
-    path: &'a Path,
-    src: &'a str,
+pub(crate) struct Locator<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) src: &'a str,
 }
 
 impl Locator<'_> {
-    fn line(&self, offset: usize) -> usize {
+    pub(crate) fn line(&self, offset: usize) -> usize {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
     }
 
-    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, msg: impl fmt::Display) -> Result<T> {
+    pub(crate) fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        msg: impl fmt::Display,
+    ) -> Result<T> {
         Err(Error::Config(format!(
             "{}:{}: {key}: {msg}",
             self.path.display(),
@@ -327,14 +332,14 @@ impl Locator<'_> {
         )))
     }
 
-    fn base(&self) -> PathBuf {
+    pub(crate) fn base(&self) -> PathBuf {
         self.path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -367,7 +372,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn duration(
+pub(crate) fn duration(
     loc: &Locator,
     v: &Option<Spanned<String>>,
     key: &str,
@@ -411,13 +416,13 @@ fn is_loopback_host(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> {
+fn parse_transport(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<TransportSpec> {
     let s = v.get_ref().trim();
     if let Some(dir) = s.strip_prefix("outbox:") {
         if dir.is_empty() {
             return loc.err(
                 v.span(),
-                "lane.transport",
+                key,
                 "outbox: needs a directory, e.g. \"outbox:../outbox\"",
             );
         }
@@ -428,11 +433,11 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> 
     } else if let Some(r) = s.strip_prefix("smtps://") {
         (r, true, 465)
     } else if s == "mx" {
-        return loc.err(v.span(), "lane.transport", "direct MX delivery is not implemented yet; use a relay (smtp://host:port) or outbox:DIR");
+        return loc.err(v.span(), key, "direct MX delivery is not implemented yet; use a relay (smtp://host:port) or outbox:DIR");
     } else {
         return loc.err(
             v.span(),
-            "lane.transport",
+            key,
             format!(
                 "expected \"smtp://host:port\", \"smtps://host:port\" or \"outbox:DIR\", got {s:?}"
             ),
@@ -450,13 +455,13 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>) -> Result<TransportSpec> 
         }
     };
     if host.is_empty() {
-        return loc.err(v.span(), "lane.transport", "missing host");
+        return loc.err(v.span(), key, "missing host");
     }
     let port = if port.is_empty() {
         default_port
     } else {
         port.parse()
-            .or_else(|_| loc.err(v.span(), "lane.transport", format!("bad port {port:?}")))?
+            .or_else(|_| loc.err(v.span(), key, format!("bad port {port:?}")))?
     };
     Ok(TransportSpec::Smtp {
         host,
@@ -572,13 +577,50 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         None => loc.base().join(".blast"),
     };
 
-    // ---- lane
-    let transport = parse_transport(loc, &l.transport)?;
+    let default_helo = from
+        .address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| "localhost".into());
+    let lane = lane_settings(loc, &l, lane_span, "lane", default_helo)?;
+
+    Ok(Settings {
+        file: loc.path.to_path_buf(),
+        id,
+        from,
+        reply_to,
+        subject: c.subject.into_inner(),
+        text,
+        html,
+        lists,
+        email_column: c.email_column.unwrap_or_else(|| "email".into()),
+        state_dir,
+        headers,
+        policy: Policy {
+            allow_role: c.allow_role_accounts.unwrap_or(false),
+            smtputf8: l.smtputf8.unwrap_or(false),
+        },
+        in_flight,
+        lane,
+    })
+}
+
+/// Validates a lane table (`[lane]` of a campaign, `[priority]` of blast.toml); `section`
+/// names it in errors, `default_helo` is used when `helo` is not set.
+pub(crate) fn lane_settings(
+    loc: &Locator,
+    l: &RawLane,
+    lane_span: std::ops::Range<usize>,
+    section: &str,
+    default_helo: String,
+) -> Result<LaneSettings> {
+    let k = |key: &str| format!("{section}.{key}");
+    let transport = parse_transport(loc, &l.transport, &k("transport"))?;
     let source_ip = match &l.source_ip {
         Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| {
             loc.err(
                 s.span(),
-                "lane.source_ip",
+                &k("source_ip"),
                 format!("not an IP address: {:?}", s.get_ref()),
             )
         })?),
@@ -604,19 +646,19 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         Some((o, span)) => {
             return loc.err(
                 span,
-                "lane.starttls",
+                &k("starttls"),
                 format!("expected off | opportunistic | required, got {o:?}"),
             )
         }
     };
     let rate_v = match &l.rate {
-        Some(r) => rate(loc, r, "lane.rate")?,
+        Some(r) => rate(loc, r, &k("rate"))?,
         None => None,
     };
     let mut per_domain = HashMap::new();
     let mut per_domain_default = None;
     for (domain, r) in &l.per_domain {
-        let key = format!("lane.per_domain.{domain}");
+        let key = format!("{section}.per_domain.{domain}");
         let parsed = rate(loc, r, &key)?;
         if domain == "default" {
             per_domain_default = parsed;
@@ -634,24 +676,24 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
             Some(s) => Ok(*s.get_ref() as usize),
         }
     };
-    let connections = positive(&l.connections, "lane.connections", 16)?;
+    let connections = positive(&l.connections, &k("connections"), 16)?;
     let per_domain_connections =
-        positive(&l.per_domain_connections, "lane.per_domain_connections", 4)?;
+        positive(&l.per_domain_connections, &k("per_domain_connections"), 4)?;
 
     let auth = match (&l.username, &l.password_env, &l.password_file) {
         (None, None, None) => None,
         (Some(u), env, file) => {
             let password = match (env, file) {
                 (Some(var), None) => std::env::var(var).map_err(|_| {
-                    Error::Config(format!("{}:{}: lane.password_env: environment variable {var} is not set", loc.path.display(), loc.line(lane_span.start)))
+                    Error::Config(format!("{}:{}: {section}.password_env: environment variable {var} is not set", loc.path.display(), loc.line(lane_span.start)))
                 })?,
                 (None, Some(f)) => {
                     let p = loc.resolve(f.get_ref());
                     std::fs::read_to_string(&p)
                         .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                        .or_else(|e| loc.err(f.span(), "lane.password_file", format!("cannot read {}: {e}", p.display())))?
+                        .or_else(|e| loc.err(f.span(), &k("password_file"), format!("cannot read {}: {e}", p.display())))?
                 }
-                _ => return loc.err(lane_span, "lane", "with `username`, set exactly one of `password_env` or `password_file` (passwords never go in the campaign file)"),
+                _ => return loc.err(lane_span, section, "with `username`, set exactly one of `password_env` or `password_file` (passwords never go in the campaign file)"),
             };
             Some(Auth {
                 username: u.clone(),
@@ -661,7 +703,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         _ => {
             return loc.err(
                 lane_span,
-                "lane",
+                section,
                 "`password_env`/`password_file` need `username`",
             )
         }
@@ -672,27 +714,22 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
             ..
         } = transport
         {
-            return loc.err(lane_span, "lane.starttls", "AUTH is never sent without TLS except to loopback: set starttls = \"required\" or use smtps://");
+            return loc.err(lane_span, &k("starttls"), "AUTH is never sent without TLS except to loopback: set starttls = \"required\" or use smtps://");
         }
     }
 
     let mut retry = Vec::new();
     for r in l.retry.iter().flatten() {
-        retry.push(parse_duration(r.get_ref()).or_else(|m| loc.err(r.span(), "lane.retry", m))?);
+        retry.push(parse_duration(r.get_ref()).or_else(|m| loc.err(r.span(), &k("retry"), m))?);
     }
     if l.retry.is_none() {
         retry = [5 * 60, 15 * 60, 3600, 4 * 3600, 12 * 3600]
             .map(Duration::from_secs)
             .to_vec();
     }
-    let helo = l.helo.clone().unwrap_or_else(|| {
-        from.address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_string())
-            .unwrap_or_else(|| "localhost".into())
-    });
+    let helo = l.helo.clone().unwrap_or(default_helo);
 
-    let lane = LaneSettings {
+    Ok(LaneSettings {
         transport,
         source_ip,
         helo,
@@ -709,19 +746,19 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
             connect: duration(
                 loc,
                 &l.connect_timeout,
-                "lane.connect_timeout",
+                &k("connect_timeout"),
                 Duration::from_secs(60),
             )?,
             command: duration(
                 loc,
                 &l.command_timeout,
-                "lane.command_timeout",
+                &k("command_timeout"),
                 Duration::from_secs(300),
             )?,
             data_end: duration(
                 loc,
                 &l.data_timeout,
-                "lane.data_timeout",
+                &k("data_timeout"),
                 Duration::from_secs(600),
             )?,
         },
@@ -729,43 +766,23 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         max_connection_age: duration(
             loc,
             &l.max_connection_age,
-            "lane.max_connection_age",
+            &k("max_connection_age"),
             Duration::from_secs(600),
         )?,
         retry,
         max_retry_age: duration(
             loc,
             &l.max_retry_age,
-            "lane.max_retry_age",
+            &k("max_retry_age"),
             Duration::from_secs(3 * 86400),
         )?,
-        backoff: duration(loc, &l.backoff, "lane.backoff", Duration::from_secs(60))?,
+        backoff: duration(loc, &l.backoff, &k("backoff"), Duration::from_secs(60))?,
         wait_for_retries: duration(
             loc,
             &l.wait_for_retries,
-            "lane.wait_for_retries",
+            &k("wait_for_retries"),
             Duration::from_secs(15 * 60),
         )?,
-    };
-
-    Ok(Settings {
-        file: loc.path.to_path_buf(),
-        id,
-        from,
-        reply_to,
-        subject: c.subject.into_inner(),
-        text,
-        html,
-        lists,
-        email_column: c.email_column.unwrap_or_else(|| "email".into()),
-        state_dir,
-        headers,
-        policy: Policy {
-            allow_role: c.allow_role_accounts.unwrap_or(false),
-            smtputf8: l.smtputf8.unwrap_or(false),
-        },
-        in_flight,
-        lane,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod message;
 pub mod render;
 pub mod report;
 pub mod send;
+pub mod serve;
 pub mod sink;
 pub mod store;
 pub mod transport;

@@ -4,6 +4,7 @@ mod commands;
 mod corpus;
 mod durability;
 mod pipeline;
+mod priority;
 mod render_message;
 mod sink;
 mod tls;

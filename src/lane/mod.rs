@@ -9,6 +9,7 @@
 pub mod dispatch;
 pub mod domains;
 pub mod job;
+pub mod priority;
 pub mod retry;
 pub mod throttle;
 pub mod worker;

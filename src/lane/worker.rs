@@ -22,24 +22,11 @@ const IDLE: Duration = Duration::from_secs(5);
 
 /// Runs one worker until the job channel closes.
 pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>) {
-    match ctx.settings.transport.clone() {
-        TransportSpec::Outbox(dir) => outbox_worker(ctx, jobs, done, dir).await,
-        TransportSpec::Smtp {
-            host,
-            port,
-            implicit_tls,
-        } => {
-            let s = &ctx.settings;
-            let ep = Endpoint {
-                host,
-                port,
-                implicit_tls,
-                starttls: s.starttls,
-                source_ip: s.source_ip,
-                helo: s.helo.clone(),
-                auth: s.auth.clone(),
-                timeouts: s.timeouts,
-            };
+    match (
+        ctx.settings.transport.clone(),
+        Endpoint::for_lane(&ctx.settings),
+    ) {
+        (_, Some(ep)) => {
             SmtpWorker {
                 ctx: ctx.clone(),
                 jobs,
@@ -50,6 +37,8 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
             .run()
             .await
         }
+        (TransportSpec::Outbox(dir), None) => outbox_worker(ctx, jobs, done, dir).await,
+        (TransportSpec::Smtp { .. }, None) => unreachable!("an smtp transport has an endpoint"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! lock) so two campaigns can share it.
 
 pub mod campaign;
+pub mod queue;
 pub mod record;
 pub mod suppression;
 

@@ -123,6 +123,29 @@ pub struct Endpoint {
     pub timeouts: Timeouts,
 }
 
+impl Endpoint {
+    /// The relay endpoint of a lane, or `None` when the lane writes to an outbox.
+    pub fn for_lane(s: &crate::config::LaneSettings) -> Option<Endpoint> {
+        match &s.transport {
+            crate::config::TransportSpec::Smtp {
+                host,
+                port,
+                implicit_tls,
+            } => Some(Endpoint {
+                host: host.clone(),
+                port: *port,
+                implicit_tls: *implicit_tls,
+                starttls: s.starttls,
+                source_ip: s.source_ip,
+                helo: s.helo.clone(),
+                auth: s.auth.clone(),
+                timeouts: s.timeouts,
+            }),
+            crate::config::TransportSpec::Outbox(_) => None,
+        }
+    }
+}
+
 /// An open, greeted (and possibly TLS-protected and authenticated) SMTP connection.
 pub struct Connection {
     stream: Stream,

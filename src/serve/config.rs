@@ -1,0 +1,291 @@
+//! `blast.toml`, the server config of `blast serve`: a `[serve]` table (state dir, the
+//! submission listener and its limits, users file, campaigns dir) and a `[priority]` table
+//! (the priority lane: its own relay, source IP, HELO and connection pool). Same two-phase
+//! parsing as campaign files: strict serde, then validation with `file:line: key: message`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{duration, lane_settings, LaneSettings, Locator, RawLane};
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServeFile {
+    serve: Spanned<RawServe>,
+    priority: Spanned<RawLane>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    state_dir: Option<String>,
+    submission: Option<Spanned<String>>,
+    users: Option<String>,
+    hostname: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    allow_networks: Option<Vec<Spanned<String>>>,
+    max_message_size: Option<Spanned<u64>>,
+    max_recipients: Option<Spanned<u32>>,
+    max_connections: Option<Spanned<u32>>,
+    max_connections_per_ip: Option<Spanned<u32>>,
+    idle_timeout: Option<Spanned<String>>,
+    auth_fail_limit: Option<u32>,
+    auth_block: Option<Spanned<String>>,
+    campaigns_dir: Option<String>,
+    blast_threads: Option<Spanned<u32>>,
+    shutdown_timeout: Option<Spanned<String>>,
+}
+
+/// The submission listener's settings, as configured.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Listen address. Default 127.0.0.1:2587.
+    pub listen: SocketAddr,
+    /// Greeting name and Message-ID domain. Default: the priority lane's HELO.
+    pub hostname: String,
+    /// STARTTLS certificate chain and key (PEM), both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Networks that may relay without AUTH (CIDR). Default none.
+    pub allow_networks: Vec<(IpAddr, u8)>,
+    /// Largest message accepted. Default 25 MiB.
+    pub max_message_size: usize,
+    /// Recipients per message. Default 100.
+    pub max_recipients: usize,
+    /// Sessions at once. Default 200.
+    pub max_connections: usize,
+    /// Sessions at once per client IP. Default 20.
+    pub max_connections_per_ip: usize,
+    /// Idle session timeout. Default 5 min.
+    pub idle_timeout: Duration,
+    /// Failed AUTHs per client IP before it is blocked. Default 5.
+    pub auth_fail_limit: u32,
+    /// How long a client IP stays blocked. Default 5 min.
+    pub auth_block: Duration,
+}
+
+/// A validated `blast.toml`.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The config file.
+    pub file: PathBuf,
+    /// Where the queue, suppression list, schedule claims and runs live. Default `.blast`
+    /// beside the config file.
+    pub state_dir: PathBuf,
+    /// Users file (`blast user add`). Default `users.txt` beside the config file.
+    pub users: PathBuf,
+    /// The submission listener.
+    pub listener: ListenerConfig,
+    /// Campaign files that `serve` schedules, if any.
+    pub campaigns_dir: Option<PathBuf>,
+    /// Worker threads of the runtime that runs blast campaigns inside `serve`. Default 1, so
+    /// a blast can never take both cores from the priority lane on a small machine.
+    pub blast_threads: usize,
+    /// How long a stop waits for deliveries in progress. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// The priority lane.
+    pub priority: LaneSettings,
+}
+
+/// Reads and validates a server config file.
+pub fn load(path: &Path) -> Result<ServeSettings> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot read server config: {e}",
+            path.display()
+        ))
+    })?;
+    parse(path, &src)
+}
+
+/// Validates server config TOML `src`, read from `path`.
+pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
+    let loc = Locator { path, src };
+    let raw: RawServeFile = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| loc.line(s.start)).unwrap_or(0);
+        Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
+    })?;
+    let pspan = raw.priority.span();
+    let p = raw.priority.into_inner();
+    if p.rate.is_some() || !p.per_domain.is_empty() || p.burst.is_some() {
+        return loc.err(
+            pspan,
+            "priority",
+            "the priority lane has no rate limits (rate, burst and per_domain belong to a campaign's [lane])",
+        );
+    }
+    let helo_default = p.helo.clone().unwrap_or_else(|| "localhost".into());
+    let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", helo_default)?;
+    if p.connections.is_none() {
+        priority.connections = 8;
+    }
+    if p.retry.is_none() {
+        // Transactional mail is time-sensitive: retry sooner than a newsletter would.
+        priority.retry = [60, 5 * 60, 15 * 60, 3600, 4 * 3600]
+            .map(Duration::from_secs)
+            .to_vec();
+    }
+    if p.max_retry_age.is_none() {
+        priority.max_retry_age = Duration::from_secs(86400);
+    }
+
+    let sspan = raw.serve.span();
+    let s = raw.serve.into_inner();
+    let listen = match &s.submission {
+        None => SocketAddr::from(([127, 0, 0, 1], 2587)),
+        Some(a) => a.get_ref().parse().or_else(|_| {
+            loc.err(
+                a.span(),
+                "serve.submission",
+                format!("expected IP:port, got {:?}", a.get_ref()),
+            )
+        })?,
+    };
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((loc.resolve(c), loc.resolve(k))),
+        _ => {
+            return loc.err(
+                sspan,
+                "serve.tls_cert",
+                "set both tls_cert and tls_key, or neither",
+            )
+        }
+    };
+    let mut allow_networks = Vec::new();
+    for n in s.allow_networks.iter().flatten() {
+        allow_networks.push(
+            parse_cidr(n.get_ref()).or_else(|m| loc.err(n.span(), "serve.allow_networks", m))?,
+        );
+    }
+    let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<usize> {
+        match v {
+            None => Ok(default as usize),
+            Some(x) if *x.get_ref() == 0 => loc.err(x.span(), key, "must be at least 1"),
+            Some(x) => Ok(*x.get_ref() as usize),
+        }
+    };
+    let max_message_size = match &s.max_message_size {
+        None => 25 << 20,
+        Some(x) if *x.get_ref() < 1024 => {
+            return loc.err(x.span(), "serve.max_message_size", "at least 1024 bytes")
+        }
+        Some(x) => *x.get_ref() as usize,
+    };
+    let listener = ListenerConfig {
+        listen,
+        hostname: s.hostname.clone().unwrap_or_else(|| priority.helo.clone()),
+        tls,
+        allow_networks,
+        max_message_size,
+        max_recipients: count(&s.max_recipients, "serve.max_recipients", 100)?,
+        max_connections: count(&s.max_connections, "serve.max_connections", 200)?,
+        max_connections_per_ip: count(
+            &s.max_connections_per_ip,
+            "serve.max_connections_per_ip",
+            20,
+        )?,
+        idle_timeout: duration(
+            &loc,
+            &s.idle_timeout,
+            "serve.idle_timeout",
+            Duration::from_secs(300),
+        )?,
+        auth_fail_limit: s.auth_fail_limit.unwrap_or(5).max(1),
+        auth_block: duration(
+            &loc,
+            &s.auth_block,
+            "serve.auth_block",
+            Duration::from_secs(300),
+        )?,
+    };
+    Ok(ServeSettings {
+        file: path.to_path_buf(),
+        state_dir: loc.resolve(s.state_dir.as_deref().unwrap_or(".blast")),
+        users: loc.resolve(s.users.as_deref().unwrap_or("users.txt")),
+        listener,
+        campaigns_dir: s.campaigns_dir.as_deref().map(|d| loc.resolve(d)),
+        blast_threads: count(&s.blast_threads, "serve.blast_threads", 1)?,
+        shutdown_timeout: duration(
+            &loc,
+            &s.shutdown_timeout,
+            "serve.shutdown_timeout",
+            Duration::from_secs(30),
+        )?,
+        priority,
+    })
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128).
+pub fn parse_cidr(s: &str) -> std::result::Result<(IpAddr, u8), String> {
+    let (ip, len) = match s.trim().split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (s.trim(), None),
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("expected a network like \"10.0.0.0/8\", got {s:?}"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("bad prefix length in {s:?}"))?,
+    };
+    Ok((ip, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[serve]
+submission = "127.0.0.1:0"
+allow_networks = ["10.0.0.0/8"]
+
+[priority]
+transport = "smtp://127.0.0.1:2526"
+helo = "mail.acme.example"
+"#;
+
+    #[test]
+    fn defaults() {
+        let s = parse(Path::new("/etc/blast/blast.toml"), GOOD).unwrap();
+        assert_eq!(s.state_dir, Path::new("/etc/blast/.blast"));
+        assert_eq!(s.users, Path::new("/etc/blast/users.txt"));
+        assert_eq!(s.priority.connections, 8);
+        assert_eq!(s.listener.hostname, "mail.acme.example");
+        assert_eq!(
+            s.listener.allow_networks,
+            vec![("10.0.0.0".parse().unwrap(), 8)]
+        );
+        assert_eq!(s.blast_threads, 1);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let bad = GOOD.replace("127.0.0.1:0", "nowhere");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:3: serve.submission:"), "{e}");
+        let bad = format!("{GOOD}rate = \"10/s\"\n");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("priority: the priority lane has no rate limits"),
+            "{e}"
+        );
+        let bad = GOOD.replace("smtp://127.0.0.1:2526", "smtp://");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("priority.transport"), "{e}");
+        let bad = GOOD.replace("10.0.0.0/8", "10.0.0.0/33");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("b.toml:4: serve.allow_networks"), "{e}");
+    }
+}

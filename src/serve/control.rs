@@ -1,0 +1,184 @@
+//! The control socket: while `blast serve` owns the priority queue (sled lets one process
+//! open it), `blast queue` reaches it through a Unix socket in the state dir. One JSON request
+//! line in, one JSON reply line out. The socket file is created with mode 0600: only the
+//! user running serve may drop or retry mail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::lane::priority::{Cmd, Stats};
+use crate::store::queue::Entry;
+
+/// A request from `blast queue`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Every queued message.
+    List,
+    /// Make deferred messages due now (`id: None` = all).
+    Retry {
+        /// Queue id.
+        id: Option<u64>,
+    },
+    /// Remove a message.
+    Drop {
+        /// Queue id.
+        id: u64,
+    },
+    /// Lane counters.
+    Stats,
+}
+
+/// The reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Error text, if the request failed.
+    pub error: Option<String>,
+    /// `list`: the entries.
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+    /// `drop`: whether it was queued.
+    #[serde(default)]
+    pub dropped: bool,
+    /// `stats`: counter name → value.
+    #[serde(default)]
+    pub stats: Vec<(String, u64)>,
+}
+
+/// The socket path inside a state dir.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
+
+/// Serves requests until the returned task is aborted. A stale socket file (serve was
+/// killed) is replaced: the caller already holds the queue lock, so no other serve is alive.
+pub fn start(
+    state_dir: &Path,
+    lane: mpsc::Sender<Cmd>,
+    stats: Arc<Stats>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let path = path_in(state_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (lane, stats) = (lane.clone(), stats.clone());
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(30), answer(stream, lane, stats))
+                    .await;
+            });
+        }
+    }))
+}
+
+async fn answer(
+    stream: UnixStream,
+    lane: mpsc::Sender<Cmd>,
+    stats: Arc<Stats>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(64 * 1024))
+        .read_line(&mut line)
+        .await?;
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Err(e) => error(format!("bad request: {e}")),
+        Ok(req) => handle(req, &lane, &stats).await,
+    };
+    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+    out.push(b'\n');
+    w.write_all(&out).await
+}
+
+fn error(msg: String) -> Response {
+    Response {
+        error: Some(msg),
+        entries: Vec::new(),
+        dropped: false,
+        stats: Vec::new(),
+    }
+}
+
+async fn handle(req: Request, lane: &mpsc::Sender<Cmd>, stats: &Stats) -> Response {
+    let mut resp = error(String::new());
+    resp.error = None;
+    let gone = || error("serve is stopping".into());
+    match req {
+        Request::List => {
+            let (tx, rx) = oneshot::channel();
+            if lane.send(Cmd::List(tx)).await.is_err() {
+                return gone();
+            }
+            match rx.await {
+                Ok(e) => resp.entries = e,
+                Err(_) => return gone(),
+            }
+        }
+        Request::Retry { id } => {
+            if lane.send(Cmd::RetryNow(id)).await.is_err() {
+                return gone();
+            }
+        }
+        Request::Drop { id } => {
+            let (tx, rx) = oneshot::channel();
+            if lane.send(Cmd::Drop(id, tx)).await.is_err() {
+                return gone();
+            }
+            resp.dropped = rx.await.unwrap_or(false);
+        }
+        Request::Stats => {
+            let g = Stats::get;
+            resp.stats = vec![
+                ("accepted".into(), g(&stats.accepted)),
+                ("delivered".into(), g(&stats.delivered)),
+                ("deferred".into(), g(&stats.deferred)),
+                ("bounced".into(), g(&stats.bounced)),
+                ("dsns".into(), g(&stats.dsns)),
+                ("flushes".into(), g(&stats.flushes)),
+                ("waited_for_worker".into(), g(&stats.waited_for_worker)),
+                ("max_pickup_us".into(), g(&stats.max_pickup_us)),
+            ];
+        }
+    }
+    resp
+}
+
+/// Sends one request to a running serve. `Ok(None)` when no serve listens on this state dir.
+pub async fn request(state_dir: &Path, req: &Request) -> std::io::Result<Option<Response>> {
+    let path = path_in(state_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let (r, mut w) = stream.into_split();
+    let mut out = serde_json::to_vec(req)?;
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(r).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "serve did not answer"))??;
+    Ok(Some(serde_json::from_str(&line)?))
+}
