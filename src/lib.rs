@@ -16,6 +16,8 @@
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`report`]     progress bars / plain progress lines, final summary
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
+//! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
+//! - [`serve`]      `blast serve` parts: SMTP submission listener, users file
 
 pub mod classify;
 pub mod cli;
@@ -30,5 +32,6 @@ pub mod report;
 pub mod send;
 pub mod serve;
 pub mod sink;
+pub mod smtp_server;
 pub mod store;
 pub mod transport;

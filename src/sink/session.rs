@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::{lock, Action, AuthAttempt, Notice, RcptDecision, Received, Shared};
+use crate::smtp_server::{
+    auth_challenge, decode_auth_response, parse_mail, parse_rcpt, read_data, split_plain,
+    AuthResponse, Conn, DataEnd, Flow, MailParams,
+};
 
 /// Every read and write waits at most this long, so a stuck client never pins a task.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -25,156 +27,6 @@ const MAX_RECIPIENTS: usize = 1000;
 const MAX_VIOLATIONS: usize = 100;
 /// A client still sending after this many times `max_size` is cut off.
 const OVERSIZE_FACTOR: usize = 4;
-const READ_BUFFER: usize = 64 * 1024;
-/// Longest a STARTTLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The connection: cleartext, or TLS after STARTTLS.
-type Stream = crate::transport::stream::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
-
-/// Result of reading one line.
-struct Line {
-    /// Bytes the line really had (more than stored when truncated); 0 at EOF.
-    total: usize,
-    /// Ended with LF (false: EOF in the middle of a line).
-    complete: bool,
-    /// Ended with CRLF, judged on the real line even when the stored copy is truncated.
-    crlf: bool,
-}
-
-struct Conn {
-    /// Reads are buffered; writes go straight to the stream (`get_mut`).
-    io: BufReader<Stream>,
-    out: Vec<u8>,
-}
-
-impl Conn {
-    /// Queues a reply line; it is sent at the next flush.
-    fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            let s = self.io.get_mut();
-            with_timeout(async {
-                s.write_all(&self.out).await?;
-                // A TLS stream buffers records until flushed.
-                s.flush().await
-            })
-            .await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Reads through the next LF into `buf` (cleared first), storing at most `limit`
-    /// bytes but consuming the whole line. Flushes pending replies first if it must
-    /// wait for input.
-    async fn read_line(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<Line> {
-        buf.clear();
-        let mut total = 0;
-        // Last byte of the previous chunk: a CR there and the LF in the next still make CRLF.
-        let mut prev = 0u8;
-        loop {
-            let avail = if self.io.buffer().is_empty() {
-                self.flush().await?;
-                with_timeout(self.io.fill_buf()).await?
-            } else {
-                self.io.buffer()
-            };
-            if avail.is_empty() {
-                return Ok(Line {
-                    total,
-                    complete: false,
-                    crlf: false,
-                });
-            }
-            let (n, done) = match avail.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (avail.len(), false),
-            };
-            let room = limit.saturating_sub(buf.len());
-            buf.extend_from_slice(&avail[..n.min(room)]);
-            let before_lf = if n >= 2 { avail[n - 2] } else { prev };
-            prev = avail[n - 1];
-            total += n;
-            self.io.consume(n);
-            if done {
-                return Ok(Line {
-                    total,
-                    complete: true,
-                    crlf: before_lf == b'\r',
-                });
-            }
-        }
-    }
-
-    /// Graceful close after a final reply (421, 221): send it, half-close, and read
-    /// what the client still sends for a moment, so that the kernel does not answer
-    /// unread input with a RST that could destroy our last reply in flight.
-    async fn close_gracefully(mut self) {
-        if self.flush().await.is_err() {
-            return;
-        }
-        let _ = self.io.get_mut().shutdown().await;
-        let mut sink = [0u8; 8192];
-        let drain = async {
-            let mut left: usize = 256 * 1024;
-            while left > 0 {
-                match self.io.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    }
-
-    /// STARTTLS after the `220`: sends it, drops whatever the client pipelined after the
-    /// command (RFC 3207 §4.2: it was sent in the clear and must not be acted on) and runs
-    /// the handshake. Returns how many bytes were dropped.
-    async fn start_tls(&mut self, cfg: Arc<rustls::ServerConfig>) -> io::Result<usize> {
-        self.flush().await?;
-        let dropped = self.io.buffer().len();
-        let old = std::mem::replace(&mut self.io, BufReader::with_capacity(1, Stream::Detached));
-        let Stream::Plain(tcp) = old.into_inner() else {
-            return Err(io::Error::other(
-                "STARTTLS on a stream that is not plain TCP",
-            ));
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "TLS handshake timed out",
-                ))
-            }
-        };
-        self.io = BufReader::with_capacity(READ_BUFFER, Stream::Tls(Box::new(tls)));
-        Ok(dropped)
-    }
-}
-
-async fn with_timeout<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-    match tokio::time::timeout(IDLE_TIMEOUT, f).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
-    }
-}
-
-/// How a command leaves the connection.
-enum Flow {
-    Continue,
-    /// Send what is queued, then close politely (QUIT, 421).
-    Close,
-    /// Drop the socket now without another word (the injected faults).
-    Abort,
-}
 
 /// An open mail transaction (after MAIL FROM).
 struct Txn {
@@ -216,12 +68,7 @@ struct Session {
 /// Serves one connection until QUIT, EOF, an injected fault or the idle timeout.
 /// `busy`: too many connections already; say so and close.
 pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
-    // Replies are small and latency-bound; Nagle would stall lock-step clients.
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn {
-        io: BufReader::with_capacity(READ_BUFFER, Stream::Plain(stream)),
-        out: Vec::with_capacity(4096),
-    };
+    let mut conn = Conn::new(stream, IDLE_TIMEOUT);
     // smtps: TLS from the first byte (RFC 8314), before the greeting and the busy check.
     let mut tls = false;
     if let (true, Some(cfg)) = (shared.config.implicit_tls, shared.config.tls.clone()) {
@@ -416,34 +263,24 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let response = match words.next() {
-            Some(r) => r.to_string(),
-            None => {
-                conn.reply("334 ");
-                let mut line = Vec::new();
-                let l = conn.read_line(&mut line, MAX_COMMAND_LINE).await?;
-                if !l.complete {
-                    return Ok(Flow::Abort);
-                }
-                String::from_utf8_lossy(&line).trim().to_string()
+            Some(r) => decode_auth_response(r),
+            None => match auth_challenge(conn, "", MAX_COMMAND_LINE).await? {
+                Some(r) => r,
+                None => return Ok(Flow::Abort),
+            },
+        };
+        let decoded = match response {
+            AuthResponse::Cancelled => {
+                conn.reply("501 5.7.0 authentication cancelled");
+                return Ok(Flow::Continue);
             }
+            AuthResponse::Data(d) => Some(d),
+            AuthResponse::Invalid => None,
         };
-        if response == "*" {
-            conn.reply("501 5.7.0 authentication cancelled");
-            return Ok(Flow::Continue);
-        }
-        let decoded = if response == "=" {
-            Some(Vec::new())
-        } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(response.as_bytes())
-                .ok()
-        };
-        // authzid NUL authcid NUL passwd
-        let parts = decoded.as_ref().and_then(|d| {
-            let mut it = d.split(|&b| b == 0);
-            let (_authz, authc, pass) = (it.next()?, it.next()?, it.next()?);
-            it.next().is_none().then_some((authc, pass))
-        });
+        let parts = decoded
+            .as_deref()
+            .and_then(split_plain)
+            .map(|(_, authc, pass)| (authc, pass));
         let Some((authc, pass)) = parts else {
             self.record_auth(String::new(), false);
             conn.reply("501 5.5.2 cannot decode AUTH PLAIN response");
@@ -481,36 +318,17 @@ impl Session {
         if self.shared.config.auth.is_some() && self.authenticated.is_none() {
             return conn.reply("530 5.7.0 authentication required");
         }
-        let Some((addr, params)) = parse_path(arg, "FROM:") else {
-            return conn.reply("501 5.5.4 syntax: MAIL FROM:<address>");
-        };
         let config = &self.shared.config;
-        let (mut smtputf8, mut body_8bitmime) = (false, false);
-        for p in params.split_ascii_whitespace() {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            if k.eq_ignore_ascii_case("SIZE") {
-                match v.parse::<u64>() {
-                    Ok(n) if n > config.max_size as u64 => {
-                        return conn.reply("552 5.3.4 message size exceeds fixed limit")
-                    }
-                    Ok(_) => {}
-                    Err(_) => return conn.reply("501 5.5.4 bad SIZE parameter"),
-                }
-            } else if k.eq_ignore_ascii_case("BODY") {
-                if v.eq_ignore_ascii_case("8BITMIME") {
-                    body_8bitmime = true;
-                } else if !v.eq_ignore_ascii_case("7BIT") {
-                    return conn.reply("555 5.5.4 unsupported BODY type");
-                }
-            } else if k.eq_ignore_ascii_case("SMTPUTF8") && v.is_empty() && config.smtputf8 {
-                smtputf8 = true;
-            } else {
-                return conn.reply("555 5.5.4 unsupported MAIL parameter");
-            }
-        }
-        if !addr.is_ascii() && !smtputf8 {
-            return conn.reply("553 5.6.7 non-ASCII address requires SMTPUTF8");
-        }
+        let (
+            addr,
+            MailParams {
+                smtputf8,
+                body_8bitmime,
+            },
+        ) = match parse_mail(arg, config.max_size, config.smtputf8) {
+            Ok(v) => v,
+            Err(reply) => return conn.reply(reply),
+        };
         self.txn = Some(Txn {
             from: addr.to_string(),
             rcpts: Vec::new(),
@@ -529,22 +347,13 @@ impl Session {
             conn.reply("503 5.5.1 need MAIL before RCPT");
             return Flow::Continue;
         };
-        let Some((addr, params)) = parse_path(arg, "TO:") else {
-            conn.reply("501 5.5.4 syntax: RCPT TO:<address>");
-            return Flow::Continue;
+        let addr = match parse_rcpt(arg, txn.smtputf8) {
+            Ok(a) => a,
+            Err(reply) => {
+                conn.reply(reply);
+                return Flow::Continue;
+            }
         };
-        if addr.is_empty() || !addr.contains('@') {
-            conn.reply("501 5.1.3 bad recipient address syntax");
-            return Flow::Continue;
-        }
-        if !params.trim().is_empty() {
-            conn.reply("555 5.5.4 unsupported RCPT parameter");
-            return Flow::Continue;
-        }
-        if !addr.is_ascii() && !txn.smtputf8 {
-            conn.reply("553 5.6.7 non-ASCII address requires SMTPUTF8");
-            return Flow::Continue;
-        }
         if txn.rcpts.len() >= MAX_RECIPIENTS {
             conn.reply("452 4.5.3 too many recipients");
             return Flow::Continue;
@@ -663,71 +472,48 @@ impl Session {
             cut_off: false,
             violations: Vec::new(),
         };
-        let (mut lineno, mut prev_crlf, mut eight_bit) = (0usize, true, false);
-        loop {
-            let l = conn.read_line(&mut self.dline, limit).await?;
-            if !l.complete {
-                return Ok(None);
-            }
-            lineno += 1;
-            let line = &self.dline[..];
-            let crlf = l.crlf;
-            // Only CRLF "." CRLF ends the data. Accepting "\n.\n" or "\n.\r\n" as well is
-            // what made SMTP smuggling possible; the sink reports such lines instead.
-            if line == b".\r\n" {
-                if prev_crlf {
-                    break;
-                }
-                add_violation(&mut body.violations, || {
-                    format!("line {lineno}: \".\" after a bare LF is not end of data")
+        let mut eight_bit = false;
+        let end = read_data(conn, &mut self.dline, limit, |l| {
+            let (n, v) = (l.number, &mut body.violations);
+            // The reader never ends on these; the sink reports them (SMTP smuggling probes).
+            if l.false_end && l.crlf {
+                add_violation(v, || {
+                    format!("line {n}: \".\" after a bare LF is not end of data")
                 });
-            } else if line == b".\n" {
-                add_violation(&mut body.violations, || {
-                    format!("line {lineno}: \".\" with bare LF is not end of data")
+            } else if l.false_end {
+                add_violation(v, || {
+                    format!("line {n}: \".\" with bare LF is not end of data")
                 });
             }
-            let ending = if crlf { 2 } else { 1 };
-            if !crlf {
-                add_violation(&mut body.violations, || format!("bare LF at line {lineno}"));
+            if !l.crlf {
+                add_violation(v, || format!("bare LF at line {n}"));
             }
-            if l.total - ending > 998 {
-                add_violation(&mut body.violations, || {
-                    format!("line {lineno} longer than 998 octets")
-                });
+            if l.content_len > 998 {
+                add_violation(v, || format!("line {n} longer than 998 octets"));
             }
-            let content = &line[..line.len().min(l.total - ending)];
-            let (mut nul, mut cr) = (false, false);
-            for &b in content {
-                match b {
-                    0 => nul = true,
-                    b'\r' => cr = true,
-                    0x80.. => eight_bit = true,
-                    _ => {}
-                }
+            if l.nul {
+                add_violation(v, || format!("NUL byte at line {n}"));
             }
-            if nul {
-                add_violation(&mut body.violations, || {
-                    format!("NUL byte at line {lineno}")
-                });
+            if l.bare_cr {
+                add_violation(v, || format!("bare CR at line {n}"));
             }
-            if cr {
-                add_violation(&mut body.violations, || format!("bare CR at line {lineno}"));
-            }
-            // RFC 5321 4.5.2: the leading dot goes only if other characters follow; a
-            // lone dot that is not the end (see above) is kept as sent.
-            let stuffed = usize::from(content.first() == Some(&b'.') && content.len() > 1);
-            body.size += l.total - stuffed;
+            eight_bit |= l.eight_bit;
+            body.size += l.size;
             if body.size > config.max_size {
                 body.too_big = true;
                 body.data = Vec::new();
                 if body.size > cut_off_at {
                     body.cut_off = true;
-                    return Ok(Some(body));
+                    return false;
                 }
             } else if keep {
-                body.data.extend_from_slice(&line[stuffed..]);
+                body.data.extend_from_slice(l.bytes);
             }
-            prev_crlf = crlf;
+            true
+        })
+        .await?;
+        if end == DataEnd::Eof {
+            return Ok(None);
         }
         if eight_bit && !txn.body_8bitmime && !txn.smtputf8 {
             add_violation(&mut body.violations, || {
@@ -812,19 +598,4 @@ struct Body {
     /// So far over the limit that the connection is closed.
     cut_off: bool,
     violations: Vec<String>,
-}
-
-/// `FROM:<a@b> SIZE=1` → `("a@b", " SIZE=1")`. Tolerates a space after the colon.
-fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
-    let head = arg.get(..keyword.len())?;
-    if !head.eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let rest = arg[keyword.len()..].trim_start().strip_prefix('<')?;
-    let end = rest.find('>')?;
-    let params = &rest[end + 1..];
-    if !params.is_empty() && !params.starts_with(' ') {
-        return None;
-    }
-    Some((&rest[..end], params))
 }

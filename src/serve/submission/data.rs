@@ -1,0 +1,155 @@
+//! DATA on the submission port: the body read to the real end of data, then every check
+//! (size, bare CR/LF, `From:` domains), the added `Date:`/`Message-ID:`, and the hand-off to
+//! the queue: `250` only once the queue says the message is durable.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::oneshot;
+
+use super::session::Session;
+use super::{headers, AcceptRequest, Submission};
+use crate::smtp_server::{read_data, Conn, DataEnd, Flow};
+
+/// A body still arriving after this many times the size limit is cut off.
+const OVERSIZE_FACTOR: usize = 4;
+
+/// What the reader saw in a body.
+#[derive(Default)]
+struct Body {
+    data: Vec<u8>,
+    size: usize,
+    too_big: bool,
+    cut_off: bool,
+    /// A line ended in a bare LF or had a bare CR (SMTP smuggling material).
+    bare: bool,
+    eight_bit: bool,
+}
+
+impl Session {
+    pub(super) async fn data(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
+        if !arg.trim().is_empty() {
+            conn.reply("501 5.5.4 DATA takes no parameters");
+            return Ok(Flow::Continue);
+        }
+        let Some(txn) = self.txn.take() else {
+            conn.reply("503 5.5.1 need MAIL and RCPT before DATA");
+            return Ok(Flow::Continue);
+        };
+        if txn.rcpts.is_empty() {
+            conn.reply("554 5.5.1 no valid recipients");
+            return Ok(Flow::Continue);
+        }
+        conn.reply("354 End data with <CR><LF>.<CR><LF>");
+        let shared = self.shared.clone();
+        let max = shared.settings.max_message_size;
+        let cut_off_at = max.saturating_mul(OVERSIZE_FACTOR).max(1 << 20);
+        let limit = max.max(shared.settings.max_line) + 8;
+        let mut b = Body::default();
+        let end = read_data(conn, &mut self.line, limit, |l| {
+            b.size += l.size;
+            b.eight_bit |= l.eight_bit;
+            if !l.crlf || l.bare_cr {
+                b.bare = true;
+            }
+            if b.size > max {
+                b.too_big = true;
+                if b.size > cut_off_at {
+                    b.cut_off = true;
+                    return false;
+                }
+            }
+            // Nothing is kept of a body that will be rejected anyway.
+            if b.too_big || b.bare {
+                b.data = Vec::new();
+            } else {
+                b.data.extend_from_slice(l.bytes);
+            }
+            true
+        })
+        .await?;
+        if end == DataEnd::Eof {
+            return Ok(Flow::Abort);
+        }
+        let stats = &shared.stats;
+        let reject = |conn: &mut Conn, reply: &str| {
+            stats.rejected_messages.fetch_add(1, Ordering::Relaxed);
+            conn.reply(reply);
+        };
+        if b.too_big {
+            reject(conn, "552 5.3.4 message size exceeds fixed limit");
+            return Ok(if b.cut_off {
+                Flow::Close
+            } else {
+                Flow::Continue
+            });
+        }
+        if b.bare {
+            reject(
+                conn,
+                "550 5.5.2 bare CR or LF in message: lines must end with CRLF",
+            );
+            return Ok(Flow::Continue);
+        }
+        if let Some(user) = &self.user {
+            match headers::from_domains(&b.data) {
+                Err(why) => {
+                    reject(conn, &format!("550 5.7.1 {why}"));
+                    return Ok(Flow::Continue);
+                }
+                Ok(domains) if !domains.iter().all(|d| shared.users.may_send_as(user, d)) => {
+                    reject(
+                        conn,
+                        &format!("550 5.7.1 From: domain not permitted for user {user}"),
+                    );
+                    return Ok(Flow::Continue);
+                }
+                Ok(_) => {}
+            }
+        }
+        let msg = Submission {
+            mail_from: txn.from,
+            rcpt_to: txn.rcpts,
+            data: headers::add_missing(b.data, &shared.settings.hostname),
+            user: self.user.clone(),
+            client: self.peer,
+            smtputf8: txn.smtputf8,
+            eight_bit: txn.body_8bitmime || b.eight_bit,
+        };
+        match self.enqueue(msg).await {
+            Ok(id) => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                conn.reply(&format!("250 2.0.0 Ok: queued as {id}"));
+            }
+            Err(why) => reject(conn, &format!("451 4.3.0 {why}")),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Hands the message to the queue and waits for it to be durable (both bounded by the
+    /// idle timeout: the client is waiting too).
+    async fn enqueue(&self, msg: Submission) -> Result<String, String> {
+        let wait = self.shared.settings.idle_timeout;
+        let (reply, rx) = oneshot::channel();
+        let req = AcceptRequest { msg, reply };
+        match tokio::time::timeout(wait, self.shared.accept.send(req)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err("queue unavailable, try again later".into()),
+            Err(_) => return Err("queue busy, try again later".into()),
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Ok(id))) => Ok(id),
+            Ok(Ok(Err(why))) => Err(format!("message not queued: {}", one_line(&why))),
+            Ok(Err(_)) => Err("message not queued, try again later".into()),
+            Err(_) => Err("queue timed out, try again later".into()),
+        }
+    }
+}
+
+/// A reason safe to put in a reply line (no CR/LF, bounded).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
