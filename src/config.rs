@@ -22,6 +22,7 @@ use crate::message::{parse_named_address, NamedAddress};
 struct RawFile {
     campaign: RawCampaign,
     lane: Spanned<RawLane>,
+    schedule: Option<crate::schedule::slots::RawSchedule>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +103,18 @@ pub struct Settings {
     pub in_flight: InFlightPolicy,
     /// The blast lane.
     pub lane: LaneSettings,
+    /// The `[schedule]` table: `blast serve` runs the campaign on these slots.
+    pub schedule: Option<crate::schedule::ScheduleSettings>,
+    /// Where the global suppression list lives; `None`: in `state_dir`. A scheduled run keeps
+    /// its own state per run but shares the serve state dir's suppression list.
+    pub suppression_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The state dir holding the suppression list this campaign reads and adds to.
+    pub fn suppression_state_dir(&self) -> &Path {
+        self.suppression_dir.as_deref().unwrap_or(&self.state_dir)
+    }
 }
 
 /// What a rerun does with recipients whose transaction was open when the last run died.
@@ -492,6 +505,13 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
+    let schedule = match raw.schedule {
+        None => None,
+        Some(r) => Some(
+            crate::schedule::slots::validate(r)
+                .or_else(|(span, key, msg)| loc.err(span, &key, msg))?,
+        ),
+    };
     let c = raw.campaign;
     let lane_span = raw.lane.span();
     let l = raw.lane.into_inner();
@@ -602,6 +622,8 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         },
         in_flight,
         lane,
+        schedule,
+        suppression_dir: None,
     })
 }
 

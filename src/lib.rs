@@ -14,6 +14,7 @@
 //! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
+//! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
@@ -29,6 +30,7 @@ pub mod list;
 pub mod message;
 pub mod render;
 pub mod report;
+pub mod schedule;
 pub mod send;
 pub mod serve;
 pub mod sink;

@@ -462,9 +462,12 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         let (s2, st, stats) = (s.clone(), store.clone(), stats.clone());
         let retry_now = opts.retry_now;
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let supp_dir = suppression::path_in(&s2.state_dir);
+            let supp_dir = suppression::path_in(s2.suppression_state_dir());
             let supp = if supp_dir.exists() {
-                Some(Suppression::open(&s2.state_dir, Duration::from_secs(30))?)
+                Some(Suppression::open(
+                    s2.suppression_state_dir(),
+                    Duration::from_secs(30),
+                )?)
             } else {
                 None
             };
@@ -558,7 +561,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
 
     let mut suppressed = 0;
     if !report.suppress.is_empty() {
-        let sp = Suppression::open(&s.state_dir, Duration::from_secs(30))?;
+        let sp = Suppression::open(s.suppression_state_dir(), Duration::from_secs(30))?;
         for (key, reply) in &report.suppress {
             sp.add(
                 key,
