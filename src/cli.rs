@@ -62,6 +62,45 @@ pub enum Command {
     },
     /// Run a local SMTP sink that writes .eml files (for trying blast out).
     Sink(crate::sink::SinkArgs),
+    /// Run the server: SMTP submission for transactional mail, delivered through the
+    /// priority lane (and scheduled campaigns through the blast lane).
+    Serve {
+        /// The server config.
+        #[arg(long, default_value = "blast.toml")]
+        config: PathBuf,
+    },
+    /// The priority queue of `blast serve`: list, retry or drop queued messages.
+    Queue {
+        /// The server config (names the state dir).
+        #[arg(long, default_value = "blast.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+/// `blast queue` actions.
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    /// Every queued message with its recipients' states.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try deferred messages now (one id, or all).
+    Retry {
+        /// Queue id (as `list` prints it); all when omitted.
+        id: Option<String>,
+    },
+    /// Remove a message from the queue without delivering it.
+    Drop {
+        /// Queue id.
+        id: String,
+    },
+    /// The priority lane's counters.
+    Stats,
 }
 
 /// `blast suppress` actions.

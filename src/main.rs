@@ -11,6 +11,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve { config } = &cli.command {
+        // serve builds its own runtimes: one for the priority lane, one for blast work.
+        let code = blast::serve::main(config).unwrap_or_else(|e| {
+            eprintln!("blast: {e}");
+            e.exit_code()
+        });
+        return ExitCode::from(code as u8);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,6 +88,8 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress { campaign, action } => commands::suppress::run(&campaign, action),
+        Command::Queue { config, action } => commands::queue::run(&config, action).await,
+        Command::Serve { .. } => unreachable!("handled before the runtime starts"),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

@@ -6,5 +6,6 @@ mod durability;
 mod pipeline;
 mod priority;
 mod render_message;
+mod serve;
 mod sink;
 mod tls;

@@ -4,7 +4,9 @@
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
+//! - [`queue`]     `blast queue list|retry|drop|stats`: the priority queue of `blast serve`
 
 pub mod preview;
+pub mod queue;
 pub mod status;
 pub mod suppress;

@@ -7,5 +7,9 @@
 pub mod config;
 pub mod control;
 pub mod dsn;
+pub mod run;
+pub mod scheduler;
 pub mod submission;
 pub mod users;
+
+pub use run::main;

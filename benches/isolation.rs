@@ -1,0 +1,340 @@
+//! Isolation of the priority lane (`cargo bench --bench isolation`).
+//!
+//! `blast serve` runs as its own process, delivering to a sink inside this process (so
+//! submit → delivered is measured on one clock). A probe submits one transactional message
+//! every 50 ms over a reused authenticated session and records the latency:
+//!
+//! - (a) idle;
+//! - (b) while a separate `blast send` process pushes BLAST_N messages (default 200,000) at
+//!   full speed through the blast lane to a second sink process;
+//! - (c) while serve itself runs a blast campaign of BLAST_N in-process (a scheduled run).
+//!
+//! Prints p50 / p99 / max per phase, the target `p99 ≤ max(1.2 × idle p99, idle p99 + 10 ms)`,
+//! and the priority lane's own counters (`blast queue stats`): `waited_for_worker` must stay
+//! 0 — no transactional message waited for a connection. Knobs: DURATION (s, default 60; the
+//! length of (a), and the cap of (b) and (c)), BLAST_N, INTERVAL_MS (default 50).
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/submit.rs"]
+mod submit;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blast::sink::{SinkConfig, SinkHandle};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_blast")
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Writes a list of `n` recipients over 1,000 domains and a campaign sending it to `relay`.
+fn write_campaign(dir: &Path, id: &str, n: u64, relay: SocketAddr, extra: &str) -> PathBuf {
+    let list = dir.join(format!("{id}.csv"));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+    writeln!(w, "email,first_name").unwrap();
+    for i in 0..n {
+        writeln!(w, "user{i}@d{}.example,User{i}", i % 1000).unwrap();
+    }
+    w.flush().unwrap();
+    std::fs::write(
+        dir.join("news.txt.hbs"),
+        "Hello {{first_name}},\n\nthe news.\n",
+    )
+    .unwrap();
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[campaign]\nid = \"{id}\"\nfrom = \"News <news@news.acme.example>\"\nsubject = \"News for {{{{first_name}}}}\"\ntext = \"news.txt.hbs\"\nlists = [\"{id}.csv\"]\nstate_dir = \"state-{id}\"\n{extra}\n[lane]\ntransport = \"smtp://{relay}\"\nconnections = 16\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_serve(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start blast serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("serve said {line:?}"));
+    (child, addr)
+}
+
+/// Submits a probe every `interval` until `until` says stop (or `cap` passes); returns
+/// submit → delivered latencies in ms.
+async fn probe(
+    addr: SocketAddr,
+    sink: &SinkHandle,
+    phase: &str,
+    interval: Duration,
+    cap: Duration,
+    mut until: impl FnMut() -> bool,
+) -> Vec<f64> {
+    let mut s = submit::Session::open(addr, "app", "bench-pass")
+        .await
+        .unwrap();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let t0 = Instant::now();
+    let mut k = 0u64;
+    while t0.elapsed() < cap && !until() {
+        tick.tick().await;
+        let subject = format!("probe-{phase}-{k}");
+        let at = Instant::now();
+        s.send("app@acme.example", "user@probe.example", &subject)
+            .await
+            .expect("probe submission");
+        sent.insert(subject, at);
+        k += 1;
+    }
+    // Collect: every probe must arrive (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: HashMap<String, Instant> = sink
+            .received()
+            .into_iter()
+            .filter_map(|r| {
+                let text = String::from_utf8_lossy(&r.data).into_owned();
+                let subj = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))?
+                    .trim()
+                    .to_string();
+                sent.contains_key(&subj).then_some((subj, r.at))
+            })
+            .collect();
+        if got.len() == sent.len() || Instant::now() > deadline {
+            if got.len() != sent.len() {
+                println!("  !! {} of {} probes delivered", got.len(), sent.len());
+            }
+            let mut lat: Vec<f64> = got
+                .iter()
+                .map(|(k, at)| at.duration_since(sent[k]).as_secs_f64() * 1000.0)
+                .collect();
+            lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            return lat;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn show(phase: &str, lat: &[f64]) -> f64 {
+    let p99 = pct(lat, 0.99);
+    println!(
+        "{phase:<44} n={:<5} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        lat.len(),
+        pct(lat, 0.5),
+        p99,
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    p99
+}
+
+fn queue_stats(config: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["queue", "--config"])
+        .arg(config)
+        .arg("stats")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join("="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cap = Duration::from_secs(env_u64("DURATION", 60));
+    let n = env_u64("BLAST_N", 200_000);
+    let interval = Duration::from_millis(env_u64("INTERVAL_MS", 50));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let sink_a = blast::sink::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SinkConfig {
+            record: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sink_b_addr = free_port();
+    let mut sink_b = Command::new(bin())
+        .args(["sink", "--listen", &sink_b_addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::create_dir_all(d.join("campaigns")).unwrap();
+    let config = d.join("blast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\nsubmission = \"127.0.0.1:0\"\ncampaigns_dir = \"campaigns\"\n\n[priority]\ntransport = \"smtp://{}\"\nhelo = \"mx.acme.example\"\n",
+            sink_a.addr
+        ),
+    )
+    .unwrap();
+    blast::serve::users::add_user(
+        &d.join("users.txt"),
+        "app",
+        "bench-pass",
+        &["acme.example".to_string()],
+    )
+    .unwrap();
+    let (mut serve, addr) = spawn_serve(&config);
+    println!(
+        "isolation: probe every {} ms; blast of {n} messages; cap {} s per phase",
+        interval.as_millis(),
+        cap.as_secs()
+    );
+
+    // (a) idle
+    let idle = probe(addr, &sink_a, "idle", interval, cap, || false).await;
+    let idle_p99 = show("(a) idle", &idle);
+    println!("    lane counters: {}", queue_stats(&config));
+
+    // (b) a separate `blast send` process
+    let campaign = write_campaign(d, "bulk", n, sink_b_addr, "");
+    let t = Instant::now();
+    let mut send = Command::new(bin())
+        .args(["send", "--quiet"])
+        .arg(&campaign)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut done = false;
+    let during_send = probe(addr, &sink_a, "send", interval, cap, || {
+        done = done || send.try_wait().ok().flatten().is_some();
+        done
+    })
+    .await;
+    let _ = send.kill();
+    let st = send.wait().unwrap();
+    println!(
+        "    blast send: exit {:?}, {:.1} s ({:.0} msg/s while probed)",
+        st.code(),
+        t.elapsed().as_secs_f64(),
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    let send_p99 = show("(b) during `blast send` (separate process)", &during_send);
+    println!("    lane counters: {}", queue_stats(&config));
+
+    // (c) serve runs a blast campaign itself: a scheduled campaign whose slot is now.
+    let inproc = inproc_phase(d, &config, addr, &sink_a, n, sink_b_addr, interval, cap).await;
+    let inproc_p99 = show("(c) during a blast run inside serve", &inproc);
+    println!("    lane counters: {}", queue_stats(&config));
+
+    let target = (1.2 * idle_p99).max(idle_p99 + 10.0);
+    println!("target: p99 ≤ {target:.2} ms");
+    for (name, p) in [("(b)", send_p99), ("(c)", inproc_p99)] {
+        println!(
+            "  {name} p99 {p:.2} ms: {}",
+            if p <= target { "met" } else { "MISSED" }
+        );
+    }
+    unsafe {
+        libc::kill(serve.id() as i32, libc::SIGTERM);
+    }
+    let _ = serve.wait();
+    let _ = sink_b.kill();
+    let _ = sink_b.wait();
+}
+
+/// Phase (c): drops a scheduled campaign into serve's campaigns dir with a slot a few seconds
+/// from now, probes while serve's run is sending (until its state says done, or the cap).
+#[allow(clippy::too_many_arguments)]
+async fn inproc_phase(
+    d: &Path,
+    _config: &Path,
+    addr: SocketAddr,
+    sink_a: &SinkHandle,
+    n: u64,
+    relay: SocketAddr,
+    interval: Duration,
+    cap: Duration,
+) -> Vec<f64> {
+    let slot = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let cron = slot.format("%S %M %H %d %m *").to_string();
+    let staging = d.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let extra = format!("\n[schedule]\ncron = \"{cron}\"\ntimezone = \"UTC\"\n");
+    let file = write_campaign(&staging, "inproc", n, relay, &extra);
+    for f in ["inproc.csv", "news.txt.hbs"] {
+        std::fs::copy(staging.join(f), d.join("campaigns").join(f)).unwrap();
+    }
+    std::fs::copy(&file, d.join("campaigns/inproc.toml")).unwrap();
+    // Wait for the run to start: its per-run state appears under the serve state dir.
+    let runs = d.join(".blast/runs");
+    let t0 = Instant::now();
+    while !runs.exists() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let snapshot = d.join(".blast");
+    let lat = probe(addr, sink_a, "inproc", interval, cap, || {
+        run_finished(&snapshot)
+    })
+    .await;
+    println!(
+        "    in-process run: {:.1} s probed",
+        started.elapsed().as_secs_f64()
+    );
+    lat
+}
+
+/// The scheduler's snapshot says the in-process run has ended.
+fn run_finished(state_dir: &Path) -> bool {
+    use blast::schedule::claims::{RunStatus, Snapshot};
+    match Snapshot::read(state_dir) {
+        Ok(Some(s)) => s
+            .runs
+            .iter()
+            .any(|r| r.campaign == "inproc" && r.status != RunStatus::Running),
+        _ => false,
+    }
+}

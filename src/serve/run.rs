@@ -1,0 +1,201 @@
+//! Wiring of `blast serve`: the submission listener hands messages to the priority queue
+//! writer; the priority lane delivers them; the control socket answers `blast queue`.
+//!
+//! Isolation inside one process: [`main`] runs the priority side on its own tokio runtime
+//! (its own OS threads) and blast work — scheduled campaigns — on a second runtime with
+//! `blast_threads` workers at a lower CPU priority (nice 10), so a newsletter can neither
+//! queue in front of a password reset nor take its CPU.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::{self as serve_config, ServeSettings};
+use super::control;
+use super::submission::{self, AcceptRequest, SubmissionHandle, SubmissionSettings};
+use super::users::Users;
+use crate::config::TransportSpec;
+use crate::error::{Error, Result};
+use crate::lane::priority::{self, Cmd, PriorityLane};
+use crate::store::queue::{format_id, NewMessage, QueueStore};
+
+/// A running server (in-process: tests and benches use this directly).
+pub struct Serve {
+    /// The submission listener.
+    pub submission: SubmissionHandle,
+    /// The priority lane.
+    pub lane: PriorityLane,
+    control: tokio::task::JoinHandle<()>,
+    bridge: tokio::task::JoinHandle<()>,
+    state_dir: PathBuf,
+}
+
+/// The listener settings from the config (TLS files read here).
+fn listener_settings(s: &ServeSettings) -> Result<SubmissionSettings> {
+    let l = &s.listener;
+    let tls = match &l.tls {
+        None => None,
+        Some((cert, key)) => Some(
+            crate::sink::tls_server_config_from_pem(cert, key)
+                .map_err(|e| Error::Config(format!("{}: serve.tls_cert: {e}", s.file.display())))?,
+        ),
+    };
+    Ok(SubmissionSettings {
+        listen: l.listen,
+        hostname: l.hostname.clone(),
+        tls,
+        max_message_size: l.max_message_size,
+        max_recipients: l.max_recipients,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        idle_timeout: l.idle_timeout,
+        allow_networks: l.allow_networks.clone(),
+        auth_fail_limit: l.auth_fail_limit,
+        auth_block: l.auth_block,
+        ..SubmissionSettings::default()
+    })
+}
+
+fn load_users(s: &ServeSettings) -> Result<Users> {
+    if !s.users.exists() && !s.listener.allow_networks.is_empty() {
+        // Relay-only set-up: clients are trusted by network, nobody authenticates.
+        return Users::parse(&s.users, "").map_err(|e| Error::Config(e.to_string()));
+    }
+    Users::load(&s.users).map_err(|e| {
+        Error::Config(format!(
+            "{e} (create users with `blast user add NAME --domain DOMAIN --config {}`)",
+            s.file.display()
+        ))
+    })
+}
+
+/// Starts every part of the server on the current runtime. Holds the priority queue's lock:
+/// a second serve on the same state dir fails here with [`Error::Locked`].
+pub async fn start(s: &ServeSettings) -> Result<Serve> {
+    let users = Arc::new(load_users(s)?);
+    let listener = listener_settings(s)?;
+    let store = Arc::new(QueueStore::open(&s.state_dir, Duration::ZERO)?);
+    let log: priority::Log = Arc::new(|m| eprintln!("blast serve: {m}"));
+    let lane = priority::start(s.priority.clone(), store, s.listener.hostname.clone(), log)?;
+    let control = control::start(&s.state_dir, lane.tx.clone(), lane.stats.clone())
+        .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
+    let (accept_tx, accept_rx) = mpsc::channel(1024);
+    let bridge = tokio::spawn(bridge(accept_rx, lane.tx.clone()));
+    let submission = submission::start(listener, users, accept_tx)
+        .await
+        .map_err(|e| Error::io(format!("serve.submission {}", s.listener.listen), e))?;
+    Ok(Serve {
+        submission,
+        lane,
+        control,
+        bridge,
+        state_dir: s.state_dir.clone(),
+    })
+}
+
+/// Hands each submitted message to the queue writer, in order; a small task per message
+/// waits for its durable id so the writer can group-commit many sessions at once.
+async fn bridge(mut rx: mpsc::Receiver<AcceptRequest>, lane: mpsc::Sender<Cmd>) {
+    while let Some(req) = rx.recv().await {
+        let m = req.msg;
+        let msg = NewMessage {
+            mail_from: m.mail_from,
+            rcpt_to: m.rcpt_to,
+            data: m.data,
+            user: m.user,
+            smtputf8: m.smtputf8,
+            eight_bit: m.eight_bit,
+        };
+        let (tx, done) = oneshot::channel();
+        if lane.send(Cmd::Accept { msg, reply: tx }).await.is_err() {
+            let _ = req.reply.send(Err("server is stopping".into()));
+            continue;
+        }
+        let reply = req.reply;
+        tokio::spawn(async move {
+            let r = match done.await {
+                Ok(r) => r.map(format_id),
+                Err(_) => Err("server is stopping".into()),
+            };
+            let _ = reply.send(r);
+        });
+    }
+}
+
+impl Serve {
+    /// Graceful stop: no new sessions or messages; deliveries in progress get `grace`; the
+    /// queue is flushed; the control socket is removed.
+    pub async fn shutdown(self, grace: Duration) {
+        self.submission.shutdown().await;
+        let _ = self.bridge.await;
+        self.control.abort();
+        self.lane.shutdown(grace).await;
+        let _ = std::fs::remove_file(control::path_in(&self.state_dir));
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `setpriority` on a thread id affects
+/// only that thread). Best effort: without permission it stays as it is.
+fn nice_this_thread(n: i32) {
+    // SAFETY: setpriority has no memory-safety preconditions; 0 = the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, n);
+    }
+}
+
+/// `blast serve --config FILE`: runs until SIGTERM or Ctrl-C; returns the exit code.
+pub fn main(config: &Path) -> Result<i32> {
+    let s = serve_config::load(config)?;
+    let rt = |name: &str, threads: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start a runtime", e))
+    };
+    let priority_rt = rt("blast-priority", 2)?;
+    let blast_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(s.blast_threads)
+        .thread_name("blast-lane")
+        .on_thread_start(|| nice_this_thread(10))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start a runtime", e))?;
+    let code = priority_rt.block_on(async {
+        let serve = start(&s).await?;
+        let relay = match &s.priority.transport {
+            TransportSpec::Smtp { host, port, .. } => format!("smtp://{host}:{port}"),
+            TransportSpec::Outbox(d) => format!("outbox:{}", d.display()),
+        };
+        println!(
+            "blast serve: submission on {} · priority lane via {relay} ({} connections) · state in {}",
+            serve.submission.local_addr,
+            s.priority.connections,
+            s.state_dir.display()
+        );
+        let scheduler = super::scheduler::start(&s, blast_rt.handle())?;
+        wait_for_stop().await;
+        eprintln!("blast serve: stopping (deliveries in progress get {:?})", s.shutdown_timeout);
+        scheduler.stop().await;
+        serve.shutdown(s.shutdown_timeout).await;
+        Ok::<i32, Error>(0)
+    })?;
+    blast_rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(code)
+}
+
+async fn wait_for_stop() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

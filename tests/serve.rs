@@ -1,0 +1,232 @@
+//! `blast serve` as a real process: authenticated submission delivered through the priority
+//! lane to a sink, a message accepted then `kill -9` delivered once after restart, a second
+//! serve on the same state dir refused, `blast queue` through the control socket.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use blast::sink::SinkConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A serve config in a temp dir with one user (`app` / `s3cret`, domain acme.example).
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(relay: SocketAddr) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("blast.toml"),
+            format!(
+                "[serve]\nsubmission = \"127.0.0.1:0\"\nhostname = \"mx.acme.example\"\nshutdown_timeout = \"5s\"\n\n[priority]\ntransport = \"smtp://{relay}\"\nhelo = \"mx.acme.example\"\nconnect_timeout = \"1s\"\n"
+            ),
+        )
+        .unwrap();
+        blast::serve::users::add_user(
+            &dir.path().join("users.txt"),
+            "app",
+            "s3cret",
+            &["acme.example".to_string()],
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("blast.toml")
+    }
+
+    /// Starts `blast serve` and waits for the line that names the submission address.
+    fn spawn(&self) -> (Child, SocketAddr) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        (child, addr)
+    }
+
+    fn blast(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+}
+
+/// Submits one message with AUTH PLAIN (loopback, no TLS); returns the final reply.
+async fn submit(addr: SocketAddr, from: &str, to: &str, subject: &str) -> String {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    async fn reply(r: &mut (impl AsyncBufReadExt + Unpin)) -> String {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            tokio::time::timeout(WAIT, r.read_line(&mut l))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+    reply(&mut r).await;
+    let token = base64::engine::general_purpose::STANDARD.encode(b"\0app\0s3cret");
+    for cmd in [
+        "EHLO client.example\r\n".to_string(),
+        format!("AUTH PLAIN {token}\r\n"),
+        format!("MAIL FROM:<{from}>\r\n"),
+        format!("RCPT TO:<{to}>\r\n"),
+        "DATA\r\n".to_string(),
+    ] {
+        w.write_all(cmd.as_bytes()).await.unwrap();
+        let rep = reply(&mut r).await;
+        let code = &rep[..3];
+        assert!(
+            code.starts_with('2') || code.starts_with('3'),
+            "{cmd:?} -> {rep}"
+        );
+    }
+    let body = format!("From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nhello\r\n.\r\n");
+    w.write_all(body.as_bytes()).await.unwrap();
+    let rep = reply(&mut r).await;
+    let _ = w.write_all(b"QUIT\r\n").await;
+    rep
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn term(mut child: Child) -> std::process::ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(t0.elapsed() < WAIT, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_mail_is_delivered_through_the_priority_lane() {
+    let sink = blast::sink::start("127.0.0.1:0".parse().unwrap(), SinkConfig::default())
+        .await
+        .unwrap();
+    let setup = Setup::new(sink.addr);
+    let (child, addr) = setup.spawn();
+    let rep = submit(addr, "app@acme.example", "user@x.example", "reset").await;
+    assert!(rep.starts_with("250"), "{rep}");
+    wait_until("delivery", || sink.count() == 1).await;
+    let got = &sink.received()[0];
+    assert_eq!(got.mail_from, "app@acme.example");
+    assert_eq!(got.rcpt_to, vec!["user@x.example"]);
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(text.contains("Subject: reset"));
+    assert!(
+        text.contains("\r\nMessage-ID: <") || text.starts_with("Message-ID: <"),
+        "{text}"
+    );
+    assert!(text.contains("Date: "), "{text}");
+    assert!(term(child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_then_kill_9_is_delivered_once_after_restart() {
+    // The relay is down at first: the message waits in the queue when serve is killed.
+    let relay = free_port();
+    let setup = Setup::new(relay);
+    let (mut child, addr) = setup.spawn();
+    let rep = submit(addr, "app@acme.example", "late@x.example", "kill").await;
+    assert!(rep.starts_with("250"), "{rep}");
+    let id = rep.split_whitespace().last().unwrap().trim().to_string();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // While serve is down, `blast queue list` reads the store itself.
+    let out = setup.blast(&["queue", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}", out);
+    assert!(listed.contains(&id), "{listed}");
+
+    let sink = blast::sink::start(relay, SinkConfig::default())
+        .await
+        .unwrap();
+    let (child, _) = setup.spawn();
+    wait_until("delivery after restart", || sink.count() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 1, "delivered exactly once");
+    assert_eq!(sink.received()[0].rcpt_to, vec!["late@x.example"]);
+    assert!(term(child).success());
+    let out = setup.blast(&["queue", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queue is empty"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_refuses_and_queue_commands_reach_the_running_one() {
+    let relay = free_port();
+    let setup = Setup::new(relay);
+    let (child, addr) = setup.spawn();
+    let out = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["serve", "--config"])
+        .arg(setup.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process"), "{err}");
+
+    let rep = submit(addr, "app@acme.example", "a@x.example", "q").await;
+    let id = rep.split_whitespace().last().unwrap().to_string();
+    let out = setup.blast(&["queue", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = setup.blast(&["queue", "stats"]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(stats.contains("accepted"), "{stats}");
+    let out = setup.blast(&["queue", "drop", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let out = setup.blast(&["queue", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queue is empty"));
+    let out = setup.blast(&["queue", "drop", &id]);
+    assert!(!out.status.success());
+    assert!(term(child).success());
+    assert!(!Path::new(&setup.dir.path().join(".blast/control.sock")).exists());
+}
