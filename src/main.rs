@@ -80,6 +80,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress { campaign, action } => commands::suppress::run(&campaign, action),
+        Command::User { action } => commands::user::run(action),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

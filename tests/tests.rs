@@ -6,4 +6,5 @@ mod durability;
 mod pipeline;
 mod render_message;
 mod sink;
+mod submission;
 mod tls;

@@ -4,7 +4,9 @@
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
+//! - [`user`]      `blast user add`: submission users (argon2 hashes) in the users file
 
 pub mod preview;
 pub mod status;
 pub mod suppress;
+pub mod user;
