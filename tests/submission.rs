@@ -78,6 +78,14 @@ fn settings() -> SubmissionSettings {
     }
 }
 
+/// [`settings`] with STARTTLS offered (self-signed certificate).
+fn tls_settings() -> SubmissionSettings {
+    SubmissionSettings {
+        tls: Some(self_signed()),
+        ..settings()
+    }
+}
+
 async fn start(settings: SubmissionSettings, mode: Queue) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel::<AcceptRequest>(16);
@@ -133,6 +141,24 @@ async fn send_body<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     c.reply().await
 }
 
+/// MAIL FROM:<from>, RCPT TO:<r@rcpt.test> and DATA pipelined (each must succeed), then the
+/// body; returns the reply to the body.
+async fn transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    c: &mut Client<S>,
+    from: &str,
+    body: &str,
+) -> String {
+    c.send(&format!(
+        "MAIL FROM:<{from}>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n"
+    ))
+    .await;
+    for want in ["250 2.1.0", "250 2.1.5", "354 "] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "{want}: {r}");
+    }
+    send_body(c, body).await
+}
+
 /// A message whose From: is `from`, with Date and Message-ID so nothing is added.
 fn message(from: &str, subject: &str) -> String {
     format!(
@@ -149,14 +175,7 @@ async fn lettre_submits_over_starttls_with_auth() {
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-    let fx = start(
-        SubmissionSettings {
-            tls: Some(self_signed()),
-            ..settings()
-        },
-        Queue::Ok,
-    )
-    .await;
+    let fx = start(tls_settings(), Queue::Ok).await;
     for (i, mech) in [Mechanism::Plain, Mechanism::Login].into_iter().enumerate() {
         let tls = TlsParameters::builder("127.0.0.1".into())
             .dangerous_accept_invalid_certs(true)
@@ -330,12 +349,7 @@ async fn size_recipient_and_line_limits() {
     let r = c.cmd(&format!("NOOP {}", "x".repeat(1200))).await;
     assert!(r.starts_with("500 5.5.2"), "{r}");
     // Still in sync: a small message goes through.
-    c.send("MAIL FROM:<ann@a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-        .await;
-    for _ in 0..3 {
-        c.reply().await;
-    }
-    let r = send_body(&mut c, &message("ann@a.test", "small")).await;
+    let r = transaction(&mut c, "ann@a.test", &message("ann@a.test", "small")).await;
     assert!(r.starts_with("250 2.0.0"), "{r}");
     assert_eq!(fx.got().len(), 1);
     fx.h.shutdown().await;
@@ -349,17 +363,12 @@ async fn smuggled_end_of_data_variants_are_rejected() {
     let fx = start(settings(), Queue::Ok).await;
     for fake in ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n"] {
         let mut c = fx.login().await;
-        c.send("MAIL FROM:<ann@a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-            .await;
-        for _ in 0..3 {
-            c.reply().await;
-        }
         let body = format!(
             "From: ann@a.test\r\nSubject: first\r\n\r\nhello{fake}MAIL FROM:<ann@a.test>\r\n\
              RCPT TO:<victim@rcpt.test>\r\nDATA\r\nFrom: ann@a.test\r\nSubject: smuggled\r\n\
              \r\nevil\r\n.\r\n"
         );
-        let r = send_body(&mut c, &body).await;
+        let r = transaction(&mut c, "ann@a.test", &body).await;
         assert!(r.starts_with("550 5.5.2"), "{fake:?}: {r}");
         assert!(c.cmd("NOOP").await.starts_with("250"), "{fake:?}");
         assert!(c.cmd("QUIT").await.starts_with("221"));
@@ -373,14 +382,7 @@ async fn smuggled_end_of_data_variants_are_rejected() {
 /// session is new: no EHLO, no AUTH, no transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_discards_pipelined_commands_and_resets() {
-    let fx = start(
-        SubmissionSettings {
-            tls: Some(self_signed()),
-            ..settings()
-        },
-        Queue::Ok,
-    )
-    .await;
+    let fx = start(tls_settings(), Queue::Ok).await;
     let mut c = fx.connect().await;
     assert!(c.cmd("EHLO client.test").await.contains("STARTTLS"));
     let auth = format!("AUTH PLAIN {}", plain_token("ann", "pw-ann"));
@@ -471,22 +473,17 @@ async fn sender_domains_are_enforced() {
         "ann@a.test\r\nFrom: bob@b.test",
         "\"ann@a.test\" <bob@b.test>",
     ] {
-        c.send("MAIL FROM:<ann@a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-            .await;
-        for want in ["250", "250", "354"] {
-            assert!(c.reply().await.starts_with(want));
-        }
-        let r = send_body(&mut c, &message(from, "x")).await;
+        let r = transaction(&mut c, "ann@a.test", &message(from, "x")).await;
         assert!(r.starts_with("550 5.7.1"), "{from}: {r}");
     }
     assert!(fx.got().is_empty());
     // A subdomain entry (.a.test) and the exact domain both pass.
-    c.send("MAIL FROM:<ann@mail.a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-        .await;
-    for _ in 0..3 {
-        c.reply().await;
-    }
-    let r = send_body(&mut c, &message("Ann <ann@A.TEST>", "ok")).await;
+    let r = transaction(
+        &mut c,
+        "ann@mail.a.test",
+        &message("Ann <ann@A.TEST>", "ok"),
+    )
+    .await;
     assert!(r.starts_with("250"), "{r}");
     fx.h.shutdown().await;
 }
@@ -500,12 +497,9 @@ async fn date_and_message_id_added_only_when_missing() {
     let bare = "From: ann@a.test\r\nSubject: no date\r\nX-Odd:  kept  as is \r\n\r\nhi\r\n";
     let full = message("ann@a.test", "full");
     for body in [bare.to_string() + ".\r\n", full.clone()] {
-        c.send("MAIL FROM:<ann@a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-            .await;
-        for _ in 0..3 {
-            c.reply().await;
-        }
-        assert!(send_body(&mut c, &body).await.starts_with("250"));
+        assert!(transaction(&mut c, "ann@a.test", &body)
+            .await
+            .starts_with("250"));
     }
     let got = fx.got();
     let first = String::from_utf8(got[0].data.clone()).unwrap();
@@ -532,12 +526,7 @@ async fn queue_failure_gives_451() {
     for mode in [Queue::Err, Queue::Drop] {
         let fx = start(settings(), mode).await;
         let mut c = fx.login().await;
-        c.send("MAIL FROM:<ann@a.test>\r\nRCPT TO:<r@rcpt.test>\r\nDATA\r\n")
-            .await;
-        for _ in 0..3 {
-            c.reply().await;
-        }
-        let r = send_body(&mut c, &message("ann@a.test", "q")).await;
+        let r = transaction(&mut c, "ann@a.test", &message("ann@a.test", "q")).await;
         assert!(r.starts_with("451 4.3.0") && !r.contains('\n'), "{r}");
         assert!(c.cmd("NOOP").await.starts_with("250 2.0.0"));
         assert_eq!(fx.got().len(), 1);
@@ -630,14 +619,7 @@ async fn swaks_submits() {
         eprintln!("note: swaks not installed; skipping (apt-get install swaks)");
         return;
     }
-    let fx = start(
-        SubmissionSettings {
-            tls: Some(self_signed()),
-            ..settings()
-        },
-        Queue::Ok,
-    )
-    .await;
+    let fx = start(tls_settings(), Queue::Ok).await;
     let server = fx.h.local_addr.to_string();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
