@@ -642,3 +642,68 @@ async fn swaks_submits() {
     assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: via swaks"));
     fx.h.shutdown().await;
 }
+
+/// `blast user add` takes the password from --password-file, $BLAST_PASSWORD or a stdin
+/// line — never from arguments — writes the file 0600 and replaces a user in place. (Run
+/// through the library entry `main` calls, with its environment and stdin passed in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_command() {
+    use blast::cli::{Cli, Command};
+    use clap::Parser;
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, "from-file-secret\n").unwrap();
+    let run = |name: &str, extra: &[&str], env: Option<&str>, stdin: &str| {
+        let args = [
+            "blast",
+            "user",
+            "add",
+            name,
+            "--users",
+            users.to_str().unwrap(),
+        ];
+        let cli = Cli::try_parse_from(args.iter().chain(extra)).map_err(|e| e.to_string())?;
+        let Command::User { action } = cli.command else {
+            panic!("not a user command")
+        };
+        let env = env.map(String::from);
+        blast::commands::user::run_with(action, env, &mut stdin.as_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let pf = [
+        "--domain",
+        "a.test",
+        "--password-file",
+        pw_file.to_str().unwrap(),
+    ];
+    run("ann", &pf, None, "").unwrap();
+    run("bob", &["--domain", "b.test"], Some("env-secret"), "").unwrap();
+    let cat = ["--domain", "c.test", "--domain", ".c.test"];
+    run("cat", &cat, None, "stdin-secret\r\n").unwrap();
+    run("ann", &["--domain", "a2.test"], None, "new-ann-secret\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&users).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let u = Users::load(&users).unwrap();
+    assert_eq!(u.len(), 3);
+    assert!(u.verify("ann", "new-ann-secret").await);
+    assert!(!u.verify("ann", "from-file-secret").await);
+    assert!(u.verify("bob", "env-secret").await);
+    assert!(u.verify("cat", "stdin-secret").await);
+    assert!(u.may_send_as("ann", "a2.test") && !u.may_send_as("ann", "a.test"));
+    assert!(u.may_send_as("cat", "x.c.test"));
+    // No password, no domain, or a password on the command line: refused, file unchanged.
+    let before = std::fs::read(&users).unwrap();
+    let e = run("dan", &["--domain", "d.test"], None, "").unwrap_err();
+    assert!(e.contains("no password"), "{e}");
+    assert!(run("dan", &[], Some("pw"), "").is_err());
+    assert!(run("dan", &["--domain", "d.test", "--password", "pw"], None, "").is_err());
+    assert_eq!(std::fs::read(&users).unwrap(), before);
+    let text = String::from_utf8(before).unwrap();
+    assert!(!text.contains("secret"), "{text}");
+}

@@ -14,8 +14,19 @@ use crate::serve::users::{self, UsersError};
 /// The environment variable `blast user add` reads the password from.
 pub const PASSWORD_ENV: &str = "BLAST_PASSWORD";
 
-/// Runs a `blast user` action.
+/// Runs a `blast user` action with the process's environment and standard input.
 pub fn run(action: UserAction) -> Result<i32> {
+    let env = std::env::var(PASSWORD_ENV).ok();
+    run_with(action, env, &mut std::io::stdin().lock())
+}
+
+/// Runs a `blast user` action; `env_password` stands for `$BLAST_PASSWORD` and `stdin` for
+/// standard input (tests pass their own).
+pub fn run_with(
+    action: UserAction,
+    env_password: Option<String>,
+    stdin: &mut dyn BufRead,
+) -> Result<i32> {
     match action {
         UserAction::Add {
             name,
@@ -23,7 +34,7 @@ pub fn run(action: UserAction) -> Result<i32> {
             password_file,
             users: path,
         } => {
-            let password = read_password(password_file.as_deref())?;
+            let password = read_password(password_file.as_deref(), env_password, stdin)?;
             let replaced =
                 users::add_user(&path, &name, &password, &domains).map_err(|e| match e {
                     UsersError::Io { path, source } => {
@@ -43,7 +54,11 @@ pub fn run(action: UserAction) -> Result<i32> {
 }
 
 /// The password from the file (first line), the environment, or a stdin line.
-fn read_password(file: Option<&Path>) -> Result<String> {
+fn read_password(
+    file: Option<&Path>,
+    env: Option<String>,
+    stdin: &mut dyn BufRead,
+) -> Result<String> {
     let line = match file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| Error::io(format!("password file {}", f.display()), e))?
@@ -51,12 +66,11 @@ fn read_password(file: Option<&Path>) -> Result<String> {
             .next()
             .unwrap_or("")
             .to_string(),
-        None => match std::env::var(PASSWORD_ENV) {
-            Ok(p) => p,
-            Err(_) => {
+        None => match env {
+            Some(p) => p,
+            None => {
                 let mut l = String::new();
-                std::io::stdin()
-                    .lock()
+                stdin
                     .read_line(&mut l)
                     .map_err(|e| Error::io("reading the password from stdin", e))?;
                 l
