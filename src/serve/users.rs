@@ -157,7 +157,8 @@ fn line_user(line: &str) -> Option<&str> {
 }
 
 impl Users {
-    /// Reads and checks the users file.
+    /// Reads and checks the users file. Blocking (file I/O and one argon2 hash for the
+    /// dummy): call it at startup or on `spawn_blocking`.
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Io {
             path: path.to_path_buf(),

@@ -61,33 +61,36 @@ async fn queue_failure_gives_451() {
     }
 }
 
-/// Connections over the per-IP limit get 421 4.7.0 and are closed; an idle client gets 421
-/// and is closed; shutdown tells an idle session 421 4.3.2.
+/// Connections over the per-IP or the total limit get 421 4.7.0 and are closed; an idle
+/// client gets 421 and is closed; shutdown tells an idle session 421 4.3.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_idle_timeout_and_shutdown() {
-    let fx = start(
-        SubmissionSettings {
-            max_connections_per_ip: 1,
-            idle_timeout: Duration::from_millis(500),
-            ..settings()
-        },
-        Queue::Ok,
-    )
-    .await;
-    let mut first = fx.connect().await;
-    let tcp = TcpStream::connect(fx.h.local_addr).await.unwrap();
-    let mut second = Client {
-        rd: BufReader::new(tcp),
-    };
-    let r = second.reply().await;
-    assert!(r.starts_with("421 4.7.0"), "{r}");
-    assert_closed(&mut second).await;
-    assert_eq!(fx.stat(|s| &s.connections_refused), 1);
-    // The first connection just waits: the idle timeout closes it.
-    let r = first.reply().await;
-    assert!(r.starts_with("421 4.4.2"), "{r}");
-    assert_closed(&mut first).await;
-    fx.h.shutdown().await;
+    for (per_ip, total) in [(1, 200), (20, 1)] {
+        let fx = start(
+            SubmissionSettings {
+                max_connections_per_ip: per_ip,
+                max_connections: total,
+                idle_timeout: Duration::from_millis(500),
+                ..settings()
+            },
+            Queue::Ok,
+        )
+        .await;
+        let mut first = fx.connect().await;
+        let tcp = TcpStream::connect(fx.h.local_addr).await.unwrap();
+        let mut second = Client {
+            rd: BufReader::new(tcp),
+        };
+        let r = second.reply().await;
+        assert!(r.starts_with("421 4.7.0"), "{r}");
+        assert_closed(&mut second).await;
+        assert_eq!(fx.stat(|s| &s.connections_refused), 1);
+        // The first connection just waits: the idle timeout closes it.
+        let r = first.reply().await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        assert_closed(&mut first).await;
+        fx.h.shutdown().await;
+    }
 
     let fx = start(settings(), Queue::Ok).await;
     let mut c = fx.connect().await;
