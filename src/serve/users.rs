@@ -22,7 +22,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-/// Password checks running at once (each costs [`MEMORY_KIB`] of memory and a core).
+/// Password checks running at once (each costs its hash's memory parameter and a core).
 pub const VERIFY_CONCURRENCY: usize = 2;
 /// argon2id memory cost for new hashes. With [`ITERATIONS`] and one lane a check takes
 /// about 20 ms on an idle core here (OWASP's 19 MiB / t=2 measured ~33 ms, over the

@@ -1,4 +1,5 @@
-//! One SMTP connection: the command loop, the DATA reader and the injected faults.
+//! One SMTP connection: the command loop, the wire violations it records and the injected
+//! faults, on the server pieces in [`crate::smtp_server`].
 //!
 //! Pipelining: commands are read from a buffered reader and answered in order into an
 //! output buffer, which is written only when the input buffer is empty, i.e. just
