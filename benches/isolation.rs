@@ -106,6 +106,7 @@ async fn probe(
         .await
         .unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut accept_ms: Vec<f64> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let t0 = Instant::now();
@@ -117,6 +118,7 @@ async fn probe(
         s.send("app@acme.example", "user@probe.example", &subject)
             .await
             .expect("probe submission");
+        accept_ms.push(at.elapsed().as_secs_f64() * 1000.0);
         sent.insert(subject, at);
         k += 1;
     }
@@ -145,6 +147,13 @@ async fn probe(
                 .map(|(k, at)| at.duration_since(sent[k]).as_secs_f64() * 1000.0)
                 .collect();
             lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            accept_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "    submit → 250 (durable accept): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                pct(&accept_ms, 0.5),
+                pct(&accept_ms, 0.99),
+                accept_ms.last().copied().unwrap_or(f64::NAN)
+            );
             return lat;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -320,9 +329,13 @@ async fn inproc_phase(
         run_finished(&snapshot)
     })
     .await;
+    let snap = blast::schedule::claims::Snapshot::read(&snapshot).ok().flatten();
+    let run = snap.and_then(|s| s.runs.into_iter().find(|r| r.campaign == "inproc"));
     println!(
-        "    in-process run: {:.1} s probed",
-        started.elapsed().as_secs_f64()
+        "    in-process run: {:.1} s probed; run record: {}",
+        started.elapsed().as_secs_f64(),
+        run.map(|r| format!("{} {} {:?}", r.id, r.status.name(), r.counts))
+            .unwrap_or_else(|| "none".into())
     );
     lat
 }

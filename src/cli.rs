@@ -78,6 +78,12 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Manage the users allowed to submit mail to `blast serve`.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        action: UserAction,
+    },
 }
 
 /// `blast queue` actions.
@@ -101,6 +107,26 @@ pub enum QueueAction {
     },
     /// The priority lane's counters.
     Stats,
+}
+
+/// `blast user` actions.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Add a user, or replace its password and domains. The password is read from
+    /// --password-file, else $BLAST_PASSWORD, else one line of stdin (never from arguments).
+    Add {
+        /// The login name.
+        name: String,
+        /// A domain the user may send as (repeatable); `.example.com` means its subdomains.
+        #[arg(long = "domain", value_name = "DOMAIN", required = true)]
+        domains: Vec<String>,
+        /// Read the password from the first line of this file.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// The users file (created if missing, written with mode 0600).
+        #[arg(long, value_name = "FILE", default_value = "users.txt")]
+        users: PathBuf,
+    },
 }
 
 /// `blast suppress` actions.

@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Suppress { campaign, action } => commands::suppress::run(&campaign, action),
         Command::Queue { config, action } => commands::queue::run(&config, action).await,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
+        Command::User { action } => commands::user::run(action),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

@@ -8,4 +8,5 @@ mod priority;
 mod render_message;
 mod serve;
 mod sink;
+mod submission;
 mod tls;

@@ -24,7 +24,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const READ: Duration = Duration::from_secs(10);
 
 /// A self-signed certificate for 127.0.0.1 / localhost, as a sink TLS config.
-fn self_signed() -> Arc<rustls::ServerConfig> {
+pub(crate) fn self_signed() -> Arc<rustls::ServerConfig> {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
         .expect("rcgen makes a self-signed certificate");
     let cert = ck.cert.der().clone();
@@ -402,19 +402,20 @@ fn auth_without_tls_to_a_remote_relay_is_a_config_error() {
 
 // ---- the sink's STARTTLS / AUTH, spoken by hand ----
 
-struct Client<S> {
-    rd: BufReader<S>,
+/// A hand-spoken SMTP client (also used by the submission tests).
+pub(crate) struct Client<S> {
+    pub(crate) rd: BufReader<S>,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
-    async fn send(&mut self, s: &str) {
+    pub(crate) async fn send(&mut self, s: &str) {
         let w = self.rd.get_mut();
         w.write_all(s.as_bytes()).await.expect("write");
         w.flush().await.expect("flush");
     }
 
     /// One reply (all lines), joined with '\n'.
-    async fn reply(&mut self) -> String {
+    pub(crate) async fn reply(&mut self) -> String {
         let mut out = String::new();
         loop {
             let mut line = String::new();
@@ -431,19 +432,19 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    async fn cmd(&mut self, s: &str) -> String {
+    pub(crate) async fn cmd(&mut self, s: &str) -> String {
         self.send(&format!("{s}\r\n")).await;
         self.reply().await
     }
 }
 
-fn plain_token(user: &str, pw: &str) -> String {
+pub(crate) fn plain_token(user: &str, pw: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
 }
 
 /// What the real client does after STARTTLS, with an accept-anything verifier.
-async fn upgrade(tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub(crate) async fn upgrade(tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
     #[derive(Debug)]
     struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

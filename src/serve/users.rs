@@ -22,11 +22,13 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-/// Password checks running at once (each costs [`MEMORY_KIB`] of memory and a core).
+/// Password checks running at once (each costs its hash's memory parameter and a core).
 pub const VERIFY_CONCURRENCY: usize = 2;
-/// argon2id memory cost for new hashes. With [`ITERATIONS`] and one lane this is about
-/// 10–30 ms per check on this machine (OWASP's 19 MiB / t=2 / p=1 minimum).
-const MEMORY_KIB: u32 = 19 * 1024;
+/// argon2id memory cost for new hashes. With [`ITERATIONS`] and one lane a check takes
+/// about 20 ms on an idle core here (OWASP's 19 MiB / t=2 measured ~33 ms, over the
+/// 10–30 ms budget for an AUTH; 12 MiB / t=2 trades a little memory hardness for that).
+/// Existing hashes keep the parameters they were made with (they are in the PHC string).
+const MEMORY_KIB: u32 = 12 * 1024;
 /// argon2id time cost for new hashes.
 const ITERATIONS: u32 = 2;
 
@@ -155,7 +157,8 @@ fn line_user(line: &str) -> Option<&str> {
 }
 
 impl Users {
-    /// Reads and checks the users file.
+    /// Reads and checks the users file. Blocking (file I/O and one argon2 hash for the
+    /// dummy): call it at startup or on `spawn_blocking`.
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Io {
             path: path.to_path_buf(),

@@ -8,7 +8,8 @@
 //!
 //! - `mod.rs`     config, handle, accept loop, `blast sink` command
 //! - `rule.rs`    [`Rule`] / [`Action`] and their CLI form
-//! - `session.rs` one connection: commands, pipelining, DATA reader, faults, STARTTLS, AUTH
+//! - `session.rs` one connection: commands, faults, violations, STARTTLS, AUTH (the connection,
+//!   DATA reader and parsing are [`crate::smtp_server`], shared with the submission listener)
 //!
 //! Optional STARTTLS ([`SinkConfig::tls`], RFC 3207) and AUTH PLAIN ([`SinkConfig::auth`],
 //! RFC 4954) let tests check a client's TLS and authentication policy against a real

@@ -1,4 +1,5 @@
-//! One SMTP connection: the command loop, the DATA reader and the injected faults.
+//! One SMTP connection: the command loop, the wire violations it records and the injected
+//! faults, on the server pieces in [`crate::smtp_server`].
 //!
 //! Pipelining: commands are read from a buffered reader and answered in order into an
 //! output buffer, which is written only when the input buffer is empty, i.e. just
@@ -14,8 +15,9 @@ use tokio::net::TcpStream;
 
 use super::{lock, Action, AuthAttempt, Notice, RcptDecision, Received, Shared};
 use crate::smtp_server::{
-    auth_challenge, decode_auth_response, parse_mail, parse_rcpt, read_data, split_plain,
-    AuthResponse, Conn, DataEnd, Flow, MailParams,
+    auth_challenge, decode_auth_response, other_command, parse_command, parse_mail, parse_rcpt,
+    read_data, split_plain, starttls, take_data_txn, AuthResponse, Conn, DataEnd, Ehlo, Flow,
+    MailParams,
 };
 
 /// Every read and write waits at most this long, so a stuck client never pins a task.
@@ -95,41 +97,26 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
     };
     let greeting = format!("220 {} ESMTP blast sink", s.shared.config.hostname);
     conn.reply(&greeting);
-    match s.run(&mut conn).await {
-        Ok(Flow::Close) => conn.close_gracefully().await,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            conn.reply("421 4.4.2 idle timeout, closing");
-            conn.close_gracefully().await;
-        }
-        // Abort, client gone, or EOF: just drop the socket.
-        _ => {}
-    }
+    let end = s.run(&mut conn).await;
+    conn.finish(end).await;
 }
 
 impl Session {
     async fn run(&mut self, conn: &mut Conn) -> io::Result<Flow> {
         let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
         loop {
-            let l = conn.read_line(&mut line, MAX_COMMAND_LINE).await?;
-            if !l.complete {
+            let Some(crlf) = conn.read_command(&mut line, MAX_COMMAND_LINE).await? else {
                 // EOF (possibly mid-line): nothing sensible to answer.
                 return Ok(Flow::Abort);
-            }
-            if line.len() < l.total {
-                conn.reply("500 5.5.2 line too long");
-                continue;
-            }
-            let cmd = if l.crlf {
-                &line[..line.len() - 2]
-            } else {
+            };
+            if !crlf {
                 let v = match &mut self.txn {
                     Some(t) => &mut t.violations,
                     None => &mut self.pending_violations,
                 };
                 add_violation(v, || "bare LF in command".to_string());
-                &line[..line.len() - 1]
-            };
-            match self.command(conn, cmd).await? {
+            }
+            match self.command(conn, &line).await? {
                 Flow::Continue => {}
                 other => return Ok(other),
             }
@@ -137,88 +124,55 @@ impl Session {
     }
 
     async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> io::Result<Flow> {
-        let (verb, arg) = match line.iter().position(|&b| b == b' ') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => (line, &[][..]),
-        };
-        let Ok(arg) = std::str::from_utf8(arg) else {
-            conn.reply("501 5.5.2 syntax error: invalid UTF-8");
+        let Some((verb, arg)) = parse_command(conn, line) else {
             return Ok(Flow::Continue);
         };
-        let is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
-        if is("MAIL") {
-            self.mail(conn, arg);
-        } else if is("RCPT") {
-            return Ok(self.rcpt(conn, arg));
-        } else if is("DATA") {
-            return self.data(conn).await;
-        } else if is("EHLO") || is("HELO") {
-            if arg.trim().is_empty() {
-                conn.reply("501 5.5.4 EHLO/HELO needs a domain");
-            } else {
-                self.greeted = true;
+        let config = &self.shared.config;
+        match verb.as_str() {
+            "MAIL" => self.mail(conn, arg),
+            "RCPT" => return Ok(self.rcpt(conn, arg)),
+            "DATA" => return self.data(conn).await,
+            "EHLO" | "HELO" => self.ehlo(conn, arg, verb == "EHLO"),
+            "RSET" => {
                 self.txn = None;
-                let c = &self.shared.config;
-                if is("HELO") {
-                    conn.reply(&format!("250 {}", c.hostname));
-                } else {
-                    conn.reply(&format!("250-{} hello {}", c.hostname, arg.trim()));
-                    if c.pipelining {
-                        conn.reply("250-PIPELINING");
-                    }
-                    conn.reply("250-8BITMIME");
-                    if c.smtputf8 {
-                        conn.reply("250-SMTPUTF8");
-                    }
-                    conn.reply(&format!("250-SIZE {}", c.max_size));
-                    if c.tls.is_some() && !self.tls {
-                        conn.reply("250-STARTTLS");
-                    }
-                    if c.auth.is_some() {
-                        conn.reply("250-AUTH PLAIN");
-                    }
-                    conn.reply("250 ENHANCEDSTATUSCODES");
-                }
+                conn.reply("250 2.0.0 OK");
             }
-        } else if is("RSET") {
-            self.txn = None;
-            conn.reply("250 2.0.0 OK");
-        } else if is("NOOP") {
-            conn.reply("250 2.0.0 OK");
-        } else if is("QUIT") {
-            conn.reply("221 2.0.0 bye");
-            return Ok(Flow::Close);
-        } else if is("VRFY") {
-            conn.reply("252 2.5.0 cannot verify, but will accept");
-        } else if is("STARTTLS") && self.shared.config.tls.is_some() {
-            return self.starttls(conn, arg).await;
-        } else if is("AUTH") && self.shared.config.auth.is_some() {
-            return self.auth(conn, arg).await;
-        } else if is("STARTTLS") || is("BDAT") || is("AUTH") || is("EXPN") || is("HELP") {
-            conn.reply("502 5.5.1 command not implemented");
-        } else {
-            conn.reply("500 5.5.2 command unrecognized");
+            "STARTTLS" => return self.starttls(conn, arg).await,
+            "AUTH" if config.auth.is_some() => return self.auth(conn, arg).await,
+            "AUTH" => conn.reply("502 5.5.1 command not implemented"),
+            other => return Ok(other_command(conn, other)),
         }
         Ok(Flow::Continue)
     }
 
+    fn ehlo(&mut self, conn: &mut Conn, arg: &str, esmtp: bool) {
+        if arg.trim().is_empty() {
+            return conn.reply("501 5.5.4 EHLO/HELO needs a domain");
+        }
+        self.greeted = true;
+        self.txn = None;
+        let c = &self.shared.config;
+        if !esmtp {
+            return conn.reply(&format!("250 {}", c.hostname));
+        }
+        Ehlo {
+            hostname: &c.hostname,
+            client: arg.trim(),
+            size: c.max_size,
+            pipelining: c.pipelining,
+            smtputf8: c.smtputf8,
+            starttls: c.tls.is_some() && !self.tls,
+            auth: c.auth.as_ref().map(|_| "PLAIN"),
+        }
+        .reply(conn);
+    }
+
     /// RFC 3207: `220`, handshake, then the session starts over (new EHLO needed).
     async fn starttls(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
-        let Some(cfg) = self.shared.config.tls.clone() else {
-            conn.reply("502 5.5.1 command not implemented");
-            return Ok(Flow::Continue);
-        };
-        if self.tls {
-            conn.reply("503 5.5.1 TLS already active");
-            return Ok(Flow::Continue);
-        }
-        if !arg.trim().is_empty() {
-            conn.reply("501 5.5.4 STARTTLS takes no parameters");
-            return Ok(Flow::Continue);
-        }
-        conn.reply("220 2.0.0 ready to start TLS");
-        match conn.start_tls(cfg).await {
-            Ok(dropped) => {
+        let cfg = self.shared.config.tls.clone();
+        match starttls(conn, cfg, self.tls, arg).await {
+            Ok(None) => Ok(Flow::Continue),
+            Ok(Some(dropped)) => {
                 self.shared.tls_handshakes.fetch_add(1, Ordering::Relaxed);
                 self.tls = true;
                 self.greeted = false;
@@ -384,16 +338,9 @@ impl Session {
     }
 
     async fn data(&mut self, conn: &mut Conn) -> io::Result<Flow> {
-        let Some(txn) = self.txn.take() else {
-            conn.reply("503 5.5.1 need MAIL and RCPT before DATA");
+        let Some(txn) = take_data_txn(conn, &mut self.txn, |t| !t.rcpts.is_empty()) else {
             return Ok(Flow::Continue);
         };
-        if txn.rcpts.is_empty() {
-            // The transaction ends here (as in Postfix); a pipelining client's body
-            // that follows is read as commands and draws 500s, like real servers.
-            conn.reply("554 5.5.1 no valid recipients");
-            return Ok(Flow::Continue);
-        }
         // Of the candidate DATA-stage rules, the earliest configured one applies, and
         // only the recipients that picked it spend their `times` budget.
         let action = match txn.data_rules.iter().map(|(i, _)| *i).min() {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::Flow;
+
 /// Read buffer per connection; pipelined input up to this size is answered in one write.
 const READ_BUFFER: usize = 64 * 1024;
 /// Longest a STARTTLS handshake may take.
@@ -126,6 +128,42 @@ impl Conn {
                     crlf: before_lf == b'\r',
                 });
             }
+        }
+    }
+
+    /// Reads the next command line into `buf` without its line ending. Lines over `limit`
+    /// are answered `500 5.5.2` here and skipped. `None`: EOF (possibly mid-line); otherwise
+    /// whether the line ended with CRLF (false: a bare LF).
+    pub async fn read_command(
+        &mut self,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> io::Result<Option<bool>> {
+        loop {
+            let l = self.read_line(buf, limit).await?;
+            if !l.complete {
+                return Ok(None);
+            }
+            if buf.len() < l.total {
+                self.reply("500 5.5.2 line too long");
+                continue;
+            }
+            buf.truncate(buf.len() - if l.crlf { 2 } else { 1 });
+            return Ok(Some(l.crlf));
+        }
+    }
+
+    /// Ends a session the way its command loop left it: a polite close after a final reply
+    /// ([`Flow::Close`]), `421 4.4.2` and close after the idle timeout, else (EOF, abort, a
+    /// broken connection) just drops the socket.
+    pub async fn finish(mut self, end: io::Result<Flow>) {
+        match end {
+            Ok(Flow::Close) => self.close_gracefully().await,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.reply("421 4.4.2 idle timeout, closing");
+                self.close_gracefully().await;
+            }
+            _ => {}
         }
     }
 

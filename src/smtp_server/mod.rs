@@ -6,6 +6,8 @@
 mod conn;
 mod data;
 
+use std::sync::Arc;
+
 use base64::Engine;
 
 pub use conn::{Conn, Line, Stream};
@@ -20,6 +22,120 @@ pub enum Flow {
     Close,
     /// Drop the socket now without another word (EOF, injected faults).
     Abort,
+}
+
+/// Splits a command line into its verb (upper-cased) and argument. `None` (reply queued):
+/// the argument is not UTF-8.
+pub fn parse_command<'a>(conn: &mut Conn, line: &'a [u8]) -> Option<(String, &'a str)> {
+    let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[][..]),
+    };
+    let Ok(arg) = std::str::from_utf8(arg) else {
+        conn.reply("501 5.5.2 syntax error: invalid UTF-8");
+        return None;
+    };
+    Some((String::from_utf8_lossy(verb).to_ascii_uppercase(), arg))
+}
+
+/// Answers the commands both servers treat alike: NOOP, QUIT, VRFY, the ones neither
+/// implements, and unknown ones (`500`).
+pub fn other_command(conn: &mut Conn, verb: &str) -> Flow {
+    match verb {
+        "NOOP" => conn.reply("250 2.0.0 OK"),
+        "QUIT" => {
+            conn.reply("221 2.0.0 bye");
+            return Flow::Close;
+        }
+        "VRFY" => conn.reply("252 2.5.0 cannot verify"),
+        "BDAT" | "EXPN" | "HELP" | "ETRN" | "TURN" => {
+            conn.reply("502 5.5.1 command not implemented")
+        }
+        _ => conn.reply("500 5.5.2 command unrecognized"),
+    }
+    Flow::Continue
+}
+
+/// What an EHLO reply advertises (both servers list in the same order).
+pub struct Ehlo<'a> {
+    /// Our name.
+    pub hostname: &'a str,
+    /// The name the client gave.
+    pub client: &'a str,
+    /// SIZE limit.
+    pub size: usize,
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
+    /// Advertise SMTPUTF8.
+    pub smtputf8: bool,
+    /// Advertise STARTTLS.
+    pub starttls: bool,
+    /// The AUTH mechanisms to advertise, if any (`"PLAIN LOGIN"`).
+    pub auth: Option<&'a str>,
+}
+
+impl Ehlo<'_> {
+    /// Queues the multi-line `250` reply.
+    pub fn reply(&self, conn: &mut Conn) {
+        conn.reply(&format!("250-{} hello {}", self.hostname, self.client));
+        if self.pipelining {
+            conn.reply("250-PIPELINING");
+        }
+        conn.reply("250-8BITMIME");
+        if self.smtputf8 {
+            conn.reply("250-SMTPUTF8");
+        }
+        conn.reply(&format!("250-SIZE {}", self.size));
+        if self.starttls {
+            conn.reply("250-STARTTLS");
+        }
+        if let Some(mechs) = self.auth {
+            conn.reply(&format!("250-AUTH {mechs}"));
+        }
+        conn.reply("250 ENHANCEDSTATUSCODES");
+    }
+}
+
+/// STARTTLS (RFC 3207) up to a finished handshake: refuses it when TLS is not offered
+/// (`cfg` is `None`), already active, or given a parameter (`Ok(None)`, reply queued);
+/// otherwise answers `220` and upgrades, returning how many bytes the client pipelined
+/// after the command (dropped unread). The caller then resets its session state.
+pub async fn starttls(
+    conn: &mut Conn,
+    cfg: Option<Arc<rustls::ServerConfig>>,
+    active: bool,
+    arg: &str,
+) -> std::io::Result<Option<usize>> {
+    let refuse = match cfg {
+        None => "502 5.5.1 command not implemented",
+        Some(_) if active => "503 5.5.1 TLS already active",
+        Some(_) if !arg.trim().is_empty() => "501 5.5.4 STARTTLS takes no parameters",
+        Some(cfg) => {
+            conn.reply("220 2.0.0 Ready to start TLS");
+            return conn.start_tls(cfg).await.map(Some);
+        }
+    };
+    conn.reply(refuse);
+    Ok(None)
+}
+
+/// DATA's precondition: an open transaction with a recipient. Takes the transaction (DATA
+/// ends it either way) or queues the refusal and returns `None`. After a refusal, a
+/// pipelining client's body is read as commands and draws 500s, as with real servers.
+pub fn take_data_txn<T>(
+    conn: &mut Conn,
+    txn: &mut Option<T>,
+    has_rcpts: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let Some(t) = txn.take() else {
+        conn.reply("503 5.5.1 need MAIL and RCPT before DATA");
+        return None;
+    };
+    if !has_rcpts(&t) {
+        conn.reply("554 5.5.1 no valid recipients");
+        return None;
+    }
+    Some(t)
 }
 
 /// `FROM:<a@b> SIZE=1` → `("a@b", " SIZE=1")`. Tolerates a space after the colon.

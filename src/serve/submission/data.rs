@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::session::Session;
 use super::{headers, AcceptRequest, Submission};
-use crate::smtp_server::{read_data, Conn, DataEnd, Flow};
+use crate::smtp_server::{read_data, take_data_txn, Conn, DataEnd, Flow};
 
 /// A body still arriving after this many times the size limit is cut off.
 const OVERSIZE_FACTOR: usize = 4;
@@ -32,14 +32,9 @@ impl Session {
             conn.reply("501 5.5.4 DATA takes no parameters");
             return Ok(Flow::Continue);
         }
-        let Some(txn) = self.txn.take() else {
-            conn.reply("503 5.5.1 need MAIL and RCPT before DATA");
+        let Some(txn) = take_data_txn(conn, &mut self.txn, |t| !t.rcpts.is_empty()) else {
             return Ok(Flow::Continue);
         };
-        if txn.rcpts.is_empty() {
-            conn.reply("554 5.5.1 no valid recipients");
-            return Ok(Flow::Continue);
-        }
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let shared = self.shared.clone();
         let max = shared.settings.max_message_size;

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use super::policy::{auth_permitted, in_networks};
 use super::Shared;
 use crate::smtp_server::{
-    auth_challenge, decode_auth_response, parse_mail, parse_rcpt, split_plain, AuthResponse, Conn,
-    Flow,
+    auth_challenge, decode_auth_response, other_command, parse_command, parse_mail, parse_rcpt,
+    split_plain, starttls, AuthResponse, Conn, Ehlo, Flow,
 };
 
 /// Counts the connection as open until dropped.
@@ -82,15 +82,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         txn: None,
         line: Vec::new(),
     };
-    match s.run(&mut conn).await {
-        Ok(Flow::Close) => conn.close_gracefully().await,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            conn.reply("421 4.4.2 idle timeout, closing");
-            conn.close_gracefully().await;
-        }
-        // Client gone, EOF, failed TLS handshake: just drop the socket.
-        _ => {}
-    }
+    let end = s.run(&mut conn).await;
+    conn.finish(end).await;
 }
 
 impl Session {
@@ -116,21 +109,18 @@ impl Session {
                     }
                 }
             }
-            let l = conn.read_line(&mut self.line, max_line).await?;
-            if !l.complete {
-                return Ok(Flow::Abort);
-            }
-            if self.line.len() < l.total {
-                conn.reply("500 5.5.2 line too long");
-                continue;
-            }
-            if !l.crlf {
-                conn.reply("500 5.5.2 command lines must end with CRLF");
-                continue;
-            }
-            let cmd = std::mem::take(&mut self.line);
-            let flow = self.command(conn, &cmd[..cmd.len() - 2]).await;
-            self.line = cmd;
+            let mut line = std::mem::take(&mut self.line);
+            let flow = match conn.read_command(&mut line, max_line).await {
+                Ok(Some(true)) => self.command(conn, &line).await,
+                // Lenient LF-only commands are how SMTP smuggling starts; refuse them.
+                Ok(Some(false)) => {
+                    conn.reply("500 5.5.2 command lines must end with CRLF");
+                    Ok(Flow::Continue)
+                }
+                Ok(None) => Ok(Flow::Abort),
+                Err(e) => Err(e),
+            };
+            self.line = line;
             match flow? {
                 Flow::Continue => {}
                 other => return Ok(other),
@@ -139,41 +129,21 @@ impl Session {
     }
 
     async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> io::Result<Flow> {
-        let (verb, arg) = match line.iter().position(|&b| b == b' ') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => (line, &[][..]),
-        };
-        let Ok(arg) = std::str::from_utf8(arg) else {
-            conn.reply("501 5.5.2 syntax error: invalid UTF-8");
+        let Some((verb, arg)) = parse_command(conn, line) else {
             return Ok(Flow::Continue);
         };
-        let is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
-        if is("MAIL") {
-            self.mail(conn, arg);
-        } else if is("RCPT") {
-            self.rcpt(conn, arg);
-        } else if is("DATA") {
-            return self.data(conn, arg).await;
-        } else if is("EHLO") || is("HELO") {
-            self.ehlo(conn, arg, is("EHLO"));
-        } else if is("STARTTLS") {
-            return self.starttls(conn, arg).await;
-        } else if is("AUTH") {
-            return self.auth(conn, arg).await;
-        } else if is("RSET") {
-            self.txn = None;
-            conn.reply("250 2.0.0 Ok");
-        } else if is("NOOP") {
-            conn.reply("250 2.0.0 Ok");
-        } else if is("QUIT") {
-            conn.reply("221 2.0.0 Bye");
-            return Ok(Flow::Close);
-        } else if is("VRFY") {
-            conn.reply("252 2.5.0 cannot verify");
-        } else if is("BDAT") || is("EXPN") || is("HELP") || is("ETRN") {
-            conn.reply("502 5.5.1 command not implemented");
-        } else {
-            conn.reply("500 5.5.2 command unrecognized");
+        match verb.as_str() {
+            "MAIL" => self.mail(conn, arg),
+            "RCPT" => self.rcpt(conn, arg),
+            "DATA" => return self.data(conn, arg).await,
+            "EHLO" | "HELO" => self.ehlo(conn, arg, verb == "EHLO"),
+            "STARTTLS" => return self.starttls(conn, arg).await,
+            "AUTH" => return self.auth(conn, arg).await,
+            "RSET" => {
+                self.txn = None;
+                conn.reply("250 2.0.0 OK");
+            }
+            other => return Ok(other_command(conn, other)),
         }
         Ok(Flow::Continue)
     }
@@ -187,37 +157,25 @@ impl Session {
         if !esmtp {
             return conn.reply(&format!("250 {}", s.hostname));
         }
-        conn.reply(&format!("250-{} hello {}", s.hostname, arg.trim()));
-        conn.reply(&format!("250-SIZE {}", s.max_message_size));
-        conn.reply("250-8BITMIME");
-        conn.reply("250-PIPELINING");
-        conn.reply("250-SMTPUTF8");
-        if s.tls.is_some() && !self.tls {
-            conn.reply("250-STARTTLS");
+        Ehlo {
+            hostname: &s.hostname,
+            client: arg.trim(),
+            size: s.max_message_size,
+            pipelining: true,
+            smtputf8: true,
+            starttls: s.tls.is_some() && !self.tls,
+            auth: auth_permitted(self.tls, self.peer.ip()).then_some("PLAIN LOGIN"),
         }
-        if auth_permitted(self.tls, self.peer.ip()) {
-            conn.reply("250-AUTH PLAIN LOGIN");
-        }
-        conn.reply("250 ENHANCEDSTATUSCODES");
+        .reply(conn);
     }
 
     /// RFC 3207: `220`, handshake, then the session starts over: no EHLO, no AUTH, no
     /// transaction, and nothing the client pipelined after STARTTLS is acted on.
     async fn starttls(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
-        let Some(cfg) = self.shared.settings.tls.clone() else {
-            conn.reply("502 5.5.1 command not implemented");
+        let cfg = self.shared.settings.tls.clone();
+        let Some(dropped) = starttls(conn, cfg, self.tls, arg).await? else {
             return Ok(Flow::Continue);
         };
-        if self.tls {
-            conn.reply("503 5.5.1 TLS already active");
-            return Ok(Flow::Continue);
-        }
-        if !arg.trim().is_empty() {
-            conn.reply("501 5.5.4 STARTTLS takes no parameters");
-            return Ok(Flow::Continue);
-        }
-        conn.reply("220 2.0.0 Ready to start TLS");
-        let dropped = conn.start_tls(cfg).await?;
         let stats = &self.shared.stats;
         stats
             .discarded_after_starttls
@@ -311,6 +269,12 @@ impl Session {
         self.user.is_some() || in_networks(self.peer.ip(), &self.shared.settings.allow_networks)
     }
 
+    fn refuse_relay(&self, conn: &mut Conn) {
+        let stats = &self.shared.stats;
+        stats.rejected_relay.fetch_add(1, Ordering::Relaxed);
+        conn.reply("530 5.7.0 Authentication required");
+    }
+
     fn mail(&mut self, conn: &mut Conn, arg: &str) {
         if !self.greeted {
             return conn.reply("503 5.5.1 send EHLO/HELO first");
@@ -319,11 +283,7 @@ impl Session {
             return conn.reply("503 5.5.1 nested MAIL command");
         }
         if !self.may_relay() {
-            self.shared
-                .stats
-                .rejected_relay
-                .fetch_add(1, Ordering::Relaxed);
-            return conn.reply("530 5.7.0 Authentication required");
+            return self.refuse_relay(conn);
         }
         let (addr, p) = match parse_mail(arg, self.shared.settings.max_message_size, true) {
             Ok(v) => v,
@@ -355,11 +315,7 @@ impl Session {
     fn rcpt(&mut self, conn: &mut Conn, arg: &str) {
         if !self.may_relay() {
             // MAIL was refused already; this is for clients that pipeline on regardless.
-            self.shared
-                .stats
-                .rejected_relay
-                .fetch_add(1, Ordering::Relaxed);
-            return conn.reply("530 5.7.0 Authentication required");
+            return self.refuse_relay(conn);
         }
         let Some(txn) = &mut self.txn else {
             return conn.reply("503 5.5.1 need MAIL before RCPT");
