@@ -72,11 +72,13 @@ fn write_campaign(dir: &Path, id: &str, n: u64, relay: SocketAddr, extra: &str) 
 }
 
 fn spawn_serve(config: &Path) -> (Child, SocketAddr) {
+    // serve's log (scheduler decisions, failures) goes beside its config, printed at the end.
+    let log = std::fs::File::create(config.with_file_name("serve.log")).unwrap();
     let mut child = Command::new(bin())
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start blast serve");
     let mut line = String::new();
@@ -290,6 +292,11 @@ async fn main() {
         libc::kill(serve.id() as i32, libc::SIGTERM);
     }
     let _ = serve.wait();
+    let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
+    println!("serve log (last lines):");
+    for l in log.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+        println!("    {l}");
+    }
     let _ = sink_b.kill();
     let _ = sink_b.wait();
 }
