@@ -51,8 +51,17 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             retry_now,
             quiet,
+            now,
         } => {
-            let s = config::load(&campaign)?;
+            let mut s = config::load(&campaign)?;
+            if s.schedule.is_some() {
+                if !now {
+                    commands::schedule::refuse_send(&s)?;
+                }
+                let slot = chrono::Utc::now();
+                s = blast::schedule::run_settings(&s, &s.state_dir.clone(), slot);
+                eprintln!("blast: sending run {} now", s.id);
+            }
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());
             let opts = send::SendOptions {
@@ -80,6 +89,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress { campaign, action } => commands::suppress::run(&campaign, action),
+        Command::Schedule { action } => commands::schedule::run(action),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

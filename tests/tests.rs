@@ -5,5 +5,6 @@ mod corpus;
 mod durability;
 mod pipeline;
 mod render_message;
+mod schedule;
 mod sink;
 mod tls;

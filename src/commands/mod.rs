@@ -3,8 +3,10 @@
 //!
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
+//! - [`schedule`]  `blast schedule list|runs|pause|resume`: scheduled campaigns and their runs
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
 
 pub mod preview;
+pub mod schedule;
 pub mod status;
 pub mod suppress;

@@ -162,7 +162,7 @@ pub async fn run(
         let poll = chrono::Duration::from_std(s.cfg.poll).unwrap_or(chrono::Duration::seconds(5));
         let wake = s.next_wake(now).unwrap_or(now + poll).min(now + poll);
         tokio::select! {
-            _ = s.clock.sleep_until(wake) => {}
+            _ = s.clock.sleep_until(wake, now) => {}
             _ = s.shutdown.wait() => {}
             Some((rec, res)) = done_rx.recv() => s.finish(rec, res)?,
         }
