@@ -6,9 +6,11 @@
 //! - `clocked.rs`  DST spring-forward / fall-back, restart mid-run, catch-up, reload, invalid
 //!   file, pause, overlap
 //! - `realtime.rs` a 6-field cron every 2 s on the system clock: N slots → N runs
+//! - `state.rs`    a claim left by a crash, global suppression, config errors, the commands
 
 mod clocked;
 mod realtime;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
