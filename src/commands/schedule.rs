@@ -79,7 +79,7 @@ pub fn list(dir: &Path, state_dir: Option<&Path>, now: DateTime<Utc>) -> Result<
             dir.display()
         )));
     }
-    let mut cd = CampaignDir::new(dir);
+    let mut cd = CampaignDir::once(dir);
     let mut out = String::new();
     for change in cd.rescan() {
         if let Change::Invalid(p, e) = change {

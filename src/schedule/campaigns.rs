@@ -1,6 +1,9 @@
 //! The campaigns directory as the scheduler sees it: every `*.toml` file with a `[schedule]`
 //! table, reloaded when its bytes change. A file that stops validating is reported once per
 //! version and its previous valid version keeps running; a removed file stops being scheduled.
+//!
+//! Editors and `cp` write files in place, so a scan can read a half-written file: invalid bytes
+//! are reported only when a second scan reads the same bytes (a valid version applies at once).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,10 @@ pub struct CampaignDir {
     files: BTreeMap<PathBuf, Loaded>,
     /// Files that never validated: the hash of the bytes already reported.
     broken: BTreeMap<PathBuf, u64>,
+    /// Invalid bytes seen once, not reported yet (they may be a half-written file).
+    unsettled: BTreeMap<PathBuf, u64>,
+    /// Report invalid bytes only when seen twice (watching), or at once (a one-off listing).
+    settle: bool,
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -56,6 +63,16 @@ impl CampaignDir {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             broken: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
+            settle: true,
+        }
+    }
+
+    /// For one scan (`blast schedule list`): invalid files are reported at once.
+    pub fn once(dir: &Path) -> CampaignDir {
+        CampaignDir {
+            settle: false,
+            ..CampaignDir::new(dir)
         }
     }
 
@@ -157,7 +174,14 @@ impl CampaignDir {
                         Some(_) => {} // Back to the version in use after an invalid edit.
                     }
                 }
-                Err(e) => self.note_invalid(path, h, e.to_string(), &mut changes),
+                Err(e) => {
+                    if self.settle && self.unsettled.get(path) != Some(&h) {
+                        self.unsettled.insert(path.clone(), h);
+                        continue;
+                    }
+                    self.unsettled.remove(path);
+                    self.note_invalid(path, h, e.to_string(), &mut changes)
+                }
             }
         }
         let gone: Vec<PathBuf> = self
@@ -172,6 +196,7 @@ impl CampaignDir {
             }
         }
         self.broken.retain(|p, _| present.contains(p));
+        self.unsettled.retain(|p, _| present.contains(p));
         changes
     }
 

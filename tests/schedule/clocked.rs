@@ -234,7 +234,9 @@ async fn changed_file_is_picked_up_and_an_invalid_one_keeps_the_old() {
     let changed = original
         .replace("subject = \"Hello", "subject = \"Issue B for")
         .replace("cron = \"0 * * * *\"", "cron = \"30 * * * *\"");
-    std::fs::write(&file, &changed).unwrap();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, &changed).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
     clock.set(utc("2026-01-05T09:05:00Z"));
     serve
         .until("the reload", |e| {
@@ -259,7 +261,10 @@ async fn changed_file_is_picked_up_and_an_invalid_one_keeps_the_old() {
         changed.replace("cron = \"30 * * * *\"", "cron = \"61 * * * *\""),
     )
     .unwrap();
+    // Reported once a second scan reads the same bytes (not a half-written file).
     clock.set(utc("2026-01-05T09:35:00Z"));
+    serve.pass_at(clock.now()).await;
+    clock.set(utc("2026-01-05T09:36:00Z"));
     let invalid = serve
         .until("the invalid file", |e| {
             matches!(e, Event::Campaign(Change::Invalid(..)))
@@ -270,6 +275,7 @@ async fn changed_file_is_picked_up_and_an_invalid_one_keeps_the_old() {
     };
     assert_eq!(p, file);
     assert!(err.contains("schedule.cron"), "{err}");
+    serve.pass_at(clock.now()).await; // The snapshot is written before the pass ends.
     let snap = Snapshot::read(&state).unwrap().expect("snapshot");
     assert!(
         snap.invalid.contains_key(&file.display().to_string()),
