@@ -209,3 +209,24 @@ async fn schedule_commands_and_send_now() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("slot (UTC)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_scheduler_on_the_same_state_dir_refuses() {
+    let f = Fixture::new();
+    let state = f.path("serve");
+    let clock = TestClock::new(utc("2026-01-05T08:00:00Z"));
+    let mut first = Serve::start(f.dir.path(), &state, clock.clone(), HOUR);
+    first.pass_at(clock.now()).await;
+    let second = blast::schedule::run(
+        blast::schedule::SchedulerConfig::new(f.dir.path().to_path_buf(), state.clone()),
+        clock.clone(),
+        std::sync::Arc::new(blast::schedule::SendLauncher),
+        std::sync::Arc::new(blast::lane::Shutdown::default()),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second scheduler gives up in time")
+        .expect_err("the second scheduler refuses");
+    assert!(matches!(err, blast::error::Error::Locked(_)), "{err}");
+    first.stop().await;
+}
