@@ -33,6 +33,10 @@ pub enum Command {
         /// now, as its own run `<campaign>@<now>` in the campaign's state dir.
         #[arg(long)]
         now: bool,
+        /// With `--now`: resume that earlier run (`20260105T080000Z`, the part after `@` of
+        /// its id) instead of starting a new one.
+        #[arg(long, requires = "now")]
+        run: Option<String>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
     Check {

@@ -179,3 +179,14 @@ pub fn refuse_send(s: &config::Settings) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// Parses the slot part of a run id (`20260105T080000Z`).
+pub fn parse_slot_id(s: &str) -> Result<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y%m%dT%H%M%SZ")
+        .map(|n| n.and_utc())
+        .map_err(|_| {
+            Error::Config(format!(
+                "--run: expected the slot of a run id, like 20260105T080000Z, got {s:?}"
+            ))
+        })
+}

@@ -204,6 +204,17 @@ async fn schedule_commands_and_send_now() {
     let out = blast(&["send", file_s, "--quiet", "--now"]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_exactly_once(&sink, &list);
+    // `--run SLOT` resumes that run: nothing is sent twice.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let slot = stderr
+        .split("sending run weekly@")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id in {stderr}"))
+        .to_string();
+    let out = blast(&["send", file_s, "--quiet", "--now", "--run", &slot]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_exactly_once(&sink, &list);
 
     let out = blast(&["schedule", "runs", "weekly", "--state-dir", state_s]).await;
     assert!(out.status.success(), "{out:?}");
