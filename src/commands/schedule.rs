@@ -70,7 +70,7 @@ pub fn run(action: ScheduleAction) -> Result<i32> {
     }
 }
 
-/// The next [`LIST_SLOTS`] slots of every scheduled campaign in `dir` after `now`, in the
+/// The next 5 slots of every scheduled campaign in `dir` after `now`, in the
 /// campaign's zone and in UTC. Files that do not validate are listed with their error.
 pub fn list(dir: &Path, state_dir: Option<&Path>, now: DateTime<Utc>) -> Result<String> {
     if !dir.is_dir() {
