@@ -223,3 +223,62 @@ impl CampaignDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn campaign(id: &str, cron: &str) -> String {
+        format!(
+            "[campaign]\nid = \"{id}\"\nfrom = \"a@b.example\"\nsubject = \"s\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n\n[schedule]\ncron = \"{cron}\"\n"
+        )
+    }
+
+    #[test]
+    fn add_change_invalid_clash_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        std::fs::write(p("t.txt"), "hi").unwrap();
+        std::fs::write(p("a.toml"), campaign("a", "0 9 * * *")).unwrap();
+        std::fs::write(
+            p("plain.toml"),
+            campaign("p", "0 9 * * *").replace("[schedule]\ncron = \"0 9 * * *\"\n", ""),
+        )
+        .unwrap();
+        let mut cd = CampaignDir::new(d.path());
+        assert_eq!(cd.rescan(), vec![Change::Added("a".into())]);
+        assert!(cd.rescan().is_empty(), "unchanged bytes are not reloaded");
+
+        std::fs::write(p("a.toml"), campaign("a", "0 10 * * *")).unwrap();
+        assert_eq!(cd.rescan(), vec![Change::Changed("a".into())]);
+
+        // Invalid bytes: silent on first sight (maybe half written), reported on the second,
+        // then not again; the valid version stays in use.
+        std::fs::write(p("a.toml"), campaign("a", "0 99 * * *")).unwrap();
+        assert!(cd.rescan().is_empty());
+        let ch = cd.rescan();
+        assert!(
+            matches!(&ch[..], [Change::Invalid(f, e)] if *f == p("a.toml") && e.contains("schedule.cron")),
+            "{ch:?}"
+        );
+        assert!(cd.rescan().is_empty());
+        assert_eq!(
+            cd.campaigns()["a"].schedule.as_ref().unwrap().expr,
+            "0 10 * * *"
+        );
+        assert!(cd.errors().contains_key(&p("a.toml").display().to_string()));
+
+        // A second file with the same id is refused.
+        std::fs::write(p("b.toml"), campaign("a", "0 11 * * *")).unwrap();
+        let ch = cd.rescan();
+        assert!(
+            matches!(&ch[..], [Change::Invalid(f, e)] if *f == p("b.toml") && e.contains("already used")),
+            "{ch:?}"
+        );
+
+        std::fs::remove_file(p("a.toml")).unwrap();
+        std::fs::remove_file(p("b.toml")).unwrap();
+        assert_eq!(cd.rescan(), vec![Change::Removed("a".into())]);
+        assert!(cd.campaigns().is_empty());
+    }
+}
