@@ -29,6 +29,14 @@ pub enum Command {
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
+        /// A campaign with a `[schedule]` is run by `blast serve`; `--now` sends one run of it
+        /// now, as its own run `<campaign>@<now>` in the campaign's state dir.
+        #[arg(long)]
+        now: bool,
+        /// With `--now`: resume that earlier run (`20260105T080000Z`, the part after `@` of
+        /// its id) instead of starting a new one.
+        #[arg(long, requires = "now")]
+        run: Option<String>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
     Check {
@@ -59,6 +67,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: SuppressAction,
+    },
+    /// Scheduled campaigns: upcoming slots, past runs, pause/resume.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        action: ScheduleAction,
     },
     /// Run a local SMTP sink that writes .eml files (for trying blast out).
     Sink(crate::sink::SinkArgs),
@@ -161,5 +175,46 @@ pub enum SuppressAction {
     Export {
         /// Write here instead of stdout.
         file: Option<PathBuf>,
+    },
+}
+
+/// `blast schedule` actions.
+#[derive(Subcommand, Debug)]
+pub enum ScheduleAction {
+    /// The next 5 slots of each scheduled campaign, in its time zone and in UTC.
+    List {
+        /// The directory of campaign files `blast serve` watches.
+        #[arg(long)]
+        campaigns_dir: PathBuf,
+        /// The serve state dir (to mark paused campaigns).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Past runs of a campaign with their counts (reads serve's snapshot while serve runs).
+    Runs {
+        /// Campaign id.
+        campaign: String,
+        /// The serve state dir.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop running a campaign's slots (they are recorded as skipped) until `resume`.
+    Pause {
+        /// Campaign id.
+        campaign: String,
+        /// The serve state dir.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Run a paused campaign again from its next slot.
+    Resume {
+        /// Campaign id.
+        campaign: String,
+        /// The serve state dir.
+        #[arg(long)]
+        state_dir: PathBuf,
     },
 }

@@ -59,8 +59,23 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             retry_now,
             quiet,
+            now,
+            run: resume,
         } => {
-            let s = config::load(&campaign)?;
+            let mut s = config::load(&campaign)?;
+            let mut run_slot = None;
+            if s.schedule.is_some() {
+                if !now {
+                    commands::schedule::refuse_send(&s)?;
+                }
+                let slot = match &resume {
+                    Some(r) => commands::schedule::parse_slot_id(r)?,
+                    None => chrono::Utc::now(),
+                };
+                s = blast::schedule::run_settings(&s, &s.state_dir.clone(), slot);
+                eprintln!("blast: sending run {} now", s.id);
+                run_slot = Some(blast::schedule::slots::slot_id(slot));
+            }
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());
             let opts = send::SendOptions {
@@ -70,6 +85,12 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             };
             let summary = send::send(&s, &opts, shutdown).await?;
             report::summary::print(&summary);
+            if let (Some(slot), 75 | 130) = (run_slot, summary.exit_code()) {
+                eprintln!(
+                    "  (this run: `blast send {} --now --run {slot}` resumes it)",
+                    campaign.display()
+                );
+            }
             Ok(summary.exit_code())
         }
         Command::Check { campaign, pruned } => {
@@ -91,6 +112,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Queue { config, action } => commands::queue::run(&config, action).await,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
         Command::User { action } => commands::user::run(action),
+        Command::Schedule { action } => commands::schedule::run(action),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

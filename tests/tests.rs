@@ -7,6 +7,7 @@ mod pipeline;
 mod priority;
 mod render_message;
 mod serve;
+mod schedule;
 mod sink;
 mod submission;
 mod tls;

@@ -3,12 +3,14 @@
 //!
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
+//! - [`schedule`]  `blast schedule list|runs|pause|resume`: scheduled campaigns and their runs
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
 //! - [`queue`]     `blast queue list|retry|drop|stats`: the priority queue of `blast serve`
 //! - [`user`]      `blast user add`: submission users (argon2 hashes) in the users file
 
 pub mod preview;
 pub mod queue;
+pub mod schedule;
 pub mod status;
 pub mod suppress;
 pub mod user;

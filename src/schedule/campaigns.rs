@@ -1,6 +1,9 @@
 //! The campaigns directory as the scheduler sees it: every `*.toml` file with a `[schedule]`
 //! table, reloaded when its bytes change. A file that stops validating is reported once per
 //! version and its previous valid version keeps running; a removed file stops being scheduled.
+//!
+//! Editors and `cp` write files in place, so a scan can read a half-written file: invalid bytes
+//! are reported only when a second scan reads the same bytes (a valid version applies at once).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,10 @@ pub struct CampaignDir {
     files: BTreeMap<PathBuf, Loaded>,
     /// Files that never validated: the hash of the bytes already reported.
     broken: BTreeMap<PathBuf, u64>,
+    /// Invalid bytes seen once, not reported yet (they may be a half-written file).
+    unsettled: BTreeMap<PathBuf, u64>,
+    /// Report invalid bytes only when seen twice (watching), or at once (a one-off listing).
+    settle: bool,
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -56,6 +63,16 @@ impl CampaignDir {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             broken: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
+            settle: true,
+        }
+    }
+
+    /// For one scan (`blast schedule list`): invalid files are reported at once.
+    pub fn once(dir: &Path) -> CampaignDir {
+        CampaignDir {
+            settle: false,
+            ..CampaignDir::new(dir)
         }
     }
 
@@ -157,7 +174,14 @@ impl CampaignDir {
                         Some(_) => {} // Back to the version in use after an invalid edit.
                     }
                 }
-                Err(e) => self.note_invalid(path, h, e.to_string(), &mut changes),
+                Err(e) => {
+                    if self.settle && self.unsettled.get(path) != Some(&h) {
+                        self.unsettled.insert(path.clone(), h);
+                        continue;
+                    }
+                    self.unsettled.remove(path);
+                    self.note_invalid(path, h, e.to_string(), &mut changes)
+                }
             }
         }
         let gone: Vec<PathBuf> = self
@@ -172,6 +196,7 @@ impl CampaignDir {
             }
         }
         self.broken.retain(|p, _| present.contains(p));
+        self.unsettled.retain(|p, _| present.contains(p));
         changes
     }
 
@@ -196,5 +221,64 @@ impl CampaignDir {
             Ok(s) if s.id == campaign && s.schedule.is_some() => Some(Arc::new(s)),
             _ => Some(l.settings.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn campaign(id: &str, cron: &str) -> String {
+        format!(
+            "[campaign]\nid = \"{id}\"\nfrom = \"a@b.example\"\nsubject = \"s\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n\n[schedule]\ncron = \"{cron}\"\n"
+        )
+    }
+
+    #[test]
+    fn add_change_invalid_clash_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        std::fs::write(p("t.txt"), "hi").unwrap();
+        std::fs::write(p("a.toml"), campaign("a", "0 9 * * *")).unwrap();
+        std::fs::write(
+            p("plain.toml"),
+            campaign("p", "0 9 * * *").replace("[schedule]\ncron = \"0 9 * * *\"\n", ""),
+        )
+        .unwrap();
+        let mut cd = CampaignDir::new(d.path());
+        assert_eq!(cd.rescan(), vec![Change::Added("a".into())]);
+        assert!(cd.rescan().is_empty(), "unchanged bytes are not reloaded");
+
+        std::fs::write(p("a.toml"), campaign("a", "0 10 * * *")).unwrap();
+        assert_eq!(cd.rescan(), vec![Change::Changed("a".into())]);
+
+        // Invalid bytes: silent on first sight (maybe half written), reported on the second,
+        // then not again; the valid version stays in use.
+        std::fs::write(p("a.toml"), campaign("a", "0 99 * * *")).unwrap();
+        assert!(cd.rescan().is_empty());
+        let ch = cd.rescan();
+        assert!(
+            matches!(&ch[..], [Change::Invalid(f, e)] if *f == p("a.toml") && e.contains("schedule.cron")),
+            "{ch:?}"
+        );
+        assert!(cd.rescan().is_empty());
+        assert_eq!(
+            cd.campaigns()["a"].schedule.as_ref().unwrap().expr,
+            "0 10 * * *"
+        );
+        assert!(cd.errors().contains_key(&p("a.toml").display().to_string()));
+
+        // A second file with the same id is refused.
+        std::fs::write(p("b.toml"), campaign("a", "0 11 * * *")).unwrap();
+        let ch = cd.rescan();
+        assert!(
+            matches!(&ch[..], [Change::Invalid(f, e)] if *f == p("b.toml") && e.contains("already used")),
+            "{ch:?}"
+        );
+
+        std::fs::remove_file(p("a.toml")).unwrap();
+        std::fs::remove_file(p("b.toml")).unwrap();
+        assert_eq!(cd.rescan(), vec![Change::Removed("a".into())]);
+        assert!(cd.campaigns().is_empty());
     }
 }

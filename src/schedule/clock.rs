@@ -15,8 +15,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Clock: Send + Sync {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
-    /// Resolves at (or after) `t`.
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()>;
+    /// Resolves at (or after) `t`. A clock that jumps (the test clock) also resolves as soon
+    /// as it reads anything but `seen`, the caller's last reading, so the caller re-reads it.
+    fn sleep_until(&self, t: DateTime<Utc>, seen: DateTime<Utc>) -> BoxFuture<'_, ()>;
 }
 
 /// The system clock.
@@ -28,7 +29,7 @@ impl Clock for SystemClock {
         Utc::now()
     }
 
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
+    fn sleep_until(&self, t: DateTime<Utc>, _seen: DateTime<Utc>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // The wall clock may be stepped (NTP) while we sleep on the monotonic one, so the
             // scheduler never sleeps long: it caps every wait at its poll interval and re-reads
@@ -39,8 +40,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to. Sleepers wake when [`TestClock::set`] or
-/// [`TestClock::advance`] reaches their time.
+/// A clock that moves only when told to ([`TestClock::set`], [`TestClock::advance`]).
 #[derive(Debug)]
 pub struct TestClock {
     now: watch::Sender<DateTime<Utc>>,
@@ -75,11 +75,18 @@ impl Clock for TestClock {
         *self.now.borrow()
     }
 
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
+    /// Resolves at `t`, or earlier whenever the clock is not at `seen` or moves: the scheduler
+    /// re-reads the time and makes one pass per move, which gives tests a pass at every time
+    /// they set.
+    fn sleep_until(&self, t: DateTime<Utc>, seen: DateTime<Utc>) -> BoxFuture<'_, ()> {
         let mut rx = self.now.subscribe();
         Box::pin(async move {
+            let current = *rx.borrow_and_update();
+            if current >= t || current != seen {
+                return;
+            }
             // The sender lives as long as the clock, which outlives this borrow.
-            let _ = rx.wait_for(|now| *now >= t).await;
+            let _ = rx.changed().await;
         })
     }
 }

@@ -9,10 +9,12 @@
 //! - `campaigns.rs` the watched campaigns directory (reload on change, keep the last valid)
 //! - `launch.rs`    a run's settings and the [`Launch`] trait ([`SendLauncher`] = `blast send`)
 //! - `scheduler.rs` the loop: [`run`]
+//! - `events.rs`    what it reports: [`Event`]
 
 pub mod campaigns;
 pub mod claims;
 pub mod clock;
+pub mod events;
 pub mod launch;
 pub mod scheduler;
 pub mod slots;

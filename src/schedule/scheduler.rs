@@ -13,7 +13,6 @@
 //!   else recorded `missed`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +23,11 @@ use tokio::sync::mpsc;
 use super::campaigns::{CampaignDir, Change};
 use super::claims::{self, Claims, RunRecord, RunStatus, Snapshot, SNAPSHOT_RUNS};
 use super::clock::Clock;
+pub use super::events::{locked_hint, Event};
 use super::launch::{run_settings, Launch, RunResult};
 use super::slots::{run_id, CatchUp, Overlap, ScheduleSettings};
 use crate::config::Settings;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lane::Shutdown;
 
 /// Where the scheduler works and how eagerly.
@@ -61,50 +61,6 @@ impl SchedulerConfig {
             resume_after: Duration::from_secs(300),
             max_attempts: 10,
             events: None,
-        }
-    }
-}
-
-/// What the scheduler did (logged to stderr and sent to [`SchedulerConfig::events`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A campaign file was loaded, changed or removed.
-    Campaign(Change),
-    /// A slot was claimed; its run starts.
-    Claimed(String),
-    /// An unfinished run was launched again (attempt n).
-    Resumed(String, u32),
-    /// A launch ended; the record's status says whether the run is done.
-    Finished(RunRecord),
-    /// A slot was recorded `skipped` or `missed`.
-    Passed(RunRecord),
-    /// A pass over all campaigns at this clock time is complete.
-    Tick(DateTime<Utc>),
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::Campaign(Change::Added(c)) => write!(f, "campaign {c} scheduled"),
-            Event::Campaign(Change::Changed(c)) => write!(f, "campaign {c} reloaded"),
-            Event::Campaign(Change::Removed(c)) => write!(f, "campaign {c} removed"),
-            Event::Campaign(Change::Invalid(p, e)) => {
-                write!(
-                    f,
-                    "ignoring {} (previous valid version, if any, keeps running): {e}",
-                    p.display()
-                )
-            }
-            Event::Claimed(r) => write!(f, "run {r} claimed, starting"),
-            Event::Resumed(r, n) => write!(f, "run {r} resumed (attempt {n})"),
-            Event::Finished(r) | Event::Passed(r) => {
-                write!(f, "run {} {}", r.id, r.status.name())?;
-                if !r.note.is_empty() {
-                    write!(f, ": {}", r.note)?;
-                }
-                Ok(())
-            }
-            Event::Tick(t) => write!(f, "tick {t}"),
         }
     }
 }
@@ -162,7 +118,7 @@ pub async fn run(
         let poll = chrono::Duration::from_std(s.cfg.poll).unwrap_or(chrono::Duration::seconds(5));
         let wake = s.next_wake(now).unwrap_or(now + poll).min(now + poll);
         tokio::select! {
-            _ = s.clock.sleep_until(wake) => {}
+            _ = s.clock.sleep_until(wake, now) => {}
             _ = s.shutdown.wait() => {}
             Some((rec, res)) = done_rx.recv() => s.finish(rec, res)?,
         }
@@ -493,16 +449,5 @@ fn count_note(earlier: u64) -> String {
         String::new()
     } else {
         format!("; {earlier} earlier slot(s) passed over with it")
-    }
-}
-
-/// The error `blast schedule` gives when serve holds the store and no snapshot exists.
-pub fn locked_hint(e: Error) -> Error {
-    match e {
-        Error::Locked(m) => Error::Locked(format!(
-            "{m}; blast serve is running: stop it, or wait for its snapshot ({})",
-            "schedule/snapshot.json"
-        )),
-        other => other,
     }
 }
