@@ -294,7 +294,14 @@ async fn main() {
     let _ = serve.wait();
     let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
     println!("serve log (last lines):");
-    for l in log.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+    for l in log
+        .lines()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         println!("    {l}");
     }
     let _ = sink_b.kill();
@@ -314,7 +321,9 @@ async fn inproc_phase(
     interval: Duration,
     cap: Duration,
 ) -> Vec<f64> {
-    let slot = chrono::Utc::now() + chrono::Duration::seconds(3);
+    // serve rescans its campaigns dir every 5 s and never runs a first-seen campaign's past
+    // slot: the slot must come after the next scan.
+    let slot = chrono::Utc::now() + chrono::Duration::seconds(8);
     let cron = slot.format("%S %M %H %d %m *").to_string();
     let staging = d.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
@@ -336,7 +345,9 @@ async fn inproc_phase(
         run_finished(&snapshot)
     })
     .await;
-    let snap = blast::schedule::claims::Snapshot::read(&snapshot).ok().flatten();
+    let snap = blast::schedule::claims::Snapshot::read(&snapshot)
+        .ok()
+        .flatten();
     let run = snap.and_then(|s| s.runs.into_iter().find(|r| r.campaign == "inproc"));
     println!(
         "    in-process run: {:.1} s probed; run record: {}",

@@ -62,14 +62,21 @@ pub enum Command {
     /// Manage the suppression list (addresses never mailed again).
     Suppress {
         /// The campaign file whose state dir holds the list.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        campaign: Option<PathBuf>,
+        /// Or: the server config, whose state dir holds the list scheduled runs use.
         #[arg(long)]
-        campaign: PathBuf,
+        config: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         action: SuppressAction,
     },
     /// Scheduled campaigns: upcoming slots, past runs, pause/resume.
     Schedule {
+        /// The server config whose `state_dir` and `campaigns_dir` to use (default
+        /// `blast.toml` when it exists; `--state-dir`/`--campaigns-dir` override it).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         action: ScheduleAction,
@@ -185,7 +192,7 @@ pub enum ScheduleAction {
     List {
         /// The directory of campaign files `blast serve` watches.
         #[arg(long)]
-        campaigns_dir: PathBuf,
+        campaigns_dir: Option<PathBuf>,
         /// The serve state dir (to mark paused campaigns).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -196,7 +203,7 @@ pub enum ScheduleAction {
         campaign: String,
         /// The serve state dir.
         #[arg(long)]
-        state_dir: PathBuf,
+        state_dir: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -207,7 +214,7 @@ pub enum ScheduleAction {
         campaign: String,
         /// The serve state dir.
         #[arg(long)]
-        state_dir: PathBuf,
+        state_dir: Option<PathBuf>,
     },
     /// Run a paused campaign again from its next slot.
     Resume {
@@ -215,6 +222,6 @@ pub enum ScheduleAction {
         campaign: String,
         /// The serve state dir.
         #[arg(long)]
-        state_dir: PathBuf,
+        state_dir: Option<PathBuf>,
     },
 }

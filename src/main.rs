@@ -108,11 +108,23 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
         Command::Preview { campaign } => commands::preview::run(&campaign),
-        Command::Suppress { campaign, action } => commands::suppress::run(&campaign, action),
+        Command::Suppress {
+            campaign,
+            config,
+            action,
+        } => {
+            // The list lives in the campaign's state dir, or serve's for scheduled runs.
+            let dir = match (campaign, config) {
+                (Some(c), _) => config::load(&c)?.suppression_state_dir().to_path_buf(),
+                (None, Some(c)) => blast::serve::config::load(&c)?.state_dir,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            commands::suppress::run(&dir, action)
+        }
         Command::Queue { config, action } => commands::queue::run(&config, action).await,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
         Command::User { action } => commands::user::run(action),
-        Command::Schedule { action } => commands::schedule::run(action),
+        Command::Schedule { config, action } => commands::schedule::run(config.as_deref(), action),
         Command::Sink(args) => {
             blast::sink::run(args)
                 .await

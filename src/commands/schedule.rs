@@ -5,7 +5,7 @@
 //! flag file serve checks on every pass, so they work whether serve runs or not.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,13 +20,58 @@ use crate::schedule::scheduler::locked_hint;
 /// Slots shown per campaign by `list`.
 const LIST_SLOTS: usize = 5;
 
-/// Runs `blast schedule ACTION`; returns the exit code.
-pub fn run(action: ScheduleAction) -> Result<i32> {
+/// The serve config to take directories from: `--config`, else `./blast.toml` if present.
+fn serve_settings(config: Option<&Path>) -> Result<Option<crate::serve::config::ServeSettings>> {
+    match config {
+        Some(p) => crate::serve::config::load(p).map(Some),
+        None if Path::new("blast.toml").exists() => {
+            crate::serve::config::load(Path::new("blast.toml")).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// A directory from its flag, else from the serve config, else a clear error.
+fn dir_or(
+    flag: Option<PathBuf>,
+    from_config: impl FnOnce() -> Result<Option<PathBuf>>,
+    what: &str,
+) -> Result<PathBuf> {
+    match flag {
+        Some(d) => Ok(d),
+        None => from_config()?.ok_or_else(|| {
+            Error::Config(format!(
+                "no {what}: give --config blast.toml (its [serve] table) or --{}",
+                what.replace('_', "-")
+            ))
+        }),
+    }
+}
+
+/// Runs `blast schedule ACTION`; returns the exit code. Directories come from the flags or
+/// from the serve config (`config`, or `./blast.toml`).
+pub fn run(config: Option<&Path>, action: ScheduleAction) -> Result<i32> {
+    let state = |flag: Option<PathBuf>| {
+        dir_or(
+            flag,
+            || Ok(serve_settings(config)?.map(|s| s.state_dir)),
+            "state_dir",
+        )
+    };
     match action {
         ScheduleAction::List {
             campaigns_dir,
             state_dir,
         } => {
+            let campaigns_dir = dir_or(
+                campaigns_dir,
+                || Ok(serve_settings(config)?.and_then(|s| s.campaigns_dir)),
+                "campaigns_dir",
+            )?;
+            let state_dir = match state_dir {
+                Some(d) => Some(d),
+                None => serve_settings(config)?.map(|s| s.state_dir),
+            };
             print!(
                 "{}",
                 list(&campaigns_dir, state_dir.as_deref(), Utc::now())?
@@ -38,6 +83,7 @@ pub fn run(action: ScheduleAction) -> Result<i32> {
             state_dir,
             json,
         } => {
+            let state_dir = state(state_dir)?;
             let (runs, from_snapshot) = runs(&state_dir, &campaign)?;
             if json {
                 let v =
@@ -55,6 +101,7 @@ pub fn run(action: ScheduleAction) -> Result<i32> {
             campaign,
             state_dir,
         } => {
+            let state_dir = state(state_dir)?;
             claims::set_paused(&state_dir, &campaign, true)?;
             eprintln!("{campaign}: paused (its slots are recorded as skipped; a run in progress continues)");
             Ok(0)
@@ -63,6 +110,7 @@ pub fn run(action: ScheduleAction) -> Result<i32> {
             campaign,
             state_dir,
         } => {
+            let state_dir = state(state_dir)?;
             claims::set_paused(&state_dir, &campaign, false)?;
             eprintln!("{campaign}: resumed (from its next slot)");
             Ok(0)

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::SuppressAction;
-use crate::config;
 use crate::error::{Error, Result};
 use crate::list::hygiene;
 use crate::store::now_ms;
@@ -48,9 +47,7 @@ pub fn normalise(raw: &str) -> std::result::Result<String, String> {
 }
 
 /// Runs `blast suppress …`.
-pub fn run(campaign: &Path, action: SuppressAction) -> Result<i32> {
-    let s = config::load(campaign)?;
-    let state_dir = &s.state_dir;
+pub fn run(state_dir: &Path, action: SuppressAction) -> Result<i32> {
     match action {
         SuppressAction::Add { addresses, reason } => {
             let keys = keys_of(&addresses)?;
