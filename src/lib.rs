@@ -1,24 +1,27 @@
-//! # blast — bulk email campaigns through a throttled blast lane
+//! # blast — bulk email campaigns through a throttled blast lane, transactional mail through a
+//! separate priority lane
 //!
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
-//! - [`commands`]   `status`, `suppress` (CSV import/export), `preview`: what `main` runs
+//! - [`commands`]   `status`, `suppress`, `preview`, `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`]
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
-//! - [`store`]      sled stores: per-campaign recipients, global suppression
+//! - [`store`]      sled stores: per-campaign recipients, global suppression, priority queue
 //! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
-//! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule
+//! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
+//!                  `lane::priority`: the priority lane (queue writer, scheduler, workers)
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
-//! - [`serve`]      `blast serve` parts: SMTP submission listener, users file
+//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, DSNs, control
+//!                  socket, and the wiring with its two runtimes
 
 pub mod classify;
 pub mod cli;
