@@ -230,3 +230,70 @@ async fn a_second_serve_refuses_and_queue_commands_reach_the_running_one() {
     assert!(term(child).success());
     assert!(!Path::new(&setup.dir.path().join(".blast/control.sock")).exists());
 }
+
+/// Issue 6 at process level: `blast serve` is killed with SIGKILL in the middle of a
+/// scheduled run; after the restart the run is resumed under the same id (never claimed
+/// again), and the sink sees every recipient at most once (`in_flight = "skip"`: the ones
+/// open at the kill are `unknown`, never sent twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_scheduled_run_resumes_the_same_run_once() {
+    use blast::sink::{Action, Rule};
+    use std::time::Duration as D;
+    // Slow replies keep the run going long enough to be killed in the middle.
+    let sink =
+        crate::pipeline::start_sink(vec![Rule::new("*", Action::Delay(D::from_millis(20)))]).await;
+    let setup = Setup::new(free_port());
+    let f = crate::pipeline::Fixture::new();
+    let list = crate::pipeline::addrs("s", "sched.example", 300);
+    // One slot, after serve's first scan (it never runs a first-seen campaign's past slot).
+    let slot = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let cron = slot.format("%S %M %H %d %m *").to_string();
+    crate::schedule::scheduled(
+        &f,
+        "weekly",
+        sink.addr,
+        &list,
+        "connections = 2\n",
+        &format!("cron = \"{cron}\"\ntimezone = \"UTC\""),
+    );
+    let config = setup.config();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[serve]\n",
+        &format!("[serve]\ncampaigns_dir = \"{}\"\n", f.dir.path().display()),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let (mut child, _) = setup.spawn();
+    wait_until("the run is half-way", || sink.count() >= 60).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = sink.count();
+    assert!(at_kill < list.len(), "killed before the end");
+
+    let (child, _) = setup.spawn();
+    let state = setup.dir.path().join(".blast");
+    wait_until("the resumed run finished", || {
+        blast::schedule::claims::Snapshot::read(&state)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.runs.iter().any(|r| r.status.name() != "running"))
+    })
+    .await;
+    assert!(term(child).success());
+    let runs = crate::schedule::runs(&state, "weekly");
+    assert_eq!(runs.len(), 1, "one run for the one slot: {runs:?}");
+    let run = &runs[0];
+    assert_eq!(run.status.name(), "done", "{run:?}");
+    assert!(run.attempts >= 2, "resumed, not claimed again: {run:?}");
+    let by = crate::pipeline::by_rcpt(&sink);
+    assert!(by.values().all(|v| v.len() == 1), "nobody twice");
+    // `unknown` = the transaction was open at the kill: the sink may or may not have it.
+    let unknown = run.counts.get("unknown").copied().unwrap_or(0);
+    let sent = run.counts.get("sent").copied().unwrap_or(0);
+    assert_eq!(sent + unknown, list.len() as u64, "{run:?}");
+    let received = by.len() as u64;
+    assert!(
+        (sent..=sent + unknown).contains(&received),
+        "{received} received for {run:?}"
+    );
+}
