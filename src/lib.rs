@@ -14,14 +14,14 @@
 //! - [`store`]      sled stores: per-campaign recipients, global suppression, priority queue
 //! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
-//!                  `lane::priority`: the priority lane (queue writer, scheduler, workers)
+//!   `lane::priority`: the priority lane (queue writer, scheduler, workers)
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
 //! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, DSNs, control
-//!                  socket, and the wiring with its two runtimes
+//!   socket, and the wiring with its two runtimes
 
 pub mod classify;
 pub mod cli;
