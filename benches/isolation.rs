@@ -16,28 +16,21 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/serve.rs"]
+mod serve;
 #[path = "common/submit.rs"]
 mod submit;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use serve::env_u64;
 use std::time::{Duration, Instant};
 
-use blast::sink::{SinkConfig, SinkHandle};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_blast")
-}
+use blast::sink::SinkHandle;
 
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -71,29 +64,6 @@ fn write_campaign(dir: &Path, id: &str, n: u64, relay: SocketAddr, extra: &str) 
     path
 }
 
-fn spawn_serve(config: &Path) -> (Child, SocketAddr) {
-    // serve's log (scheduler decisions, failures) goes beside its config, printed at the end.
-    let log = std::fs::File::create(config.with_file_name("serve.log")).unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("start blast serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("serve said {line:?}"));
-    (child, addr)
-}
-
 /// Submits a probe every `interval` until `until` says stop (or `cap` passes); returns
 /// submit → delivered latencies in ms.
 async fn probe(
@@ -104,7 +74,7 @@ async fn probe(
     cap: Duration,
     mut until: impl FnMut() -> bool,
 ) -> Vec<f64> {
-    let mut s = submit::Session::open(addr, "app", "bench-pass")
+    let mut s = submit::Session::open(addr, serve::USER.0, serve::USER.1)
         .await
         .unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
@@ -181,15 +151,10 @@ fn show(phase: &str, lat: &[f64]) -> f64 {
     p99
 }
 
-fn queue_stats(config: &Path) -> String {
-    let out = Command::new(bin())
-        .args(["queue", "--config"])
-        .arg(config)
-        .arg("stats")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+fn counters(server: &serve::Serve) -> String {
+    server
+        .stats()
+        .iter()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join("="))
         .collect::<Vec<_>>()
         .join(" ")
@@ -203,40 +168,17 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    let sink_a = blast::sink::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SinkConfig {
-            record: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sink_a = serve::recording_sink().await;
     let sink_b_addr = free_port();
-    let mut sink_b = Command::new(bin())
+    let mut sink_b = Command::new(serve::bin())
         .args(["sink", "--listen", &sink_b_addr.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::fs::create_dir_all(d.join("campaigns")).unwrap();
-    let config = d.join("blast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[serve]\nsubmission = \"127.0.0.1:0\"\ncampaigns_dir = \"campaigns\"\n\n[priority]\ntransport = \"smtp://{}\"\nhelo = \"mx.acme.example\"\n",
-            sink_a.addr
-        ),
-    )
-    .unwrap();
-    blast::serve::users::add_user(
-        &d.join("users.txt"),
-        "app",
-        "bench-pass",
-        &["acme.example".to_string()],
-    )
-    .unwrap();
-    let (mut serve, addr) = spawn_serve(&config);
+    let server = serve::Serve::start(d, sink_a.addr, "campaigns_dir = \"campaigns\"");
+    let (addr, config) = (server.addr, server.config.clone());
     println!(
         "isolation: probe every {} ms; blast of {n} messages; cap {} s per phase",
         interval.as_millis(),
@@ -246,12 +188,12 @@ async fn main() {
     // (a) idle
     let idle = probe(addr, &sink_a, "idle", interval, cap, || false).await;
     let idle_p99 = show("(a) idle", &idle);
-    println!("    lane counters: {}", queue_stats(&config));
+    println!("    lane counters: {}", counters(&server));
 
     // (b) a separate `blast send` process
     let campaign = write_campaign(d, "bulk", n, sink_b_addr, "");
     let t = Instant::now();
-    let mut send = Command::new(bin())
+    let mut send = Command::new(serve::bin())
         .args(["send", "--quiet"])
         .arg(&campaign)
         .stdout(Stdio::null())
@@ -273,12 +215,12 @@ async fn main() {
         n as f64 / t.elapsed().as_secs_f64()
     );
     let send_p99 = show("(b) during `blast send` (separate process)", &during_send);
-    println!("    lane counters: {}", queue_stats(&config));
+    println!("    lane counters: {}", counters(&server));
 
     // (c) serve runs a blast campaign itself: a scheduled campaign whose slot is now.
     let inproc = inproc_phase(d, &config, addr, &sink_a, n, sink_b_addr, interval, cap).await;
     let inproc_p99 = show("(c) during a blast run inside serve", &inproc);
-    println!("    lane counters: {}", queue_stats(&config));
+    println!("    lane counters: {}", counters(&server));
 
     let target = (1.2 * idle_p99).max(idle_p99 + 10.0);
     println!("target: p99 ≤ {target:.2} ms");
@@ -288,20 +230,8 @@ async fn main() {
             if p <= target { "met" } else { "MISSED" }
         );
     }
-    unsafe {
-        libc::kill(serve.id() as i32, libc::SIGTERM);
-    }
-    let _ = serve.wait();
-    let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
     println!("serve log (last lines):");
-    for l in log
-        .lines()
-        .rev()
-        .take(8)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
+    for l in server.stop(8) {
         println!("    {l}");
     }
     let _ = sink_b.kill();

@@ -7,22 +7,14 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/serve.rs"]
+mod serve;
 #[path = "common/submit.rs"]
 mod submit;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blast::sink::SinkConfig;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use serve::env_u64;
 
 /// user + system CPU seconds of a process, from /proc (clock ticks of 100 Hz).
 fn proc_cpu(pid: u32) -> f64 {
@@ -41,57 +33,17 @@ async fn main() {
     let n = env_u64("N", 20_000);
     let clients = env_u64("CLIENTS", 8).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let sink = blast::sink::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SinkConfig {
-            record: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let config = d.join("blast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[serve]\nsubmission = \"127.0.0.1:0\"\n\n[priority]\ntransport = \"smtp://{}\"\nhelo = \"mx.acme.example\"\n",
-            sink.addr
-        ),
-    )
-    .unwrap();
-    blast::serve::users::add_user(
-        &d.join("users.txt"),
-        "app",
-        "bench-pass",
-        &["acme.example".to_string()],
-    )
-    .unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("serve said {line:?}"));
+    let sink = serve::recording_sink().await;
+    let server = serve::Serve::start(dir.path(), sink.addr, "");
+    let addr = server.addr;
 
-    let cpu0 = proc_cpu(serve.id());
+    let cpu0 = proc_cpu(server.child.id());
     let t0 = Instant::now();
     let per = n / clients;
     let mut tasks = Vec::new();
     for c in 0..clients {
         tasks.push(tokio::spawn(async move {
-            let mut s = submit::Session::open(addr, "app", "bench-pass")
+            let mut s = submit::Session::open(addr, serve::USER.0, serve::USER.1)
                 .await
                 .unwrap();
             for i in 0..per {
@@ -115,7 +67,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivered = t0.elapsed().as_secs_f64();
-    let cpu = proc_cpu(serve.id()) - cpu0;
+    let cpu = proc_cpu(server.child.id()) - cpu0;
     println!("priority lane: {total} messages, {clients} clients reusing sessions, durable accept");
     println!(
         "  accepted:            {:>8.0} msg/s ({accepted:.2} s)",
@@ -130,17 +82,8 @@ async fn main() {
         "  serve CPU:           {cpu:.2} s = {:.0} µs/message",
         cpu * 1e6 / total as f64
     );
-    let stats = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args(["queue", "--config"])
-        .arg(&config)
-        .arg("stats")
-        .output()
-        .unwrap();
-    for l in String::from_utf8_lossy(&stats.stdout).lines() {
+    for l in server.stats() {
         println!("  {l}");
     }
-    unsafe {
-        libc::kill(serve.id() as i32, libc::SIGTERM);
-    }
-    let _ = serve.wait();
+    server.stop(0);
 }
