@@ -58,13 +58,16 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
             warnings,
         } => {
             let users = match users_note {
-                None => format!("users {}", users.display()),
-                Some(n) => format!("users {}: {n}, From domain not compared", users.display()),
+                None => format!("users file {}", users.display()),
+                Some(n) => format!(
+                    "users file {}: {n}, From domain not compared",
+                    users.display()
+                ),
             };
             eprintln!(
-                "  lanes: compared with {} ([priority]; {users}): {} shared",
+                "  lanes: compared with {} ([priority], {users}): {}",
                 file.display(),
-                warnings.len()
+                tally(&warnings)
             );
             for w in &warnings {
                 eprintln!("{w}");
@@ -72,6 +75,18 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
         }
     }
     Ok(0)
+}
+
+/// `nothing shared`, `2 warnings`, `1 warning, 1 hint`.
+fn tally(warnings: &[Warning]) -> String {
+    let hints = warnings.iter().filter(|w| w.is_hint()).count();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (warnings.len() - hints, hints) {
+        (0, 0) => "nothing shared".into(),
+        (w, 0) => plural(w, "warning"),
+        (0, h) => plural(h, "hint"),
+        (w, h) => format!("{}, {}", plural(w, "warning"), plural(h, "hint")),
+    }
 }
 
 /// Loads the users file (if any) and runs the comparison. Blocking: the users file costs
