@@ -45,6 +45,11 @@ pub enum Command {
         /// Write the prune report here (default: inside the state dir).
         #[arg(long)]
         pruned: Option<PathBuf>,
+        /// The server config whose priority lane and users the campaign's lane is compared
+        /// with (default `blast.toml` when it exists; warns about a shared From domain,
+        /// source IP, relay or HELO name).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Counts per state (works while a send runs).
     Status {

@@ -93,19 +93,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(summary.exit_code())
         }
-        Command::Check { campaign, pruned } => {
-            let s = config::load(&campaign)?;
-            let r = tokio::task::spawn_blocking(move || send::check(&s, &pruned))
-                .await
-                .map_err(|e| Error::Lane(e.to_string()))??;
-            eprintln!("{}: config, templates and lists OK", campaign.display());
-            eprintln!("  rows {}, sendable {}", r.rows, r.sendable);
-            eprintln!("  prune report: {}", r.pruned.0.display());
-            for (reason, n) in &r.pruned.1 {
-                eprintln!("    {reason:<22} {n}");
-            }
-            Ok(0)
-        }
+        Command::Check {
+            campaign,
+            pruned,
+            config,
+        } => commands::check::run(&campaign, pruned, config.as_deref()).await,
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress {

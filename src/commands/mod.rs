@@ -1,6 +1,8 @@
-//! The commands other than `send`/`check` (which live in [`crate::send`]): what `main` calls
+//! The commands other than `send` (which lives in [`crate::send`]): what `main` calls
 //! after parsing, each returning the process exit code.
 //!
+//! - [`check`]     `blast check`: [`crate::send::check`], then the lane comparison below
+//! - [`lanes`]     what a campaign's lane shares with serve's priority lane (warnings)
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
 //! - [`schedule`]  `blast schedule list|runs|pause|resume`: scheduled campaigns and their runs
@@ -8,6 +10,8 @@
 //! - [`queue`]     `blast queue list|retry|drop|stats`: the priority queue of `blast serve`
 //! - [`user`]      `blast user add`: submission users (argon2 hashes) in the users file
 
+pub mod check;
+pub mod lanes;
 pub mod preview;
 pub mod queue;
 pub mod schedule;

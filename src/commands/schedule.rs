@@ -21,7 +21,9 @@ use crate::schedule::scheduler::locked_hint;
 const LIST_SLOTS: usize = 5;
 
 /// The serve config to take directories from: `--config`, else `./blast.toml` if present.
-fn serve_settings(config: Option<&Path>) -> Result<Option<crate::serve::config::ServeSettings>> {
+pub(crate) fn serve_settings(
+    config: Option<&Path>,
+) -> Result<Option<crate::serve::config::ServeSettings>> {
     match config {
         Some(p) => crate::serve::config::load(p).map(Some),
         None if Path::new("blast.toml").exists() => {

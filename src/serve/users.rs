@@ -229,12 +229,36 @@ impl Users {
             return false;
         };
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        entry.domains.iter().any(|d| match d.strip_prefix('.') {
-            Some(parent) => domain
-                .strip_suffix(parent)
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-            None => *d == domain,
-        })
+        entry.domains.iter().any(|d| covers(d, &domain))
+    }
+
+    /// Every `(user, domain entry)` that lets a user send as `domain`, sorted by user name
+    /// (`blast check` names them when a campaign's From domain is a transactional one).
+    pub fn senders_as(&self, domain: &str) -> Vec<(&str, &str)> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut out: Vec<(&str, &str)> = self
+            .users
+            .iter()
+            .flat_map(|(name, e)| {
+                e.domains
+                    .iter()
+                    .filter(|d| covers(d, &domain))
+                    .map(move |d| (name.as_str(), d.as_str()))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Whether domain entry `entry` (lower case; `.parent` = its subdomains) covers `domain`
+/// (lower case, no trailing dot).
+fn covers(entry: &str, domain: &str) -> bool {
+    match entry.strip_prefix('.') {
+        Some(parent) => domain
+            .strip_suffix(parent)
+            .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        None => entry == domain,
     }
 }
 
@@ -333,6 +357,8 @@ mod tests {
         assert!(!u.may_send_as("ann", "sub.test"));
         assert!(!u.may_send_as("ann", "xsub.test"));
         assert!(!u.may_send_as("bob", "example.com"));
+        assert_eq!(u.senders_as("A.Sub.test."), vec![("ann", ".sub.test")]);
+        assert!(u.senders_as("sub.test").is_empty());
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! `blast check CAMPAIGN [--config blast.toml]`: validate the campaign (config, templates,
+//! every list row: [`crate::send::check`]), then compare its lane with `blast serve`'s
+//! priority lane and submission users ([`super::lanes`]) and warn about what they share.
+//!
+//! Lane warnings do not change the exit code (0 when the campaign itself is valid): sharing
+//! an IP or a domain is a deployment choice a small sender may make on purpose, and scripts
+//! gate on `blast check` for "will this campaign send"; the warnings are for the human.
+
+use std::path::{Path, PathBuf};
+
+use super::lanes::{self, Warning};
+use crate::config::{self, Settings};
+use crate::error::{Error, Result};
+use crate::serve::config::ServeSettings;
+use crate::serve::users::Users;
+
+/// What the campaign was compared with.
+enum Compared {
+    /// No `--config` and no `./blast.toml`.
+    Nothing,
+    /// The serve config, and the users file's state.
+    Serve {
+        file: PathBuf,
+        users: PathBuf,
+        /// Why the users file was not used, if it was not.
+        users_note: Option<String>,
+        warnings: Vec<Warning>,
+    },
+}
+
+/// Runs `blast check`; returns the exit code.
+pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>) -> Result<i32> {
+    let s = config::load(campaign)?;
+    // Before the lists: a bad --config should not wait for a million rows to be read.
+    let serve = super::schedule::serve_settings(config)?;
+    let (r, compared) = tokio::task::spawn_blocking(move || {
+        let compared = compare(&s, serve);
+        crate::send::check(&s, &pruned).map(|r| (r, compared))
+    })
+    .await
+    .map_err(|e| Error::Lane(e.to_string()))??;
+    eprintln!("{}: config, templates and lists OK", campaign.display());
+    eprintln!("  rows {}, sendable {}", r.rows, r.sendable);
+    eprintln!("  prune report: {}", r.pruned.0.display());
+    for (reason, n) in &r.pruned.1 {
+        eprintln!("    {reason:<22} {n}");
+    }
+    match compared {
+        Compared::Nothing => {
+            eprintln!(
+                "  lanes: not compared with a priority lane (no ./blast.toml; --config names one)"
+            )
+        }
+        Compared::Serve {
+            file,
+            users,
+            users_note,
+            warnings,
+        } => {
+            let users = match users_note {
+                None => format!("users file {}", users.display()),
+                Some(n) => format!(
+                    "users file {}: {n}, From domain not compared",
+                    users.display()
+                ),
+            };
+            eprintln!(
+                "  lanes: compared with {} ([priority], {users}): {}",
+                file.display(),
+                tally(&warnings)
+            );
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `nothing shared`, `2 warnings`, `1 warning, 1 hint`.
+fn tally(warnings: &[Warning]) -> String {
+    let hints = warnings.iter().filter(|w| w.is_hint()).count();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (warnings.len() - hints, hints) {
+        (0, 0) => "nothing shared".into(),
+        (w, 0) => plural(w, "warning"),
+        (0, h) => plural(h, "hint"),
+        (w, h) => format!("{}, {}", plural(w, "warning"), plural(h, "hint")),
+    }
+}
+
+/// Loads the users file (if any) and runs the comparison. Blocking: the users file costs
+/// one argon2 hash (its dummy).
+fn compare(s: &Settings, serve: Option<ServeSettings>) -> Compared {
+    let Some(serve) = serve else {
+        return Compared::Nothing;
+    };
+    // `blast serve` runs without a users file when allow_networks is set; a bad one stops
+    // serve, but it is not this campaign's problem, so it is only noted here.
+    let (users, users_note) = if serve.users.exists() {
+        match Users::load(&serve.users) {
+            Ok(u) => (Some(u), None),
+            Err(e) => (None, Some(format!("unreadable ({e})"))),
+        }
+    } else {
+        (None, Some("missing".to_string()))
+    };
+    Compared::Serve {
+        warnings: lanes::compare(s, &serve.priority, users.as_ref()),
+        file: serve.file,
+        users: serve.users,
+        users_note,
+    }
+}
