@@ -37,6 +37,10 @@ pub enum Command {
         /// its id) instead of starting a new one.
         #[arg(long, requires = "now")]
         run: Option<String>,
+        /// The server config (blast.toml) whose state dir holds the global suppression list
+        /// shared with `blast serve` and its scheduled runs (default: the campaign's state dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
     Check {
@@ -67,10 +71,11 @@ pub enum Command {
     /// Manage the suppression list (addresses never mailed again).
     Suppress {
         /// The campaign file whose state dir holds the list.
-        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        #[arg(long, global = true, conflicts_with = "config")]
         campaign: Option<PathBuf>,
-        /// Or: the server config, whose state dir holds the list scheduled runs use.
-        #[arg(long)]
+        /// Or: the server config, whose state dir holds the global list (serve, scheduled
+        /// runs, and `blast send --config`).
+        #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]

@@ -61,8 +61,13 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             quiet,
             now,
             run: resume,
+            config: server,
         } => {
             let mut s = config::load(&campaign)?;
+            if let Some(server) = server {
+                // One suppression list for every campaign and for serve: the global one.
+                s.suppression_dir = Some(blast::serve::config::load(&server)?.state_dir);
+            }
             let mut run_slot = None;
             if s.schedule.is_some() {
                 if !now {
@@ -72,7 +77,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     Some(r) => commands::schedule::parse_slot_id(r)?,
                     None => chrono::Utc::now(),
                 };
+                let suppression = s.suppression_dir.clone();
                 s = blast::schedule::run_settings(&s, &s.state_dir.clone(), slot);
+                if suppression.is_some() {
+                    s.suppression_dir = suppression;
+                }
                 eprintln!("blast: sending run {} now", s.id);
                 run_slot = Some(blast::schedule::slots::slot_id(slot));
             }
@@ -109,7 +118,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             let dir = match (campaign, config) {
                 (Some(c), _) => config::load(&c)?.suppression_state_dir().to_path_buf(),
                 (None, Some(c)) => blast::serve::config::load(&c)?.state_dir,
-                (None, None) => unreachable!("clap requires one"),
+                (None, None) => {
+                    return Err(Error::Config(
+                        "which list? give --campaign CAMPAIGN.toml or --config blast.toml".into(),
+                    ))
+                }
             };
             commands::suppress::run(&dir, action)
         }

@@ -297,3 +297,53 @@ async fn kill_9_mid_scheduled_run_resumes_the_same_run_once() {
         "{received} received for {run:?}"
     );
 }
+
+/// `blast send --config blast.toml`: a campaign's bounces go to serve's (global) suppression
+/// list, which `blast suppress --config` shows and the next campaign honours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_with_the_server_config_shares_the_global_suppression_list() {
+    use blast::sink::{Action, Rule};
+    let sink = crate::pipeline::start_sink(vec![Rule::new(
+        "gone@x.example",
+        Action::RcptReply(550, "5.1.1 no such user".into()),
+    )])
+    .await;
+    let setup = Setup::new(free_port());
+    let f = crate::pipeline::Fixture::new();
+    let list = vec!["ok@x.example".to_string(), "gone@x.example".to_string()];
+    f.write("l.csv", crate::pipeline::csv_list(&list));
+    let a = f.write(
+        "a.toml",
+        crate::pipeline::campaign_toml("a", sink.addr, &["l.csv"], ""),
+    );
+    let b = f.write(
+        "b.toml",
+        crate::pipeline::campaign_toml("b", sink.addr, &["l.csv"], ""),
+    );
+    let send = |campaign: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(["send", "--quiet", "--config"])
+            .arg(setup.config())
+            .arg(campaign)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| send(&a));
+    assert!(out.status.success(), "{out:?}");
+    let listed = setup.blast(&["suppress", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("gone@x.example"), "{listed}");
+    assert!(
+        !f.path("state/suppression").exists(),
+        "the campaign's own state dir holds no list"
+    );
+    let out = tokio::task::block_in_place(|| send(&b));
+    assert!(out.status.success(), "{out:?}");
+    let by = crate::pipeline::by_rcpt(&sink);
+    assert_eq!(by["ok@x.example"].len(), 2);
+    assert_eq!(
+        sink.attempts("gone@x.example"),
+        1,
+        "suppressed for campaign b"
+    );
+}
