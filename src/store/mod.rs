@@ -3,6 +3,7 @@
 //! is held by the process sending it; the suppression store is opened briefly (waiting on the
 //! lock) so two campaigns can share it.
 
+pub mod bulk;
 pub mod campaign;
 pub mod record;
 pub mod suppression;
