@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+/// The allocator of the `blast` binary (src/main.rs), so the figures are what `blast send` does.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FIRST: &[&str] = &[
     "Anna", "Ben", "Carla", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal",
     "Lena", "Maria", "Nils", "Olga", "Pedro", "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Viktor",
