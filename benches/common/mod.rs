@@ -50,6 +50,10 @@ impl Clock {
     pub fn start() -> Self {
         Clock(Instant::now(), cpu_secs())
     }
+    /// CPU seconds (all threads) so far.
+    pub fn cpu(&self) -> f64 {
+        cpu_secs() - self.1
+    }
     /// Wall time so far.
     pub fn elapsed(&self) -> std::time::Duration {
         self.0.elapsed()
