@@ -10,7 +10,7 @@
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
-//! - [`store`]      sled stores: per-campaign recipients, global suppression
+//! - [`store`]      sled stores: per-campaign recipients (+ the import's writer thread), global suppression
 //! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
