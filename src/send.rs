@@ -193,8 +193,9 @@ pub fn import(
         fields,
         feed,
     } = source;
-    // Runs on the writer thread once a batch is stored: only stored recipients may be sent.
-    let handover = move |batch: &bulk::Batch| {
+    // Runs on a writer thread once (a share of) a batch is stored: only stored recipients may
+    // be sent.
+    let handover = |batch: &bulk::Batch| {
         eligible.fetch_add(count_pending(batch), Ordering::Relaxed);
         if let Some(f) = &feed {
             for (key, rec) in batch.iter().filter(|(_, r)| r.state == State::Pending) {
@@ -210,7 +211,7 @@ pub fn import(
     };
     let gen = store.next_import_gen()?;
     std::thread::scope(|scope| {
-        let mut writer = BulkWriter::start(scope, store, handover);
+        let mut writer = BulkWriter::start(scope, store, &handover);
         let st = import_rows(
             s,
             store,

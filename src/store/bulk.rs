@@ -1,4 +1,4 @@
-//! The import's store writer: applies key-sorted batches on a thread of its own, so reading and
+//! The import's store writers: apply key-sorted batches on threads of their own, so reading and
 //! checking the list (~5 µs a row) overlaps sled's inserts (the larger cost) instead of
 //! alternating with them. Batches not yet applied are remembered, so a duplicate check sees a
 //! key whether it is still on its way or already in the store.
@@ -20,58 +20,91 @@ const QUEUED: usize = 2;
 /// A batch of (key, record), sorted by key: in key order it touches neighbouring tree nodes.
 pub type Batch = Vec<(String, Record)>;
 
-/// Handle to the writer thread; see the module doc.
+/// Writer threads. sled inserts of different keys run in parallel (apply_batch would take
+/// its global batch lock, so each thread inserts its share one by one: an import needs no
+/// atomic batch, it is idempotent and a rerun reconciles), and one thread could not keep up
+/// with the reading side.
+const WRITERS: usize = 2;
+
+/// Handle to the writer threads; see the module doc.
 pub struct BulkWriter<'scope> {
-    tx: Option<mpsc::SyncSender<Batch>>,
-    applied: mpsc::Receiver<()>,
+    /// One channel per writer thread; `None` once joined.
+    txs: Option<Vec<mpsc::SyncSender<Batch>>>,
+    /// Each writer thread says "applied" per share it stored, in order.
+    applied: mpsc::Receiver<usize>,
+    /// Shares applied so far, per writer thread.
+    acks: [usize; WRITERS],
+    /// Batches known to be fully applied (popped from `unapplied`).
+    popped: usize,
     /// Key sets of the batches sent and not yet applied, oldest first.
     unapplied: VecDeque<HashSet<String>>,
-    /// `None` once joined.
-    thread: Option<ScopedJoinHandle<'scope, Result<()>>>,
+    threads: Vec<ScopedJoinHandle<'scope, Result<()>>>,
     path: PathBuf,
 }
 
 impl<'scope> BulkWriter<'scope> {
-    /// Starts the writer in `scope`. `after` runs on the writer thread for each batch once it
-    /// is in the store (handing new recipients to a lane must wait until they are stored).
+    /// Starts the writers in `scope`. `after` runs on a writer thread for each share of a
+    /// batch once it is in the store (handing new recipients to a lane must wait until they
+    /// are stored).
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         store: &'env CampaignStore,
-        mut after: impl FnMut(&Batch) + Send + 'env,
+        after: &'env (impl Fn(&Batch) + Sync + 'env),
     ) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUED);
         let (done_tx, applied) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("import-writer".into())
-            .spawn_scoped(scope, move || -> Result<()> {
-                for batch in rx {
-                    store.put_batch(batch.iter().map(|(k, r)| (k.as_str(), r)))?;
-                    after(&batch);
-                    // The importer may be gone already (it failed): nothing left to tell.
-                    let _ = done_tx.send(());
-                }
-                Ok(())
-            })
-            .expect("spawn the import writer thread");
+        let mut txs = Vec::with_capacity(WRITERS);
+        let mut threads = Vec::with_capacity(WRITERS);
+        for i in 0..WRITERS {
+            let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUED);
+            let done_tx = done_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("import-writer-{i}"))
+                .spawn_scoped(scope, move || -> Result<()> {
+                    for share in rx {
+                        store.put_each(share.iter().map(|(k, r)| (k.as_str(), r)))?;
+                        after(&share);
+                        // The importer may be gone already (it failed): nothing left to tell.
+                        let _ = done_tx.send(i);
+                    }
+                    Ok(())
+                })
+                .expect("spawn an import writer thread");
+            txs.push(tx);
+            threads.push(thread);
+        }
         BulkWriter {
-            tx: Some(tx),
+            txs: Some(txs),
             applied,
+            acks: [0; WRITERS],
+            popped: 0,
             unapplied: VecDeque::new(),
-            thread: Some(thread),
+            threads,
             path: store.path().to_path_buf(),
         }
     }
 
-    /// Queues `batch` (sorted by key; `keys` are its keys), blocking while the writer is
-    /// [`QUEUED`] batches behind.
-    pub fn write(&mut self, batch: Batch, keys: HashSet<String>) -> Result<()> {
+    /// Queues `batch` (sorted by key; `keys` are its keys), split into one share of
+    /// neighbouring keys per writer thread, blocking while a writer is [`QUEUED`] batches
+    /// behind.
+    pub fn write(&mut self, mut batch: Batch, keys: HashSet<String>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         self.unapplied.push_back(keys);
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        let per = batch.len().div_ceil(WRITERS);
+        let mut shares = Vec::with_capacity(WRITERS);
+        for _ in 1..WRITERS {
+            let rest = batch.split_off(per.min(batch.len()));
+            shares.push(std::mem::replace(&mut batch, rest));
+        }
+        shares.push(batch);
+        let sent = self.txs.as_ref().is_some_and(|txs| {
+            txs.iter()
+                .zip(shares)
+                .all(|(tx, share)| tx.send(share).is_ok())
+        });
         if !sent {
-            // The writer stopped on an error: that error is the one to report.
+            // A writer stopped on an error: that error is the one to report.
             self.join()?;
             return Err(store_err(&self.path, "the import writer stopped"));
         }
@@ -80,8 +113,14 @@ impl<'scope> BulkWriter<'scope> {
 
     /// Whether `key` is in a batch sent but not yet applied.
     pub fn is_unapplied(&mut self, key: &str) -> bool {
-        while self.applied.try_recv().is_ok() {
+        while let Ok(i) = self.applied.try_recv() {
+            self.acks[i] += 1;
+        }
+        // A batch is in the store when every writer has applied its share of it.
+        let done = self.acks.iter().copied().min().unwrap_or(0);
+        while self.popped < done {
             self.unapplied.pop_front();
+            self.popped += 1;
         }
         self.unapplied.iter().any(|keys| keys.contains(key))
     }
@@ -92,11 +131,15 @@ impl<'scope> BulkWriter<'scope> {
     }
 
     fn join(&mut self) -> Result<()> {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(store_err(&self.path, "the import writer thread panicked")),
+        self.txs = None;
+        let mut first = Ok(());
+        for t in self.threads.drain(..) {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err(store_err(&self.path, "an import writer thread panicked")),
+            };
+            first = first.and(r);
         }
+        first
     }
 }

@@ -163,6 +163,22 @@ impl CampaignStore {
         self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
     }
 
+    /// Writes records one by one, not atomically (not flushed): unlike [`Self::put_batch`],
+    /// several threads can do this at once (sled's batches take a global lock).
+    pub fn put_each<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a str, &'a Record)>,
+    ) -> Result<()> {
+        let mut buf = Vec::new();
+        for (k, r) in records {
+            r.encode_into(k, &mut buf);
+            self.rcpt
+                .insert(k.as_bytes(), buf.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Writes raw pre-encoded records in one batch (not flushed).
     pub fn put_encoded(&self, batch: sled::Batch) -> Result<()> {
         self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
