@@ -11,7 +11,8 @@
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
-//! - [`store`]      sled stores: per-campaign recipients, global suppression, priority queue
+//! - [`store`]      sled stores: per-campaign recipients (+ the import's writer threads), global
+//!   suppression, priority queue
 //! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers)

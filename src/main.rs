@@ -9,6 +9,11 @@ use blast::lane::Shutdown;
 use blast::{commands, config, report, send};
 use clap::Parser;
 
+/// sled copies a tree node per insert: with glibc malloc allocation was ~30% of an import
+/// (arena locks, frees from sled's flusher threads); mimalloc makes the store ~1.4x faster.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve { config } = &cli.command {

@@ -14,6 +14,7 @@ use crate::list::hygiene;
 use crate::list::prune::PruneReport;
 use crate::list::reader::{ListReader, RowIssue, RowRef};
 use crate::render::{Row, Templates};
+use crate::store::bulk::{self, BulkWriter};
 use crate::store::campaign::{CampaignStore, Counts};
 use crate::store::record::{Record, State};
 use crate::store::suppression::{Entry, Suppression};
@@ -192,7 +193,9 @@ pub fn import(
         fields,
         feed,
     } = source;
-    let handover = |batch: &[(String, Record)]| {
+    // Runs on a writer thread once (a share of) a batch is stored: only stored recipients may
+    // be sent.
+    let handover = |batch: &bulk::Batch| {
         eligible.fetch_add(count_pending(batch), Ordering::Relaxed);
         if let Some(f) = &feed {
             for (key, rec) in batch.iter().filter(|(_, r)| r.state == State::Pending) {
@@ -207,14 +210,51 @@ pub fn import(
         }
     };
     let gen = store.next_import_gen()?;
-    let idx = field_indices(&reader, fields);
+    std::thread::scope(|scope| {
+        let mut writer = BulkWriter::start(scope, store, &handover);
+        let st = import_rows(
+            s,
+            store,
+            &mut reader,
+            file_map,
+            fields,
+            prune,
+            supp,
+            gen,
+            &mut writer,
+        )?;
+        writer.finish()?;
+        store.flush()?;
+        Ok(st)
+    })
+}
+
+/// Records per store batch: sorted, one `apply_batch`. Larger batches gained nothing (sled's
+/// node per insert is the cost) and held sled's batch lock longer.
+const BATCH: usize = 1024;
+
+/// The import's reading side: every row checked, deduplicated and handed to `writer` in
+/// key-sorted batches.
+#[allow(clippy::too_many_arguments)]
+fn import_rows(
+    s: &Settings,
+    store: &CampaignStore,
+    reader: &mut ListReader,
+    file_map: &[u16],
+    fields: &[String],
+    prune: &mut PruneReport,
+    supp: Option<&Suppression>,
+    gen: u32,
+    writer: &mut BulkWriter<'_>,
+) -> Result<ImportStats> {
+    let idx = field_indices(reader, fields);
     let paths = reader.paths().to_vec();
     let mut st = ImportStats::default();
-    let mut batch: Vec<(String, Record)> = Vec::with_capacity(1024);
+    let mut batch: bulk::Batch = Vec::with_capacity(BATCH);
     let mut batch_keys: HashSet<String> = HashSet::new();
     // On a first import nothing is stored yet, so the per-row store lookup only matters for an
     // address seen earlier in this import: a fingerprint set says when to look (exactly: a
-    // fingerprint hit is confirmed against the batch and the store).
+    // fingerprint hit is confirmed against the batches not yet stored and the store).
     st.fresh = store.is_empty();
     let now = now_ms();
     let prune_file = prune_path_of(prune);
@@ -247,7 +287,10 @@ pub fn import(
         // addresses of one list collide with probability ~n²/2⁶⁵ (~3·10⁻⁸ at 1M rows).
         let fp = fingerprint(&mb.key);
         let first_time = st.seen.insert(fp);
-        let in_batch = batch_keys.contains(&mb.key);
+        // A key of this import is in the batch being built, in one the writer has not applied
+        // yet, or in the store.
+        let in_batch = (st.fresh && !first_time)
+            && (batch_keys.contains(&mb.key) || writer.is_unapplied(&mb.key));
         let existing = if in_batch || (st.fresh && first_time) || (!st.fresh && !first_time) {
             None
         } else {
@@ -337,18 +380,15 @@ pub fn import(
         }
         batch_keys.insert(mb.key.clone());
         batch.push((mb.key, rec));
-        if batch.len() >= 1024 {
+        if batch.len() >= BATCH {
             // In key order, a batch touches neighbouring tree nodes instead of 1024 random ones.
             batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            store.put_batch(batch.iter().map(|(k, r)| (k.as_str(), r)))?;
-            handover(&batch);
-            batch.clear();
-            batch_keys.clear();
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            writer.write(full, std::mem::take(&mut batch_keys))?;
         }
     }
-    store.put_batch(batch.iter().map(|(k, r)| (k.as_str(), r)))?;
-    handover(&batch);
-    store.flush()?;
+    batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    writer.write(batch, batch_keys)?;
     Ok(st)
 }
 

@@ -25,13 +25,21 @@ impl Rng {
     }
 }
 
-/// CPU time of this process in seconds: the machine is shared (two cores, concurrent
-/// builds), so wall time alone would measure the neighbours.
+/// CPU time (user + system) of this process, all its threads, in seconds: the machine is
+/// shared (two cores, concurrent builds), so wall time alone would measure the neighbours.
+/// All threads, because the import's store writer and sled's flushers run beside the main one.
 pub fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/schedstat")
+    // Fields 14 and 15 of /proc/self/stat (utime, stime) in clock ticks (100 Hz on Linux);
+    // the command name (field 2) may hold spaces, so count from its closing parenthesis.
+    std::fs::read_to_string("/proc/self/stat")
         .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0.0, |ns| ns as f64 / 1e9)
+        .and_then(|s| {
+            let mut f = s.get(s.rfind(')')? + 2..)?.split_whitespace().skip(11);
+            let user: u64 = f.next()?.parse().ok()?;
+            let sys: u64 = f.next()?.parse().ok()?;
+            Some(user + sys)
+        })
+        .map_or(0.0, |ticks| ticks as f64 / 100.0)
 }
 
 /// A timed phase: wall and CPU seconds.
@@ -41,6 +49,10 @@ impl Clock {
     /// Starts timing.
     pub fn start() -> Self {
         Clock(Instant::now(), cpu_secs())
+    }
+    /// CPU seconds (all threads) so far.
+    pub fn cpu(&self) -> f64 {
+        cpu_secs() - self.1
     }
     /// Wall time so far.
     pub fn elapsed(&self) -> std::time::Duration {

@@ -79,7 +79,7 @@ pub(crate) async fn run(
             let (rows, last, done) = tokio::task::spawn_blocking(move || {
                 store.scan_from(after.as_deref(), CHUNK, |st, bytes| match st {
                     State::Pending => true,
-                    State::Deferred => Record::decode(bytes).is_some_and(|r| r.retry_at_ms <= due),
+                    State::Deferred => Record::peek_retry_at(bytes).is_some_and(|at| at <= due),
                     _ => false,
                 })
             })

@@ -142,7 +142,7 @@ impl Claims {
             ))
         })?;
         let meta = db.open_tree("meta").map_err(|e| store_err(&path, e))?;
-        check_version(&meta, &path)?;
+        check_version(&meta, &path, crate::store::SCHEDULE_FORMAT)?;
         let tree = db.open_tree("claims").map_err(|e| store_err(&path, e))?;
         Ok(Claims { db, tree, path })
     }

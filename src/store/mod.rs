@@ -3,6 +3,7 @@
 //! is held by the process sending it; the suppression store is opened briefly (waiting on the
 //! lock) so two campaigns can share it.
 
+pub mod bulk;
 pub mod campaign;
 pub mod queue;
 pub mod record;
@@ -13,8 +14,19 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// On-disk format version written into every store; a newer one is refused, never reset.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format of a campaign store, written into it when created. A store of another
+/// format is refused with a clear error, never reset or misread. 2: compact record layout
+/// (varints, address and email cell not stored twice; see `record::Record::encode_into`).
+pub const CAMPAIGN_FORMAT: u32 = 2;
+
+/// On-disk format of the suppression store (unchanged since the first release).
+pub const SUPPRESSION_FORMAT: u32 = 1;
+
+/// On-disk format of the priority queue (`queue.rs`).
+pub const QUEUE_FORMAT: u32 = 1;
+
+/// On-disk format of the schedule claims (`schedule::claims`).
+pub const SCHEDULE_FORMAT: u32 = 1;
 
 /// Milliseconds since the unix epoch, the store's clock.
 pub fn now_ms() -> u64 {
@@ -64,15 +76,15 @@ pub(crate) fn open_db(path: &Path, cache: u64, wait: Duration) -> Result<Option<
     }
 }
 
-/// Checks (or writes, for a new store) the format version in `meta`.
-pub(crate) fn check_version(meta: &sled::Tree, path: &Path) -> Result<(), Error> {
+/// Checks (or writes, for a new store) the format version in `meta` against `expected`.
+pub(crate) fn check_version(meta: &sled::Tree, path: &Path, expected: u32) -> Result<(), Error> {
     let err = |m: String| Error::Store {
         path: path.to_path_buf(),
         message: m,
     };
     match meta.get("format").map_err(|e| err(e.to_string()))? {
         None => {
-            meta.insert("format", &FORMAT_VERSION.to_be_bytes())
+            meta.insert("format", &expected.to_be_bytes())
                 .map_err(|e| err(e.to_string()))?;
             Ok(())
         }
@@ -82,10 +94,11 @@ pub(crate) fn check_version(meta: &sled::Tree, path: &Path) -> Result<(), Error>
                 .try_into()
                 .map_err(|_| err("corrupt format version".into()))?;
             let v = u32::from_be_bytes(v);
-            if v > FORMAT_VERSION {
-                Err(err(format!("store format {v} is newer than this blast understands ({FORMAT_VERSION}); upgrade blast")))
-            } else {
-                Ok(())
+            match v.cmp(&expected) {
+                std::cmp::Ordering::Equal => Ok(()),
+                std::cmp::Ordering::Greater => Err(err(format!("store format version {v} is newer than this blast understands ({expected}); upgrade blast"))),
+                // Reading it would fail on every record ("corrupt record"): say what it is.
+                std::cmp::Ordering::Less => Err(err(format!("store format version {v} is older than this blast reads ({expected}); finish the campaign with the blast that started it, or remove this state directory to start it afresh"))),
             }
         }
     }

@@ -132,7 +132,7 @@ impl QueueStore {
             ))
         })?;
         let meta = db.open_tree("meta").map_err(|e| store_err(&path, e))?;
-        check_version(&meta, &path)?;
+        check_version(&meta, &path, super::QUEUE_FORMAT)?;
         let data = db.open_tree("data").map_err(|e| store_err(&path, e))?;
         let entries = db.open_tree("entries").map_err(|e| store_err(&path, e))?;
         Ok(QueueStore {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_version, open_db, store_err};
+use super::{check_version, open_db, store_err, SUPPRESSION_FORMAT};
 use crate::error::{Error, Result};
 
 /// Why an address is suppressed.
@@ -51,7 +51,7 @@ impl Suppression {
             ))
         })?;
         let meta = db.open_tree("meta").map_err(|e| store_err(&path, e))?;
-        check_version(&meta, &path)?;
+        check_version(&meta, &path, SUPPRESSION_FORMAT)?;
         let tree = db.open_tree("entries").map_err(|e| store_err(&path, e))?;
         Ok(Suppression { tree, db, path })
     }
