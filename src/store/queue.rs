@@ -3,14 +3,34 @@
 //! newsletter writes. Two trees: `data` (id → message bytes, written once) and `entries`
 //! (id → envelope and per-recipient state, rewritten after each attempt). A message leaves
 //! the queue when every recipient is final.
+//!
+//! Durability comes from a write-ahead journal ([`super::journal`]), not a sled flush: each
+//! change is staged in sled (what readers see) and queued as a journal record; a group
+//! commit writes and syncs the records, and sled is flushed in the background. A checkpoint
+//! (sled flush + replay start in sled's `meta`) happens when a journal segment is full, on
+//! open after replay, and for commands that change the queue while serve is stopped.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_version, now_ms, open_db, store_err};
+use super::journal::{self, Appended, Journal, Position};
+use super::{check_version, now_ms, open_db_with, store_err};
 use crate::error::{Error, Result};
+
+/// Record kinds in the journal.
+const ACCEPT: u8 = 1;
+const UPDATE: u8 = 2;
+const REMOVE: u8 = 3;
+/// Journal segments used round robin.
+const SEGMENTS: u32 = 2;
+/// Sequence numbers skipped at each checkpoint: records of a group that was torn or failed
+/// (past the replay end) then can never carry a number a later lap expects.
+const SEQ_GAP: u64 = 1 << 32;
+/// sled meta key of the journal checkpoint (where replay starts).
+const CHECKPOINT_KEY: &str = "journal";
 
 /// Where a recipient of a queued message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,12 +127,90 @@ pub struct NewMessage {
     pub eight_bit: bool,
 }
 
+/// How [`QueueStore::open_with`] opens the queue (the defaults are production's; tests turn
+/// knobs to reach the paths a crash or tmpfs would).
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// sled's background flush period; `None` leaves sled unflushed until a checkpoint.
+    pub sled_flush_every_ms: Option<u64>,
+    /// Try `O_DIRECT|O_DSYNC` for the journal (false: buffered `pwrite` + `fdatasync`).
+    pub direct: bool,
+    /// Journal segment size in bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            sled_flush_every_ms: Some(500),
+            direct: true,
+            segment_bytes: journal::SEGMENT_BYTES,
+        }
+    }
+}
+
 /// The priority queue database, owned by one process (`blast serve`).
 pub struct QueueStore {
     db: sled::Db,
     data: sled::Tree,
     entries: sled::Tree,
     path: PathBuf,
+    /// Records staged since the last commit, in staging order.
+    pending: Mutex<Vec<(u8, Vec<u8>)>>,
+    durable: Arc<Mutex<Durable>>,
+}
+
+/// The journal with what a checkpoint needs.
+struct Durable {
+    journal: Journal,
+    db: sled::Db,
+    meta: sled::Tree,
+    /// A journal write failed (part of it may be on disk): checkpoint before writing again.
+    poisoned: bool,
+}
+
+impl Durable {
+    /// Flushes sled (covering everything staged) with the replay start moved to `pos`.
+    fn checkpoint(&mut self, pos: Position) -> std::io::Result<()> {
+        self.poisoned = true; // until the flush below succeeds
+        self.journal.reset(pos)?;
+        self.meta
+            .insert(CHECKPOINT_KEY, &pos.encode())
+            .map_err(std::io::Error::other)?;
+        self.db.flush().map_err(std::io::Error::other)?;
+        self.poisoned = false;
+        Ok(())
+    }
+
+    /// The start of the next lap: the next segment, from its beginning.
+    fn next_lap(&self) -> Position {
+        let p = self.journal.position();
+        Position {
+            segment: (p.segment + 1) % SEGMENTS,
+            offset: 0,
+            seq: p.seq + SEQ_GAP,
+        }
+    }
+
+    /// Makes `records` (already staged in sled) durable: one journal write and sync, or a
+    /// checkpoint when the segment is full or a previous write failed.
+    fn commit(&mut self, records: &[(u8, Vec<u8>)]) -> std::io::Result<()> {
+        if self.poisoned {
+            let p = self.next_lap();
+            return self.checkpoint(p);
+        }
+        match self.journal.append(records) {
+            Ok(Appended::Synced) => Ok(()),
+            Ok(Appended::Full) => {
+                let p = self.next_lap();
+                self.checkpoint(p)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The queue's directory inside a state dir.
@@ -124,8 +222,14 @@ impl QueueStore {
     /// Opens (or creates) the queue in `state_dir`, waiting up to `wait` for another process's
     /// lock; `Error::Locked` if it is still held (another `blast serve` owns it).
     pub fn open(state_dir: &Path, wait: Duration) -> Result<Self> {
+        Self::open_with(state_dir, wait, QueueOptions::default())
+    }
+
+    /// [`QueueStore::open`] with explicit options. Replays the journal past the last
+    /// checkpoint into sled, then checkpoints, so the store is whole before anyone reads it.
+    pub fn open_with(state_dir: &Path, wait: Duration, opts: QueueOptions) -> Result<Self> {
         let path = path_in(state_dir);
-        let db = open_db(&path, 64 << 20, wait)?.ok_or_else(|| {
+        let db = open_db_with(&path, 64 << 20, wait, opts.sled_flush_every_ms)?.ok_or_else(|| {
             Error::Locked(format!(
                 "{}: the priority queue is in use by another process (is `blast serve` running on this state dir?)",
                 path.display()
@@ -135,12 +239,102 @@ impl QueueStore {
         check_version(&meta, &path)?;
         let data = db.open_tree("data").map_err(|e| store_err(&path, e))?;
         let entries = db.open_tree("entries").map_err(|e| store_err(&path, e))?;
-        Ok(QueueStore {
+        let start = meta
+            .get(CHECKPOINT_KEY)
+            .map_err(|e| store_err(&path, e))?
+            .and_then(|v| Position::decode(&v))
+            .unwrap_or(Position {
+                segment: 0,
+                offset: 0,
+                seq: 1,
+            });
+        let store = QueueStore {
+            durable: Arc::new(Mutex::new(Durable {
+                journal: Journal::new(&path, opts.segment_bytes, start, opts.direct),
+                db: db.clone(),
+                meta,
+                poisoned: false,
+            })),
             db,
             data,
             entries,
             path,
+            pending: Mutex::new(Vec::new()),
+        };
+        store.recover(start, opts.segment_bytes)?;
+        Ok(store)
+    }
+
+    /// Applies journal records after `start` to sled, then starts a fresh lap after them.
+    fn recover(&self, start: Position, segment_bytes: u64) -> Result<()> {
+        let mut failed = None;
+        let end = journal::replay(&self.path, start, |kind, payload| {
+            if failed.is_none() {
+                failed = self.apply(kind, payload).err();
+            }
         })
+        .map_err(|e| self.err(format!("cannot read the journal: {e}")))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut next = Position {
+            seq: end.seq + SEQ_GAP,
+            ..end
+        };
+        if next.offset >= segment_bytes {
+            next = Position {
+                segment: (next.segment + 1) % SEGMENTS,
+                offset: 0,
+                ..next
+            };
+        }
+        let mut d = self.durable.lock().expect("journal lock");
+        d.checkpoint(next)
+            .map_err(|e| self.err(format!("journal checkpoint failed: {e}")))
+    }
+
+    /// Replays one record (idempotent: puts and removes of whole values).
+    fn apply(&self, kind: u8, payload: &[u8]) -> Result<()> {
+        match kind {
+            ACCEPT => {
+                let n = payload
+                    .get(..4)
+                    .ok_or_else(|| self.err("short journal record"))?;
+                let n = 4 + u32::from_le_bytes(n.try_into().unwrap()) as usize;
+                let json = payload
+                    .get(4..n)
+                    .ok_or_else(|| self.err("short journal record"))?;
+                let e = self.decode(json)?;
+                self.data
+                    .insert(e.id.to_be_bytes(), &payload[n..])
+                    .map_err(|x| self.err(x))?;
+                self.entries
+                    .insert(e.id.to_be_bytes(), json)
+                    .map_err(|x| self.err(x))?;
+            }
+            UPDATE => {
+                let e = self.decode(payload)?;
+                self.entries
+                    .insert(e.id.to_be_bytes(), payload)
+                    .map_err(|x| self.err(x))?;
+            }
+            REMOVE => {
+                let id: [u8; 8] = payload
+                    .try_into()
+                    .map_err(|_| self.err("short journal record"))?;
+                self.data.remove(id).map_err(|x| self.err(x))?;
+                self.entries.remove(id).map_err(|x| self.err(x))?;
+            }
+            k => return Err(self.err(format!("unknown journal record kind {k}"))),
+        }
+        Ok(())
+    }
+
+    fn log(&self, kind: u8, payload: Vec<u8>) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .push((kind, payload));
     }
 
     /// Stages a new message (not durable until [`QueueStore::flush`]); returns its entry.
@@ -167,10 +361,18 @@ impl QueueStore {
             eight_bit: m.eight_bit,
             size: m.data.len() as u64,
         };
+        let json = serde_json::to_vec(&entry).map_err(|x| self.err(x))?;
+        let mut rec = Vec::with_capacity(4 + json.len() + m.data.len());
+        rec.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&json);
+        rec.extend_from_slice(&m.data);
         self.data
             .insert(id.to_be_bytes(), m.data)
             .map_err(|e| self.err(e))?;
-        self.put(&entry)?;
+        self.entries
+            .insert(id.to_be_bytes(), json)
+            .map_err(|x| self.err(x))?;
+        self.log(ACCEPT, rec);
         Ok(entry)
     }
 
@@ -188,14 +390,17 @@ impl QueueStore {
     pub fn remove(&self, id: u64) -> Result<bool> {
         let k = id.to_be_bytes();
         self.data.remove(k).map_err(|e| self.err(e))?;
-        Ok(self.entries.remove(k).map_err(|e| self.err(e))?.is_some())
+        let was = self.entries.remove(k).map_err(|e| self.err(e))?.is_some();
+        self.log(REMOVE, k.to_vec());
+        Ok(was)
     }
 
     fn put(&self, e: &Entry) -> Result<()> {
         let v = serde_json::to_vec(e).map_err(|x| self.err(x))?;
         self.entries
-            .insert(e.id.to_be_bytes(), v)
+            .insert(e.id.to_be_bytes(), v.clone())
             .map_err(|x| self.err(x))?;
+        self.log(UPDATE, v);
         Ok(())
     }
 
@@ -230,16 +435,29 @@ impl QueueStore {
         Ok(out)
     }
 
-    /// Makes everything staged so far durable.
+    /// Makes everything staged so far durable: one group commit to the journal (a write and
+    /// a sync off the runtime's threads), never a sled flush unless a segment is full.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(|e| self.err(e))?;
-        Ok(())
+        let records = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        let durable = self.durable.clone();
+        tokio::task::spawn_blocking(move || durable.lock().expect("journal lock").commit(&records))
+            .await
+            .map_err(|e| self.err(e))?
+            .map_err(|e| self.err(format!("journal write failed: {e}")))
     }
 
-    /// Blocking flush (for commands outside the runtime).
+    /// Blocking checkpoint (for commands outside the runtime, e.g. `blast queue drop` while
+    /// serve is stopped): sled flushed, the journal restarted after it.
     pub fn flush_now(&self) -> Result<()> {
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.pending.lock().expect("pending lock").clear();
+        let mut d = self.durable.lock().expect("journal lock");
+        let p = d.journal.position();
+        let p = Position {
+            seq: p.seq + SEQ_GAP,
+            ..p
+        };
+        d.checkpoint(p)
+            .map_err(|e| self.err(format!("journal checkpoint failed: {e}")))
     }
 
     fn decode(&self, v: &[u8]) -> Result<Entry> {
@@ -297,6 +515,96 @@ mod tests {
         assert!(q.list().unwrap().is_empty());
         assert!(q.data(id).unwrap().is_none());
         assert_eq!(parse_id(&format_id(id)), Some(id));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_changes_survive_a_crash_without_a_sled_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        // No background sled flush: after open's checkpoint only the journal reaches disk.
+        let opts = QueueOptions {
+            sled_flush_every_ms: None,
+            ..QueueOptions::default()
+        };
+        let q = QueueStore::open_with(dir.path(), Duration::ZERO, opts).unwrap();
+        let a = q.insert(msg(&["a@x.example", "b@x.example"])).unwrap();
+        let b = q.insert(msg(&["c@x.example"])).unwrap();
+        q.flush().await.unwrap();
+        let mut a2 = a.clone();
+        a2.rcpts[0].status = RcptStatus::Sent;
+        q.update(&a2).unwrap();
+        q.remove(b.id).unwrap();
+        let c = q.insert(msg(&["d@x.example"])).unwrap();
+        q.flush().await.unwrap();
+        // The crash: the files as they are now, the store never closed.
+        copy_dir(&path_in(dir.path()), &path_in(crashed.path()));
+        {
+            let raw = sled::open(path_in(crashed.path())).unwrap();
+            let entries = raw.open_tree("entries").unwrap();
+            assert!(
+                entries.is_empty(),
+                "sled alone lost them: the journal must bring them back"
+            );
+        }
+        let r = QueueStore::open(crashed.path(), Duration::ZERO).unwrap();
+        assert_eq!(r.get(a.id).unwrap(), Some(a2));
+        assert_eq!(
+            r.data(a.id).unwrap().unwrap(),
+            b"Subject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(r.get(b.id).unwrap(), None);
+        assert_eq!(r.data(b.id).unwrap(), None);
+        assert_eq!(r.get(c.id).unwrap(), Some(c.clone()));
+        assert_eq!(r.list().unwrap().len(), 2);
+        drop(r);
+        // Replayed then checkpointed: a second open finds the same, and new ids are new.
+        let r = QueueStore::open(crashed.path(), Duration::ZERO).unwrap();
+        assert_eq!(r.list().unwrap().len(), 2);
+        let d = r.insert(msg(&["e@x.example"])).unwrap();
+        assert!(d.id != a.id && d.id != c.id);
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_checkpoints_and_keeps_going() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = QueueOptions {
+            sled_flush_every_ms: None,
+            direct: false,
+            segment_bytes: 16 << 10,
+        };
+        let mut ids = Vec::new();
+        {
+            let q = QueueStore::open_with(dir.path(), Duration::ZERO, opts.clone()).unwrap();
+            for i in 0..20 {
+                let mut m = msg(&["a@x.example"]);
+                m.data = vec![b'x'; 3000 + i * 500]; // some groups bigger than a segment's rest
+                ids.push(q.insert(m).unwrap().id);
+                q.flush().await.unwrap();
+            }
+            let big = NewMessage {
+                data: vec![b'y'; 40 << 10], // bigger than a whole segment
+                ..msg(&["b@x.example"])
+            };
+            ids.push(q.insert(big).unwrap().id);
+            q.flush().await.unwrap();
+        }
+        let q = QueueStore::open_with(dir.path(), Duration::ZERO, opts).unwrap();
+        for id in &ids {
+            assert!(q.get(*id).unwrap().is_some(), "{id}");
+        }
+        assert_eq!(q.data(ids[20]).unwrap().unwrap().len(), 40 << 10);
     }
 
     #[test]
