@@ -5,6 +5,7 @@
 
 pub mod bulk;
 pub mod campaign;
+pub mod journal;
 pub mod queue;
 pub mod record;
 pub mod suppression;
@@ -44,6 +45,16 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// Opens a sled database, retrying while another process holds its lock for up to `wait`.
 /// `Ok(None)` when the lock is still held after `wait`.
 pub(crate) fn open_db(path: &Path, cache: u64, wait: Duration) -> Result<Option<sled::Db>, Error> {
+    open_db_with(path, cache, wait, Some(500))
+}
+
+/// [`open_db`] with sled's background flush period (`None`: only explicit flushes).
+pub(crate) fn open_db_with(
+    path: &Path,
+    cache: u64,
+    wait: Duration,
+    flush_every_ms: Option<u64>,
+) -> Result<Option<sled::Db>, Error> {
     std::fs::create_dir_all(path).map_err(|e| Error::Store {
         path: path.to_path_buf(),
         message: format!("cannot create directory: {e}"),
@@ -54,9 +65,9 @@ pub(crate) fn open_db(path: &Path, cache: u64, wait: Duration) -> Result<Option<
             .path(path)
             .cache_capacity(cache)
             .mode(sled::Mode::HighThroughput)
-            // We flush explicitly where the durability promise needs it; the background
-            // flush is a backstop.
-            .flush_every_ms(Some(500))
+            // We flush explicitly where the durability promise needs it (or journal, for
+            // the priority queue); the background flush is a backstop.
+            .flush_every_ms(flush_every_ms)
             .open()
         {
             Ok(db) => return Ok(Some(db)),

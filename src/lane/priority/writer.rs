@@ -1,8 +1,11 @@
-//! The priority queue's one writer: stages a group of accepts and attempt results, flushes
-//! once, then answers the waiting sessions (a 250 is never sent for a message that is not on
+//! The priority queue's one writer: stages a group of accepts and attempt results (in sled,
+//! and as journal records), commits the group with one journal write and sync (sled itself
+//! is flushed only at the journal's checkpoints: its flush has a bad tail under a bulk
+//! send's writeback),
+//! then answers the waiting sessions (a 250 is never sent for a message that is not on
 //! disk) and tells the scheduler what is due. Group commit across concurrent sessions keeps
-//! the flush count low under load without adding latency when idle (no pacing here: a lone
-//! password reset is flushed at once).
+//! the sync count low under load without adding latency when idle (no pacing here: a lone
+//! password reset is committed at once).
 
 use std::sync::Arc;
 
@@ -84,6 +87,7 @@ pub async fn run(
                 }
             }
         }
+        // The group commit: the journal's one write + sync for everything staged above.
         if let Err(e) = store.flush().await {
             failed = Some(e.to_string());
         }
@@ -93,8 +97,9 @@ pub async fn run(
             // results not on disk mean those recipients are tried again (at most a duplicate).
             log(format!("priority: queue flush failed: {e}"));
             for (reply, id) in answers {
-                // Unstage it too, so a later background flush cannot deliver a message the
-                // client was told to submit again.
+                // Unstage it too, so a later checkpoint (sled flush) cannot deliver a message the
+                // client was told to submit again (the store checkpoints before its next
+                // journal write, so the failed group's records are never replayed).
                 let _ = store.remove(id);
                 let _ = reply.send(Err(format!("queue write failed: {e}")));
             }
