@@ -48,7 +48,7 @@ pub async fn run(
                 },
                 Cmd::Update { entry, dsns } => {
                     // A message dropped while a worker had it stays dropped.
-                    if !matches!(store.get(entry.id), Ok(Some(_))) {
+                    if !matches!(store.contains(entry.id), Ok(true)) {
                         continue;
                     }
                     if let Err(e) = store.update(&entry) {
