@@ -314,10 +314,7 @@ pub fn load(path: &Path) -> Result<Settings> {
 /// Validates campaign TOML `src`, read from `path` (relative paths resolve against its directory).
 pub fn parse(path: &Path, src: &str) -> Result<Settings> {
     let loc = Locator { path, src };
-    let raw: RawFile = toml::from_str(src).map_err(|e| {
-        let line = e.span().map(|s| loc.line(s.start)).unwrap_or(0);
-        Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
-    })?;
+    let raw: RawFile = loc.parse_toml()?;
     validate(&loc, raw)
 }
 
@@ -330,6 +327,18 @@ pub(crate) struct Locator<'a> {
 impl Locator<'_> {
     pub(crate) fn line(&self, offset: usize) -> usize {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    /// Deserializes the whole source; a TOML error becomes `file:line: message`.
+    pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(self.src).map_err(|e| {
+            let line = e.span().map(|s| self.line(s.start)).unwrap_or(0);
+            Error::Config(format!(
+                "{}:{line}: {}",
+                self.path.display(),
+                e.message().trim()
+            ))
+        })
     }
 
     pub(crate) fn err<T>(

@@ -106,10 +106,7 @@ pub fn load(path: &Path) -> Result<ServeSettings> {
 /// Validates server config TOML `src`, read from `path`.
 pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
     let loc = Locator { path, src };
-    let raw: RawServeFile = toml::from_str(src).map_err(|e| {
-        let line = e.span().map(|s| loc.line(s.start)).unwrap_or(0);
-        Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
-    })?;
+    let raw: RawServeFile = loc.parse_toml()?;
     let pspan = raw.priority.span();
     let p = raw.priority.into_inner();
     if p.rate.is_some() || !p.per_domain.is_empty() || p.burst.is_some() {

@@ -71,6 +71,8 @@ pub fn start(
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // e.g. EMFILE: back off instead of spinning on the error.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let (lane, stats) = (lane.clone(), stats.clone());

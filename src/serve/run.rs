@@ -19,7 +19,7 @@ use super::users::Users;
 use crate::config::TransportSpec;
 use crate::error::{Error, Result};
 use crate::lane::priority::{self, Cmd, PriorityLane};
-use crate::store::queue::{format_id, NewMessage, QueueStore};
+use crate::store::queue::{format_id, QueueStore};
 
 /// A running server (in-process: tests and benches use this directly).
 pub struct Serve {
@@ -99,15 +99,7 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
 /// waits for its durable id so the writer can group-commit many sessions at once.
 async fn bridge(mut rx: mpsc::Receiver<AcceptRequest>, lane: mpsc::Sender<Cmd>) {
     while let Some(req) = rx.recv().await {
-        let m = req.msg;
-        let msg = NewMessage {
-            mail_from: m.mail_from,
-            rcpt_to: m.rcpt_to,
-            data: m.data,
-            user: m.user,
-            smtputf8: m.smtputf8,
-            eight_bit: m.eight_bit,
-        };
+        let msg = req.msg.msg;
         let (tx, done) = oneshot::channel();
         if lane.send(Cmd::Accept { msg, reply: tx }).await.is_err() {
             let _ = req.reply.send(Err("server is stopping".into()));

@@ -419,6 +419,13 @@ impl QueueStore {
         }
     }
 
+    /// Whether a message is queued (no decode).
+    pub fn contains(&self, id: u64) -> Result<bool> {
+        self.entries
+            .contains_key(id.to_be_bytes())
+            .map_err(|e| self.err(e))
+    }
+
     /// A message's bytes.
     pub fn data(&self, id: u64) -> Result<Option<Vec<u8>>> {
         Ok(self

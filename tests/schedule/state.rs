@@ -139,6 +139,19 @@ async fn blast(args: &[&str]) -> std::process::Output {
         .expect("blast runs")
 }
 
+/// `blast schedule list` over `dir` with state in `state`.
+async fn schedule_list(dir: &str, state: &str) -> std::process::Output {
+    blast(&[
+        "schedule",
+        "list",
+        "--campaigns-dir",
+        dir,
+        "--state-dir",
+        state,
+    ])
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_commands_and_send_now() {
     let f = Fixture::new();
@@ -157,15 +170,7 @@ async fn schedule_commands_and_send_now() {
     let state_s = state.to_str().unwrap();
     let file_s = file.to_str().unwrap();
 
-    let out = blast(&[
-        "schedule",
-        "list",
-        "--campaigns-dir",
-        dir,
-        "--state-dir",
-        state_s,
-    ])
-    .await;
+    let out = schedule_list(dir, state_s).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -183,15 +188,7 @@ async fn schedule_commands_and_send_now() {
 
     let out = blast(&["schedule", "pause", "weekly", "--state-dir", state_s]).await;
     assert!(out.status.success(), "{out:?}");
-    let out = blast(&[
-        "schedule",
-        "list",
-        "--campaigns-dir",
-        dir,
-        "--state-dir",
-        state_s,
-    ])
-    .await;
+    let out = schedule_list(dir, state_s).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("PAUSED"));
     let out = blast(&["schedule", "resume", "weekly", "--state-dir", state_s]).await;
     assert!(out.status.success(), "{out:?}");

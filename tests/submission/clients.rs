@@ -43,11 +43,11 @@ async fn lettre_submits_over_starttls_with_auth() {
     let got = fx.got();
     assert_eq!(got.len(), 2);
     for (i, m) in got.iter().enumerate() {
-        assert_eq!(m.mail_from, "ann@mail.a.test");
-        assert_eq!(m.rcpt_to, vec!["bob@rcpt.test".to_string()]);
-        assert_eq!(m.user.as_deref(), Some("ann"));
+        assert_eq!(m.msg.mail_from, "ann@mail.a.test");
+        assert_eq!(m.msg.rcpt_to, vec!["bob@rcpt.test".to_string()]);
+        assert_eq!(m.msg.user.as_deref(), Some("ann"));
         assert!(m.client.ip().is_loopback());
-        let data = String::from_utf8(m.data.clone()).unwrap();
+        let data = String::from_utf8(m.msg.data.clone()).unwrap();
         assert!(
             data.contains(&format!("Subject: receipt {i}\r\n")),
             "{data}"
@@ -91,8 +91,8 @@ async fn swaks_submits() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("queued as Q1"), "{log}");
     let got = fx.got();
-    assert_eq!(got[0].user.as_deref(), Some("bob"));
-    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: via swaks"));
+    assert_eq!(got[0].msg.user.as_deref(), Some("bob"));
+    assert!(String::from_utf8_lossy(&got[0].msg.data).contains("Subject: via swaks"));
     fx.h.shutdown().await;
 }
 
@@ -124,7 +124,7 @@ async fn pipelined_transactions_are_answered_in_order() {
         assert!(c.reply().await.starts_with("250 2.0.0"));
     }
     assert!(c.reply().await.starts_with("221"));
-    let rcpts: Vec<String> = fx.got().iter().map(|m| m.rcpt_to[0].clone()).collect();
+    let rcpts: Vec<String> = fx.got().iter().map(|m| m.msg.rcpt_to[0].clone()).collect();
     assert_eq!(rcpts, ["r0@rcpt.test", "r1@rcpt.test", "r2@rcpt.test"]);
     fx.h.shutdown().await;
 }
@@ -143,7 +143,7 @@ async fn date_and_message_id_added_only_when_missing() {
             .starts_with("250"));
     }
     let got = fx.got();
-    let first = String::from_utf8(got[0].data.clone()).unwrap();
+    let first = String::from_utf8(got[0].msg.data.clone()).unwrap();
     let mut lines = first.lines();
     assert!(lines.next().unwrap().starts_with("Date: "), "{first}");
     let mid = lines.next().unwrap();
@@ -154,7 +154,7 @@ async fn date_and_message_id_added_only_when_missing() {
     assert!(first.ends_with(bare), "{first}");
     let unstuffed = full.replace("\r\n..dot", "\r\n.dot");
     assert_eq!(
-        got[1].data,
+        got[1].msg.data,
         unstuffed.strip_suffix(".\r\n").unwrap().as_bytes()
     );
     fx.h.shutdown().await;

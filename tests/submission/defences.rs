@@ -49,7 +49,7 @@ async fn unauthenticated_relay_is_refused_unless_allowed_network() {
     assert!(r.starts_with("250 2.0.0 Ok: queued as Q1"), "{r}");
     let got = fx.got();
     assert_eq!(
-        (got[0].mail_from.as_str(), got[0].user.as_deref()),
+        (got[0].msg.mail_from.as_str(), got[0].msg.user.as_deref()),
         ("", None)
     );
     fx.h.shutdown().await;
@@ -190,7 +190,7 @@ async fn starttls_discards_pipelined_commands_and_resets() {
     assert!(fx.stat(|s| &s.discarded_after_starttls) > 0);
     let got = fx.got();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].rcpt_to, vec!["r@rcpt.test".to_string()]);
+    assert_eq!(got[0].msg.rcpt_to, vec!["r@rcpt.test".to_string()]);
     fx.h.shutdown().await;
 }
 

@@ -112,7 +112,7 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
             }
             (None, TransportSpec::Smtp { .. }) => unreachable!("smtp transports have endpoints"),
         };
-        let dsns = apply(&ctx, &mut entry, &todo, results);
+        let dsns = apply(&ctx, &mut entry, &todo, results, &data);
         if ctx.writer.send(Cmd::Update { entry, dsns }).await.is_err() {
             break;
         }
@@ -124,7 +124,13 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
 
 /// Records the results in the entry; returns the DSNs to send for recipients that became
 /// bounced or failed.
-fn apply(ctx: &Ctx, entry: &mut Entry, todo: &[usize], results: Vec<Res>) -> Vec<NewMessage> {
+fn apply(
+    ctx: &Ctx,
+    entry: &mut Entry,
+    todo: &[usize],
+    results: Vec<Res>,
+    data: &[u8],
+) -> Vec<NewMessage> {
     let now = now_ms();
     let s = &ctx.settings;
     let mut failed = Vec::new();
@@ -180,12 +186,11 @@ fn apply(ctx: &Ctx, entry: &mut Entry, todo: &[usize], results: Vec<Res>) -> Vec
         ));
         return Vec::new();
     }
-    let data = ctx.store.data(entry.id).ok().flatten().unwrap_or_default();
     vec![crate::serve::dsn::build(
         &ctx.hostname,
         entry,
         &failed,
-        &data,
+        data,
     )]
 }
 

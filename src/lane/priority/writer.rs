@@ -48,7 +48,7 @@ pub async fn run(
                 },
                 Cmd::Update { entry, dsns } => {
                     // A message dropped while a worker had it stays dropped.
-                    if !matches!(store.get(entry.id), Ok(Some(_))) {
+                    if !matches!(store.contains(entry.id), Ok(true)) {
                         continue;
                     }
                     if let Err(e) = store.update(&entry) {
@@ -101,7 +101,13 @@ pub async fn run(
                 // client was told to submit again (the store checkpoints before its next
                 // journal write, so the failed group's records are never replayed).
                 let _ = store.remove(id);
+                events.retain(|ev| !matches!(ev, Event::Due(d, _) if *d == id));
                 let _ = reply.send(Err(format!("queue write failed: {e}")));
+            }
+            // Attempt results stay staged (what workers read): reschedule them, or those
+            // messages would stay "out with a worker" until a restart.
+            for ev in events {
+                let _ = sched.send(ev);
             }
             continue;
         }

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use super::session::Session;
 use super::{headers, AcceptRequest, Submission};
 use crate::smtp_server::{read_data, take_data_txn, Conn, DataEnd, Flow};
+use crate::store::queue::NewMessage;
 
 /// A body still arriving after this many times the size limit is cut off.
 const OVERSIZE_FACTOR: usize = 4;
@@ -103,13 +104,15 @@ impl Session {
             }
         }
         let msg = Submission {
-            mail_from: txn.from,
-            rcpt_to: txn.rcpts,
-            data: headers::add_missing(b.data, &shared.settings.hostname),
-            user: self.user.clone(),
+            msg: NewMessage {
+                mail_from: txn.from,
+                rcpt_to: txn.rcpts,
+                data: headers::add_missing(b.data, &shared.settings.hostname),
+                user: self.user.clone(),
+                smtputf8: txn.smtputf8,
+                eight_bit: txn.body_8bitmime || b.eight_bit,
+            },
             client: self.peer,
-            smtputf8: txn.smtputf8,
-            eight_bit: txn.body_8bitmime || b.eight_bit,
         };
         match self.enqueue(msg).await {
             Ok(id) => {

@@ -40,6 +40,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::users::Users;
 use crate::lane::Shutdown;
+use crate::store::queue::NewMessage;
 pub use policy::{auth_permitted, in_networks};
 
 /// How long [`SubmissionHandle::shutdown`] lets open sessions finish before closing them.
@@ -116,24 +117,18 @@ impl std::fmt::Debug for SubmissionSettings {
     }
 }
 
-/// One accepted message, as the queue store receives it.
+/// One accepted message: what the queue stores, plus the client it came from.
+///
+/// `msg.data` is CRLF lines, dot-unstuffed, without the final ".", with `Date:` and
+/// `Message-ID:` added at the top if they were missing; `msg.user` is `None` when relayed
+/// from an `allow_networks` client; `msg.eight_bit` is MAIL FROM's `BODY=8BITMIME` or a
+/// body with octets >= 0x80.
 #[derive(Clone, Debug)]
 pub struct Submission {
-    /// Envelope sender; `""` for the null sender `<>`.
-    pub mail_from: String,
-    /// Envelope recipients, as the client spelled them.
-    pub rcpt_to: Vec<String>,
-    /// The message: CRLF lines, dot-unstuffed, without the final ".", with `Date:` and
-    /// `Message-ID:` added at the top if they were missing.
-    pub data: Vec<u8>,
-    /// The authenticated user (`None`: relayed from an `allow_networks` client).
-    pub user: Option<String>,
+    /// The message and its envelope, as the queue store receives it.
+    pub msg: NewMessage,
     /// The client's address.
     pub client: SocketAddr,
-    /// MAIL FROM carried `SMTPUTF8`.
-    pub smtputf8: bool,
-    /// MAIL FROM declared `BODY=8BITMIME`, or the body has octets >= 0x80.
-    pub eight_bit: bool,
 }
 
 /// A message for the queue: the listener answers `250` only after `reply` says the message
