@@ -214,6 +214,10 @@ async fn a_second_serve_refuses_and_queue_commands_reach_the_running_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another process"), "{err}");
 
+    use std::os::unix::fs::PermissionsExt;
+    let sock = setup.dir.path().join(".blast/control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only serve's user may drop or retry mail");
     let rep = submit(addr, "app@acme.example", "a@x.example", "q").await;
     let id = rep.split_whitespace().last().unwrap().to_string();
     let out = setup.blast(&["queue", "list"]);

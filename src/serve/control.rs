@@ -13,7 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lane::priority::{Cmd, Stats};
-use crate::store::queue::Entry;
+use crate::store::queue::{Entry, QueueStore};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 /// A request from `blast queue`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,39 +57,63 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
 }
 
-/// Serves requests until the returned task is aborted. A stale socket file (serve was
-/// killed) is replaced: the caller already holds the queue lock, so no other serve is alive.
+/// What a control connection may use.
+struct Ctx {
+    lane: mpsc::Sender<Cmd>,
+    stats: Arc<Stats>,
+    /// For `list`: read directly (sled reads run beside the writer), so a long queue never
+    /// holds up accepts in the writer loop.
+    store: Arc<QueueStore>,
+}
+
+/// At most this many control connections are answered at once; more wait.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serves requests until the returned task is aborted (its connections with it). A stale
+/// socket file (serve was killed) is replaced: the caller already holds the queue lock, so no
+/// other serve is alive.
 pub fn start(
     state_dir: &Path,
     lane: mpsc::Sender<Cmd>,
     stats: Arc<Stats>,
+    store: Arc<QueueStore>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = path_in(state_dir);
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound in a private (0700) directory, made 0600, then renamed into place: the socket is
+    // never reachable with the umask's looser permissions.
+    let private = state_dir.join(".control.tmp");
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("sock");
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    let _ = std::fs::remove_dir(&private);
+    let ctx = Arc::new(Ctx { lane, stats, store });
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
         loop {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 // e.g. EMFILE: back off instead of spinning on the error.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let (lane, stats) = (lane.clone(), stats.clone());
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(30), answer(stream, lane, stats))
-                    .await;
+            while conns.try_join_next().is_some() {}
+            let ctx = ctx.clone();
+            conns.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(30), answer(stream, &ctx)).await;
+                drop(permit);
             });
         }
     }))
 }
 
-async fn answer(
-    stream: UnixStream,
-    lane: mpsc::Sender<Cmd>,
-    stats: Arc<Stats>,
-) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r.take(64 * 1024))
@@ -96,7 +121,7 @@ async fn answer(
         .await?;
     let resp = match serde_json::from_str::<Request>(&line) {
         Err(e) => error(format!("bad request: {e}")),
-        Ok(req) => handle(req, &lane, &stats).await,
+        Ok(req) => handle(req, ctx).await,
     };
     let mut out = serde_json::to_vec(&resp).unwrap_or_default();
     out.push(b'\n');
@@ -112,18 +137,17 @@ fn error(msg: String) -> Response {
     }
 }
 
-async fn handle(req: Request, lane: &mpsc::Sender<Cmd>, stats: &Stats) -> Response {
+async fn handle(req: Request, ctx: &Ctx) -> Response {
+    let (lane, stats) = (&ctx.lane, &*ctx.stats);
     let mut resp = error(String::new());
     resp.error = None;
     let gone = || error("serve is stopping".into());
     match req {
         Request::List => {
-            let (tx, rx) = oneshot::channel();
-            if lane.send(Cmd::List(tx)).await.is_err() {
-                return gone();
-            }
-            match rx.await {
-                Ok(e) => resp.entries = e,
+            let store = ctx.store.clone();
+            match tokio::task::spawn_blocking(move || store.list()).await {
+                Ok(Ok(e)) => resp.entries = e,
+                Ok(Err(e)) => return error(format!("cannot read the queue: {e}")),
                 Err(_) => return gone(),
             }
         }
@@ -137,7 +161,11 @@ async fn handle(req: Request, lane: &mpsc::Sender<Cmd>, stats: &Stats) -> Respon
             if lane.send(Cmd::Drop(id, tx)).await.is_err() {
                 return gone();
             }
-            resp.dropped = rx.await.unwrap_or(false);
+            match rx.await {
+                Ok(Ok(d)) => resp.dropped = d,
+                Ok(Err(e)) => return error(format!("cannot drop {id}: {e}")),
+                Err(_) => return gone(),
+            }
         }
         Request::Stats => {
             let g = Stats::get;

@@ -79,8 +79,13 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     let store = Arc::new(QueueStore::open(&s.state_dir, Duration::ZERO)?);
     let log: priority::Log = Arc::new(|m| eprintln!("blast serve: {m}"));
     let lane = priority::start(s.priority.clone(), store, s.listener.hostname.clone(), log)?;
-    let control = control::start(&s.state_dir, lane.tx.clone(), lane.stats.clone())
-        .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
+    let control = control::start(
+        &s.state_dir,
+        lane.tx.clone(),
+        lane.stats.clone(),
+        lane.store.clone(),
+    )
+    .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
     let (accept_tx, accept_rx) = mpsc::channel(1024);
     let bridge = tokio::spawn(bridge(accept_rx, lane.tx.clone()));
     let submission = submission::start(listener, users, accept_tx)

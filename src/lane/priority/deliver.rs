@@ -90,9 +90,23 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
         ctx.stats
             .max_pickup_us
             .fetch_max(d.at.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let (Ok(Some(mut entry)), Ok(Some(data))) = (ctx.store.get(d.id), ctx.store.data(d.id))
-        else {
-            continue; // dropped meanwhile
+        let (mut entry, data) = match (ctx.store.get(d.id), ctx.store.data(d.id)) {
+            (Ok(Some(e)), Ok(Some(data))) => (e, data),
+            (Ok(None), _) => continue, // dropped meanwhile
+            (e, data) => {
+                // Unreadable (I/O error, or the bytes are missing): never leave it "out with
+                // a worker" for good; the writer schedules it again.
+                (ctx.log)(format!(
+                    "priority: cannot read message {}: {:?} / {:?}",
+                    format_id(d.id),
+                    e.err().map(|x| x.to_string()),
+                    data.err().map(|x| x.to_string())
+                ));
+                if ctx.writer.send(Cmd::RetryLater(d.id)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         // Every recipient still open goes in this transaction, even one deferred until later
         // than the message's earliest due time: they share the relay, and a forced retry

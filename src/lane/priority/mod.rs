@@ -37,10 +37,10 @@ pub enum Cmd {
     },
     /// `blast queue retry`: make deferred recipients due now (`None` = every message).
     RetryNow(Option<u64>),
+    /// A worker could not read this message's state: try it again later.
+    RetryLater(u64),
     /// `blast queue drop`: remove a message; answers whether it was queued.
-    Drop(u64, oneshot::Sender<bool>),
-    /// `blast queue list`.
-    List(oneshot::Sender<Vec<Entry>>),
+    Drop(u64, oneshot::Sender<Result<bool, String>>),
 }
 
 /// Live counters of the priority lane (what `blast queue`, tests and benches read).
@@ -82,6 +82,8 @@ pub struct PriorityLane {
     pub tx: mpsc::Sender<Cmd>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The queue (reads; every write goes through [`PriorityLane::tx`]).
+    pub store: Arc<QueueStore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: Arc<crate::lane::Shutdown>,
 }
@@ -124,7 +126,7 @@ pub fn start(
     )));
     let ctx = Arc::new(deliver::Ctx {
         settings,
-        store,
+        store: store.clone(),
         writer: tx.clone(),
         stats: stats.clone(),
         hostname,
@@ -138,6 +140,7 @@ pub fn start(
     Ok(PriorityLane {
         tx,
         stats,
+        store,
         tasks,
         stop,
     })

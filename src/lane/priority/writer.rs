@@ -13,10 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sched::Event;
 use super::{Cmd, Log, Stats};
+use crate::store::now_ms;
 use crate::store::queue::{format_id, QueueStore};
 
 /// Most commands folded into one flush.
 const GROUP: usize = 512;
+
+/// A message whose state could not be read or written is tried again after this long.
+pub(super) const RETRY_AFTER_ERROR_MS: u64 = 60_000;
 
 /// Runs until every sender of `rx` is gone.
 pub async fn run(
@@ -52,7 +56,13 @@ pub async fn run(
                         continue;
                     }
                     if let Err(e) = store.update(&entry) {
-                        failed = Some(e.to_string());
+                        // Only this message's result is lost: it is tried again later (at
+                        // most a duplicate); the group's accepts are unaffected.
+                        log(format!(
+                            "priority: cannot record the attempt of {}: {e}",
+                            format_id(entry.id)
+                        ));
+                        events.push(Event::Due(entry.id, now_ms() + RETRY_AFTER_ERROR_MS));
                         continue;
                     }
                     events.push(match entry.due_ms() {
@@ -75,15 +85,15 @@ pub async fn run(
                     }
                 }
                 Cmd::RetryNow(id) => events.push(Event::Now(id)),
+                Cmd::RetryLater(id) => {
+                    events.push(Event::Due(id, now_ms() + RETRY_AFTER_ERROR_MS));
+                }
                 Cmd::Drop(id, reply) => {
-                    let removed = store.remove(id).unwrap_or(false);
-                    if removed {
+                    let removed = store.remove(id).map_err(|e| e.to_string());
+                    if removed == Ok(true) {
                         events.push(Event::Gone(id));
                     }
                     let _ = reply.send(removed);
-                }
-                Cmd::List(reply) => {
-                    let _ = reply.send(store.list().unwrap_or_default());
                 }
             }
         }
