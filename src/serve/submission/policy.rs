@@ -95,6 +95,20 @@ struct Failures {
 /// under a distributed attack).
 const MAX_TRACKED: usize = 10_000;
 
+/// The unit failures are counted per: an IPv4 address, or an IPv6 /64 (one host usually
+/// owns a whole /64, so counting single v6 addresses would never block it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(seg.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+        v4 => v4,
+    }
+}
+
 impl AuthFailures {
     pub(super) fn new(limit: u32, window: Duration) -> Self {
         AuthFailures {
@@ -106,6 +120,7 @@ impl AuthFailures {
 
     /// Whether AUTH from `ip` is blocked now.
     pub(super) fn blocked(&self, ip: IpAddr) -> bool {
+        let ip = client_key(ip);
         let m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
         m.get(&ip)
             .and_then(|f| f.blocked_until)
@@ -114,13 +129,25 @@ impl AuthFailures {
 
     /// Records a failure; returns whether `ip` is now blocked.
     pub(super) fn fail(&self, ip: IpAddr) -> bool {
+        let ip = client_key(ip);
         let now = Instant::now();
         let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= MAX_TRACKED {
+        if m.len() >= MAX_TRACKED && !m.contains_key(&ip) {
             let window = self.window;
             m.retain(|_, f| {
                 now.duration_since(f.since) < window || f.blocked_until.is_some_and(|t| now < t)
             });
+            if m.len() >= MAX_TRACKED {
+                // Still full: forget the oldest unblocked entry, so memory stays bounded.
+                let oldest = m
+                    .iter()
+                    .filter(|(_, f)| f.blocked_until.is_none())
+                    .min_by_key(|(_, f)| f.since)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    m.remove(&k);
+                }
+            }
         }
         let f = m.entry(ip).or_insert(Failures {
             count: 0,
@@ -145,6 +172,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64() {
+        let a = AuthFailures::new(2, Duration::from_secs(60));
+        assert!(!a.fail(ip("2001:db8:1:2::1")));
+        assert!(
+            a.fail(ip("2001:db8:1:2::ffff")),
+            "same /64: second failure blocks"
+        );
+        assert!(a.blocked(ip("2001:db8:1:2:abcd::9")));
+        assert!(
+            !a.blocked(ip("2001:db8:1:3::1")),
+            "another /64 is not blocked"
+        );
     }
 
     #[test]
