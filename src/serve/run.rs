@@ -3,7 +3,7 @@
 //!
 //! Isolation inside one process: [`main`] runs the priority side on its own tokio runtime
 //! (its own OS threads) and blast work — scheduled campaigns — on a second runtime with
-//! `blast_threads` workers at a lower CPU priority (nice 10), so a newsletter can neither
+//! `blast_threads` workers at the lowest CPU priority (nice 19), so a newsletter can neither
 //! queue in front of a password reset nor take its CPU.
 
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ pub fn main(config: &Path) -> Result<i32> {
     let blast_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.blast_threads)
         .thread_name("blast-lane")
-        .on_thread_start(|| nice_this_thread(10))
+        .on_thread_start(|| nice_this_thread(19))
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start a runtime", e))?;
