@@ -351,3 +351,37 @@ async fn send_with_the_server_config_shares_the_global_suppression_list() {
         "suppressed for campaign b"
     );
 }
+
+/// lettre, an application's mail library, submits to `blast serve` (AUTH over loopback, no
+/// TLS) and the message arrives at the priority lane's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettre_submits_to_serve_and_the_relay_receives_it() {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let sink = blast::sink::start("127.0.0.1:0".parse().unwrap(), SinkConfig::default())
+        .await
+        .unwrap();
+    let setup = Setup::new(sink.addr);
+    let (child, addr) = setup.spawn();
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(addr.port())
+        .credentials(Credentials::new("app".into(), "s3cret".into()))
+        .build();
+    let msg = Message::builder()
+        .from("Acme <app@acme.example>".parse().unwrap())
+        .to("user@x.example".parse().unwrap())
+        .subject("Your password reset code")
+        .body("Code: 424242".to_string())
+        .unwrap();
+    let rep = tokio::time::timeout(WAIT, mailer.send(msg))
+        .await
+        .expect("in time")
+        .expect("accepted");
+    assert!(rep.is_positive());
+    wait_until("delivery", || sink.count() == 1).await;
+    let got = &sink.received()[0];
+    assert_eq!(got.mail_from, "app@acme.example");
+    assert_eq!(got.rcpt_to, vec!["user@x.example"]);
+    assert!(String::from_utf8_lossy(&got.data).contains("Subject: Your password reset code"));
+    assert!(term(child).success());
+}
