@@ -301,13 +301,7 @@ fn import_rows(
             || existing.as_ref().is_some_and(|e| e.import_gen == gen);
         if duplicate {
             prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "duplicate",
-                    "same address earlier in the list",
-                )
+                .record_duplicate(file, row.line, &mb.address)
                 .map_err(perr)?;
             continue;
         }
@@ -677,13 +671,7 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         let file = &paths[row.file_idx];
         if !seen.insert(fingerprint(&mb.key)) {
             prune
-                .record(
-                    file,
-                    row.line,
-                    &mb.address,
-                    "duplicate",
-                    "same address earlier in the list",
-                )
+                .record_duplicate(file, row.line, &mb.address)
                 .map_err(perr)?;
             continue;
         }

@@ -53,6 +53,23 @@ impl PruneReport {
         })
     }
 
+    /// Records a row whose address came earlier in the lists (one wording for `send` and
+    /// `check`, so their reports agree).
+    pub fn record_duplicate(
+        &mut self,
+        file: &Path,
+        line: u64,
+        address: &str,
+    ) -> std::io::Result<()> {
+        self.record(
+            file,
+            line,
+            address,
+            "duplicate",
+            "same address earlier in the list",
+        )
+    }
+
     /// Appends one row (buffered). `reason` is a stable code such as `invalid` or
     /// `kept:typo_suspect`; it is counted for [`PruneReport::counts`].
     pub fn record(
