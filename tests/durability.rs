@@ -452,17 +452,16 @@ async fn second_send_refuses_while_status_still_answers() {
 
 // ------------------------------------------------------------------ interrupt
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
-    const N: usize = 600;
+/// A rate-limited send of `n` recipients started as a child process, waited for until 60
+/// messages reached the sink (so it is mid-send when the test interrupts it).
+async fn interrupted_send_setup(
+    id: &str,
+    prefix: &str,
+    n: usize,
+) -> (SinkHandle, Camp, Vec<String>, Child) {
     let sink = start_sink(Vec::new()).await;
-    let camp = Camp::new(
-        "intr",
-        sink.addr,
-        "state_dir = \"state\"",
-        "rate = \"150/s\"",
-    );
-    let list = addrs("i", N, 6);
+    let camp = Camp::new(id, sink.addr, "state_dir = \"state\"", "rate = \"150/s\"");
+    let list = addrs(prefix, n, 6);
     camp.write_list(&list);
     let mut child = camp.spawn_send("first.err", &[]);
     let t0 = Instant::now();
@@ -473,6 +472,13 @@ async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (sink, camp, list, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
+    const N: usize = 600;
+    let (sink, camp, list, mut child) = interrupted_send_setup("intr", "i", N).await;
     sigint(child.id().expect("pid"));
     let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
     assert_eq!(
@@ -606,24 +612,7 @@ async fn changed_list_adds_new_rows_and_skips_removed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn double_sigint_exits_at_once_and_rerun_never_duplicates() {
     const N: usize = 600;
-    let sink = start_sink(Vec::new()).await;
-    let camp = Camp::new(
-        "intr2",
-        sink.addr,
-        "state_dir = \"state\"",
-        "rate = \"150/s\"",
-    );
-    let list = addrs("j", N, 6);
-    camp.write_list(&list);
-    let mut child = camp.spawn_send("first.err", &[]);
-    let t0 = Instant::now();
-    while sink.count() < 60 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("send exited early {st:?}: {}", camp.log("first.err"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (sink, camp, list, mut child) = interrupted_send_setup("intr2", "j", N).await;
     let pid = child.id().expect("pid");
     sigint(pid);
     // The second Ctrl-C has to come after the handler re-armed; a person is slower than this.
