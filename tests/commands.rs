@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use blast::sink::{self, Action, Rule, SinkConfig, SinkHandle};
+use crate::pipeline::start_sink;
+use blast::sink::{Action, Rule};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_blast");
@@ -151,18 +152,6 @@ fn num(v: &serde_json::Value, key: &str) -> u64 {
     v.get(key)
         .and_then(serde_json::Value::as_u64)
         .unwrap_or_else(|| panic!("status JSON has no numeric {key:?}: {v}"))
-}
-
-async fn start_sink(rules: Vec<Rule>) -> SinkHandle {
-    sink::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SinkConfig {
-            rules,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("start sink")
 }
 
 fn outbox_files(dir: &Path) -> Vec<String> {

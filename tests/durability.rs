@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use blast::sink::{self, Action, Rule, SinkConfig, SinkHandle};
+use crate::pipeline::start_sink;
+use blast::sink::{Action, Rule, SinkHandle};
 use blast::store::campaign::CampaignStore;
 use blast::store::record::State;
 use rand::{Rng, SeedableRng};
@@ -99,6 +100,19 @@ connect_timeout = "5s"
             .expect("spawn blast send")
     }
 
+    /// Waits (≤ 30 s, polling every `poll`) until `n` messages reached the sink while the
+    /// first send (logging to `first.err`) is still running: the moment to interrupt it.
+    async fn wait_for_sink(&self, child: &mut Child, sink: &SinkHandle, n: usize, poll: Duration) {
+        let t0 = Instant::now();
+        while sink.count() < n {
+            assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("send exited early {st:?}: {}", self.log("first.err"));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
@@ -160,18 +174,6 @@ async fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
             panic!("blast send did not finish within {limit:?}");
         }
     }
-}
-
-async fn start_sink(rules: Vec<Rule>) -> SinkHandle {
-    sink::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SinkConfig {
-            rules,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("start sink")
 }
 
 /// Accepted deliveries (final dot answered 250) per lowercase recipient.
@@ -464,14 +466,8 @@ async fn interrupted_send_setup(
     let list = addrs(prefix, n, 6);
     camp.write_list(&list);
     let mut child = camp.spawn_send("first.err", &[]);
-    let t0 = Instant::now();
-    while sink.count() < 60 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("send exited early {st:?}: {}", camp.log("first.err"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    camp.wait_for_sink(&mut child, &sink, 60, Duration::from_millis(20))
+        .await;
     (sink, camp, list, child)
 }
 
@@ -702,14 +698,8 @@ async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
     let list = addrs("f", N, 10);
     camp.write_list(&list);
     let mut child = camp.spawn_send("first.err", &[]);
-    let t0 = Instant::now();
-    while sink.count() < 200 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "send never started");
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("send exited early {st:?}: {}", camp.log("first.err"));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    camp.wait_for_sink(&mut child, &sink, 200, Duration::from_millis(5))
+        .await;
     let filler = camp.path("state").join("filler");
     let filled = fill(&filler);
     let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
