@@ -96,6 +96,27 @@ pub(crate) async fn run(
             scan_done = done;
         }
 
+        // A destination that stays unreachable (or keeps answering 421) ends the run rather
+        // than a reconnect loop that never ends: every unsent recipient is still pending or
+        // deferred, and a rerun resumes.
+        if let Some((since, last)) = ctx.health.stalled(ctx.settings.wait_for_retries) {
+            let since: chrono::DateTime<chrono::Local> = since.into();
+            ctx.set_stalled(format!(
+                "{} unavailable since {} (longer than wait_for_retries = {:?}); last: {last}",
+                ctx.connector.describe(),
+                since.format("%Y-%m-%d %H:%M:%S %z"),
+                ctx.settings.wait_for_retries,
+            ));
+            break;
+        }
+        if let Some(w) = ctx.health.blocked() {
+            // The destination asked us to back off (421) or cannot be reached: hold every
+            // recipient; nothing is claimed meanwhile.
+            let w = w.min(Duration::from_millis(50));
+            wait_for(&mut requeue, &mut buf, w).await;
+            continue;
+        }
+
         // One round over the domains with queued work.
         let mut min_wait: Option<Duration> = None;
         let rounds = buf.rr.len();

@@ -32,6 +32,9 @@ pub enum Outcome {
     },
     /// The connection broke before a final reply: try again on a new connection.
     Requeue(String),
+    /// The destination is unavailable (421, refused connection, backoff): back to pending,
+    /// no attempt or requeue spent.
+    Postponed(String),
     /// Taken from the queue but never started (stop requested): back to pending.
     Unclaimed,
     /// Could not be built (render error): skipped with this reason.

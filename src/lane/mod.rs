@@ -8,6 +8,7 @@
 
 pub mod dispatch;
 pub mod domains;
+pub mod health;
 pub mod job;
 pub mod priority;
 pub mod retry;
@@ -20,9 +21,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::config::{LaneSettings, TransportSpec};
+use crate::config::LaneSettings;
 use crate::error::{Error, Result};
 use crate::store::campaign::CampaignStore;
+use crate::transport::Connector;
 pub use job::{Done, Job, MessageSpec, Outcome};
 
 /// Cooperative stop: set once (Ctrl-C, fatal lane error); everyone checks it.
@@ -94,6 +96,10 @@ pub struct LaneReport {
     pub warnings: std::collections::BTreeMap<String, (u64, String)>,
     /// The run stopped because the lane could not work (relay unreachable, TLS/AUTH refused).
     pub fatal: Option<String>,
+    /// The run stopped early because the destination stayed unreachable or kept answering
+    /// 421 for longer than `wait_for_retries`; every unsent recipient is still pending or
+    /// deferred, and a rerun resumes.
+    pub stalled: Option<String>,
 }
 
 /// Shared by the lane's tasks.
@@ -104,7 +110,12 @@ pub(crate) struct LaneCtx {
     pub shutdown: Arc<Shutdown>,
     pub stats: Arc<Stats>,
     pub domains: domains::DomainTable,
+    /// Where sessions go.
+    pub connector: Connector,
+    /// The destination's backoff and trouble clock.
+    pub health: health::Health,
     pub fatal: Mutex<Option<String>>,
+    pub stalled: Mutex<Option<String>>,
     /// Consecutive failed connection attempts across workers (reset on success).
     pub connect_failures: std::sync::atomic::AtomicU32,
 }
@@ -112,6 +123,16 @@ pub(crate) struct LaneCtx {
 impl LaneCtx {
     pub(crate) fn set_fatal(&self, msg: String) {
         let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(msg);
+        }
+        drop(f);
+        self.shutdown.stop();
+    }
+
+    /// Ends the run early without an error: the destination has been unavailable too long.
+    pub(crate) fn set_stalled(&self, msg: String) {
+        let mut f = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
             *f = Some(msg);
         }
@@ -132,20 +153,52 @@ pub async fn run(
     stats: Arc<Stats>,
     feed: Option<mpsc::Receiver<Job>>,
 ) -> Result<LaneReport> {
-    let ctx = Arc::new(LaneCtx {
-        settings: settings.clone(),
+    run_with(
+        Connector::for_lane(settings),
+        settings,
         spec,
         store,
         shutdown,
         stats,
+        feed,
+    )
+    .await
+}
+
+/// [`run`] through a given transport (tests and benches pass [`Connector::Stub`]).
+pub async fn run_with(
+    connector: Connector,
+    settings: &LaneSettings,
+    spec: Arc<MessageSpec>,
+    store: Arc<CampaignStore>,
+    shutdown: Arc<Shutdown>,
+    stats: Arc<Stats>,
+    feed: Option<mpsc::Receiver<Job>>,
+) -> Result<LaneReport> {
+    // The lane's own stop: the caller's (Ctrl-C, SIGTERM) or the lane's (a fatal error, a
+    // stalled destination), so the caller can tell an interrupt from a lane that gave up.
+    let lane_stop = Arc::new(Shutdown::default());
+    let watcher = {
+        let (outer, inner) = (shutdown.clone(), lane_stop.clone());
+        tokio::spawn(async move {
+            outer.wait().await;
+            inner.stop();
+        })
+    };
+    let workers = connector.max_sessions(settings.connections);
+    let ctx = Arc::new(LaneCtx {
+        settings: settings.clone(),
+        spec,
+        store,
+        shutdown: lane_stop,
+        stats,
         domains: domains::DomainTable::default(),
+        connector,
+        health: health::Health::default(),
         fatal: Mutex::new(None),
+        stalled: Mutex::new(None),
         connect_failures: Default::default(),
     });
-    let workers = match settings.transport {
-        TransportSpec::Outbox(_) => settings.connections.min(4),
-        TransportSpec::Smtp { .. } => settings.connections,
-    };
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
     let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 2);
@@ -185,7 +238,9 @@ pub async fn run(
         .await
         .map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
     dispatched?;
+    watcher.abort();
     let mut report = report;
     report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    report.stalled = ctx.stalled.lock().unwrap_or_else(|p| p.into_inner()).take();
     Ok(report)
 }

@@ -111,6 +111,15 @@ pub(crate) async fn run(
                     let at = next_retry(&ctx, rec, now);
                     defer_or_fail(rec, at, &mut counted);
                 }
+                Outcome::Postponed(why) => {
+                    // Durably pending again, as a requeue, but without spending anything: the
+                    // destination was the problem, not the recipient.
+                    job.rec.state = State::Pending;
+                    job.rec.last_reply = why;
+                    writes.push((job.key.clone(), job.rec.clone()));
+                    requeued.push(job);
+                    continue;
+                }
                 Outcome::Unclaimed => {
                     rec.state = State::Pending;
                 }
