@@ -13,12 +13,11 @@ use crate::lane::{self, Job, MessageSpec, Shutdown, Stats};
 use crate::list::hygiene;
 use crate::list::prune::PruneReport;
 use crate::list::reader::{ListReader, RowIssue, RowRef};
+use crate::owner::{Global, Snapshot};
 use crate::render::{Row, Templates};
 use crate::store::bulk::{self, BulkWriter};
 use crate::store::campaign::{CampaignStore, Counts};
 use crate::store::record::{Record, State};
-use crate::store::suppression::{Entry, Suppression};
-use crate::store::{now_ms, suppression};
 
 /// Options of `blast send`.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +57,9 @@ pub struct Summary {
     pub suppressed: u64,
     /// Why the lane stopped early, if it did.
     pub fatal: Option<String>,
+    /// The destination stayed unavailable longer than `wait_for_retries`: the run ended
+    /// early with everyone unsent still pending or deferred (exit 75; a rerun resumes).
+    pub stalled: Option<String>,
     /// Ctrl-C.
     pub interrupted: bool,
 }
@@ -184,7 +186,7 @@ pub fn import(
     store: &CampaignStore,
     source: ImportSource<'_>,
     prune: &mut PruneReport,
-    supp: Option<&Suppression>,
+    supp: Option<&Snapshot>,
     eligible: &AtomicU64,
 ) -> Result<ImportStats> {
     let ImportSource {
@@ -243,7 +245,7 @@ fn import_rows(
     file_map: &[u16],
     fields: &[String],
     prune: &mut PruneReport,
-    supp: Option<&Suppression>,
+    supp: Option<&Snapshot>,
     gen: u32,
     writer: &mut BulkWriter<'_>,
 ) -> Result<ImportStats> {
@@ -256,7 +258,7 @@ fn import_rows(
     // address seen earlier in this import: a fingerprint set says when to look (exactly: a
     // fingerprint hit is confirmed against the batches not yet stored and the store).
     st.fresh = store.is_empty();
-    let now = now_ms();
+    let now = crate::store::now_ms();
     let prune_file = prune_path_of(prune);
     let perr = |e: std::io::Error| Error::io(format!("writing prune report {prune_file}"), e);
     while let Some(row) = reader.next_row() {
@@ -307,7 +309,7 @@ fn import_rows(
         }
         note_flags(prune, file, row.line, &mb).map_err(perr)?;
         let suppressed = match supp {
-            Some(sp) => sp.lookup(&mb.key)?,
+            Some(sp) => sp.lookup(&mb.key).cloned(),
             None => None,
         };
         let values: Vec<String> = row.record.iter().map(str::to_string).collect();
@@ -357,6 +359,7 @@ fn import_rows(
                         .as_ref()
                         .map(|e| format!("suppressed: {}", e.reason))
                         .unwrap_or_default(),
+                    class: None,
                     values,
                 }
             }
@@ -411,18 +414,23 @@ fn prune_path_of(p: &PruneReport) -> String {
 /// After import: stored rows whose fingerprint is not in `seen` (this import) are skipped as
 /// removed; rows left in flight
 /// by a crashed run follow the campaign's policy; `retry_now` makes deferred rows due.
-/// Returns (removed, recovered in-flight, eligible = pending + deferred afterwards).
+/// Returns (removed, recovered in-flight, eligible = pending + deferred afterwards, and every
+/// address-level bounce with its reply: what the suppression list must hold).
 pub fn reconcile(
     store: &CampaignStore,
     policy: InFlightPolicy,
     retry_now: bool,
     seen: &HashSet<u64>,
-) -> Result<(u64, u64, u64)> {
+) -> Result<(u64, u64, u64, Vec<(String, String)>)> {
     let mut eligible = 0;
     let mut fix = Vec::new();
     let (mut removed, mut recovered) = (0, 0);
+    let mut bounced = Vec::new();
     for kv in store.iter() {
         let (k, mut r) = kv?;
+        if r.is_address_bounce() {
+            bounced.push((k.clone(), r.last_reply.clone()));
+        }
         let mut changed = false;
         if r.state == State::InFlight {
             recovered += 1;
@@ -456,7 +464,7 @@ pub fn reconcile(
     }
     store.put_batch(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
     store.flush()?;
-    Ok((removed, recovered, eligible))
+    Ok((removed, recovered, eligible, bounced))
 }
 
 fn message_id_domain(s: &Settings) -> String {
@@ -465,6 +473,37 @@ fn message_id_domain(s: &Settings) -> String {
         .rsplit_once('@')
         .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Makes sure every address-level bounce of the campaign is on the suppression list: the
+/// backstop for a run that died (or could not reach the list's owner) after recording a
+/// bounce. Returns how many were missing.
+fn restore_suppressions(
+    global: &Global,
+    campaign: &str,
+    bounced: Vec<(String, String)>,
+) -> Result<u64> {
+    let now = crate::store::now_ms();
+    let mut added = 0;
+    // In chunks: each is one request to serve when it owns the list.
+    for chunk in bounced.chunks(5_000) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .map(|(k, reply)| {
+                (
+                    k.clone(),
+                    crate::store::suppression::Entry {
+                        reason: "bounce".into(),
+                        at_ms: now,
+                        source: campaign.to_string(),
+                        detail: reply.clone(),
+                    },
+                )
+            })
+            .collect();
+        added += global.suppress(&entries, false)?;
+    }
+    Ok(added)
 }
 
 /// Runs `blast send`.
@@ -491,20 +530,14 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         (None, None)
     };
     let file_map = register_files(&store, &reader)?;
+    let global = Global::shared(s.suppression_state_dir());
     let import_started = Instant::now();
     let import_task = {
-        let (s2, st, stats) = (s.clone(), store.clone(), stats.clone());
+        let (s2, st, stats, global) = (s.clone(), store.clone(), stats.clone(), global.clone());
         let retry_now = opts.retry_now;
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let supp_dir = suppression::path_in(s2.suppression_state_dir());
-            let supp = if supp_dir.exists() {
-                Some(Suppression::open(
-                    s2.suppression_state_dir(),
-                    Duration::from_secs(30),
-                )?)
-            } else {
-                None
-            };
+            // A copy, so the import does not hold the list (or serve) while it reads.
+            let supp = global.snapshot()?;
             let imported = import(
                 &s2,
                 &st,
@@ -515,23 +548,23 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
                     feed: feed_tx,
                 },
                 &mut prune,
-                supp.as_ref(),
+                Some(&supp),
                 &stats.eligible,
             )?;
             drop(supp);
-            let (removed, recovered) = if imported.fresh {
-                (0, 0)
+            let (removed, recovered, restored) = if imported.fresh {
+                (0, 0, 0)
             } else {
-                let (removed, recovered, eligible) =
+                let (removed, recovered, eligible, bounced) =
                     reconcile(&st, s2.in_flight, retry_now, &imported.seen)?;
                 stats.eligible.store(eligible, Ordering::Relaxed);
-                (removed, recovered)
+                let restored = restore_suppressions(&global, &s2.id, bounced)?;
+                (removed, recovered, restored)
             };
             Ok((
                 prune,
                 imported,
-                removed,
-                recovered,
+                (removed, recovered, restored),
                 import_started.elapsed(),
             ))
         })
@@ -571,6 +604,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         campaign_dir(s).join("status.json"),
     );
     let lane_run = lane::run(
+        global,
         &s.lane,
         spec,
         store.clone(),
@@ -587,31 +621,15 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         (None, None) => unreachable!("the import is either awaited or run beside the lane"),
     };
     let report = report?;
-    let (prune, imported, removed, recovered, import_time) = import_out;
+    let (prune, imported, (removed, recovered, restored), import_time) = import_out;
     let pruned = prune
         .finish()
         .map_err(io("cannot write prune report", &ppath))?;
     progress.finish().await;
 
-    let mut suppressed = 0;
-    if !report.suppress.is_empty() {
-        let sp = Suppression::open(s.suppression_state_dir(), Duration::from_secs(30))?;
-        for (key, reply) in &report.suppress {
-            sp.add(
-                key,
-                &Entry {
-                    reason: "bounce".into(),
-                    at_ms: now_ms(),
-                    source: s.id.clone(),
-                    detail: reply.clone(),
-                },
-            )?;
-            suppressed += 1;
-        }
-        sp.flush()?;
-    }
+    let suppressed = report.suppressed + restored;
     let counts = store.counts()?;
-    let interrupted = shutdown.stopping() && report.fatal.is_none();
+    let interrupted = shutdown.stopping();
     let summary = Summary {
         campaign: s.id.clone(),
         counts,
@@ -625,6 +643,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         warnings: report.warnings,
         suppressed,
         fatal: report.fatal,
+        stalled: report.stalled,
         interrupted,
     };
     crate::report::summary::write_snapshot(

@@ -58,12 +58,7 @@ fn id_arg(s: &str) -> Result<u64> {
 
 /// Serve is not running: answer from the store itself.
 fn offline(dir: &Path, req: &Request) -> Result<Response> {
-    let mut resp = Response {
-        error: None,
-        entries: Vec::new(),
-        dropped: false,
-        stats: Vec::new(),
-    };
+    let mut resp = Response::default();
     if !queue::path_in(dir).exists() {
         return match req {
             Request::List => Ok(resp),
@@ -90,6 +85,9 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
             return Err(Error::Lane(
                 "blast serve is not running (counters live in the running server)".into(),
             ))
+        }
+        Request::SuppressAdd { .. } | Request::SuppressRemove { .. } | Request::SuppressList => {
+            unreachable!("`blast queue` sends no suppression requests")
         }
     }
     Ok(resp)

@@ -1,25 +1,22 @@
 //! `blast suppress add|remove|list|import|export`: the global suppression list of the
 //! campaign's state dir, in and out as CSV (`address,reason,at_ms,source,detail`).
 //!
-//! The store is opened for the length of the command only (waiting while a send holds it), so
-//! these work beside running sends.
+//! Through the list's one owner ([`crate::owner::Global`]): a running `blast serve` on that
+//! state dir when there is one (never waiting on sled's lock), else the store opened for the
+//! length of the command (waiting while a send holds it).
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::cli::SuppressAction;
 use crate::error::{Error, Result};
 use crate::list::hygiene;
+use crate::owner::Global;
 use crate::store::now_ms;
-use crate::store::suppression::{self, Entry, Suppression};
+use crate::store::suppression::Entry;
 
 /// The CSV header of `list` and `export` (and the full form `import` reads).
 pub const HEADER: [&str; 5] = ["address", "reason", "at_ms", "source", "detail"];
-
-/// How long a command waits for another process (a send's import or its end) to let go of
-/// the store.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// At most this many invalid rows are listed one by one; the count covers all.
 const MAX_LISTED: usize = 100;
@@ -51,32 +48,33 @@ pub fn run(state_dir: &Path, action: SuppressAction) -> Result<i32> {
     match action {
         SuppressAction::Add { addresses, reason } => {
             let keys = keys_of(&addresses)?;
-            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
-            for k in keys {
-                sp.add(
-                    &k,
-                    &Entry {
+            let entries: Vec<(String, Entry)> = keys
+                .into_iter()
+                .map(|k| {
+                    let e = Entry {
                         reason: reason.clone(),
                         at_ms: now_ms(),
                         source: "cli".into(),
                         detail: String::new(),
-                    },
-                )?;
+                    };
+                    (k, e)
+                })
+                .collect();
+            Global::shared(state_dir).suppress(&entries, true)?;
+            for (k, _) in &entries {
                 println!("suppressed {k}");
             }
-            sp.flush()?;
         }
         SuppressAction::Remove { addresses } => {
             let keys = keys_of(&addresses)?;
-            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
-            for k in keys {
-                if sp.remove(&k)? {
+            let removed = Global::shared(state_dir).unsuppress(&keys)?;
+            for (k, was) in keys.iter().zip(removed) {
+                if was {
                     println!("removed {k}");
                 } else {
                     println!("not listed: {k}");
                 }
             }
-            sp.flush()?;
         }
         SuppressAction::List => {
             let entries = entries(state_dir)?;
@@ -105,17 +103,13 @@ pub fn run(state_dir: &Path, action: SuppressAction) -> Result<i32> {
             // Read and check the whole file before taking the store: a send waiting for it
             // is held up only for the writes.
             let parsed = parse_csv(&file, &reason)?;
-            let sp = Suppression::open(state_dir, LOCK_WAIT)?;
-            let (mut added, mut present) = (0u64, 0u64);
-            for (key, entry) in &parsed.rows {
-                if sp.add_if_absent(key, entry)? {
-                    added += 1;
-                } else {
-                    present += 1;
-                }
+            let global = Global::shared(state_dir);
+            let mut added = 0u64;
+            for chunk in parsed.rows.chunks(5_000) {
+                added += global.suppress(chunk, false)?;
             }
-            sp.flush()?;
-            drop(sp);
+            drop(global);
+            let present = parsed.rows.len() as u64 - added;
             for msg in parsed.invalid.iter().take(MAX_LISTED) {
                 eprintln!("{msg}");
             }
@@ -148,10 +142,7 @@ fn keys_of(addresses: &[String]) -> Result<Vec<String>> {
 
 /// Every entry, without creating a store when the state dir has none yet.
 fn entries(state_dir: &Path) -> Result<Vec<(String, Entry)>> {
-    if !suppression::exists_in(state_dir) {
-        return Ok(Vec::new());
-    }
-    Suppression::open(state_dir, LOCK_WAIT)?.list()
+    Global::shared(state_dir).list()
 }
 
 /// Writes the entries as CSV with [`HEADER`].

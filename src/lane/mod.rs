@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::config::LaneSettings;
 use crate::error::{Error, Result};
+use crate::owner::Global;
 use crate::store::campaign::CampaignStore;
 use crate::transport::Connector;
 pub use job::{Done, Job, MessageSpec, Outcome};
@@ -90,8 +91,8 @@ impl Stats {
 /// What a lane run produced besides the store updates.
 #[derive(Debug, Default)]
 pub struct LaneReport {
-    /// Addresses to add to the global suppression list: (key, reply).
-    pub suppress: Vec<(String, String)>,
+    /// Addresses this run added to the global suppression list (address-level bounces).
+    pub suppressed: u64,
     /// Per-domain warnings (sender/message-level permanent failures): domain → (count, last reply).
     pub warnings: std::collections::BTreeMap<String, (u64, String)>,
     /// The run stopped because the lane could not work (relay unreachable, TLS/AUTH refused).
@@ -112,6 +113,8 @@ pub(crate) struct LaneCtx {
     pub domains: domains::DomainTable,
     /// Where sessions go.
     pub connector: Connector,
+    /// The owner of the global suppression list.
+    pub global: Global,
     /// The destination's backoff and trouble clock.
     pub health: health::Health,
     pub fatal: Mutex<Option<String>>,
@@ -146,6 +149,7 @@ impl LaneCtx {
 /// With `feed`, an import into an empty store hands over its new recipients as it writes
 /// them, and the store is scanned only once the feed has closed.
 pub async fn run(
+    global: Global,
     settings: &LaneSettings,
     spec: Arc<MessageSpec>,
     store: Arc<CampaignStore>,
@@ -155,6 +159,7 @@ pub async fn run(
 ) -> Result<LaneReport> {
     run_with(
         Connector::for_lane(settings),
+        global,
         settings,
         spec,
         store,
@@ -168,6 +173,7 @@ pub async fn run(
 /// [`run`] through a given transport (tests and benches pass [`Connector::Stub`]).
 pub async fn run_with(
     connector: Connector,
+    global: Global,
     settings: &LaneSettings,
     spec: Arc<MessageSpec>,
     store: Arc<CampaignStore>,
@@ -194,6 +200,7 @@ pub async fn run_with(
         stats,
         domains: domains::DomainTable::default(),
         connector,
+        global,
         health: health::Health::default(),
         fatal: Mutex::new(None),
         stalled: Mutex::new(None),

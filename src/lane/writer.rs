@@ -1,6 +1,11 @@
 //! The one writer of results: applies outcomes to records and commits them in groups (one
 //! fsync per batch of up to 1,024 results or whatever arrived meanwhile), and only then counts
 //! them in the progress stats — a reported 250 is a durable 250.
+//!
+//! A group's address-level bounces go on the global suppression list (durably, through its
+//! one owner) before the group's results are committed: once a 5.1.1 is recorded, the
+//! address is suppressed, whatever happens next. If the owner cannot be reached, the writer
+//! waits (and with it the lane, through the bounded channels) instead of committing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +17,10 @@ use crate::classify::Class;
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::record::{Record, State};
+use crate::store::suppression::Entry as SuppressionEntry;
+
+/// While the suppression list's owner cannot be reached, try again this often.
+const OWNER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 const GROUP: usize = 8192;
 /// Requeues after lost connections before a recipient counts as a transient failure.
@@ -44,6 +53,7 @@ pub(crate) async fn run(
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
         let mut requeued = Vec::new();
+        let mut suppress: Vec<(String, SuppressionEntry)> = Vec::new();
         let now = now_ms();
         for d in group.drain(..) {
             let Done { mut job, outcome } = d;
@@ -55,16 +65,26 @@ pub(crate) async fn run(
                     rec.state = State::Sent;
                     rec.attempts += 1;
                     rec.last_reply = reply;
+                    rec.class = Some(Class::Success);
                     ctx.domains.healthy(&domain);
                     counted[0] += 1;
                 }
                 Outcome::Failed { class, reply } => {
                     rec.attempts += 1;
                     rec.last_reply = reply.clone();
+                    rec.class = Some(class);
                     match class {
                         Class::AddressPermanent => {
                             rec.state = State::Bounced;
-                            report.suppress.push((job.key.clone(), reply));
+                            suppress.push((
+                                job.key.clone(),
+                                SuppressionEntry {
+                                    reason: "bounce".into(),
+                                    at_ms: now,
+                                    source: ctx.spec.campaign.clone(),
+                                    detail: reply,
+                                },
+                            ));
                             counted[2] += 1;
                         }
                         Class::OtherPermanent | Class::Success => {
@@ -132,6 +152,7 @@ pub(crate) async fn run(
             writes.push((job.key, job.rec));
         }
         let n_done = group_len;
+        report.suppressed += suppress_durably(&ctx, suppress).await;
         if !writes.is_empty() {
             let store = ctx.store.clone();
             let res = tokio::task::spawn_blocking(move || -> Result<()> {
@@ -189,6 +210,53 @@ fn defer_or_fail(rec: &mut Record, at: Option<u64>, counted: &mut [u64; 5]) {
         None => {
             rec.state = State::Failed;
             counted[3] += 1;
+        }
+    }
+}
+
+/// Puts `entries` on the global suppression list and returns once they are durable (how
+/// many were new). While that fails the lane waits; only a stop ends the wait, and then the
+/// group is committed anyway: its records keep the class, and the next run's reconcile adds
+/// them to the list (said on stderr).
+async fn suppress_durably(ctx: &LaneCtx, entries: Vec<(String, SuppressionEntry)>) -> u64 {
+    if entries.is_empty() {
+        return 0;
+    }
+    let entries = Arc::new(entries);
+    let mut said = false;
+    loop {
+        let (g, list) = (ctx.global.clone(), entries.clone());
+        let res = tokio::task::spawn_blocking(move || g.suppress(&list, false)).await;
+        let e = match res {
+            Ok(Ok(n)) => {
+                if said {
+                    eprintln!("blast: suppression list reachable again; the lane continues");
+                }
+                return n;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("suppression task failed: {e}"),
+        };
+        if ctx.shutdown.stopping() {
+            eprintln!(
+                "blast: {} address-level bounces could not be added to the suppression list \
+                 ({e}); they are recorded with the campaign and added when it is next run",
+                entries.len()
+            );
+            return 0;
+        }
+        if !said {
+            eprintln!(
+                "blast: lane paused: cannot add {} bounced addresses to the suppression list \
+                 in {}: {e}; retrying every {OWNER_RETRY:?}",
+                entries.len(),
+                ctx.global.dir().display()
+            );
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(OWNER_RETRY) => {}
+            _ = ctx.shutdown.wait() => {}
         }
     }
 }

@@ -73,6 +73,9 @@ pub fn print(s: &Summary) {
     if let Some(f) = &s.fatal {
         eprintln!("  error: {f}");
     }
+    if let Some(w) = &s.stalled {
+        eprintln!("  stopped early: {w}");
+    }
     match s.exit_code() {
         75 => eprintln!("  deferred recipients remain: run `blast send` again later to resume"),
         130 => eprintln!("  interrupted: state saved; run `blast send` again to resume"),

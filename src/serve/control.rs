@@ -1,61 +1,22 @@
-//! The control socket: while `blast serve` owns the priority queue (sled lets one process
-//! open it), `blast queue` reaches it through a Unix socket in the state dir. One JSON request
-//! line in, one JSON reply line out. The socket file is created with mode 0600: only the
-//! user running serve may drop or retry mail.
+//! The control socket's server side: while `blast serve` owns the priority queue and the
+//! global state (sled lets one process open a store), `blast queue`, `blast suppress`,
+//! `blast send --config` and scheduled runs reach them through a Unix socket in the state dir
+//! (protocol and clients: [`crate::control`]). The socket file is created with mode 0600:
+//! only the user running serve may drop or retry mail or change the suppression list.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::control::{path_in, request, Request, Response};
 use crate::lane::priority::{Cmd, Stats};
-use crate::store::queue::{Entry, QueueStore};
+use crate::owner::Global;
+use crate::store::queue::QueueStore;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-
-/// A request from `blast queue`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    /// Every queued message.
-    List,
-    /// Make deferred messages due now (`id: None` = all).
-    Retry {
-        /// Queue id.
-        id: Option<u64>,
-    },
-    /// Remove a message.
-    Drop {
-        /// Queue id.
-        id: u64,
-    },
-    /// Lane counters.
-    Stats,
-}
-
-/// The reply.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Response {
-    /// Error text, if the request failed.
-    pub error: Option<String>,
-    /// `list`: the entries.
-    #[serde(default)]
-    pub entries: Vec<Entry>,
-    /// `drop`: whether it was queued.
-    #[serde(default)]
-    pub dropped: bool,
-    /// `stats`: counter name → value.
-    #[serde(default)]
-    pub stats: Vec<(String, u64)>,
-}
-
-/// The socket path inside a state dir.
-pub fn path_in(state_dir: &Path) -> PathBuf {
-    state_dir.join("control.sock")
-}
 
 /// What a control connection may use.
 struct Ctx {
@@ -64,7 +25,12 @@ struct Ctx {
     /// For `list`: read directly (sled reads run beside the writer), so a long queue never
     /// holds up accepts in the writer loop.
     store: Arc<QueueStore>,
+    /// The global state serve owns.
+    global: Global,
 }
+
+/// A request line is at most this long (a lane's suppressions for one commit group).
+const MAX_REQUEST: u64 = 16 << 20;
 
 /// At most this many control connections are answered at once; more wait.
 const MAX_CONNECTIONS: usize = 16;
@@ -77,6 +43,7 @@ pub fn start(
     lane: mpsc::Sender<Cmd>,
     stats: Arc<Stats>,
     store: Arc<QueueStore>,
+    global: Global,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = path_in(state_dir);
     let _ = std::fs::remove_file(&path);
@@ -90,7 +57,12 @@ pub fn start(
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     std::fs::rename(&tmp, &path)?;
     let _ = std::fs::remove_dir(&private);
-    let ctx = Arc::new(Ctx { lane, stats, store });
+    let ctx = Arc::new(Ctx {
+        lane,
+        stats,
+        store,
+        global,
+    });
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -116,7 +88,7 @@ pub fn start(
 async fn answer(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r.take(64 * 1024))
+    BufReader::new(r.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
     let resp = match serde_json::from_str::<Request>(&line) {
@@ -129,18 +101,30 @@ async fn answer(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
 }
 
 fn error(msg: String) -> Response {
-    Response {
-        error: Some(msg),
-        entries: Vec::new(),
-        dropped: false,
-        stats: Vec::new(),
+    Response::error(msg)
+}
+
+/// Runs a global-state operation off the reactor (sled writes and a flush).
+async fn global_op(
+    ctx: &Ctx,
+    f: impl FnOnce(&Global, &mut Response) -> crate::error::Result<()> + Send + 'static,
+) -> Response {
+    let g = ctx.global.clone();
+    match tokio::task::spawn_blocking(move || {
+        let mut resp = Response::default();
+        f(&g, &mut resp).map(|_| resp)
+    })
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error(format!("suppression list: {e}")),
+        Err(_) => error("serve is stopping".into()),
     }
 }
 
 async fn handle(req: Request, ctx: &Ctx) -> Response {
     let (lane, stats) = (&ctx.lane, &*ctx.stats);
-    let mut resp = error(String::new());
-    resp.error = None;
+    let mut resp = Response::default();
     let gone = || error("serve is stopping".into());
     match req {
         Request::List => {
@@ -167,6 +151,27 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
                 Err(_) => return gone(),
             }
         }
+        Request::SuppressAdd { entries, replace } => {
+            return global_op(ctx, move |g, r| {
+                r.added = g.suppress(&entries, replace)?;
+                Ok(())
+            })
+            .await
+        }
+        Request::SuppressRemove { keys } => {
+            return global_op(ctx, move |g, r| {
+                r.removed = g.unsuppress(&keys)?;
+                Ok(())
+            })
+            .await
+        }
+        Request::SuppressList => {
+            return global_op(ctx, |g, r| {
+                r.suppressed = g.list()?;
+                Ok(())
+            })
+            .await
+        }
         Request::Stats => {
             let g = Stats::get;
             resp.stats = vec![
@@ -182,33 +187,4 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
         }
     }
     resp
-}
-
-/// Sends one request to a running serve. `Ok(None)` when no serve listens on this state dir.
-pub async fn request(state_dir: &Path, req: &Request) -> std::io::Result<Option<Response>> {
-    let path = path_in(state_dir);
-    let stream = match UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let (r, mut w) = stream.into_split();
-    let mut out = serde_json::to_vec(req)?;
-    out.push(b'\n');
-    w.write_all(&out).await?;
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        BufReader::new(r).read_line(&mut line),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "serve did not answer"))??;
-    Ok(Some(serde_json::from_str(&line)?))
 }

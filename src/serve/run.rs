@@ -79,11 +79,14 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     let store = Arc::new(QueueStore::open(&s.state_dir, Duration::ZERO)?);
     let log: priority::Log = Arc::new(|m| eprintln!("blast serve: {m}"));
     let lane = priority::start(s.priority.clone(), store, s.listener.hostname.clone(), log)?;
+    // serve owns the global state while it runs; everyone else asks it.
+    let global = crate::owner::Global::held(&s.state_dir)?;
     let control = control::start(
         &s.state_dir,
         lane.tx.clone(),
         lane.stats.clone(),
         lane.store.clone(),
+        global,
     )
     .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
     let (accept_tx, accept_rx) = mpsc::channel(1024);

@@ -161,6 +161,7 @@ mod tests {
             updated_ms: 1,
             address: key.into(),
             last_reply: String::new(),
+            class: None,
             values: vec![key.into()],
         }
     }

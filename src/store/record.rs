@@ -1,5 +1,7 @@
 //! One recipient's durable record and its compact binary encoding.
 
+use crate::classify::{classify, Class, Stage};
+
 /// A recipient's state (DESIGN.md, "Recipient states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -82,6 +84,10 @@ pub struct Record {
     pub address: String,
     /// Last SMTP reply or skip reason.
     pub last_reply: String,
+    /// How the last reply was classified (`None` before any attempt, or for a record
+    /// written before classes were stored): what `status` counts and what a rerun re-adds to
+    /// the suppression list if a crash came between the two writes.
+    pub class: Option<Class>,
     /// Row values, in the file's column order.
     pub values: Vec<String>,
 }
@@ -92,6 +98,33 @@ const LAYOUT: u8 = 2;
 
 /// Flags byte: the address is the key itself (no local-part capitals), so it is not stored.
 const ADDRESS_IS_KEY: u8 = 1;
+/// Flags byte, bits 1–3: the class of the last reply (0 = none). Records written before
+/// classes were stored have 0 there, so they read unchanged.
+const CLASS_SHIFT: u8 = 1;
+const CLASS_MASK: u8 = 0b1110;
+
+fn class_code(c: Option<Class>) -> u8 {
+    match c {
+        None => 0,
+        Some(Class::Success) => 1,
+        Some(Class::AddressPermanent) => 2,
+        Some(Class::OtherPermanent) => 3,
+        Some(Class::Transient) => 4,
+        Some(Class::Throttling) => 5,
+    }
+}
+
+fn class_of(code: u8) -> Option<Option<Class>> {
+    Some(match code {
+        0 => None,
+        1 => Some(Class::Success),
+        2 => Some(Class::AddressPermanent),
+        3 => Some(Class::OtherPermanent),
+        4 => Some(Class::Transient),
+        5 => Some(Class::Throttling),
+        _ => return None,
+    })
+}
 
 impl Record {
     /// Recipient domain (lower-case A-label).
@@ -120,7 +153,7 @@ impl Record {
         put_var(out, self.first_attempt_ms);
         put_var(out, self.updated_ms);
         let address_is_key = self.address == key;
-        out.push(if address_is_key { ADDRESS_IS_KEY } else { 0 });
+        out.push(u8::from(address_is_key) * ADDRESS_IS_KEY | class_code(self.class) << CLASS_SHIFT);
         if !address_is_key {
             put_str(out, &self.address);
         }
@@ -160,10 +193,15 @@ impl Record {
         let import_gen = u32::try_from(r.var()?).ok()?;
         let first_attempt_ms = r.var()?;
         let updated_ms = r.var()?;
-        let address = match r.u8()? {
-            ADDRESS_IS_KEY => key.to_string(),
-            0 => r.str()?,
-            _ => return None,
+        let flags = r.u8()?;
+        if flags & !(ADDRESS_IS_KEY | CLASS_MASK) != 0 {
+            return None;
+        }
+        let class = class_of((flags & CLASS_MASK) >> CLASS_SHIFT)?;
+        let address = if flags & ADDRESS_IS_KEY != 0 {
+            key.to_string()
+        } else {
+            r.str()?
         };
         let last_reply = r.str()?;
         let n = usize::try_from(r.var()?).ok()?;
@@ -186,8 +224,26 @@ impl Record {
             updated_ms,
             address,
             last_reply,
+            class,
             values,
         })
+    }
+
+    /// The last reply said the address itself is bad (so it belongs on the suppression
+    /// list). Records without a stored class are classified from the reply text.
+    pub fn is_address_bounce(&self) -> bool {
+        if self.state != State::Bounced {
+            return false;
+        }
+        match self.class {
+            Some(c) => c == Class::AddressPermanent,
+            None => {
+                let (code, text) = self.last_reply.split_at(self.last_reply.len().min(3));
+                code.parse::<u16>().is_ok_and(|code| {
+                    classify(Stage::Rcpt, code, text.trim_start()) == Class::AddressPermanent
+                })
+            }
+        }
     }
 
     /// Reads just the state byte without decoding the rest (fast scans).
@@ -266,6 +322,7 @@ mod tests {
             updated_ms: u64::MAX,
             address: address.into(),
             last_reply: "451 4.7.1 greylisted".into(),
+            class: Some(Class::Transient),
             values: values.iter().map(|v| v.to_string()).collect(),
         }
     }
@@ -291,6 +348,25 @@ mod tests {
         let r = rec("ann@example.com", &[" ann@example.com", "Ann"]);
         let b = r.encode("ann@example.com");
         assert_eq!(Record::decode("ann@example.com", &b), Some(r));
+    }
+
+    #[test]
+    fn class_round_trips_and_old_records_have_none() {
+        for c in [None, Some(Class::AddressPermanent), Some(Class::Throttling)] {
+            let mut r = rec("ann@example.com", &["Ann"]);
+            r.class = c;
+            let b = r.encode("ann@example.com");
+            assert_eq!(Record::decode("ann@example.com", &b).unwrap().class, c);
+        }
+        let mut r = rec("ann@example.com", &[]);
+        r.class = None;
+        r.state = State::Bounced;
+        r.last_reply = "550 5.1.1 user unknown".into();
+        assert!(r.is_address_bounce(), "classified from the text");
+        r.last_reply = "550 5.7.1 listed on a DNSBL".into();
+        assert!(!r.is_address_bounce());
+        r.class = Some(Class::AddressPermanent);
+        assert!(r.is_address_bounce(), "the stored class wins");
     }
 
     #[test]

@@ -1,0 +1,143 @@
+//! The control socket's protocol and clients. While `blast serve` runs it owns the priority
+//! queue and the global state ([`crate::owner`]); every other command reaches them through a
+//! Unix socket in the state dir: one JSON request line in, one JSON reply line out. The
+//! server side is `serve::control`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::store::queue::Entry;
+use crate::store::suppression::Entry as Suppressed;
+
+/// A request to a running serve.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Every queued message.
+    List,
+    /// Make deferred messages due now (`id: None` = all).
+    Retry {
+        /// Queue id.
+        id: Option<u64>,
+    },
+    /// Remove a message.
+    Drop {
+        /// Queue id.
+        id: u64,
+    },
+    /// Lane counters.
+    Stats,
+    /// Add to the suppression list, durably before the answer.
+    SuppressAdd {
+        /// (normalised key, entry).
+        entries: Vec<(String, Suppressed)>,
+        /// Replace existing entries (`blast suppress add`) instead of keeping them.
+        replace: bool,
+    },
+    /// Remove keys from the suppression list.
+    SuppressRemove {
+        /// Normalised keys.
+        keys: Vec<String>,
+    },
+    /// Every suppression entry.
+    SuppressList,
+}
+
+/// The reply.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Response {
+    /// Error text, if the request failed.
+    pub error: Option<String>,
+    /// `list`: the entries.
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+    /// `drop`: whether it was queued. `retry` of one id: whether it is queued.
+    #[serde(default)]
+    pub dropped: bool,
+    /// `stats`: counter name → value.
+    #[serde(default)]
+    pub stats: Vec<(String, u64)>,
+    /// `suppress_add`: how many were new; `suppress_remove`: per key, whether it was listed.
+    #[serde(default)]
+    pub added: u64,
+    /// `suppress_remove`: per key, whether it was listed.
+    #[serde(default)]
+    pub removed: Vec<bool>,
+    /// `suppress_list`: the entries.
+    #[serde(default)]
+    pub suppressed: Vec<(String, Suppressed)>,
+}
+
+impl Response {
+    /// A failed request.
+    pub fn error(msg: String) -> Response {
+        Response {
+            error: Some(msg),
+            ..Default::default()
+        }
+    }
+}
+
+/// The socket path inside a state dir.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
+
+/// No serve listens on this state dir (no socket, or a stale one).
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A serve that does not answer within this is treated as an error, not as absent.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// Sends one request to a running serve. `Ok(None)` when no serve listens on this state dir.
+pub async fn request(state_dir: &Path, req: &Request) -> std::io::Result<Option<Response>> {
+    let path = path_in(state_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (r, mut w) = stream.into_split();
+    let mut out = serde_json::to_vec(req)?;
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    let mut line = String::new();
+    tokio::time::timeout(ANSWER_WITHIN, BufReader::new(r).read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "serve did not answer"))??;
+    Ok(Some(serde_json::from_str(&line)?))
+}
+
+/// [`request`] for blocking callers (store writers on their own threads, short commands).
+pub fn request_blocking(state_dir: &Path, req: &Request) -> std::io::Result<Option<Response>> {
+    let path = path_in(state_dir);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    stream.set_read_timeout(Some(ANSWER_WITHIN))?;
+    stream.set_write_timeout(Some(ANSWER_WITHIN))?;
+    let mut out = serde_json::to_vec(req)?;
+    out.push(b'\n');
+    stream.write_all(&out)?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "serve closed the control connection without answering",
+        ));
+    }
+    Ok(Some(serde_json::from_str(&line)?))
+}

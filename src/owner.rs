@@ -1,0 +1,288 @@
+//! One owner of global state: the suppression list today; the unsubscribes, the bounce and
+//! complaint log, per-site suspensions and warm-up counters go through here too.
+//!
+//! sled lets one process open a store at a time. While `blast serve` runs it owns the global
+//! stores ([`Global::held`]) and every other process reaches them through its control socket;
+//! without serve, a process opens the store only while it uses it ([`Global::shared`]: kept
+//! open while busy, closed after a short idle spell and at least every
+//! [`MAX_HOLD`], so another campaign sending at the same time gets its turn).
+//!
+//! Every write returns only once it is durable (flushed by this process, or acknowledged by
+//! serve after its flush): a lane commits a group's results only after that group's
+//! address-level suppressions are on the list.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::control::{self, Request, Response};
+use crate::error::{Error, Result};
+use crate::store::suppression::{self, Entry, Suppression};
+
+/// How long an open attempt waits for another process to let go of the store.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// A shared handle closes the store after this long unused…
+const IDLE: Duration = Duration::from_millis(300);
+/// …and after holding it this long, then waits [`COOLDOWN`] before opening it again.
+pub const MAX_HOLD: Duration = Duration::from_secs(2);
+const COOLDOWN: Duration = Duration::from_millis(200);
+
+/// The global state of one state dir, reached the right way for this process.
+#[derive(Clone)]
+pub struct Global {
+    dir: PathBuf,
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    /// This process owns the store for its lifetime (serve).
+    Held(Arc<Suppression>),
+    /// serve's socket when it listens, else the store opened while in use.
+    Shared(Arc<Mutex<Cache>>),
+}
+
+#[derive(Default)]
+struct Cache {
+    open: Option<(Suppression, Instant)>,
+    last_used: Option<Instant>,
+    not_before: Option<Instant>,
+    reaper: bool,
+}
+
+/// A point-in-time copy of the suppression list (what an import checks rows against, so it
+/// does not hold the store while it reads the lists).
+#[derive(Debug, Default)]
+pub struct Snapshot(HashMap<String, Entry>);
+
+impl Snapshot {
+    /// Whether an address (normalised key) or its domain is suppressed.
+    pub fn lookup(&self, key: &str) -> Option<&Entry> {
+        self.0.get(key).or_else(|| {
+            let (_, d) = key.rsplit_once('@')?;
+            self.0.get(&format!("@{d}"))
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Global {
+    /// serve: opens the store and keeps it for the life of the process.
+    pub fn held(dir: &Path) -> Result<Global> {
+        Ok(Global {
+            dir: dir.to_path_buf(),
+            mode: Mode::Held(Arc::new(Suppression::open(dir, LOCK_WAIT)?)),
+        })
+    }
+
+    /// Everyone else: through serve when it runs on `dir`, else the store directly.
+    pub fn shared(dir: &Path) -> Global {
+        Global {
+            dir: dir.to_path_buf(),
+            mode: Mode::Shared(Arc::new(Mutex::new(Cache::default()))),
+        }
+    }
+
+    /// The state dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds entries (kept when already listed, unless `replace`), durably. Returns how many
+    /// were new. Blocking.
+    pub fn suppress(&self, entries: &[(String, Entry)], replace: bool) -> Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let req = || Request::SuppressAdd {
+            entries: entries.to_vec(),
+            replace,
+        };
+        self.with(
+            req,
+            |r| Ok(r.added),
+            |sp| {
+                let mut added = 0;
+                for (k, e) in entries {
+                    if replace {
+                        added += u64::from(sp.get(k)?.is_none());
+                        sp.add(k, e)?;
+                    } else if sp.add_if_absent(k, e)? {
+                        added += 1;
+                    }
+                }
+                sp.flush()?;
+                Ok(added)
+            },
+        )
+    }
+
+    /// Removes keys, durably; per key whether it was listed. Blocking.
+    pub fn unsuppress(&self, keys: &[String]) -> Result<Vec<bool>> {
+        let req = || Request::SuppressRemove {
+            keys: keys.to_vec(),
+        };
+        self.with(
+            req,
+            |r| Ok(r.removed),
+            |sp| {
+                let out = keys
+                    .iter()
+                    .map(|k| sp.remove(k))
+                    .collect::<Result<Vec<_>>>()?;
+                sp.flush()?;
+                Ok(out)
+            },
+        )
+    }
+
+    /// Every entry in key order (without creating a store where there is none). Blocking.
+    pub fn list(&self) -> Result<Vec<(String, Entry)>> {
+        if matches!(self.mode, Mode::Shared(_))
+            && !suppression::exists_in(&self.dir)
+            && !control::path_in(&self.dir).exists()
+        {
+            return Ok(Vec::new());
+        }
+        self.with(
+            || Request::SuppressList,
+            |r| Ok(r.suppressed),
+            |sp| sp.list(),
+        )
+    }
+
+    /// A copy of the list to check an import against. Blocking.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot(self.list()?.into_iter().collect()))
+    }
+
+    /// Runs an operation: on the held store, through serve's socket, or on the store opened
+    /// for it.
+    fn with<T>(
+        &self,
+        req: impl Fn() -> Request,
+        remote: impl Fn(Response) -> Result<T>,
+        local: impl Fn(&Suppression) -> Result<T>,
+    ) -> Result<T> {
+        let cache = match &self.mode {
+            Mode::Held(sp) => return local(sp),
+            Mode::Shared(c) => c,
+        };
+        // serve owns the store while it runs: ask it. The socket is tried on every call, so a
+        // serve started in the middle of a send takes over at once.
+        if control::path_in(&self.dir).exists() {
+            let sock = control::path_in(&self.dir);
+            match control::request_blocking(&self.dir, &req()) {
+                Ok(Some(r)) => {
+                    return match r.error {
+                        Some(e) => Err(Error::Lane(format!(
+                            "blast serve ({}) refused: {e}",
+                            sock.display()
+                        ))),
+                        None => remote(r),
+                    }
+                }
+                Ok(None) => {} // a stale socket: serve is gone
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("blast serve's control socket {}", sock.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.open.is_none() {
+            if let Some(t) = c.not_before.take() {
+                std::thread::sleep(t.saturating_duration_since(Instant::now()));
+            }
+            c.open = Some((Suppression::open(&self.dir, LOCK_WAIT)?, Instant::now()));
+            if !c.reaper {
+                c.reaper = true;
+                spawn_reaper(Arc::downgrade(cache));
+            }
+        }
+        let out = local(&c.open.as_ref().expect("opened").0);
+        c.last_used = Some(Instant::now());
+        if c.open
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= MAX_HOLD)
+        {
+            c.open = None;
+            c.not_before = Some(Instant::now() + COOLDOWN);
+        }
+        out
+    }
+}
+
+/// Closes an idle shared store so other processes can open it; ends with the handle.
+fn spawn_reaper(cache: std::sync::Weak<Mutex<Cache>>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(IDLE / 3);
+        let Some(c) = cache.upgrade() else { return };
+        let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+        if c.open.is_some() && c.last_used.is_some_and(|t| t.elapsed() >= IDLE) {
+            c.open = None;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(reason: &str) -> Entry {
+        Entry {
+            reason: reason.into(),
+            at_ms: 1,
+            source: "test".into(),
+            detail: String::new(),
+        }
+    }
+
+    /// Two handles on one state dir (two campaigns without serve) both write, each durable,
+    /// and the store is let go between uses.
+    #[test]
+    fn shared_handles_take_turns_and_keep_existing_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Global::shared(dir.path()), Global::shared(dir.path()));
+        let e = |k: &str, r: &str| (k.to_string(), entry(r));
+        assert_eq!(a.suppress(&[e("x@a.example", "bounce")], false).unwrap(), 1);
+        // `a` holds the store until it is idle; `b` waits its turn (same process here, so the
+        // lock is sled's in-process one: a second open of a held store waits on it).
+        drop(a);
+        assert_eq!(
+            b.suppress(
+                &[e("x@a.example", "manual"), e("@d.example", "manual")],
+                false
+            )
+            .unwrap(),
+            1
+        );
+        let snap = b.snapshot().unwrap();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap.lookup("x@a.example").unwrap().reason, "bounce");
+        assert_eq!(snap.lookup("anyone@d.example").unwrap().reason, "manual");
+        assert!(snap.lookup("y@a.example").is_none());
+        assert_eq!(b.unsuppress(&["x@a.example".into()]).unwrap(), vec![true]);
+        assert_eq!(b.suppress(&[e("@d.example", "bounce")], true).unwrap(), 0);
+        assert_eq!(b.list().unwrap()[0].1.reason, "bounce");
+    }
+
+    #[test]
+    fn listing_a_dir_without_a_store_creates_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Global::shared(dir.path()).list().unwrap().is_empty());
+        assert!(!suppression::exists_in(dir.path()));
+    }
+}
