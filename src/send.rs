@@ -205,6 +205,7 @@ pub fn import(
                     key: key.clone(),
                     rec: rec.clone(),
                     requeues: 0,
+                    claim: 0,
                 };
                 // A closed feed means the lane stopped: the rows stay pending for the next run.
                 let _ = f.blocking_send(job);
@@ -426,8 +427,13 @@ pub fn reconcile(
     let mut fix = Vec::new();
     let (mut removed, mut recovered) = (0, 0);
     let mut bounced = Vec::new();
+    // Recipients under a claim marker were in flight when the last run stopped.
+    let claimed = store.claimed_keys()?;
     for kv in store.iter() {
         let (k, mut r) = kv?;
+        if matches!(r.state, State::Pending | State::Deferred) && claimed.contains(&k) {
+            r.state = State::InFlight;
+        }
         if r.is_address_bounce() {
             bounced.push((k.clone(), r.last_reply.clone()));
         }
@@ -463,6 +469,7 @@ pub fn reconcile(
         }
     }
     store.put_batch(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
+    store.clear_claims()?;
     store.flush()?;
     Ok((removed, recovered, eligible, bounced))
 }

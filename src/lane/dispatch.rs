@@ -90,6 +90,7 @@ pub(crate) async fn run(
                     key,
                     rec,
                     requeues: 0,
+                    claim: 0,
                 });
             }
             cursor = last;
@@ -276,17 +277,20 @@ pub(crate) async fn claimer(
         }
         let now = now_ms();
         for j in &mut batch {
-            j.rec.state = State::InFlight;
+            // Kept in memory, written with the result: the record itself is not rewritten
+            // for the claim.
             if j.rec.first_attempt_ms == 0 {
                 j.rec.first_attempt_ms = now;
             }
-            j.rec.updated_ms = now;
         }
         let store = ctx.store.clone();
         let joined = tokio::task::spawn_blocking(move || {
+            // One marker for the group instead of a rewrite of each record: the recipients
+            // are durably in flight once it is flushed (the flush is shared with the
+            // writer's when both commit at once).
             let r = store
-                .put_batch(batch.iter().map(|j| (j.key.as_str(), &j.rec)))
-                .and_then(|_| store.flush());
+                .put_claim(batch.iter().map(|j| j.key.as_str()))
+                .and_then(|id| store.flush().map(|_| id));
             (batch, r)
         })
         .await;
@@ -298,16 +302,24 @@ pub(crate) async fn claimer(
             }
         };
         last_commit = Instant::now();
-        if let Err(e) = res {
-            // Not durable, so never sent: release the domain slots; the rows stay pending.
-            for j in &batch {
-                ctx.domains.finished(j.rec.domain());
+        let id = match res {
+            Ok(id) => id,
+            Err(e) => {
+                // Not durable, so never sent: release the domain slots; the rows stay pending.
+                for j in &batch {
+                    ctx.domains.finished(j.rec.domain());
+                }
+                outstanding.fetch_sub(batch.len(), Ordering::SeqCst);
+                ctx.set_fatal(format!("cannot record claims: {e}"));
+                continue;
             }
-            outstanding.fetch_sub(batch.len(), Ordering::SeqCst);
-            ctx.set_fatal(format!("cannot record claims: {e}"));
-            continue;
-        }
-        for j in batch {
+        };
+        ctx.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, batch.len());
+        for mut j in batch {
+            j.claim = id;
             if jobs.send(j).await.is_err() {
                 // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
                 outstanding.fetch_sub(1, Ordering::SeqCst);

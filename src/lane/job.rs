@@ -16,6 +16,8 @@ pub struct Job {
     pub rec: Record,
     /// Times this job came back after a lost connection in this run.
     pub requeues: u8,
+    /// The claim marker it was claimed under (0 before the claim is durable).
+    pub claim: u64,
 }
 
 /// How an attempt ended.

@@ -119,6 +119,8 @@ pub(crate) struct LaneCtx {
     pub health: health::Health,
     pub fatal: Mutex<Option<String>>,
     pub stalled: Mutex<Option<String>>,
+    /// Claim marker id → its recipients whose results are not committed yet.
+    pub claims: Mutex<std::collections::HashMap<u64, usize>>,
     /// Consecutive failed connection attempts across workers (reset on success).
     pub connect_failures: std::sync::atomic::AtomicU32,
 }
@@ -204,6 +206,7 @@ pub async fn run_with(
         health: health::Health::default(),
         fatal: Mutex::new(None),
         stalled: Mutex::new(None),
+        claims: Default::default(),
         connect_failures: Default::default(),
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch

@@ -50,6 +50,7 @@ pub(crate) async fn run(
             }
         }
         let group_len = group.len();
+        let settled = settle_claims(&ctx, &group);
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
         let mut requeued = Vec::new();
@@ -116,13 +117,12 @@ pub(crate) async fn run(
                 }
                 Outcome::Requeue(why) => {
                     if job.requeues < MAX_REQUEUES {
-                        // Durably pending again (never delivered, or the ambiguous lost-reply
-                        // case, which is resent by design): if the run stops before the
-                        // dispatcher re-claims it, the next run sends it; a re-claim makes it
-                        // `in_flight` again before its next MAIL FROM.
+                        // Pending again (never delivered, or the ambiguous lost-reply case,
+                        // which is resent by design). The record on disk was never rewritten
+                        // for the claim, so once its claim marker goes it is what the next run
+                        // sends; a re-claim puts it under a new marker before its next MAIL.
                         job.requeues += 1;
                         job.rec.state = State::Pending;
-                        writes.push((job.key.clone(), job.rec.clone()));
                         requeued.push(job);
                         continue;
                     }
@@ -132,17 +132,15 @@ pub(crate) async fn run(
                     defer_or_fail(rec, at, &mut counted);
                 }
                 Outcome::Postponed(why) => {
-                    // Durably pending again, as a requeue, but without spending anything: the
-                    // destination was the problem, not the recipient.
+                    // As a requeue, but without spending anything: the destination was the
+                    // problem, not the recipient.
                     job.rec.state = State::Pending;
                     job.rec.last_reply = why;
-                    writes.push((job.key.clone(), job.rec.clone()));
                     requeued.push(job);
                     continue;
                 }
-                Outcome::Unclaimed => {
-                    rec.state = State::Pending;
-                }
+                // Never started: the record on disk is still the one before the claim.
+                Outcome::Unclaimed => continue,
                 Outcome::Skipped(why) => {
                     rec.state = State::Skipped;
                     rec.last_reply = why;
@@ -153,10 +151,13 @@ pub(crate) async fn run(
         }
         let n_done = group_len;
         report.suppressed += suppress_durably(&ctx, suppress).await;
-        if !writes.is_empty() {
+        if !writes.is_empty() || !settled.is_empty() {
             let store = ctx.store.clone();
             let res = tokio::task::spawn_blocking(move || -> Result<()> {
                 store.put_batch(writes.iter().map(|(k, r)| (k.as_str(), r)))?;
+                // After the results in the same flush: a marker outliving its results is
+                // harmless (the records are final), the reverse would lose the in-flight mark.
+                store.remove_claims(&settled)?;
                 store.flush()
             })
             .await
@@ -259,4 +260,21 @@ async fn suppress_durably(ctx: &LaneCtx, entries: Vec<(String, SuppressionEntry)
             _ = ctx.shutdown.wait() => {}
         }
     }
+}
+
+/// Counts the group's results against their claim markers; returns the markers whose
+/// recipients are all settled by this group (to drop once its results are written).
+fn settle_claims(ctx: &LaneCtx, group: &[Done]) -> Vec<u64> {
+    let mut claims = ctx.claims.lock().unwrap_or_else(|p| p.into_inner());
+    let mut settled = Vec::new();
+    for d in group {
+        if let Some(n) = claims.get_mut(&d.job.claim) {
+            *n -= 1;
+            if *n == 0 {
+                claims.remove(&d.job.claim);
+                settled.push(d.job.claim);
+            }
+        }
+    }
+    settled
 }

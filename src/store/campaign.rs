@@ -54,7 +54,32 @@ pub struct CampaignStore {
     db: sled::Db,
     rcpt: sled::Tree,
     meta: sled::Tree,
+    /// Claim markers: one record per claimed group (id → the keys), so claiming a group is
+    /// one small write instead of a rewrite of every recipient's record.
+    claims: sled::Tree,
+    next_claim: std::sync::atomic::AtomicU64,
+    flushes: FlushGroup,
     path: PathBuf,
+}
+
+/// Group commit across threads: a flush that starts after a caller's writes covers them, so
+/// callers that ask while one is running share the next one (the claimer's and the writer's
+/// commits of the same moment cost one fsync).
+#[derive(Default)]
+struct FlushGroup {
+    state: std::sync::Mutex<FlushState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    running: bool,
+    /// Generation the next flush to start will have.
+    next: u64,
+    /// Highest generation completed.
+    done: Option<u64>,
+    /// Flushes actually run (for benches).
+    count: u64,
 }
 
 impl CampaignStore {
@@ -71,10 +96,19 @@ impl CampaignStore {
         let rcpt = db.open_tree("recipients").map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
         check_version(&meta, dir, CAMPAIGN_FORMAT)?;
+        let claims = db.open_tree("claims").map_err(err)?;
+        let next_claim = claims
+            .last()
+            .map_err(err)?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .map_or(1, |last| last + 1);
         Ok(CampaignStore {
             db,
             rcpt,
             meta,
+            claims,
+            next_claim: next_claim.into(),
+            flushes: FlushGroup::default(),
             path: dir.to_path_buf(),
         })
     }
@@ -184,9 +218,93 @@ impl CampaignStore {
         self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
     }
 
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable (fsync). Concurrent callers share flushes: a
+    /// caller waits for the first flush that starts after it asked.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        let f = &self.flushes;
+        let mut st = f.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = st.next;
+        loop {
+            if st.done.is_some_and(|d| d >= mine) {
+                return Ok(());
+            }
+            if !st.running {
+                let gen = st.next;
+                st.next += 1;
+                st.running = true;
+                drop(st);
+                let res = self.db.flush().map(|_| ()).map_err(|e| self.err(e));
+                st = f.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.running = false;
+                st.count += 1;
+                if res.is_ok() {
+                    st.done = Some(gen);
+                }
+                f.cv.notify_all();
+                if gen >= mine {
+                    return res;
+                }
+                continue;
+            }
+            st = f.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Flushes run so far by this handle.
+    pub fn flush_count(&self) -> u64 {
+        self.flushes
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count
+    }
+
+    /// Records a claim marker for `keys` (not flushed); returns its id. The recipients are
+    /// in flight from the flush that follows until [`Self::remove_claims`] drops the marker
+    /// after their results are committed.
+    pub fn put_claim<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Result<u64> {
+        let id = self
+            .next_claim
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut v = Vec::new();
+        for k in keys {
+            v.extend_from_slice(k.as_bytes());
+            v.push(b'\n');
+        }
+        self.claims
+            .insert(id.to_be_bytes(), v)
+            .map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Drops claim markers whose recipients all have their results committed (not flushed:
+    /// a marker outliving its results is harmless, the records are final).
+    pub fn remove_claims(&self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for id in ids {
+            b.remove(&id.to_be_bytes());
+        }
+        self.claims.apply_batch(b).map_err(|e| self.err(e))
+    }
+
+    /// Every key under a claim marker: recipients a run had in flight when it stopped.
+    pub fn claimed_keys(&self) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for kv in self.claims.iter() {
+            let (_, v) = kv.map_err(|e| self.err(e))?;
+            for k in v.split(|&b| b == b'\n').filter(|k| !k.is_empty()) {
+                out.insert(String::from_utf8_lossy(k).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops every claim marker (after a reconcile has settled them; not flushed).
+    pub fn clear_claims(&self) -> Result<()> {
+        self.claims.clear().map_err(|e| self.err(e))
     }
 
     /// Iterates all records in key order.
@@ -237,13 +355,21 @@ impl CampaignStore {
         Ok((out, last, true))
     }
 
-    /// Counts per state.
+    /// Counts per state. A pending or deferred recipient under a claim marker counts as
+    /// `in_flight` (its transaction may be open, or was when a run died).
     pub fn counts(&self) -> Result<Counts> {
         let mut c = Counts::default();
         let mut per = [0u64; 8];
+        let claimed = self.claimed_keys()?;
         for kv in self.rcpt.iter() {
-            let (_, v) = kv.map_err(|e| self.err(e))?;
-            if let Some(s) = Record::peek_state(&v) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if let Some(mut s) = Record::peek_state(&v) {
+                if matches!(s, State::Pending | State::Deferred)
+                    && !claimed.is_empty()
+                    && claimed.contains(String::from_utf8_lossy(&k).as_ref())
+                {
+                    s = State::InFlight;
+                }
                 per[s as usize] += 1;
                 c.total += 1;
                 if s == State::Deferred {
