@@ -301,8 +301,12 @@ fn main() {
         "re-import must keep every recipient and add none"
     );
     let clock = Clock::start();
-    let (removed, recovered, eligible2) =
-        send::reconcile(&store, s.in_flight, false, &st2.seen).expect("reconcile");
+    let send::Reconciled {
+        removed,
+        recovered,
+        eligible: eligible2,
+        ..
+    } = send::reconcile(&store, s.in_flight, false, &st2.seen).expect("reconcile");
     clock.report("  reconcile scan after it:", recipients);
     assert_eq!(
         (removed, recovered, eligible2),

@@ -412,17 +412,29 @@ fn prune_path_of(p: &PruneReport) -> String {
     p.path().display().to_string()
 }
 
+/// What [`reconcile`] did.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Rows no longer in the lists, skipped.
+    pub removed: u64,
+    /// Rows left in flight by a crashed run, settled by the policy.
+    pub recovered: u64,
+    /// Pending + deferred afterwards.
+    pub eligible: u64,
+    /// Every address-level bounce with its reply: what the suppression list must hold.
+    pub bounced: Vec<(String, String)>,
+}
+
 /// After import: stored rows whose fingerprint is not in `seen` (this import) are skipped as
 /// removed; rows left in flight
 /// by a crashed run follow the campaign's policy; `retry_now` makes deferred rows due.
-/// Returns (removed, recovered in-flight, eligible = pending + deferred afterwards, and every
-/// address-level bounce with its reply: what the suppression list must hold).
+/// Returns what it found ([`Reconciled`]).
 pub fn reconcile(
     store: &CampaignStore,
     policy: InFlightPolicy,
     retry_now: bool,
     seen: &HashSet<u64>,
-) -> Result<(u64, u64, u64, Vec<(String, String)>)> {
+) -> Result<Reconciled> {
     let mut eligible = 0;
     let mut fix = Vec::new();
     let (mut removed, mut recovered) = (0, 0);
@@ -471,7 +483,12 @@ pub fn reconcile(
     store.put_batch(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
     store.clear_claims()?;
     store.flush()?;
-    Ok((removed, recovered, eligible, bounced))
+    Ok(Reconciled {
+        removed,
+        recovered,
+        eligible,
+        bounced,
+    })
 }
 
 fn message_id_domain(s: &Settings) -> String {
@@ -562,11 +579,10 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             let (removed, recovered, restored) = if imported.fresh {
                 (0, 0, 0)
             } else {
-                let (removed, recovered, eligible, bounced) =
-                    reconcile(&st, s2.in_flight, retry_now, &imported.seen)?;
-                stats.eligible.store(eligible, Ordering::Relaxed);
-                let restored = restore_suppressions(&global, &s2.id, bounced)?;
-                (removed, recovered, restored)
+                let r = reconcile(&st, s2.in_flight, retry_now, &imported.seen)?;
+                stats.eligible.store(r.eligible, Ordering::Relaxed);
+                let restored = restore_suppressions(&global, &s2.id, r.bounced)?;
+                (r.removed, r.recovered, restored)
             };
             Ok((
                 prune,
@@ -611,13 +627,15 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         campaign_dir(s).join("status.json"),
     );
     let lane_run = lane::run(
-        global,
         &s.lane,
-        spec,
-        store.clone(),
-        shutdown.clone(),
-        stats.clone(),
-        feed_rx,
+        lane::Inputs {
+            global,
+            spec,
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            stats: stats.clone(),
+            feed: feed_rx,
+        },
     );
     let (report, import_out) = match (imported_early, finish_import) {
         (Some(done), _) => (lane_run.await, done),

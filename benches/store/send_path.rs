@@ -1,7 +1,7 @@
 //! The store's share of sending: what the lane does to the store per message, without the
 //! lane. For `n` pending recipients of a populated store: the dispatcher's scan (pending rows
-//! in key order), the claimer's commit (`in_flight` + first attempt, one write + fsync per
-//! group), the writer's commit (`sent` + the 250 reply, one write + fsync per group).
+//! in key order), the claimer's commit (one claim marker per group + fsync), the writer's
+//! commit (`sent` + the 250 reply + the marker dropped, one write + fsync per group).
 //!
 //! Groups are as big as the lane's at the end-to-end rate: `MIN_COMMIT_GAP` (4 ms) apart, so
 //! at 12,500 msg/s (`bash benches/e2e.sh`, 16 connections) ~50 claims and ~50 results per
@@ -31,23 +31,22 @@ pub fn run(store: &CampaignStore, n: usize, group: usize) -> u64 {
         cursor = last;
         for mut chunk in rows.chunks(group).map(|c| c.to_vec()) {
             let now = blast::store::now_ms();
-            for (_, r) in &mut chunk {
-                r.state = State::InFlight;
-                r.first_attempt_ms = now;
-                r.updated_ms = now;
-            }
-            store
-                .put_batch(chunk.iter().map(|(k, r)| (k.as_str(), r)))
-                .and_then(|_| store.flush())
+            // The claimer: one marker for the group, one (shared) flush.
+            let claim = store
+                .put_claim(chunk.iter().map(|(k, _)| k.as_str()))
+                .and_then(|id| store.flush().map(|_| id))
                 .expect("claim commit");
             for (_, r) in &mut chunk {
                 r.state = State::Sent;
                 r.attempts += 1;
+                r.first_attempt_ms = now;
                 r.last_reply = REPLY.to_string();
                 r.updated_ms = now;
             }
+            // The writer: the results, the settled marker, one flush.
             store
                 .put_batch(chunk.iter().map(|(k, r)| (k.as_str(), r)))
+                .and_then(|_| store.remove_claims(&[claim]))
                 .and_then(|_| store.flush())
                 .expect("result commit");
             done += chunk.len();

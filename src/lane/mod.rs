@@ -146,43 +146,43 @@ impl LaneCtx {
     }
 }
 
+/// What a lane run works on.
+pub struct Inputs {
+    /// The owner of the global suppression list.
+    pub global: Global,
+    /// How to build each message.
+    pub spec: Arc<MessageSpec>,
+    /// The campaign's store.
+    pub store: Arc<CampaignStore>,
+    /// The caller's stop (Ctrl-C, SIGTERM, serve stopping).
+    pub shutdown: Arc<Shutdown>,
+    /// Live counters.
+    pub stats: Arc<Stats>,
+    /// With `feed`, an import into an empty store hands over its new recipients as it writes
+    /// them, and the store is scanned only once the feed has closed.
+    pub feed: Option<mpsc::Receiver<Job>>,
+}
+
 /// Sends every eligible recipient of the store through the lane until all are final, the
 /// remaining ones are deferred beyond `wait_for_retries`, or a stop is requested.
-/// With `feed`, an import into an empty store hands over its new recipients as it writes
-/// them, and the store is scanned only once the feed has closed.
-pub async fn run(
-    global: Global,
-    settings: &LaneSettings,
-    spec: Arc<MessageSpec>,
-    store: Arc<CampaignStore>,
-    shutdown: Arc<Shutdown>,
-    stats: Arc<Stats>,
-    feed: Option<mpsc::Receiver<Job>>,
-) -> Result<LaneReport> {
-    run_with(
-        Connector::for_lane(settings),
-        global,
-        settings,
-        spec,
-        store,
-        shutdown,
-        stats,
-        feed,
-    )
-    .await
+pub async fn run(settings: &LaneSettings, inputs: Inputs) -> Result<LaneReport> {
+    run_with(Connector::for_lane(settings), settings, inputs).await
 }
 
 /// [`run`] through a given transport (tests and benches pass [`Connector::Stub`]).
 pub async fn run_with(
     connector: Connector,
-    global: Global,
     settings: &LaneSettings,
-    spec: Arc<MessageSpec>,
-    store: Arc<CampaignStore>,
-    shutdown: Arc<Shutdown>,
-    stats: Arc<Stats>,
-    feed: Option<mpsc::Receiver<Job>>,
+    inputs: Inputs,
 ) -> Result<LaneReport> {
+    let Inputs {
+        global,
+        spec,
+        store,
+        shutdown,
+        stats,
+        feed,
+    } = inputs;
     // The lane's own stop: the caller's (Ctrl-C, SIGTERM) or the lane's (a fatal error, a
     // stalled destination), so the caller can tell an interrupt from a lane that gave up.
     let lane_stop = Arc::new(Shutdown::default());

@@ -426,4 +426,53 @@ mod tests {
         let reopened = CampaignStore::open(dir.path(), wait).unwrap();
         assert!(reopened.is_empty());
     }
+
+    /// A claim marker makes its recipients count as in flight (for status and the next run's
+    /// reconcile) until it is dropped; ids keep growing across reopenings.
+    #[test]
+    fn claim_markers_mark_in_flight_until_removed() {
+        use crate::store::record::{Record, State};
+        let dir = tempfile::tempdir().unwrap();
+        let wait = Duration::from_secs(10);
+        let rec = |a: &str| Record {
+            state: State::Pending,
+            attempts: 0,
+            file_idx: 0,
+            line: 1,
+            import_gen: 1,
+            first_attempt_ms: 0,
+            retry_at_ms: 0,
+            updated_ms: 0,
+            address: a.into(),
+            last_reply: String::new(),
+            class: None,
+            values: vec![],
+        };
+        let first;
+        {
+            let st = CampaignStore::open(dir.path(), wait).unwrap();
+            let (a, b) = (rec("a@x.example"), rec("b@x.example"));
+            st.put_batch([("a@x.example", &a), ("b@x.example", &b)])
+                .unwrap();
+            first = st.put_claim(["a@x.example"]).unwrap();
+            // Two threads asking at once share flushes; both return only when durable.
+            std::thread::scope(|sc| {
+                sc.spawn(|| st.flush().unwrap());
+                sc.spawn(|| st.flush().unwrap());
+            });
+            assert!(st.flush_count() >= 1 && st.flush_count() <= 2);
+            let c = st.counts().unwrap();
+            assert_eq!((c.get(State::InFlight), c.get(State::Pending)), (1, 1));
+        }
+        let st = CampaignStore::open(dir.path(), wait).unwrap();
+        assert_eq!(
+            st.claimed_keys().unwrap().into_iter().collect::<Vec<_>>(),
+            vec!["a@x.example".to_string()]
+        );
+        let second = st.put_claim(["b@x.example"]).unwrap();
+        assert!(second > first, "{second} > {first}");
+        st.remove_claims(&[first, second]).unwrap();
+        assert!(st.claimed_keys().unwrap().is_empty());
+        assert_eq!(st.counts().unwrap().get(State::Pending), 2);
+    }
 }

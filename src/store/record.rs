@@ -153,7 +153,9 @@ impl Record {
         put_var(out, self.first_attempt_ms);
         put_var(out, self.updated_ms);
         let address_is_key = self.address == key;
-        out.push(u8::from(address_is_key) * ADDRESS_IS_KEY | class_code(self.class) << CLASS_SHIFT);
+        out.push(
+            (u8::from(address_is_key) * ADDRESS_IS_KEY) | (class_code(self.class) << CLASS_SHIFT),
+        );
         if !address_is_key {
             put_str(out, &self.address);
         }

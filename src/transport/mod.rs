@@ -154,9 +154,10 @@ impl Connector {
     /// Opens a session (connect, greet, EHLO, STARTTLS, AUTH for SMTP).
     pub async fn open<T>(&self) -> Result<Session<T>, SmtpError> {
         let kind = match self {
-            Connector::Smtp(ep) => {
-                Kind::Smtp(SmtpSession::new(Connection::open(ep).await?, ep.timeouts))
-            }
+            Connector::Smtp(ep) => Kind::Smtp(Box::new(SmtpSession::new(
+                Connection::open(ep).await?,
+                ep.timeouts,
+            ))),
             Connector::Outbox(dir) => Kind::Outbox {
                 dir: dir.clone(),
                 done: Default::default(),
@@ -178,7 +179,8 @@ impl Connector {
 type Results<T> = std::collections::VecDeque<(T, Vec<RcptOutcome>)>;
 
 enum Kind<T> {
-    Smtp(SmtpSession<T>),
+    // Boxed: the SMTP session is an order of magnitude bigger than the others.
+    Smtp(Box<SmtpSession<T>>),
     Outbox {
         dir: PathBuf,
         done: Results<T>,

@@ -146,8 +146,8 @@ impl<T> SmtpSession<T> {
         // The previous transaction's envelope replies decide whether its body goes out with
         // these commands.
         self.read_envelope().await;
-        if self.broken.is_some() {
-            let o = self.broken.as_ref().expect("broken").not_sent();
+        if let Some(b) = &self.broken {
+            let o = b.not_sent();
             self.done.push_back(tx.settle(|| o.clone()));
             return;
         }
@@ -274,8 +274,8 @@ impl<T> SmtpSession<T> {
         let Some(mut tx) = self.envelope.take() else {
             return;
         };
-        if self.broken.is_some() {
-            let o = self.broken.as_ref().expect("broken").not_sent();
+        if let Some(b) = &self.broken {
+            let o = b.not_sent();
             self.done.push_back(tx.settle(|| o.clone()));
             return;
         }
@@ -320,7 +320,7 @@ impl<T> SmtpSession<T> {
             // is refused for lack of recipients).
             let ok = self.conn.send(b".\r\n").await.is_ok()
                 && self.read(self.t.data_end, "empty data").await.is_ok();
-            self.done.push_back(tx.settle(|| unreachable_open()));
+            self.done.push_back(tx.settle(unreachable_open));
             if !ok {
                 self.fail(Broken::Lost(
                     "connection lost after an empty message".into(),
@@ -398,7 +398,7 @@ impl<T> SmtpSession<T> {
             }
             // In lock-step mode the DATA command is skipped when no recipient is open.
             if i + 1 == last && tx.res.iter().all(Option::is_some) {
-                self.done.push_back(tx.settle(|| unreachable_open()));
+                self.done.push_back(tx.settle(unreachable_open));
                 self.rset().await;
                 return;
             }
