@@ -188,6 +188,20 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> Class {
     Class::OtherPermanent
 }
 
+/// Whether a stored reply (`"550 5.1.1 user unknown"`) says the address itself is bad, for
+/// records that carry no class. Replies without a leading code (`not sent: …`, written by
+/// blast itself) are never about the address. The stage is unknown once stored; RCPT is the
+/// one where address-level replies come, and the one whose text rules are the widest.
+pub fn is_address_level_reply(reply: &str) -> bool {
+    let reply = reply.trim_start();
+    let (code, text) = reply.split_once(' ').unwrap_or((reply, ""));
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    code.parse::<u16>()
+        .is_ok_and(|code| classify(Stage::Rcpt, code, text) == Class::AddressPermanent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

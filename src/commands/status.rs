@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::classify::{classify, Class, Stage};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::report;
@@ -31,15 +30,7 @@ pub struct Warning {
 /// blast itself) are never about the address. The stage is unknown once stored; RCPT is the
 /// one where address-level replies come, and the one whose text rules are the widest.
 pub fn is_address_level(reply: &str) -> bool {
-    let reply = reply.trim_start();
-    let (code, text) = reply.split_once(' ').unwrap_or((reply, ""));
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    match code.parse::<u16>() {
-        Ok(code) => classify(Stage::Rcpt, code, text) == Class::AddressPermanent,
-        Err(_) => false,
-    }
+    crate::classify::is_address_level_reply(reply)
 }
 
 /// Collects [`Warning`]s from bounced records: per domain, sorted by count (descending) then
@@ -52,7 +43,8 @@ pub struct Warnings {
 impl Warnings {
     /// Looks at one record.
     pub fn note(&mut self, r: &Record) {
-        if r.state != State::Bounced || is_address_level(&r.last_reply) {
+        // The class stored with the record decides (older records: their reply text).
+        if r.state != State::Bounced || r.is_address_bounce() {
             return;
         }
         let e = self

@@ -1,6 +1,6 @@
 //! One recipient's durable record and its compact binary encoding.
 
-use crate::classify::{classify, Class, Stage};
+use crate::classify::Class;
 
 /// A recipient's state (DESIGN.md, "Recipient states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,12 +239,7 @@ impl Record {
         }
         match self.class {
             Some(c) => c == Class::AddressPermanent,
-            None => {
-                let (code, text) = self.last_reply.split_at(self.last_reply.len().min(3));
-                code.parse::<u16>().is_ok_and(|code| {
-                    classify(Stage::Rcpt, code, text.trim_start()) == Class::AddressPermanent
-                })
-            }
+            None => crate::classify::is_address_level_reply(&self.last_reply),
         }
     }
 
