@@ -13,6 +13,7 @@
 #
 # Environment: N (messages, default 100000), CONNS (connections, default 16), BLAST (use this
 # binary instead of building target/release/blast),
+# BASELINE (another blast binary: A/B medians, ROUNDS rounds alternating, default 3),
 # SINK_BACKLOG (default 1000), KEEP=1 (keep the temp dir), PERF=1 (profile blast with `perf`; slows it, so the rate is not comparable).
 set -euo pipefail
 
@@ -164,51 +165,77 @@ connections = $CONNS
 per_domain_connections = $CONNS
 EOF
 
-start_sink
-sed -i "s/PORT_PLACEHOLDER/$PORT/" "$WORK/campaign.toml"
-msg_size=$(cd "$WORK" && "$BLAST" preview campaign.toml | wc -c)
-log "e2e: rendered message size: $msg_size bytes"
+cp "$WORK/campaign.toml" "$WORK/campaign.toml.in"
 
-log "e2e: blast send ($N recipients, $CONNS connections) into 127.0.0.1:$PORT"
-perf_cmd=()
-if [[ ${PERF:-0} == 1 ]] && command -v perf >/dev/null; then
-    perf_cmd=(perf record -F 999 --call-graph dwarf,16384 -o "$WORK/perf.data" --)
-fi
-t0=$(now)
-set +e
-time_cmd=()
-if [[ -x /usr/bin/time ]]; then
-    time_cmd=(/usr/bin/time -f '%U %S %M' -o "$WORK/time.out")
-fi
-timeout 900 /usr/bin/env "${time_cmd[@]}" "${perf_cmd[@]}" "$BLAST" send "$WORK/campaign.toml" --quiet \
-    > "$WORK/blast.out" 2> "$WORK/blast.err"
-blast_rc=$?
-set -e
-t1=$(now)
-sleep 0.3
-blast_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-blast_count=$(sink_count)
-stop_sink
-if [[ $blast_rc -ne 0 ]]; then
-    cat "$WORK/blast.out" "$WORK/blast.err" >&2
-    die "blast send exited with $blast_rc"
-fi
-sent=$("$BLAST" status --json "$WORK/campaign.toml" | grep -Eo '"sent":[0-9]+' | cut -d: -f2)
-[[ "$sent" == "$N" ]] || die "blast status reports sent=${sent:-?}, expected $N"
-[[ "$blast_count" == "$N" ]] || die "sink counted ${blast_count:-nothing} messages from blast, expected $N"
-blast_rate=$(rate "$N" "$blast_secs")
+# One `blast send` of the whole list with binary $1 into a fresh sink and a fresh state dir;
+# sets blast_secs, blast_rate and the CPU figures.
+run_blast() {
+    local bin=$1
+    rm -rf "$WORK/state"
+    start_sink
+    sed "s/PORT_PLACEHOLDER/$PORT/" "$WORK/campaign.toml.in" > "$WORK/campaign.toml"
+    msg_size=$(cd "$WORK" && "$bin" preview campaign.toml | wc -c)
+    log "e2e: blast send ($N recipients, $CONNS connections, $bin) into 127.0.0.1:$PORT"
+    perf_cmd=()
+    if [[ ${PERF:-0} == 1 ]] && command -v perf >/dev/null; then
+        perf_cmd=(perf record -F 999 --call-graph dwarf,16384 -o "$WORK/perf.data" --)
+    fi
+    t0=$(now)
+    set +e
+    time_cmd=()
+    if [[ -x /usr/bin/time ]]; then
+        time_cmd=(/usr/bin/time -f '%U %S %M' -o "$WORK/time.out")
+    fi
+    timeout 900 /usr/bin/env "${time_cmd[@]}" "${perf_cmd[@]}" "$bin" send "$WORK/campaign.toml" --quiet \
+        > "$WORK/blast.out" 2> "$WORK/blast.err"
+    blast_rc=$?
+    set -e
+    t1=$(now)
+    sleep 0.3
+    blast_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    blast_count=$(sink_count)
+    stop_sink
+    if [[ $blast_rc -ne 0 ]]; then
+        cat "$WORK/blast.out" "$WORK/blast.err" >&2
+        die "blast send exited with $blast_rc"
+    fi
+    sent=$("$bin" status --json "$WORK/campaign.toml" | grep -Eo '"sent":[0-9]+' | cut -d: -f2)
+    [[ "$sent" == "$N" ]] || die "blast status reports sent=${sent:-?}, expected $N"
+    [[ "$blast_count" == "$N" ]] || die "sink counted ${blast_count:-nothing} messages from blast, expected $N"
+    blast_rate=$(rate "$N" "$blast_secs")
+    if [[ ${#perf_cmd[@]} -gt 0 ]]; then
+        # Inclusive time of blast's and sled's own functions: where the whole send spends its CPU.
+        perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null \
+            | grep -E 'blast::|sled::tree::Tree::(apply_batch|get)|IoBufs::write_to_log|_int_malloc|sys_sendto|sys_recvfrom' \
+            | grep -v inlined | head -n 40 >&2 || true
+    fi
 
-if [[ ${#perf_cmd[@]} -gt 0 ]]; then
-    # Inclusive time of blast's and sled's own functions: where the whole send spends its CPU.
-    perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null \
-        | grep -E 'blast::|sled::tree::Tree::(apply_batch|get)|IoBufs::write_to_log|_int_malloc|sys_sendto|sys_recvfrom' \
-        | grep -v inlined | head -n 40 >&2 || true
+    if [[ -s $WORK/time.out ]]; then
+        read -r cpu_user cpu_sys max_rss < <(tail -n1 "$WORK/time.out")
+        log "e2e: blast CPU: user ${cpu_user}s + sys ${cpu_sys}s (wall ${blast_secs}s), peak RSS $(( max_rss / 1024 )) MB"
+    fi
+    log "e2e: $bin: ${blast_rate} msg/s"
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+if [[ -n ${BASELINE:-} ]]; then
+    # A/B against another build, alternating A B A B … so machine drift hits both alike.
+    BASELINE=$(realpath "$BASELINE")
+    ROUNDS=${ROUNDS:-3}
+    : > "$WORK/a.rates"; : > "$WORK/b.rates"
+    for r in $(seq "$ROUNDS"); do
+        run_blast "$BLAST"; echo "$blast_rate" >> "$WORK/a.rates"
+        run_blast "$BASELINE"; echo "$blast_rate" >> "$WORK/b.rates"
+    done
+    a_med=$(median < "$WORK/a.rates"); b_med=$(median < "$WORK/b.rates")
+    log "e2e: A (this build) rates: $(tr '\n' ' ' < "$WORK/a.rates")"
+    log "e2e: B (baseline)   rates: $(tr '\n' ' ' < "$WORK/b.rates")"
+    echo "A: $a_med msg/s (median of $ROUNDS)  B: $b_med msg/s  A/B: $(awk -v a="$a_med" -v b="$b_med" 'BEGIN { printf "%.3f", a / b }')  smtp-source: $src_rate msg/s  A/source: $(awk -v a="$a_med" -v b="$src_rate" 'BEGIN { printf "%.2f", a / b }')"
+    exit 0
 fi
 
-if [[ -s $WORK/time.out ]]; then
-    read -r cpu_user cpu_sys max_rss < <(tail -n1 "$WORK/time.out")
-    log "e2e: blast CPU: user ${cpu_user}s + sys ${cpu_sys}s (wall ${blast_secs}s), peak RSS $(( max_rss / 1024 )) MB"
-fi
+run_blast "$BLAST"
 log "e2e: load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work on the machine skews both rates)"
 ratio=$(awk -v a="$blast_rate" -v b="$src_rate" 'BEGIN { printf "%.2f", a / b }')
 log "e2e: smtp-source ${src_secs}s, blast ${blast_secs}s for $N messages of ~$msg_size bytes"

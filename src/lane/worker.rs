@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::{Done, Job, LaneCtx, Outcome};
 use crate::classify::Class;
 use crate::transport::smtp::SmtpError;
-use crate::transport::{outbox, Broken, Envelope, RcptOutcome, Session};
+use crate::transport::{outbox, Broken, Connector, Envelope, RcptOutcome, Session};
 
 type Jobs = Arc<Mutex<mpsc::Receiver<Job>>>;
 
@@ -134,7 +134,11 @@ async fn submit(ctx: &LaneCtx, done: &mpsc::Sender<Done>, sess: &mut Session<Job
         rcpts: vec![job.rec.address.clone()],
         eight_bit: false,
         smtputf8: false,
-        label: outbox::file_name(&ctx.spec.campaign, &job.key),
+        // Only the outbox names its files; SMTP needs no label.
+        label: match ctx.connector {
+            Connector::Outbox(_) => outbox::file_name(&ctx.spec.campaign, &job.key),
+            _ => String::new(),
+        },
     };
     sess.submit(job, &env, msg).await;
 }
