@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lane::priority::{Cmd, Stats};
-use crate::store::queue::{Entry, QueueStore};
+use crate::store::queue::{format_id, Entry, QueueStore};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 /// A request from `blast queue`.
@@ -47,6 +47,10 @@ pub struct Response {
     /// `drop`: whether it was queued.
     #[serde(default)]
     pub dropped: bool,
+    /// `retry` with an id: whether that id is queued (an unknown id is an error, not
+    /// "due now").
+    #[serde(default)]
+    pub queued: bool,
     /// `stats`: counter name → value.
     #[serde(default)]
     pub stats: Vec<(String, u64)>,
@@ -133,6 +137,7 @@ fn error(msg: String) -> Response {
         error: Some(msg),
         entries: Vec::new(),
         dropped: false,
+        queued: false,
         stats: Vec::new(),
     }
 }
@@ -152,6 +157,14 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             }
         }
         Request::Retry { id } => {
+            if let Some(id) = id {
+                match ctx.store.contains(id) {
+                    Ok(true) => resp.queued = true,
+                    // Nothing to make due: say so instead of "due now".
+                    Ok(false) => return resp,
+                    Err(e) => return error(format!("cannot read the queue: {e}")),
+                }
+            }
             if lane.send(Cmd::RetryNow(id)).await.is_err() {
                 return gone();
             }
@@ -163,7 +176,7 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             }
             match rx.await {
                 Ok(Ok(d)) => resp.dropped = d,
-                Ok(Err(e)) => return error(format!("cannot drop {id}: {e}")),
+                Ok(Err(e)) => return error(format!("cannot drop {}: {e}", format_id(id))),
                 Err(_) => return gone(),
             }
         }
