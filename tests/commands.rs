@@ -533,3 +533,30 @@ async fn two_campaigns_sending_at_once_share_the_suppression_list() {
         assert!(id.starts_with(&r[3]), "source {:?} for {}", r[3], r[0]);
     }
 }
+
+// ------------------------------------------------------------------ issue 11: hardening
+
+/// Issue 11.3 through `blast check`: an unclosed quote is one reported row (on the line it
+/// opened), the rows after it are read; bare-CR line ends split rows instead of merging them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_an_unclosed_quote_and_reads_bare_cr_rows() {
+    let d = Dir::new();
+    let toml = d.campaign("q", "state", "outbox:out", "");
+    d.write(
+        "q.csv",
+        "email,first_name\na@example.com,Ann\nb@example.com,\"Bob,Paris\nc@example.com,Cy\nd@example.com,Di\re@example.com,Eve\n",
+    );
+    let o = ok(&["check", &toml]).await;
+    let err = stderr(&o);
+    assert!(err.contains("rows 5, sendable 4"), "{}", show(&o));
+    assert!(err.contains("unterminated_quote"), "{}", show(&o));
+    let report = std::fs::read_to_string(d.path("state/q/pruned.csv")).unwrap();
+    let row = report
+        .lines()
+        .find(|l| l.contains("unterminated_quote"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        row.contains(",3,") && row.contains("b@example.com"),
+        "{row}"
+    );
+}

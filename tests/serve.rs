@@ -291,7 +291,10 @@ fn queue_drop_removes_the_message_whose_json_id_it_is_given() {
     assert!(out.status.success(), "{out:?}");
     let after = listed(&setup);
     assert_eq!(after.len(), 23);
-    assert!(!after.iter().any(|(_, a)| *a == addr), "{addr} still queued");
+    assert!(
+        !after.iter().any(|(_, a)| *a == addr),
+        "{addr} still queued"
+    );
     // The text listing spells the ids the same way.
     let out = setup.blast(&["queue", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
