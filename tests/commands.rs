@@ -560,3 +560,39 @@ async fn check_reports_an_unclosed_quote_and_reads_bare_cr_rows() {
         "{row}"
     );
 }
+
+/// Issue 11.4: a template using a partial nobody defined is a config error in `check` and
+/// `send` (exit 2, naming the partial), and nothing is written to the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_partial_fails_check_and_send_before_anything_is_sent() {
+    let d = Dir::new();
+    d.write("t.txt.hbs", "Hello {{first_name}}.\n{{> footer}}\n");
+    let toml = d.campaign("p", "state", "outbox:out", "");
+    d.list("p", &["a@example.com".into(), "b@example.com".into()]);
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, &toml]).await;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("footer") && err.contains("t.txt.hbs"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
+
+/// Issue 11.4: when nobody in the lists can be sent (every row pruned), `check` and `send`
+/// exit 2 and say why, instead of 0 with "sendable 0" and a run that "completed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_that_can_send_nobody_is_not_a_success() {
+    let d = Dir::new();
+    let toml = d.campaign("n", "state", "outbox:out", "");
+    d.list("n", &["not-an-address".into(), "also@".into()]);
+    let o = run(&["check", &toml]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(stderr(&o).contains("nobody"), "{}", show(&o));
+    let o = run(&["send", &toml, "--quiet"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(stderr(&o).contains("nobody"), "{}", show(&o));
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
