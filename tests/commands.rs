@@ -596,3 +596,48 @@ async fn a_campaign_that_can_send_nobody_is_not_a_success() {
     assert!(stderr(&o).contains("nobody"), "{}", show(&o));
     assert!(outbox_files(&d.path("out")).is_empty());
 }
+
+/// Issue 11.5: a helo with CR/LF (it would put a command on the relay's wire) is refused at
+/// load with `file:line: key:`, by `check` and `send` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helo_with_crlf_is_refused_at_load() {
+    let d = Dir::new();
+    let toml = d.write(
+        "h.toml",
+        "[campaign]\nid = \"h\"\nfrom = \"news@acme.example\"\nsubject = \"s\"\ntext = \"t.txt.hbs\"\nlists = [\"h.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\nhelo = \"bad helo\\r\\nMAIL FROM\"\n",
+    );
+    d.list("h", &["a@example.com".into()]);
+    let toml = toml.to_str().unwrap();
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, toml]).await;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+        assert!(stderr(&o).contains("h.toml:10: lane.helo:"), "{}", show(&o));
+    }
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
+
+/// Issue 11.6: a From whose local part is not ASCII needs SMTPUTF8 for every message:
+/// `check` refuses it unless the lane enables SMTPUTF8, and then says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_the_from_needs_smtputf8() {
+    let d = Dir::new();
+    let write = |extra: &str| {
+        d.write(
+            "u.toml",
+            &format!("[campaign]\nid = \"u\"\nfrom = \"Jörg <jörg@acme.example>\"\nsubject = \"s\"\ntext = \"t.txt.hbs\"\nlists = [\"u.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n{extra}"),
+        )
+    };
+    d.list("u", &["a@example.com".into()]);
+    let toml = write("");
+    let toml = toml.to_str().unwrap();
+    let o = run(&["check", toml]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("u.toml:3: campaign.from:") && err.contains("SMTPUTF8"),
+        "{err}"
+    );
+    write("smtputf8 = true\n");
+    let o = ok(&["check", toml]).await;
+    assert!(stderr(&o).contains("SMTPUTF8"), "{}", show(&o));
+}

@@ -33,6 +33,8 @@ enum Compared {
 /// Runs `blast check`; returns the exit code.
 pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>) -> Result<i32> {
     let s = config::load(campaign)?;
+    // Loading refused it without `smtputf8 = true`; with it, say what that costs.
+    let utf8_from = crate::message::needs_smtputf8(&s.from.address).then(|| s.from.address.clone());
     // Before the lists: a bad --config should not wait for a million rows to be read.
     let serve = super::schedule::serve_settings(config)?;
     let (r, compared) = tokio::task::spawn_blocking(move || {
@@ -43,6 +45,11 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     .map_err(|e| Error::Lane(e.to_string()))??;
     eprintln!("{}: config, templates and lists OK", campaign.display());
     eprintln!("  rows {}, sendable {}", r.rows, r.sendable);
+    if let Some(from) = utf8_from {
+        eprintln!(
+            "  from: {from} has a non-ASCII local part: every message needs SMTPUTF8, and a relay without it refuses them all"
+        );
+    }
     eprintln!("  prune report: {}", r.pruned.0.display());
     for (reason, n) in &r.pruned.1 {
         eprintln!("    {reason:<22} {n}");
