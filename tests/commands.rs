@@ -641,3 +641,28 @@ async fn check_says_when_the_from_needs_smtputf8() {
     let o = ok(&["check", toml]).await;
     assert!(stderr(&o).contains("SMTPUTF8"), "{}", show(&o));
 }
+
+/// Issue 11.7: a closed stdout/stderr (`blast check x.toml 2>&1 | head -1`) ends the command
+/// quietly, never with a panic (exit 101). The pipe's read end is closed before blast
+/// writes, so every write fails: deterministic, not 2 runs in 40.
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Dir::new();
+    let toml = d.campaign("c", "state", "outbox:out", "");
+    d.list("c", &["a@example.com".into()]);
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    let status = std::process::Command::new(BIN)
+        .args(["check", &toml])
+        .stdin(Stdio::null())
+        .stdout(w.try_clone().unwrap())
+        .stderr(w)
+        .status()
+        .unwrap();
+    assert_ne!(status.code(), Some(101), "panicked: {status:?}");
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{status:?}"
+    );
+}
