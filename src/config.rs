@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 use crate::list::hygiene::Policy;
-use crate::message::{parse_named_address, NamedAddress};
+use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 
 // ---------------------------------------------------------------- raw (serde) layer
 
@@ -37,7 +37,7 @@ struct RawCampaign {
     lists: Spanned<Vec<String>>,
     email_column: Option<String>,
     state_dir: Option<String>,
-    headers: Option<Spanned<BTreeMap<String, String>>>,
+    headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     allow_role_accounts: Option<bool>,
     in_flight: Option<Spanned<String>>,
 }
@@ -47,14 +47,14 @@ struct RawCampaign {
 pub(crate) struct RawLane {
     pub(crate) transport: Spanned<String>,
     pub(crate) source_ip: Option<Spanned<String>>,
-    pub(crate) helo: Option<String>,
+    pub(crate) helo: Option<Spanned<String>>,
     pub(crate) rate: Option<Spanned<String>>,
     pub(crate) burst: Option<u32>,
     pub(crate) connections: Option<Spanned<u32>>,
     pub(crate) per_domain_connections: Option<Spanned<u32>>,
     pub(crate) starttls: Option<Spanned<String>>,
     smtputf8: Option<bool>,
-    pub(crate) username: Option<String>,
+    pub(crate) username: Option<Spanned<String>>,
     pub(crate) password_env: Option<String>,
     pub(crate) password_file: Option<Spanned<String>>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
@@ -492,6 +492,41 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<Tran
     })
 }
 
+/// Checks a name blast puts on the SMTP wire as a host (EHLO argument, serve's greeting):
+/// a domain (a Unicode one becomes its A-label) or an address literal such as `[192.0.2.1]`
+/// or `[IPv6:2001:db8::1]`. Anything else — a space, CR/LF — would change the command.
+pub(crate) fn host_name(v: &str) -> std::result::Result<String, String> {
+    let bad = || {
+        format!(
+            "{v:?} is not a host name (letters, digits, '-' and '.', or an address literal \
+             like [192.0.2.1])"
+        )
+    };
+    if let Some(lit) = v.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip = lit.strip_prefix("IPv6:").unwrap_or(lit);
+        return match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) if ip == lit => Ok(v.to_string()),
+            Ok(IpAddr::V6(_)) if ip != lit => Ok(v.to_string()),
+            _ => Err(bad()),
+        };
+    }
+    if v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad());
+    }
+    let a = idna::domain_to_ascii(v).map_err(|_| bad())?;
+    let ldh = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if a.len() > 253 || !a.split('.').all(ldh) {
+        return Err(bad());
+    }
+    Ok(a)
+}
+
 fn valid_header_name(name: &str) -> bool {
     // RFC 5322 field-name: printable ASCII except colon; we also refuse headers blast owns.
     !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
@@ -547,6 +582,29 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         ),
         None => None,
     };
+    // The domain is already an A-label; a non-ASCII local part can only go out with
+    // SMTPUTF8, so without it every message would bounce.
+    let utf8_lane = l.smtputf8.unwrap_or(false);
+    for (addr, span, key) in [
+        (Some(&from), c.from.span(), "campaign.from"),
+        (
+            reply_to.as_ref(),
+            c.reply_to.as_ref().map_or(0..0, |r| r.span()),
+            "campaign.reply_to",
+        ),
+    ] {
+        if let Some(a) = addr.filter(|a| needs_smtputf8(&a.address) && !utf8_lane) {
+            return loc.err(
+                span,
+                key,
+                format!(
+                    "{} has a non-ASCII local part, which needs SMTPUTF8: set `smtputf8 = true` \
+                     in [lane] if the relay supports it, or use an ASCII address",
+                    a.address
+                ),
+            );
+        }
+    }
     let text = read_template(loc, &c.text, "campaign.text")?;
     let html = read_template(loc, &c.html, "campaign.html")?;
     if text.is_none() && html.is_none() {
@@ -584,7 +642,19 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
                 "blast sets this header itself",
             );
         }
-        headers.push((name.clone(), value.clone()));
+        // CR/LF here would end the header and start another on the wire.
+        if let Some(c) = value
+            .get_ref()
+            .chars()
+            .find(|&c| c.is_control() && c != '\t')
+        {
+            return loc.err(
+                value.span(),
+                &format!("campaign.headers.{name}"),
+                format!("control character {c:?} in the value (CR, LF, … are not allowed)"),
+            );
+        }
+        headers.push((name.clone(), value.get_ref().clone()));
     }
     let in_flight = match c
         .in_flight
@@ -714,6 +784,13 @@ pub(crate) fn lane_settings(
     let auth = match (&l.username, &l.password_env, &l.password_file) {
         (None, None, None) => None,
         (Some(u), env, file) => {
+            if let Some(c) = u.get_ref().chars().find(|c| c.is_control()) {
+                return loc.err(
+                    u.span(),
+                    &k("username"),
+                    format!("control character {c:?} in the user name"),
+                );
+            }
             let password = match (env, file) {
                 (Some(var), None) => std::env::var(var).map_err(|_| {
                     Error::Config(format!("{}:{}: {section}.password_env: environment variable {var} is not set", loc.path.display(), loc.line(lane_span.start)))
@@ -727,7 +804,7 @@ pub(crate) fn lane_settings(
                 _ => return loc.err(lane_span, section, "with `username`, set exactly one of `password_env` or `password_file` (passwords never go in the campaign file)"),
             };
             Some(Auth {
-                username: u.clone(),
+                username: u.get_ref().clone(),
                 password: Secret(password),
             })
         }
@@ -758,7 +835,10 @@ pub(crate) fn lane_settings(
             .map(Duration::from_secs)
             .to_vec();
     }
-    let helo = l.helo.clone().unwrap_or(default_helo);
+    let helo = match &l.helo {
+        Some(h) => host_name(h.get_ref()).or_else(|m| loc.err(h.span(), &k("helo"), m))?,
+        None => default_helo,
+    };
 
     Ok(LaneSettings {
         transport,
@@ -840,5 +920,62 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    const GOOD: &str = "[campaign]\nid = \"c\"\nfrom = \"News <news@acme.example>\"\nsubject = \"s\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n\n[campaign.headers]\n\"X-Campaign\" = \"c\"\n\n[lane]\ntransport = \"outbox:out\"\nhelo = \"blast.acme.example\"\n";
+
+    fn load_with(src: &str) -> Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.txt"), "hi\n").unwrap();
+        parse(&dir.path().join("c.toml"), src)
+    }
+
+    fn error_of(src: &str) -> String {
+        let e = load_with(src).expect_err("must be refused").to_string();
+        e.split_once("c.toml")
+            .map(|(_, r)| r.to_string())
+            .unwrap_or(e)
+    }
+
+    /// Issue 11.5: every campaign string that reaches SMTP is checked at load: EHLO name,
+    /// header values, AUTH user — `file:line: key:`.
+    #[test]
+    fn wire_strings_are_validated_at_load() {
+        load_with(GOOD).unwrap();
+        let e = error_of(&GOOD.replace("blast.acme.example", "bad helo\\r\\nMAIL FROM"));
+        assert!(e.starts_with(":13: lane.helo:"), "{e}");
+        let e = error_of(&GOOD.replace("blast.acme.example", "two words"));
+        assert!(e.starts_with(":13: lane.helo:"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "= \"c\"\n\n[lane]",
+            "= \"c\\r\\nBcc: x@y.example\"\n\n[lane]",
+        ));
+        assert!(e.starts_with(":9: campaign.headers.X-Campaign:"), "{e}");
+        let e = error_of(&format!(
+            "{GOOD}username = \"u\\r\\nQUIT\"\npassword_env = \"P\"\n"
+        ));
+        assert!(e.starts_with(":14: lane.username:"), "{e}");
+        let e = error_of(&GOOD.replace("News <news@acme.example>", "x@y.example\\r\\nRCPT"));
+        assert!(e.starts_with(":3: campaign.from:"), "{e}");
+    }
+
+    /// Issue 11.6: a Unicode From domain becomes its A-label (envelope, header, default
+    /// EHLO); a non-ASCII local part needs SMTPUTF8, which the lane must enable.
+    #[test]
+    fn idn_from_domain_is_punycoded_and_a_utf8_local_part_needs_smtputf8() {
+        let src = GOOD
+            .replace("news@acme.example", "news@acmé.example")
+            .replace("helo = \"blast.acme.example\"\n", "");
+        let s = load_with(&src).unwrap();
+        assert_eq!(s.from.address, "news@xn--acm-dma.example");
+        assert_eq!(s.lane.helo, "xn--acm-dma.example");
+        let src = GOOD.replace("news@acme.example", "jörg@acme.example");
+        let e = error_of(&src);
+        assert!(
+            e.starts_with(":3: campaign.from:") && e.contains("SMTPUTF8"),
+            "{e}"
+        );
+        let s = load_with(&format!("{src}smtputf8 = true\n")).unwrap();
+        assert_eq!(s.from.address, "jörg@acme.example");
     }
 }

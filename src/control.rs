@@ -56,9 +56,13 @@ pub struct Response {
     /// `list`: the entries.
     #[serde(default)]
     pub entries: Vec<Entry>,
-    /// `drop`: whether it was queued. `retry` of one id: whether it is queued.
+    /// `drop`: whether it was queued.
     #[serde(default)]
     pub dropped: bool,
+    /// `retry` with an id: whether that id is queued (an unknown id is an error, not
+    /// "due now").
+    #[serde(default)]
+    pub queued: bool,
     /// `stats`: counter name → value.
     #[serde(default)]
     pub stats: Vec<(String, u64)>,

@@ -16,6 +16,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Sink(_) | Command::Send { .. }
+    ) {
+        default_sigpipe();
+    }
     if let Command::Serve { config } = &cli.command {
         // serve builds its own runtimes: one for the priority lane, one for blast work.
         let code = blast::serve::main(config).unwrap_or_else(|e| {
@@ -39,6 +45,18 @@ fn main() -> ExitCode {
         e.exit_code()
     });
     ExitCode::from(code as u8)
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed pipe (`blast check x.toml 2>&1 | head -1`)
+/// fails and `println!`/`eprintln!` panic (exit 101). A command's output going nowhere should
+/// end it quietly, as it does any Unix tool: the default action. Only for the short commands
+/// that print and hold no network connections: `serve`, `sink` and `send` talk SMTP, and a
+/// vectored write (TLS) to a socket the peer closed would raise SIGPIPE and kill them.
+fn default_sigpipe() {
+    // SAFETY: called once at start, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// First Ctrl-C: stop taking new recipients, finish in-flight transactions, save, exit 130.

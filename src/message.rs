@@ -235,16 +235,25 @@ pub fn parse_named_address(s: &str) -> Result<NamedAddress, String> {
     let mailbox: lettre::message::Mailbox = s
         .parse()
         .map_err(|e| format!("{s:?}: not a valid address ({e})"))?;
-    let address = mailbox.email.to_string();
     // lettre accepts a few things a sending domain should not have.
     let domain = mailbox.email.domain();
     if !domain.contains('.') || domain.starts_with('[') {
         return Err(format!("{s:?}: the domain must be a fully qualified name"));
     }
+    // A Unicode domain goes out as its A-label (envelope, header, default EHLO): only a
+    // non-ASCII local part needs SMTPUTF8, and a relay without it refuses every message.
+    let domain = idna::domain_to_ascii(domain)
+        .map_err(|_| format!("{s:?}: {domain:?} is not a valid domain name"))?;
     Ok(NamedAddress {
         name: mailbox.name.unwrap_or_default(),
-        address,
+        address: format!("{}@{domain}", mailbox.email.user()),
     })
+}
+
+/// Whether an address can only be sent with SMTPUTF8 (RFC 6531): a non-ASCII local part. A
+/// non-ASCII domain does not count: [`parse_named_address`] turns it into its A-label.
+pub fn needs_smtputf8(address: &str) -> bool {
+    !address.is_ascii()
 }
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Tue, 14 Nov 2023 22:13:20 +0000`. Written by
@@ -731,5 +740,18 @@ mod tests {
         assert!(parse_named_address("A <a@acme.example>\r\nBcc: x@y.example").is_err());
         assert!(parse_named_address("not an address").is_err());
         assert!(parse_named_address("a@localhost").is_err());
+    }
+
+    /// Issue 11.6: a Unicode domain is kept as its A-label (what goes into MAIL FROM and
+    /// the header); a Unicode local part is kept (it needs SMTPUTF8, see [`needs_smtputf8`]).
+    #[test]
+    fn idn_domains_become_a_labels() {
+        let a = parse_named_address("Acme <news@acmé.example>").unwrap();
+        assert_eq!(a.address, "news@xn--acm-dma.example");
+        assert!(!needs_smtputf8(&a.address));
+        let a = parse_named_address("jörg@Acmé.Example").unwrap();
+        assert_eq!(a.address, "jörg@xn--acm-dma.example");
+        assert!(needs_smtputf8(&a.address));
+        assert!(parse_named_address("a@exa mple.com").is_err());
     }
 }

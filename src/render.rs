@@ -169,9 +169,17 @@ impl Templates {
             (plain_reg.get_template(TEXT), false),
             (html_reg.get_template(HTML), true),
         ];
-        for (tpl, _) in &compiled {
+        let files = [
+            "subject".to_string(),
+            text.map(|(p, _)| p.display().to_string())
+                .unwrap_or_default(),
+            html.map(|(p, _)| p.display().to_string())
+                .unwrap_or_default(),
+        ];
+        for ((tpl, _), file) in compiled.iter().zip(&files) {
             if let Some(t) = tpl {
                 walk.template(t, 0, false, &[]);
+                walk.check_names(file)?;
             }
         }
         let fields: Vec<String> = walk.all.iter().cloned().collect();
@@ -378,19 +386,70 @@ fn plan(tpl: &Template, html: bool, fields: &[String]) -> Part {
     Part::Plan { segs, size_hint }
 }
 
-/// Collects field names from compiled templates.
+/// Collects field names from compiled templates, and the partials and helpers each uses.
 #[derive(Default)]
 struct Walk {
     all: BTreeSet<String>,
     /// Referenced outside any `if`/`unless` block.
     required: BTreeSet<String>,
+    /// Line of the element being walked (for errors).
+    line: Option<usize>,
+    /// Partials used by the current template, with their lines.
+    partials: Vec<(String, Option<usize>)>,
+    /// Inline partials (`{{#*inline "name"}}`) the current template defines.
+    inline: BTreeSet<String>,
+    /// Helpers called (with arguments) by the current template that handlebars does not have.
+    unknown_helpers: Vec<(String, Option<usize>)>,
 }
 
 impl Walk {
+    /// Fails on a partial or helper the current template uses but nobody defines: no partial
+    /// is registered and only handlebars's built-in helpers are, so such a template would
+    /// fail every row at render time — a campaign that "completes" having sent nobody.
+    /// Resets the per-template lists.
+    fn check_names(&mut self, file: &str) -> Result<(), TemplateError> {
+        let at = |line: &Option<usize>| line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        let partials = std::mem::take(&mut self.partials);
+        let inline = std::mem::take(&mut self.inline);
+        let helpers = std::mem::take(&mut self.unknown_helpers);
+        if let Some((name, line)) = partials.iter().find(|(n, _)| !inline.contains(n)) {
+            return Err(TemplateError {
+                file: file.to_owned(),
+                message: format!(
+                    "{}partial `{name}` is not defined (blast registers no partials; define it in \
+                     the template with {{{{#*inline \"{name}\"}}}}…{{{{/inline}}}})",
+                    at(line)
+                ),
+            });
+        }
+        if let Some((name, line)) = helpers.first() {
+            return Err(TemplateError {
+                file: file.to_owned(),
+                message: format!(
+                    "{}helper `{name}` is not defined (available: {})",
+                    at(line),
+                    BUILTIN_HELPERS.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A partial's or decorator's name, when it is a plain name or a string.
+    fn static_name(p: &Parameter) -> Option<String> {
+        match p {
+            Parameter::Literal(serde_json::Value::String(s)) => Some(s.clone()),
+            other => param_name(other),
+        }
+    }
+
     /// `depth`: how many context-changing blocks (`each`, `with`) we are inside;
     /// `cond`: inside an `if`/`unless` (either branch); `locals`: block params in scope.
     fn template(&mut self, t: &Template, depth: usize, cond: bool, locals: &[String]) {
-        for el in &t.elements {
+        for (i, el) in t.elements.iter().enumerate() {
+            if let Some(m) = t.mapping.get(i) {
+                self.line = Some(m.0);
+            }
             match el {
                 TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
                     self.helper(ht, depth, cond, locals)
@@ -400,6 +459,20 @@ impl Walk {
                 | TemplateElement::DecoratorBlock(dt)
                 | TemplateElement::PartialExpression(dt)
                 | TemplateElement::PartialBlock(dt) => {
+                    let is_partial = matches!(
+                        el,
+                        TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_)
+                    );
+                    let name = Self::static_name(&dt.name);
+                    if is_partial {
+                        // `@partial-block` and computed names cannot be checked here.
+                        if let Some(n) = name.filter(|n| !n.starts_with('@')) {
+                            self.partials.push((n, self.line));
+                        }
+                    } else if name.as_deref() == Some("inline") {
+                        self.inline
+                            .extend(dt.params.first().and_then(Self::static_name));
+                    }
                     for p in dt.params.iter().chain(dt.hash.values()) {
                         self.param(p, depth, cond, locals);
                     }
@@ -430,6 +503,13 @@ impl Walk {
         }
         if let Parameter::Subexpression(_) = &ht.name {
             self.param(&ht.name, depth, cond, locals);
+        }
+        if let Some(n) = helper_name {
+            // A call with arguments needs a helper by that name; blocks of an unknown name
+            // are handlebars's block-helper-missing (the value as context), not an error.
+            if !ht.block && !BUILTIN_HELPERS.contains(&n) {
+                self.unknown_helpers.push((n.to_owned(), self.line));
+            }
         }
         let conditional = matches!(helper_name, Some("if" | "unless"));
         // The condition of an `if` may legitimately be missing or empty.
@@ -558,9 +638,8 @@ mod tests {
     fn walk_scopes() {
         let src = "{{#each items as |it|}}{{it}}{{name}}{{../top}}{{@index}}{{/each}}\
                    {{#if flag}}{{inner}}{{else}}{{other}}{{/if}}{{lookup tbl key}}{{len}}\
-                   {{#with w}}{{wx}}{{@root.rootx}}{{/with}}{{> part p=pp}}";
+                   {{#with w}}{{wx}}{{@root.rootx}}{{/with}}{{#*inline \"part\"}}x{{/inline}}{{> part p=pp}}";
         let t = Templates::compile("{{s}}", Some((Path::new("t"), src)), None);
-        // Partials are unknown here, but compilation succeeds (render would fail).
         let t = t.unwrap();
         let got: Vec<_> = t.referenced_fields().into_iter().collect();
         assert_eq!(
@@ -569,5 +648,33 @@ mod tests {
         );
         let req: Vec<_> = t.required.iter().map(|&i| t.fields[i].as_str()).collect();
         assert_eq!(req, ["items", "key", "pp", "rootx", "s", "tbl", "top", "w"]);
+    }
+
+    /// Issue 11.4: a partial or helper nobody defined fails at compile time (a config error
+    /// before anything is sent), naming the file and the name; it used to fail every row at
+    /// render time, so the campaign "completed" with everyone skipped.
+    #[test]
+    fn missing_partials_and_helpers_are_compile_errors() {
+        let text = |src: &str| Templates::compile("S", Some((Path::new("t.txt.hbs"), src)), None);
+        let e = text("Hi {{first_name}}\n{{> footer}}\n").unwrap_err();
+        assert_eq!(e.file, "t.txt.hbs");
+        assert!(
+            e.message.contains("footer") && e.message.contains("partial"),
+            "{e}"
+        );
+        let e = text("{{#> layout}}body{{/layout}}").unwrap_err();
+        assert!(e.message.contains("layout"), "{e}");
+        let e = text("Hi {{shout first_name}}").unwrap_err();
+        assert!(
+            e.message.contains("shout") && e.message.contains("helper"),
+            "{e}"
+        );
+        let e = text("{{#if (shout x)}}y{{/if}}").unwrap_err();
+        assert!(e.message.contains("shout"), "{e}");
+        let e = Templates::compile("{{> subj}}", None, None).unwrap_err();
+        assert_eq!(e.file, "subject");
+        // Defined in the template itself, or built in: fine.
+        text("{{#*inline \"footer\"}}bye{{/inline}}Hi {{first_name}}{{> footer}}").unwrap();
+        text("{{#if (eq a b)}}{{len items}}{{lookup t k}}{{/if}}").unwrap();
     }
 }

@@ -65,7 +65,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Exit code per DESIGN.md: 0 complete, 75 deferred left, 130 interrupted, 1 lane failure.
+    /// Exit code per DESIGN.md: 0 complete, 75 deferred left, 130 interrupted, 1 lane failure,
+    /// 2 when nobody could be sent (every recipient skipped, or no recipient at all: a run
+    /// that sends nobody is not a success).
     pub fn exit_code(&self) -> i32 {
         use crate::error::*;
         if self.interrupted {
@@ -78,6 +80,8 @@ impl Summary {
             > 0
         {
             EXIT_DEFERRED
+        } else if self.counts.total == self.counts.get(State::Skipped) {
+            EXIT_CONFIG
         } else {
             EXIT_OK
         }

@@ -533,3 +533,136 @@ async fn two_campaigns_sending_at_once_share_the_suppression_list() {
         assert!(id.starts_with(&r[3]), "source {:?} for {}", r[3], r[0]);
     }
 }
+
+// ------------------------------------------------------------------ issue 11: hardening
+
+/// Issue 11.3 through `blast check`: an unclosed quote is one reported row (on the line it
+/// opened), the rows after it are read; bare-CR line ends split rows instead of merging them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_an_unclosed_quote_and_reads_bare_cr_rows() {
+    let d = Dir::new();
+    let toml = d.campaign("q", "state", "outbox:out", "");
+    d.write(
+        "q.csv",
+        "email,first_name\na@example.com,Ann\nb@example.com,\"Bob,Paris\nc@example.com,Cy\nd@example.com,Di\re@example.com,Eve\n",
+    );
+    let o = ok(&["check", &toml]).await;
+    let err = stderr(&o);
+    assert!(err.contains("rows 5, sendable 4"), "{}", show(&o));
+    assert!(err.contains("unterminated_quote"), "{}", show(&o));
+    let report = std::fs::read_to_string(d.path("state/q/pruned.csv")).unwrap();
+    let row = report
+        .lines()
+        .find(|l| l.contains("unterminated_quote"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        row.contains(",3,") && row.contains("b@example.com"),
+        "{row}"
+    );
+}
+
+/// Issue 11.4: a template using a partial nobody defined is a config error in `check` and
+/// `send` (exit 2, naming the partial), and nothing is written to the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_partial_fails_check_and_send_before_anything_is_sent() {
+    let d = Dir::new();
+    d.write("t.txt.hbs", "Hello {{first_name}}.\n{{> footer}}\n");
+    let toml = d.campaign("p", "state", "outbox:out", "");
+    d.list("p", &["a@example.com".into(), "b@example.com".into()]);
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, &toml]).await;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("footer") && err.contains("t.txt.hbs"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
+
+/// Issue 11.4: when nobody in the lists can be sent (every row pruned), `check` and `send`
+/// exit 2 and say why, instead of 0 with "sendable 0" and a run that "completed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_that_can_send_nobody_is_not_a_success() {
+    let d = Dir::new();
+    let toml = d.campaign("n", "state", "outbox:out", "");
+    d.list("n", &["not-an-address".into(), "also@".into()]);
+    let o = run(&["check", &toml]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(stderr(&o).contains("nobody"), "{}", show(&o));
+    let o = run(&["send", &toml, "--quiet"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(stderr(&o).contains("nobody"), "{}", show(&o));
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
+
+/// Issue 11.5: a helo with CR/LF (it would put a command on the relay's wire) is refused at
+/// load with `file:line: key:`, by `check` and `send` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helo_with_crlf_is_refused_at_load() {
+    let d = Dir::new();
+    let toml = d.write(
+        "h.toml",
+        "[campaign]\nid = \"h\"\nfrom = \"news@acme.example\"\nsubject = \"s\"\ntext = \"t.txt.hbs\"\nlists = [\"h.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\nhelo = \"bad helo\\r\\nMAIL FROM\"\n",
+    );
+    d.list("h", &["a@example.com".into()]);
+    let toml = toml.to_str().unwrap();
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, toml]).await;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+        assert!(stderr(&o).contains("h.toml:10: lane.helo:"), "{}", show(&o));
+    }
+    assert!(outbox_files(&d.path("out")).is_empty());
+}
+
+/// Issue 11.6: a From whose local part is not ASCII needs SMTPUTF8 for every message:
+/// `check` refuses it unless the lane enables SMTPUTF8, and then says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_the_from_needs_smtputf8() {
+    let d = Dir::new();
+    let write = |extra: &str| {
+        d.write(
+            "u.toml",
+            &format!("[campaign]\nid = \"u\"\nfrom = \"Jörg <jörg@acme.example>\"\nsubject = \"s\"\ntext = \"t.txt.hbs\"\nlists = [\"u.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n{extra}"),
+        )
+    };
+    d.list("u", &["a@example.com".into()]);
+    let toml = write("");
+    let toml = toml.to_str().unwrap();
+    let o = run(&["check", toml]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("u.toml:3: campaign.from:") && err.contains("SMTPUTF8"),
+        "{err}"
+    );
+    write("smtputf8 = true\n");
+    let o = ok(&["check", toml]).await;
+    assert!(stderr(&o).contains("SMTPUTF8"), "{}", show(&o));
+}
+
+/// Issue 11.7: a closed stdout/stderr (`blast check x.toml 2>&1 | head -1`) ends the command
+/// quietly, never with a panic (exit 101). The pipe's read end is closed before blast
+/// writes, so every write fails: deterministic, not 2 runs in 40.
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Dir::new();
+    let toml = d.campaign("c", "state", "outbox:out", "");
+    d.list("c", &["a@example.com".into()]);
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    let status = std::process::Command::new(BIN)
+        .args(["check", &toml])
+        .stdin(Stdio::null())
+        .stdout(w.try_clone().unwrap())
+        .stderr(w)
+        .status()
+        .unwrap();
+    assert_ne!(status.code(), Some(101), "panicked: {status:?}");
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{status:?}"
+    );
+}

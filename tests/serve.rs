@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use blast::sink::SinkConfig;
+use blast::store::queue::{NewMessage, QueueStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -231,8 +232,80 @@ async fn a_second_serve_refuses_and_queue_commands_reach_the_running_one() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("queue is empty"));
     let out = setup.blast(&["queue", "drop", &id]);
     assert!(!out.status.success());
+    // Issue 11.1: retrying an id that is not queued is an error, never "due now".
+    for unknown in ["999999", "00000000000F423F"] {
+        let out = setup.blast(&["queue", "retry", unknown]);
+        assert!(!out.status.success(), "retry {unknown}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not in the queue") || err.contains("not a queue id"),
+            "{err}"
+        );
+    }
     assert!(term(child).success());
     assert!(!Path::new(&setup.dir.path().join(".blast/control.sock")).exists());
+}
+
+/// Issue 11.1: 24 messages wait behind a dead relay (serve stopped); dropping by the id that
+/// `queue list --json` gives removes exactly that message (a decimal id once read as hex
+/// removed another), and `retry` of an id that is not queued fails like `drop` does.
+#[test]
+fn queue_drop_removes_the_message_whose_json_id_it_is_given() {
+    let setup = Setup::new(free_port());
+    let state = setup.dir.path().join(".blast");
+    {
+        let q = QueueStore::open(&state, Duration::from_secs(5)).unwrap();
+        for i in 0..24 {
+            q.insert(NewMessage {
+                mail_from: "app@acme.example".into(),
+                rcpt_to: vec![format!("r{i}@x.example")],
+                data: format!("Subject: {i}\r\n\r\nbody\r\n").into_bytes(),
+                user: Some("app".into()),
+                smtputf8: false,
+                eight_bit: false,
+            })
+            .unwrap();
+        }
+        q.flush_now().unwrap();
+    }
+    let listed = |setup: &Setup| -> Vec<(String, String)> {
+        let out = setup.blast(&["queue", "list", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let id = match &e["id"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (id, e["rcpts"][0]["addr"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let before = listed(&setup);
+    assert_eq!(before.len(), 24);
+    let (id, addr) = before[10].clone();
+    let out = setup.blast(&["queue", "drop", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let after = listed(&setup);
+    assert_eq!(after.len(), 23);
+    assert!(
+        !after.iter().any(|(_, a)| *a == addr),
+        "{addr} still queued"
+    );
+    // The text listing spells the ids the same way.
+    let out = setup.blast(&["queue", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (id, _) in &after {
+        assert!(text.contains(id.as_str()), "{id} not in {text}");
+    }
+    let out = setup.blast(&["queue", "retry", &id]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the queue"));
+    let out = setup.blast(&["queue", "retry", "999999"]);
+    assert!(!out.status.success(), "{out:?}");
 }
 
 /// Issue 6 at process level: `blast serve` is killed with SIGKILL in the middle of a

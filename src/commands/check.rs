@@ -2,9 +2,11 @@
 //! every list row: [`crate::send::check`]), then compare its lane with `blast serve`'s
 //! priority lane and submission users ([`super::lanes`]) and warn about what they share.
 //!
-//! Lane warnings do not change the exit code (0 when the campaign itself is valid): sharing
-//! an IP or a domain is a deployment choice a small sender may make on purpose, and scripts
-//! gate on `blast check` for "will this campaign send"; the warnings are for the human.
+//! Exit 2 when the campaign is invalid, or valid but nobody in its lists can be sent (every
+//! row pruned). Lane warnings do not change the exit code (0 when the campaign itself is
+//! valid): sharing an IP or a domain is a deployment choice a small sender may make on
+//! purpose, and scripts gate on `blast check` for "will this campaign send"; the warnings are
+//! for the human.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ enum Compared {
 /// Runs `blast check`; returns the exit code.
 pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>) -> Result<i32> {
     let s = config::load(campaign)?;
+    // Loading refused it without `smtputf8 = true`; with it, say what that costs.
+    let utf8_from = crate::message::needs_smtputf8(&s.from.address).then(|| s.from.address.clone());
     // Before the lists: a bad --config should not wait for a million rows to be read.
     let serve = super::schedule::serve_settings(config)?;
     let (r, compared) = tokio::task::spawn_blocking(move || {
@@ -41,10 +45,28 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     .map_err(|e| Error::Lane(e.to_string()))??;
     eprintln!("{}: config, templates and lists OK", campaign.display());
     eprintln!("  rows {}, sendable {}", r.rows, r.sendable);
+    if let Some(from) = utf8_from {
+        eprintln!(
+            "  from: {from} has a non-ASCII local part: every message needs SMTPUTF8, and a relay without it refuses them all"
+        );
+    }
     eprintln!("  prune report: {}", r.pruned.0.display());
     for (reason, n) in &r.pruned.1 {
         eprintln!("    {reason:<22} {n}");
     }
+    // A campaign that can send nobody must not pass: scripts gate `send` on `check`.
+    let code = if r.sendable > 0 {
+        0
+    } else if r.rows == 0 {
+        eprintln!("  error: nobody can be sent: the lists have no rows");
+        crate::error::EXIT_CONFIG
+    } else {
+        eprintln!(
+            "  error: nobody can be sent: all {} rows are pruned (reasons above)",
+            r.rows
+        );
+        crate::error::EXIT_CONFIG
+    };
     match compared {
         Compared::Nothing => {
             eprintln!(
@@ -74,7 +96,7 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
             }
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// `nothing shared`, `2 warnings`, `1 warning, 1 hint`.

@@ -35,6 +35,9 @@ pub async fn run(config: &Path, action: QueueAction) -> Result<i32> {
     }
     match action {
         QueueAction::List { json } => print_list(&resp.entries, json),
+        QueueAction::Retry { id: Some(id) } if !resp.queued => {
+            return Err(Error::Config(format!("{id}: not in the queue")));
+        }
         QueueAction::Retry { id } => match id {
             Some(id) => println!("{id}: due now"),
             None => println!("every queued message is due now"),
@@ -53,7 +56,11 @@ pub async fn run(config: &Path, action: QueueAction) -> Result<i32> {
 }
 
 fn id_arg(s: &str) -> Result<u64> {
-    parse_id(s).ok_or_else(|| Error::Config(format!("{s:?} is not a queue id")))
+    parse_id(s).ok_or_else(|| {
+        Error::Config(format!(
+            "{s:?} is not a queue id (16 hex digits, as `blast queue list` prints them)"
+        ))
+    })
 }
 
 /// Serve is not running: answer from the store itself.
@@ -78,7 +85,14 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
             resp.dropped = q.remove(*id)?;
             q.flush_now()?;
         }
-        Request::Retry { .. } => {
+        Request::Retry { id } => {
+            if let Some(id) = id {
+                let q = QueueStore::open(dir, Duration::from_secs(2))?;
+                resp.queued = q.contains(*id)?;
+                if !resp.queued {
+                    return Ok(resp);
+                }
+            }
             println!("blast serve is not running; it tries every queued message when it starts");
         }
         Request::Stats => {
@@ -95,9 +109,19 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
 
 fn print_list(entries: &[Entry], json: bool) {
     if json {
+        // The id as the text listing, the 250 reply and `drop`/`retry` spell it (a JSON
+        // number would be decimal, and `drop` reads hex).
+        let shown: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["id"] = serde_json::Value::String(format_id(e.id));
+                v
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(entries).unwrap_or_default()
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
         );
         return;
     }

@@ -8,8 +8,10 @@
 //! before anything is imported.
 
 use csv::{ByteRecord, StringRecord};
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Read buffer per file. Larger than csv's 8 KiB default: fewer syscalls on big lists.
@@ -106,6 +108,16 @@ pub enum RowIssueKind {
     },
     /// The CSV reader failed (typically I/O); the message is the reader's.
     Csv(String),
+    /// A quoted field opened on `line` is never closed where the writer meant it to be: it
+    /// runs to the end of the file, or its closing quote is followed by more text after a line
+    /// break. csv would read every following row into that one cell; instead the row is
+    /// skipped and reading resumes at the next line.
+    UnterminatedQuote {
+        /// 1-based line of the opening quote.
+        line: u64,
+        /// Reading resumed at `line + 1` (false: nothing followed it).
+        resumed: bool,
+    },
 }
 
 impl RowIssueKind {
@@ -115,6 +127,7 @@ impl RowIssueKind {
             RowIssueKind::Ragged { .. } => "ragged_row",
             RowIssueKind::BadEncoding { .. } => "bad_encoding",
             RowIssueKind::Csv(_) => "csv_error",
+            RowIssueKind::UnterminatedQuote { .. } => "unterminated_quote",
         }
     }
 }
@@ -129,6 +142,17 @@ impl fmt::Display for RowIssueKind {
                 write!(f, "cell in column `{column}` is not valid UTF-8")
             }
             RowIssueKind::Csv(msg) => write!(f, "CSV error: {msg}"),
+            RowIssueKind::UnterminatedQuote { line, resumed } => {
+                write!(
+                    f,
+                    "the quoted field opened on line {line} is never closed: row skipped, "
+                )?;
+                if *resumed {
+                    write!(f, "reading resumed at line {}", line + 1)
+                } else {
+                    write!(f, "nothing follows it")
+                }
+            }
         }
     }
 }
@@ -153,46 +177,199 @@ struct FileInfo {
 /// Line-ending facts sniffed at open, needed to report correct line numbers.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
-    /// Old Mac exports end lines with a bare CR: let csv split on CR too.
-    cr_only: bool,
-    /// Whether the last byte of the file is LF (the last record is then terminated).
+    /// Whether the last byte of the file ends a line (LF, or a bare CR that [`Scan`] turns
+    /// into one): the last record is then terminated.
     ends_with_lf: bool,
 }
 
-/// Looks at the first block and the last byte of a file.
+/// Looks at the last byte of a file.
 fn sniff(path: &Path) -> Result<Layout, ListError> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     let open_err = |source| ListError::Open {
         path: path.to_owned(),
         source,
     };
     let mut f = File::open(path).map_err(open_err)?;
-    let mut head = vec![0u8; BUFFER];
-    let mut n = 0;
-    // A short read is not EOF: fill the block or reach the end.
-    loop {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => {
-                n += k;
-                if n == head.len() {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            // Directories and the like: let the csv reader report it as a header error.
-            Err(_) => break,
+    let mut last = [0u8; 1];
+    // Directories and the like fail here quietly: the csv reader reports them as a header
+    // error.
+    let ends_with_lf = f.seek(SeekFrom::End(-1)).is_ok()
+        && f.read_exact(&mut last).is_ok()
+        && matches!(last[0], b'\n' | b'\r');
+    Ok(Layout { ends_with_lf })
+}
+
+/// A quoted field that [`Scan`] found never properly closed.
+#[derive(Debug, Clone, Copy)]
+struct BadQuote {
+    /// Offset of the opening quote, from the scan's start.
+    open_byte: u64,
+    /// 1-based line of the opening quote, from the scan's start.
+    open_line: u64,
+    /// Offset just past the first line end after the opening quote (where reading resumes);
+    /// `None` when the file ends on the quote's line.
+    resume_byte: Option<u64>,
+    /// The field runs to the end of the file (its record has no terminator of its own: a
+    /// last LF is inside the cell).
+    to_eof: bool,
+}
+
+/// Where [`Scan`] is in csv's quoting grammar (csv-core's defaults: `,` and `"`, doubled
+/// quotes as escapes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: an escaped quote or the closing one.
+    QuoteInQuoted,
+}
+
+/// The bytes of a list file on their way to csv, with two repairs csv cannot make itself:
+///
+/// - a bare CR (old Mac and some Excel exports, also mixed into LF files) becomes LF, so it
+///   ends the line instead of merging two rows; CRLF is left alone (the CR is removed from
+///   the last cell later). One byte in, one byte out: csv's offsets stay file offsets.
+/// - it follows csv's quoting to find a quoted field that was never closed: one that reaches
+///   the end of the file, or whose closing quote is followed by more text after a line
+///   break (the closing quote was really the opening quote of a later cell). csv would read
+///   all the rows in between as one cell, and report nothing.
+struct Scan<R> {
+    inner: R,
+    /// A byte read ahead to see what follows a CR.
+    peeked: Option<u8>,
+    /// Bytes handed out so far.
+    pos: u64,
+    /// 1-based line of the next byte.
+    line: u64,
+    state: Quoting,
+    /// The quoted field being read: (offset, line, offset after its first line end).
+    open: Option<(u64, u64, Option<u64>)>,
+    /// Fields found broken, oldest first (csv returns their records later).
+    bad: VecDeque<BadQuote>,
+    at_eof: bool,
+}
+
+impl<R: Read> Scan<R> {
+    fn new(inner: R) -> Self {
+        Scan {
+            inner,
+            peeked: None,
+            pos: 0,
+            line: 1,
+            state: Quoting::FieldStart,
+            open: None,
+            bad: VecDeque::new(),
+            at_eof: false,
         }
     }
-    let head = &head[..n];
-    let cr_only = head.contains(&b'\r') && !head.contains(&b'\n');
-    let mut last = [0u8; 1];
-    let ends_with_lf =
-        f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] == b'\n';
-    Ok(Layout {
-        cr_only,
-        ends_with_lf,
-    })
+
+    fn read_retrying(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// One byte through csv's quoting grammar.
+    fn step(&mut self, b: u8) {
+        use Quoting::*;
+        self.state = match (self.state, b) {
+            (FieldStart, b'"') => {
+                self.open = Some((self.pos, self.line, None));
+                Quoted
+            }
+            (FieldStart | Unquoted, b',' | b'\n') => FieldStart,
+            (FieldStart | Unquoted, _) => Unquoted,
+            (Quoted, b'"') => QuoteInQuoted,
+            (Quoted, b'\n') => {
+                if let Some((_, _, resume @ None)) = &mut self.open {
+                    *resume = Some(self.pos + 1);
+                }
+                Quoted
+            }
+            (Quoted, _) => Quoted,
+            (QuoteInQuoted, b'"') => Quoted,
+            // The CR of a CRLF ends the field too (a bare CR is already LF here).
+            (QuoteInQuoted, b',' | b'\n' | b'\r') => {
+                self.open = None;
+                FieldStart
+            }
+            (QuoteInQuoted, _) => {
+                // Text after a closing quote: csv goes on with an unquoted field. Across a
+                // line break that means the field swallowed rows.
+                if let Some((open_byte, open_line, Some(resume))) = self.open.take() {
+                    self.bad.push_back(BadQuote {
+                        open_byte,
+                        open_line,
+                        resume_byte: Some(resume),
+                        to_eof: false,
+                    });
+                }
+                Unquoted
+            }
+        };
+        if b == b'\n' {
+            self.line += 1;
+        }
+        self.pos += 1;
+    }
+
+    fn finish(&mut self) {
+        if self.state == Quoting::Quoted {
+            if let Some((open_byte, open_line, resume_byte)) = self.open.take() {
+                self.bad.push_back(BadQuote {
+                    open_byte,
+                    open_line,
+                    resume_byte,
+                    to_eof: true,
+                });
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Scan<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        if let Some(b) = self.peeked.take() {
+            out[0] = b;
+            n = 1;
+        }
+        if n < out.len() && !self.at_eof {
+            let k = self.read_retrying(&mut out[n..])?;
+            self.at_eof = k == 0;
+            n += k;
+        }
+        for i in 0..n {
+            if out[i] == b'\r' {
+                let next = if i + 1 < n {
+                    Some(out[i + 1])
+                } else if self.at_eof {
+                    None
+                } else {
+                    let mut one = [0u8; 1];
+                    let k = self.read_retrying(&mut one)?;
+                    self.at_eof = k == 0;
+                    self.peeked = (k == 1).then_some(one[0]);
+                    self.peeked
+                };
+                if next != Some(b'\n') {
+                    out[i] = b'\n';
+                }
+            }
+            self.step(out[i]);
+        }
+        if self.at_eof && self.peeked.is_none() {
+            self.finish();
+        }
+        Ok(n)
+    }
 }
 
 /// Streams the rows of several CSV list files, one after another.
@@ -203,7 +380,10 @@ pub struct ListReader {
     current: usize,
     /// Reader of `current`. Only one file is open at a time, so a campaign with thousands of
     /// list files does not run out of file descriptors.
-    rdr: Option<csv::Reader<File>>,
+    rdr: Option<csv::Reader<Scan<File>>>,
+    /// Where `rdr` started in its file: (byte offset, lines before it). Not `(0, 0)` only
+    /// after resuming past an unterminated quote.
+    base: (u64, u64),
     /// Bytes of the files before `current`, for [`ListReader::progress`].
     done_bytes: u64,
     /// The two states of the one reused record buffer: raw bytes while reading, validated
@@ -223,30 +403,31 @@ impl fmt::Debug for ListReader {
     }
 }
 
-fn csv_reader(path: &Path, layout: Layout) -> Result<csv::Reader<File>, ListError> {
-    let file = File::open(path).map_err(|source| ListError::Open {
+/// A csv reader over `path` from byte `from` (0: the header row first).
+fn csv_reader(path: &Path, from: u64) -> Result<csv::Reader<Scan<File>>, ListError> {
+    use std::io::{Seek, SeekFrom};
+    let open_err = |source| ListError::Open {
         path: path.to_owned(),
         source,
-    })?;
-    // Records end at LF only (a CR before it is removed from the last cell by `next_row`):
-    // csv's own CRLF handling leaves each record's line number one behind, and an
-    // Excel export is CRLF. Bare-CR files keep csv's default terminator.
-    let terminator = if layout.cr_only {
-        csv::Terminator::CRLF
-    } else {
-        csv::Terminator::Any(b'\n')
     };
+    let mut file = File::open(path).map_err(open_err)?;
+    if from > 0 {
+        file.seek(SeekFrom::Start(from)).map_err(open_err)?;
+    }
+    // Records end at LF only (a CR before it is removed from the last cell by `next_row`,
+    // and `Scan` turns a bare CR into LF): csv's own CRLF handling leaves each record's line
+    // number one behind, and an Excel export is CRLF.
     Ok(csv::ReaderBuilder::new()
-        .has_headers(true)
+        .has_headers(from == 0)
         // Ragged rows are reported per row by us, with file and line, instead of failing.
         .flexible(true)
-        .terminator(terminator)
+        .terminator(csv::Terminator::Any(b'\n'))
         .buffer_capacity(BUFFER)
-        .from_reader(file))
+        .from_reader(Scan::new(file)))
 }
 
 /// Reads and checks the header row; returns the trimmed names.
-fn read_header(rdr: &mut csv::Reader<File>, path: &Path) -> Result<Vec<String>, ListError> {
+fn read_header(rdr: &mut csv::Reader<Scan<File>>, path: &Path) -> Result<Vec<String>, ListError> {
     let header = rdr.byte_headers().map_err(|source| ListError::Header {
         path: path.to_owned(),
         source,
@@ -296,7 +477,7 @@ impl ListReader {
         let mut first = None;
         for (i, path) in paths.iter().enumerate() {
             let layout = sniff(path)?;
-            let mut rdr = csv_reader(path, layout)?;
+            let mut rdr = csv_reader(path, 0)?;
             let columns = read_header(&mut rdr, path)?;
             let email_idx =
                 find_column(&columns, email_column).ok_or_else(|| ListError::NoEmailColumn {
@@ -304,7 +485,7 @@ impl ListReader {
                     column: email_column.to_owned(),
                     found: columns.clone(),
                 })?;
-            let size = rdr.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+            let size = rdr.get_ref().inner.metadata().map(|m| m.len()).unwrap_or(0);
             files.push(FileInfo {
                 columns,
                 email_idx,
@@ -320,6 +501,7 @@ impl ListReader {
             files,
             current: 0,
             rdr: first,
+            base: (0, 0),
             done_bytes: 0,
             raw: Some(ByteRecord::new()),
             text: None,
@@ -345,13 +527,17 @@ impl ListReader {
     /// `(bytes read so far, total bytes of all files)`, for a progress bar.
     pub fn progress(&self) -> (u64, u64) {
         let total = self.files.iter().map(|f| f.size).sum();
-        let here = self.rdr.as_ref().map_or(0, |r| r.position().byte());
+        let here = self
+            .rdr
+            .as_ref()
+            .map_or(0, |r| self.base.0 + r.position().byte());
         (self.done_bytes + here, total)
     }
 
     /// Moves on to the next file (after EOF, or after an error that ends this one).
     fn next_file(&mut self) {
         self.rdr = None;
+        self.base = (0, 0);
         if let Some(f) = self.files.get(self.current) {
             self.done_bytes += f.size;
         }
@@ -369,7 +555,7 @@ impl ListReader {
             raw_email: String::new(),
         };
         let path = &self.paths[idx];
-        let mut rdr = csv_reader(path, self.files[idx].layout).map_err(|e| issue(e.to_string()))?;
+        let mut rdr = csv_reader(path, 0).map_err(|e| issue(e.to_string()))?;
         let columns = read_header(&mut rdr, path).map_err(|e| issue(e.to_string()))?;
         if columns != self.files[idx].columns {
             return Err(issue(format!(
@@ -381,6 +567,19 @@ impl ListReader {
         Ok(())
     }
 
+    /// Goes on reading the current file at byte `at`, the start of the line after `lines`
+    /// lines (past an unterminated quote). A file that cannot be reopened is left for the
+    /// next one: its broken row was reported already.
+    fn resume(&mut self, at: u64, lines: u64) {
+        match csv_reader(&self.paths[self.current], at) {
+            Ok(rdr) => {
+                self.rdr = Some(rdr);
+                self.base = (at, lines);
+            }
+            Err(_) => self.next_file(),
+        }
+    }
+
     /// Next row of the current file, moving on to the next file at EOF. None when all files are done.
     /// Row-level problems (ragged row, invalid UTF-8, csv errors) come back as Err(RowIssue) and reading continues.
     pub fn next_row(&mut self) -> Option<Result<RowRef<'_>, RowIssue>> {
@@ -390,6 +589,7 @@ impl ListReader {
             None => self.raw.take().unwrap_or_default(),
         };
         let mut line;
+        let mut broken = None;
         loop {
             if self.current >= self.paths.len() {
                 self.raw = Some(raw);
@@ -406,24 +606,31 @@ impl ListReader {
             match rdr.read_byte_record(&mut raw) {
                 Ok(true) => {
                     let info = &self.files[self.current];
-                    line = if info.layout.cr_only {
-                        // csv counts LFs only; without them the record number is the line.
-                        raw.position().map_or(0, |p| p.record() + 1)
+                    let (base_byte, base_line) = self.base;
+                    // csv's start position skips blank lines uncounted, so work back from
+                    // the end: the reader is past this record's LF (unless it is the
+                    // unterminated last line), minus the LFs inside quoted cells.
+                    let end = rdr.position().clone();
+                    let cells = raw.as_slice();
+                    // memchr first: almost no row has a line break inside a cell.
+                    let inner = if cells.contains(&b'\n') {
+                        cells.iter().filter(|&&b| b == b'\n').count() as u64
                     } else {
-                        // csv's start position skips blank lines uncounted, so work back from
-                        // the end: the reader is past this record's LF (unless it is the
-                        // unterminated last line), minus the LFs inside quoted cells.
-                        let end = rdr.position();
-                        let cells = raw.as_slice();
-                        // memchr first: almost no row has a line break inside a cell.
-                        let inner = if cells.contains(&b'\n') {
-                            cells.iter().filter(|&&b| b == b'\n').count() as u64
-                        } else {
-                            0
-                        };
-                        let unterminated = end.byte() >= info.size && !info.layout.ends_with_lf;
-                        end.line().saturating_sub(inner + u64::from(!unterminated))
+                        0
                     };
+                    let unterminated =
+                        base_byte + end.byte() >= info.size && !info.layout.ends_with_lf;
+                    line = base_line + end.line().saturating_sub(inner + u64::from(!unterminated));
+                    // Scan has read at least as far as csv: a broken quote in this record is
+                    // already known.
+                    let scan = rdr.get_mut();
+                    if scan.bad.front().is_some_and(|b| b.open_byte < end.byte()) {
+                        broken = scan.bad.pop_front();
+                        if broken.is_some_and(|b| b.to_eof) && !unterminated {
+                            line += 1; // the file's last LF was counted as the terminator
+                        }
+                        break;
+                    }
                     if strip_cr(&mut raw, &mut self.scratch) && raw.len() == 1 && raw[0].is_empty()
                     {
                         continue; // a blank CRLF line, which csv skips in LF files
@@ -433,10 +640,10 @@ impl ListReader {
                 Ok(false) => self.next_file(),
                 Err(e) => {
                     let file_idx = self.current;
-                    let line = e
-                        .position()
-                        .or(Some(rdr.position()))
-                        .map_or(0, |p| p.line());
+                    let line = self.base.1
+                        + e.position()
+                            .or(Some(rdr.position()))
+                            .map_or(0, |p| p.line());
                     // An I/O error would repeat forever: give up on this file, keep the others.
                     if e.is_io_error() {
                         self.next_file();
@@ -453,6 +660,25 @@ impl ListReader {
         }
 
         let file_idx = self.current;
+        if let Some(bad) = broken {
+            let found = RowIssue {
+                file_idx,
+                line,
+                kind: RowIssueKind::UnterminatedQuote {
+                    line: self.base.1 + bad.open_line,
+                    resumed: bad.resume_byte.is_some(),
+                },
+                raw_email: raw
+                    .get(self.files[file_idx].email_idx)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            };
+            if let Some(at) = bad.resume_byte {
+                self.resume(self.base.0 + at, self.base.1 + bad.open_line);
+            }
+            self.raw = Some(raw);
+            return Some(Err(found));
+        }
         let info = &self.files[file_idx];
         let issue = |kind, raw: &ByteRecord| RowIssue {
             file_idx,
@@ -747,5 +973,101 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert!(matches!(&rows[1], Err((1, 0, code, _)) if code == "csv_error"));
         assert_eq!(rows[2], Ok((2, 2, "c@example.com".into(), 1)));
+    }
+
+    /// Issue 11.3: an unclosed quote used to swallow every following row silently. It is
+    /// reported on the line it opened on and reading resumes at the next line.
+    #[test]
+    fn unterminated_quote_is_reported_and_reading_resumes_at_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "a.csv",
+            b"email,name\na@example.com,Ann\nb@example.com,\"Bob,Paris\nc@example.com,Cy\nd@example.com,\"Di\"\n",
+        );
+        let mut r = ListReader::open(&[p], "email").unwrap();
+        let rows = drain(&mut r);
+        assert_eq!(
+            rows,
+            vec![
+                Ok((0, 2, "a@example.com".into(), 2)),
+                Err((0, 3, "unterminated_quote".into(), "b@example.com".into())),
+                Ok((0, 4, "c@example.com".into(), 2)),
+                Ok((0, 5, "d@example.com".into(), 2)),
+            ]
+        );
+        // The message says where the quote opened and what was done.
+        let p = write(&dir, "b.csv", b"email,name\n\"a@x.org,A\nb@x.org,B\n");
+        let mut r = ListReader::open(&[p], "email").unwrap();
+        let issue = r.next_row().unwrap().unwrap_err();
+        let text = issue.to_string();
+        assert!(
+            text.contains("line 2") && text.contains("never closed"),
+            "{text}"
+        );
+        let ok = r.next_row().unwrap().unwrap();
+        assert_eq!((ok.line, ok.email), (3, "b@x.org"));
+        assert!(r.next_row().is_none());
+        // A quote opened on the last line has nothing after it to resume at.
+        let p = write(&dir, "c.csv", b"email,name\na@x.org,\"A");
+        let mut r = ListReader::open(&[p], "email").unwrap();
+        let issue = r.next_row().unwrap().unwrap_err();
+        assert_eq!((issue.line, issue.kind.code()), (2, "unterminated_quote"));
+        assert!(r.next_row().is_none());
+    }
+
+    /// Issue 11.3: a bare CR (old Mac/Excel) ends a line even in a file that also has LF or
+    /// CRLF line ends; it used to merge rows into one ragged row.
+    #[test]
+    fn a_bare_cr_ends_a_line_in_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lf = write(
+            &dir,
+            "lf.csv",
+            b"email,n\na@x.org,1\rb@x.org,2\rc@x.org,3\n",
+        );
+        let crlf = write(
+            &dir,
+            "crlf.csv",
+            b"email,n\r\na@x.org,1\rb@x.org,2\r\nc@x.org,3\r",
+        );
+        let mut r = ListReader::open(&[lf, crlf], "email").unwrap();
+        let rows = drain(&mut r);
+        let want: Vec<_> = [
+            (0, 2, "a@x.org"),
+            (0, 3, "b@x.org"),
+            (0, 4, "c@x.org"),
+            (1, 2, "a@x.org"),
+            (1, 3, "b@x.org"),
+            (1, 4, "c@x.org"),
+        ]
+        .iter()
+        .map(|(f, l, e)| Ok((*f, *l, e.to_string(), 2)))
+        .collect();
+        assert_eq!(rows, want);
+    }
+
+    /// A CR at the end of one read is decided by the next byte (CRLF stays, a bare CR
+    /// becomes LF), however the underlying reader splits the bytes.
+    #[test]
+    fn scan_decides_a_cr_across_reads() {
+        struct OneByte<'a>(&'a [u8]);
+        impl Read for OneByte<'_> {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                match self.0.split_first() {
+                    Some((&x, rest)) if !b.is_empty() => {
+                        b[0] = x;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        Scan::new(OneByte(b"a\rb\r\nc\r\r"))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"a\nb\r\nc\n\n");
     }
 }

@@ -77,6 +77,15 @@ pub fn print(s: &Summary) {
         eprintln!("  stopped early: {w}");
     }
     match s.exit_code() {
+        2 if s.counts.total == 0 => eprintln!(
+            "  error: nobody could be sent: every list row was pruned (reasons above, rows in {})",
+            s.pruned.0.display()
+        ),
+        2 => eprintln!(
+            "  error: nobody could be sent: all {} recipients are skipped (suppressed, \
+             unsubscribed or not renderable; `blast status` and the prune report say why)",
+            s.counts.total
+        ),
         75 => eprintln!("  deferred recipients remain: run `blast send` again later to resume"),
         130 => eprintln!("  interrupted: state saved; run `blast send` again to resume"),
         _ => {}

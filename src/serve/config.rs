@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{duration, lane_settings, LaneSettings, Locator, RawLane};
+use crate::config::{duration, host_name, lane_settings, LaneSettings, Locator, RawLane};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -26,7 +26,7 @@ struct RawServe {
     state_dir: Option<String>,
     submission: Option<Spanned<String>>,
     users: Option<String>,
-    hostname: Option<String>,
+    hostname: Option<Spanned<String>>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
     allow_networks: Option<Vec<Spanned<String>>>,
@@ -116,8 +116,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "the priority lane has no rate limits (rate, burst and per_domain belong to a campaign's [lane])",
         );
     }
-    let helo_default = p.helo.clone().unwrap_or_else(|| "localhost".into());
-    let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", helo_default)?;
+    let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", "localhost".into())?;
     if p.connections.is_none() {
         priority.connections = 8;
     }
@@ -176,7 +175,13 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
     };
     let listener = ListenerConfig {
         listen,
-        hostname: s.hostname.clone().unwrap_or_else(|| priority.helo.clone()),
+        // In the 220 greeting and the EHLO reply: checked like an EHLO name.
+        hostname: match &s.hostname {
+            Some(h) => {
+                host_name(h.get_ref()).or_else(|m| loc.err(h.span(), "serve.hostname", m))?
+            }
+            None => priority.helo.clone(),
+        },
         tls,
         allow_networks,
         max_message_size,
@@ -284,5 +289,32 @@ helo = "mail.acme.example"
         let bad = GOOD.replace("10.0.0.0/8", "10.0.0.0/33");
         let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
         assert!(e.contains("b.toml:4: serve.allow_networks"), "{e}");
+    }
+
+    /// Issue 11.5: strings serve puts on the wire (its 220/EHLO hostname, the priority
+    /// lane's EHLO name and AUTH user) are checked at load, with `file:line: key:`.
+    #[test]
+    fn wire_strings_are_validated_at_load() {
+        let bad = GOOD.replace(
+            "allow_networks",
+            "hostname = \"x\\r\\n250 injected\"\nallow_networks",
+        );
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:4: serve.hostname:"), "{e}");
+        let bad = GOOD.replace("mail.acme.example", "mail\\r\\nQUIT");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:8: priority.helo:"), "{e}");
+        let bad = format!("{GOOD}username = \"app\\nRSET\"\npassword_env = \"P\"\n");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:9: priority.username:"), "{e}");
+        // An address literal and an IDN are fine (the IDN goes out as its A-label).
+        let ok = GOOD.replace("mail.acme.example", "[192.0.2.1]");
+        assert_eq!(
+            parse(Path::new("b.toml"), &ok).unwrap().priority.helo,
+            "[192.0.2.1]"
+        );
+        let ok = GOOD.replace("mail.acme.example", "mail.acmé.example");
+        let s = parse(Path::new("b.toml"), &ok).unwrap();
+        assert_eq!(s.listener.hostname, "mail.xn--acm-dma.example");
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::control::{path_in, request, Request, Response};
 use crate::lane::priority::{Cmd, Stats};
 use crate::owner::Global;
-use crate::store::queue::QueueStore;
+use crate::store::queue::{format_id, QueueStore};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 /// What a control connection may use.
@@ -136,6 +136,14 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             }
         }
         Request::Retry { id } => {
+            if let Some(id) = id {
+                match ctx.store.contains(id) {
+                    Ok(true) => resp.queued = true,
+                    // Nothing to make due: say so instead of "due now".
+                    Ok(false) => return resp,
+                    Err(e) => return error(format!("cannot read the queue: {e}")),
+                }
+            }
             if lane.send(Cmd::RetryNow(id)).await.is_err() {
                 return gone();
             }
@@ -147,7 +155,7 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             }
             match rx.await {
                 Ok(Ok(d)) => resp.dropped = d,
-                Ok(Err(e)) => return error(format!("cannot drop {id}: {e}")),
+                Ok(Err(e)) => return error(format!("cannot drop {}: {e}", format_id(id))),
                 Err(_) => return gone(),
             }
         }

@@ -479,14 +479,21 @@ impl QueueStore {
     }
 }
 
-/// Formats a queue id the way `blast queue` and the 250 reply show it.
+/// Formats a queue id the one way it is ever shown: in the 250 reply, `blast queue list`
+/// (text and `--json`), logs and DSNs — 16 upper-case hex digits.
 pub fn format_id(id: u64) -> String {
     format!("{id:016X}")
 }
 
-/// Parses a queue id as printed by [`format_id`].
+/// Parses a queue id as printed by [`format_id`]: exactly 16 hex digits (either case). A
+/// shorter string is refused rather than read as hex, so a decimal number such as `10` can
+/// never silently name another message (it would be id 16).
 pub fn parse_id(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim(), 16).ok()
+    let s = s.trim();
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 #[cfg(test)]

@@ -34,6 +34,19 @@ fn survives_reopen_and_leaves_when_done() {
     assert_eq!(parse_id(&format_id(id)), Some(id));
 }
 
+/// One id format: what `format_id` prints parses back, and nothing shorter does (a decimal
+/// `10` once dropped message 16).
+#[test]
+fn queue_ids_parse_only_in_the_printed_form() {
+    assert_eq!(format_id(16), "0000000000000010");
+    assert_eq!(parse_id("0000000000000010"), Some(16));
+    assert_eq!(parse_id("000000000000000a"), Some(10));
+    assert_eq!(parse_id("10"), None);
+    assert_eq!(parse_id("999999"), None);
+    assert_eq!(parse_id("+000000000000010"), None);
+    assert_eq!(parse_id("00000000000000010"), None);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

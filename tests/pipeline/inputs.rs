@@ -260,3 +260,31 @@ async fn rerun_of_a_completed_campaign_sends_nothing() {
     assert_eq!(sink.count(), 25, "a rerun sent again");
     assert_exactly_once(&sink, &list);
 }
+
+/// Issue 11.6: a From domain in Unicode (`news@acmé.example`) goes out as its A-label in the
+/// envelope, the `From:` header and the default EHLO name, so a relay without SMTPUTF8
+/// takes every message (it used to bounce them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_from_domain_goes_out_as_punycode() {
+    let sink = start_sink_with(SinkConfig {
+        smtputf8: false,
+        ..Default::default()
+    })
+    .await;
+    let f = Fixture::new();
+    let list = addrs("u", "t.example", 3);
+    f.write("list.csv", csv_list(&list));
+    let toml = campaign_toml("idn", sink.addr, &["list.csv"], "")
+        .replace("news@acme.example", "news@acmé.example");
+    let s = f.campaign("idn", &toml);
+    assert_eq!(s.from.address, "news@xn--acm-dma.example");
+    let sum = send_ok(&s).await;
+    assert_eq!(sum.exit_code(), 0, "{sum:?}");
+    assert_exactly_once(&sink, &list);
+    for got in sink.received() {
+        assert!(!got.smtputf8, "SMTPUTF8 was not needed");
+        assert!(got.mail_from.is_ascii(), "{}", got.mail_from);
+        let from = header(&got.data, "From").unwrap();
+        assert!(from.contains("news@xn--acm-dma.example"), "{from}");
+    }
+}

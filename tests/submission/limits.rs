@@ -102,3 +102,31 @@ async fn connection_limits_idle_timeout_and_shutdown() {
     tokio::time::timeout(READ, shut).await.unwrap().unwrap();
     drop(fx.dir);
 }
+
+/// Issue 11.2: a message the priority lane can never send (a NUL octet, a line over RFC 5321
+/// §4.5.3.1.6's 998 octets) is refused at the end of DATA with a 5xx that says why — never
+/// 250 and a DSN later (backscatter). Nothing is queued and the session stays in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsendable_content_is_refused_at_the_end_of_data() {
+    let fx = start(settings(), Queue::Ok).await;
+    let mut c = fx.login().await;
+    let head = "From: ann@a.test\r\nTo: x@rcpt.test\r\nSubject: s\r\n\r\n";
+    let nul = format!("{head}before\0after\r\n.\r\n");
+    let r = transaction(&mut c, "ann@a.test", &nul).await;
+    assert!(r.starts_with("554 5.6.0"), "NUL: {r}");
+    assert!(r.contains("NUL"), "{r}");
+    let long = format!("{head}{}\r\n.\r\n", "x".repeat(5000));
+    let r = transaction(&mut c, "ann@a.test", &long).await;
+    assert!(r.starts_with("554 5.6.0"), "long line: {r}");
+    assert!(r.contains("998") && r.contains("line 5"), "{r}");
+    // A header line counts too; 998 octets exactly is fine.
+    let long_header = format!("X-Long: {}\r\n{head}b\r\n.\r\n", "y".repeat(1200));
+    let r = transaction(&mut c, "ann@a.test", &long_header).await;
+    assert!(r.starts_with("554 5.6.0") && r.contains("line 1"), "{r}");
+    let at_limit = format!("{head}{}\r\n.\r\n", "z".repeat(998));
+    let r = transaction(&mut c, "ann@a.test", &at_limit).await;
+    assert!(r.starts_with("250 2.0.0"), "998 octets: {r}");
+    assert_eq!(fx.got().len(), 1, "only the sendable message is queued");
+    assert_eq!(fx.stat(|s| &s.rejected_messages), 3);
+    fx.h.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! DATA on the submission port: the body read to the real end of data, then every check
-//! (size, bare CR/LF, `From:` domains), the added `Date:`/`Message-ID:`, and the hand-off to
-//! the queue: `250` only once the queue says the message is durable.
+//! (size, bare CR/LF, NUL octets, lines over 998 octets, `From:` domains), the added
+//! `Date:`/`Message-ID:`, and the hand-off to the queue: `250` only once the queue says the
+//! message is durable.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,9 @@ use crate::store::queue::NewMessage;
 /// A body still arriving after this many times the size limit is cut off.
 const OVERSIZE_FACTOR: usize = 4;
 
+/// Longest line SMTP may carry, without its CRLF (RFC 5321 §4.5.3.1.6).
+const MAX_LINE: usize = 998;
+
 /// What the reader saw in a body.
 #[derive(Default)]
 struct Body {
@@ -24,6 +28,11 @@ struct Body {
     cut_off: bool,
     /// A line ended in a bare LF or had a bare CR (SMTP smuggling material).
     bare: bool,
+    /// First line with a NUL octet: no relay takes it, so it is refused here rather than
+    /// accepted and bounced later (backscatter).
+    nul_line: Option<usize>,
+    /// First line longer than [`MAX_LINE`] octets, and its length (same reason).
+    long_line: Option<(usize, usize)>,
     eight_bit: bool,
 }
 
@@ -48,6 +57,12 @@ impl Session {
             if !l.crlf || l.bare_cr {
                 b.bare = true;
             }
+            if l.nul && b.nul_line.is_none() {
+                b.nul_line = Some(l.number);
+            }
+            if l.content_len > MAX_LINE && b.long_line.is_none() {
+                b.long_line = Some((l.number, l.content_len));
+            }
             if b.size > max {
                 b.too_big = true;
                 if b.size > cut_off_at {
@@ -56,7 +71,7 @@ impl Session {
                 }
             }
             // Nothing is kept of a body that will be rejected anyway.
-            if b.too_big || b.bare {
+            if b.too_big || b.bare || b.nul_line.is_some() || b.long_line.is_some() {
                 b.data = Vec::new();
             } else {
                 b.data.extend_from_slice(l.bytes);
@@ -84,6 +99,25 @@ impl Session {
             reject(
                 conn,
                 "550 5.5.2 bare CR or LF in message: lines must end with CRLF",
+            );
+            return Ok(Flow::Continue);
+        }
+        // What the priority lane could never hand to a relay is refused now, with the
+        // reason: a 250 followed by a DSN would be backscatter.
+        if let Some(n) = b.nul_line {
+            reject(
+                conn,
+                &format!("554 5.6.0 line {n} contains a NUL octet, which SMTP cannot carry"),
+            );
+            return Ok(Flow::Continue);
+        }
+        if let Some((n, len)) = b.long_line {
+            reject(
+                conn,
+                &format!(
+                    "554 5.6.0 line {n} is {len} octets; SMTP allows {MAX_LINE} (RFC 5321 4.5.3.1.6): \
+                     encode the part as quoted-printable or base64"
+                ),
             );
             return Ok(Flow::Continue);
         }
