@@ -719,6 +719,14 @@ async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
         err.contains("No space left"),
         "the error does not say the disk is full: {err}"
     );
+    // Said in words (issue 11 item 9): what happened, which path, that nothing recorded is
+    // lost, how to resume; not sled's Debug text.
+    assert!(err.contains("the disk is full"), "{err}");
+    let state = camp.path("state").display().to_string();
+    assert!(err.contains(&state), "the error does not name the path: {err}");
+    assert!(err.contains("nothing already recorded is lost"), "{err}");
+    assert!(err.contains("run the same `blast send` again to resume"), "{err}");
+    assert!(!err.contains("Os {"), "raw io::Error Debug text: {err}");
     assert!(at_full < N, "everything was sent before the disk filled up");
 
     std::fs::remove_file(&filler).unwrap();
