@@ -95,7 +95,7 @@ pub struct Settings {
     pub email_column: String,
     /// State directory. Default `.blast` beside the campaign file.
     pub state_dir: PathBuf,
-    /// Extra headers, names validated.
+    /// Extra headers, names validated; values are templates (rendered per recipient).
     pub headers: Vec<(String, String)>,
     /// Hygiene policy (role accounts, SMTPUTF8).
     pub policy: Policy,

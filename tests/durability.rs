@@ -723,9 +723,15 @@ async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
     // lost, how to resume; not sled's Debug text.
     assert!(err.contains("the disk is full"), "{err}");
     let state = camp.path("state").display().to_string();
-    assert!(err.contains(&state), "the error does not name the path: {err}");
+    assert!(
+        err.contains(&state),
+        "the error does not name the path: {err}"
+    );
     assert!(err.contains("nothing already recorded is lost"), "{err}");
-    assert!(err.contains("run the same `blast send` again to resume"), "{err}");
+    assert!(
+        err.contains("run the same `blast send` again to resume"),
+        "{err}"
+    );
     assert!(!err.contains("Os {"), "raw io::Error Debug text: {err}");
     assert!(at_full < N, "everything was sent before the disk filled up");
 
