@@ -461,6 +461,82 @@ async fn export_escapes_formula_cells_and_import_reads_them_back() {
     );
 }
 
+// ------------------------------------------------------------------ issue 11: list output
+
+/// Item 10: two columns with one name are refused, naming both positions (the second
+/// `email` used to be ignored and the last `first_name` to win).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_list_columns_are_refused_naming_both() {
+    let d = Dir::new();
+    let toml = d.campaign("dup", "state", "outbox:out", "");
+    for (header, want) in [
+        (
+            "email,first_name,email",
+            "has two `email` columns (columns 1 and 3)",
+        ),
+        (
+            "email,first_name,first_name",
+            "has two `first_name` columns (columns 2 and 3)",
+        ),
+    ] {
+        d.write("dup.csv", &format!("{header}\na@x.example,A,B\n"));
+        for cmd in ["check", "send"] {
+            let o = run(&[cmd, &toml, "--quiet"][..if cmd == "send" { 3 } else { 2 }]).await;
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+            assert!(stderr(&o).contains(want), "{cmd}: {}", show(&o));
+        }
+        assert!(!d.path("out").exists(), "nothing may be sent");
+    }
+}
+
+/// Item 14: `pruned rows N` is followed by reason lines that add up to N; rows kept with a
+/// warning are counted apart under their own heading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_rows_and_kept_warnings_are_counted_apart() {
+    let d = Dir::new();
+    let toml = d.campaign("pr", "state", "outbox:out", "");
+    d.write(
+        "pr.csv",
+        "email,first_name\na@x.example,A\na@x.example,A\nnot-an-address,B\njane@gmial.com,J\n",
+    );
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, &toml, "--quiet"][..if cmd == "send" { 3 } else { 2 }]).await;
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", show(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("  pruned rows "))
+            .unwrap_or_else(|| panic!("{cmd}: no pruned rows line: {err}"));
+        let n: u64 = lines[at]["  pruned rows ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let reasons: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    "))
+            .copied()
+            .collect();
+        let sum: u64 = reasons
+            .iter()
+            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!((n, sum), (2, 2), "{cmd}: {err}");
+        assert!(reasons.iter().all(|r| !r.contains("kept:")), "{cmd}: {err}");
+        let kept = lines[at + 1 + reasons.len()];
+        assert!(
+            kept.starts_with("  kept with a warning 1 (sent; listed in the report too)"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            lines[at + 2 + reasons.len()].contains("kept:typo_suspect"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ status warnings
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

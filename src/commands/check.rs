@@ -41,9 +41,8 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     .map_err(|e| Error::Lane(e.to_string()))??;
     eprintln!("{}: config, templates and lists OK", campaign.display());
     eprintln!("  rows {}, sendable {}", r.rows, r.sendable);
-    eprintln!("  prune report: {}", r.pruned.0.display());
-    for (reason, n) in &r.pruned.1 {
-        eprintln!("    {reason:<22} {n}");
+    for line in crate::list::prune::summary_lines(&r.pruned.1, &r.pruned.0) {
+        eprintln!("{line}");
     }
     match compared {
         Compared::Nothing => {

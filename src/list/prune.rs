@@ -147,6 +147,29 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// The prune counts as `send` and `check` print them: dropped rows under `pruned rows N`,
+/// then rows kept with a warning (`kept:…`, sent and also in the report) counted apart, so
+/// the reason lines under each heading add up to its number.
+pub fn summary_lines(counts: &BTreeMap<String, u64>, report: &Path) -> Vec<String> {
+    let (kept, dropped): (Vec<_>, Vec<_>) =
+        counts.iter().partition(|(k, _)| k.starts_with("kept:"));
+    let sum = |v: &[(&String, &u64)]| v.iter().map(|(_, n)| **n).sum::<u64>();
+    let mut out = vec![format!(
+        "  pruned rows {} (report: {})",
+        sum(&dropped),
+        report.display()
+    )];
+    out.extend(dropped.iter().map(|(r, n)| format!("    {r:<22} {n}")));
+    if !kept.is_empty() {
+        out.push(format!(
+            "  kept with a warning {} (sent; listed in the report too)",
+            sum(&kept)
+        ));
+        out.extend(kept.iter().map(|(r, n)| format!("    {r:<22} {n}")));
+    }
+    out
+}
+
 /// Makes `cell` safe for a one-row-per-line, formula-free report, borrowing it unchanged
 /// in the common case. Also used by `blast suppress export|list`, whose keys and details come
 /// from lists and replies just the same.

@@ -33,16 +33,8 @@ pub fn print(s: &Summary) {
         s.imported.kept,
         s.import_time.as_secs_f64()
     );
-    let pruned: u64 = s
-        .pruned
-        .1
-        .iter()
-        .filter(|(k, _)| !k.starts_with("kept:"))
-        .map(|(_, v)| v)
-        .sum();
-    eprintln!("  pruned rows {pruned} (report: {})", s.pruned.0.display());
-    for (reason, n) in &s.pruned.1 {
-        eprintln!("    {reason:<22} {n}");
+    for line in crate::list::prune::summary_lines(&s.pruned.1, &s.pruned.0) {
+        eprintln!("{line}");
     }
     if s.removed > 0 {
         eprintln!(
