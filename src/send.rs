@@ -569,6 +569,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         stats.clone(),
         opts.quiet,
         campaign_dir(s).join("status.json"),
+        store.clone(),
     );
     let lane_run = lane::run(
         &s.lane,

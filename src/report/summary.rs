@@ -90,18 +90,26 @@ pub fn write_snapshot(path: &Path, campaign: &str, c: &Counts, running: bool) {
     let _ = write_atomic(path, v.to_string().as_bytes());
 }
 
-/// Writes live progress counters as the snapshot while a send runs.
-pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats) {
-    let v = serde_json::json!({
-        "campaign": campaign,
-        "running": true,
-        "pid": std::process::id(),
-        "eligible_at_start": s.eligible.load(Ordering::Relaxed),
-        "sent_this_run": s.sent.load(Ordering::Relaxed),
-        "deferred_this_run": s.deferred.load(Ordering::Relaxed),
-        "bounced_this_run": s.bounced.load(Ordering::Relaxed),
-        "failed_this_run": s.failed.load(Ordering::Relaxed),
-    });
+/// Writes the snapshot while a send runs: the store's counts (the keys of
+/// [`counts_json`], `running: true`), when it could count them, and this run's counters.
+pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats, counts: Option<&Counts>) {
+    let mut v = match counts {
+        Some(c) => counts_json(campaign, c, true),
+        None => serde_json::json!({"campaign": campaign, "running": true}),
+    };
+    if let serde_json::Value::Object(m) = &mut v {
+        for (k, n) in [
+            ("pid", u64::from(std::process::id())),
+            ("at_ms", crate::store::now_ms()),
+            ("eligible_at_start", s.eligible.load(Ordering::Relaxed)),
+            ("sent_this_run", s.sent.load(Ordering::Relaxed)),
+            ("deferred_this_run", s.deferred.load(Ordering::Relaxed)),
+            ("bounced_this_run", s.bounced.load(Ordering::Relaxed)),
+            ("failed_this_run", s.failed.load(Ordering::Relaxed)),
+        ] {
+            m.insert(k.into(), n.into());
+        }
+    }
     let _ = write_atomic(path, v.to_string().as_bytes());
 }
 
