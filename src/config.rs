@@ -422,13 +422,16 @@ impl Locator<'_> {
 }
 
 /// The dotted key (`lane.burst`, `lane.retry[1]`, `campaign.headers.X-Tag`) whose key or value
-/// holds the span `at` of a deserialisation error, the deepest one. `None` when the source
+/// is the span `at` of a deserialisation error, the deepest one. `None` when the source
 /// does not parse (a syntax error has no key) or the span is outside every key (the file as
 /// a whole).
 fn key_at(src: &str, at: std::ops::Range<usize>) -> Option<String> {
     use toml::de::{DeTable, DeValue};
+    // serde's spans are exactly a key's or a value's (a table's header for a missing field);
+    // containment would blame `campaign` for a missing top-level `[lane]`, whose span is the
+    // document's start.
     fn holds(span: &std::ops::Range<usize>, at: &std::ops::Range<usize>) -> bool {
-        span.start <= at.start && at.end <= span.end.max(span.start + 1)
+        span == at
     }
     // Every entry is visited: a table's span is only its `[header]`, its keys may be on any
     // later line, so containment cannot prune the search. The deepest match wins.
@@ -984,6 +987,12 @@ mod tests {
             e.contains("b.toml:10: lane.conections: unknown field `conections`"),
             "{e}"
         );
+        // A missing table is no key's fault (not `campaign: missing field `lane``).
+        let src = "[campaign]\nid = \"c\"\nfrom = \"a@b.example\"\nsubject = \"S\"\nlists = []\n";
+        let e = parse(Path::new("b.toml"), src).unwrap_err();
+        assert_eq!(e.to_string(), "b.toml:1: missing field `lane`");
+        let e = parse(Path::new("b.toml"), "[campaign]\nid = \"c\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "b.toml:1: campaign: missing field `from`");
         let ok = parse_with(
             "in_flight = \"resend\"",
             "starttls = \"required\"\nrate = \"unlimited\"",
