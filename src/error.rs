@@ -114,7 +114,7 @@ fn store_message(path: &std::path::Path, message: &str) -> String {
 fn io_message(context: &str, source: &std::io::Error) -> String {
     if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
         return format!(
-            "the disk is full: {context} failed (No space left on device); {DISK_FULL_ADVICE}"
+            "the disk is full (No space left on device): {context}; {DISK_FULL_ADVICE}"
         );
     }
     format!("{context}: {source}")
@@ -155,7 +155,9 @@ mod tests {
         );
         assert!(e.is_disk_full());
         assert!(
-            e.to_string().contains("writing prune report p.csv failed"),
+            e.to_string().starts_with(
+                "the disk is full (No space left on device): writing prune report p.csv; nothing"
+            ),
             "{e}"
         );
         // Other errors are as they were.
