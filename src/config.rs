@@ -39,7 +39,7 @@ struct RawCampaign {
     state_dir: Option<String>,
     headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     allow_role_accounts: Option<bool>,
-    in_flight: Option<Spanned<String>>,
+    in_flight: Option<InFlightPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -48,11 +48,11 @@ pub(crate) struct RawLane {
     pub(crate) transport: Spanned<String>,
     pub(crate) source_ip: Option<Spanned<String>>,
     pub(crate) helo: Option<Spanned<String>>,
-    pub(crate) rate: Option<Spanned<String>>,
-    pub(crate) burst: Option<u32>,
+    pub(crate) rate: Option<Limit>,
+    pub(crate) burst: Option<Spanned<u32>>,
     pub(crate) connections: Option<Spanned<u32>>,
     pub(crate) per_domain_connections: Option<Spanned<u32>>,
-    pub(crate) starttls: Option<Spanned<String>>,
+    pub(crate) starttls: Option<StartTls>,
     smtputf8: Option<bool>,
     pub(crate) username: Option<Spanned<String>>,
     pub(crate) password_env: Option<String>,
@@ -60,14 +60,14 @@ pub(crate) struct RawLane {
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) command_timeout: Option<Spanned<String>>,
     pub(crate) data_timeout: Option<Spanned<String>>,
-    pub(crate) max_messages_per_connection: Option<u32>,
+    pub(crate) max_messages_per_connection: Option<Spanned<u32>>,
     pub(crate) max_connection_age: Option<Spanned<String>>,
     pub(crate) retry: Option<Vec<Spanned<String>>>,
     pub(crate) max_retry_age: Option<Spanned<String>>,
     pub(crate) backoff: Option<Spanned<String>>,
     pub(crate) wait_for_retries: Option<Spanned<String>>,
     #[serde(default)]
-    pub(crate) per_domain: BTreeMap<String, Spanned<String>>,
+    pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
 }
 
 // ---------------------------------------------------------------- typed settings
@@ -95,7 +95,7 @@ pub struct Settings {
     pub email_column: String,
     /// State directory. Default `.blast` beside the campaign file.
     pub state_dir: PathBuf,
-    /// Extra headers, names validated.
+    /// Extra headers, names validated; values are templates (rendered per recipient).
     pub headers: Vec<(String, String)>,
     /// Hygiene policy (role accounts, SMTPUTF8).
     pub policy: Policy,
@@ -118,7 +118,9 @@ impl Settings {
 }
 
 /// What a rerun does with recipients whose transaction was open when the last run died.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `in_flight = "skip" | "resend"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InFlightPolicy {
     /// Mark them `unknown` and never resend (possible miss, never a duplicate). Default.
     Skip,
@@ -142,8 +144,9 @@ pub enum TransportSpec {
     Outbox(PathBuf),
 }
 
-/// STARTTLS policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// STARTTLS policy: `starttls = "off" | "opportunistic" | "required"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StartTls {
     /// Never.
     Off,
@@ -154,8 +157,11 @@ pub enum StartTls {
     Required,
 }
 
-/// A rate such as `200/s`. Displays back as written (`count/unit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A rate such as `200/s`. Displays back as written (`count/unit`). Deserialises from that
+/// string (through [`TryFrom<String>`], as KumoMTA's `ThrottleSpec` does), so a bad rate is
+/// a serde error that names the file, line and key like every other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Rate {
     /// Messages per `per`.
     pub count: u32,
@@ -169,7 +175,17 @@ impl Rate {
     pub fn parse(s: &str) -> std::result::Result<Rate, String> {
         let bad = || format!("expected \"<n>/<s|m|h|d>\", got {s:?}");
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
-        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let n = n.trim();
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // All digits: a parse failure is an overflow, which is not a format mistake.
+        let count: u32 = n.parse().map_err(|_| {
+            format!(
+                "rate {s:?} is too large: at most {} per unit (use a longer unit or \"unlimited\")",
+                u32::MAX
+            )
+        })?;
         if count == 0 {
             return Err(format!("rate must be at least 1, got {s:?}"));
         }
@@ -196,6 +212,32 @@ impl Rate {
     /// Messages per second.
     pub fn per_second(&self) -> f64 {
         self.count as f64 / self.per.as_secs_f64()
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Rate, String> {
+        Rate::parse(&s)
+    }
+}
+
+/// A rate setting: a [`Rate`], or `"unlimited"` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct Limit(pub(crate) Option<Rate>);
+
+impl TryFrom<String> for Limit {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Limit, String> {
+        if s.trim() == "unlimited" {
+            return Ok(Limit(None));
+        }
+        Rate::parse(&s)
+            .map(|r| Limit(Some(r)))
+            .map_err(|m| format!("{m} or \"unlimited\""))
     }
 }
 
@@ -329,12 +371,20 @@ impl Locator<'_> {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
     }
 
-    /// Deserializes the whole source; a TOML error becomes `file:line: message`.
+    /// Deserializes the whole source; a TOML error becomes `file:line: key: message` (the
+    /// key from the error's span: serde's own messages, such as "invalid type: integer 100,
+    /// expected a string", do not name it). A syntax error, where no key is known, is
+    /// `file:line: message`.
     pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         toml::from_str(self.src).map_err(|e| {
             let line = e.span().map(|s| self.line(s.start)).unwrap_or(0);
+            let key = e
+                .span()
+                .and_then(|s| key_at(self.src, s))
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
             Error::Config(format!(
-                "{}:{line}: {}",
+                "{}:{line}: {key}{}",
                 self.path.display(),
                 e.message().trim()
             ))
@@ -369,6 +419,58 @@ impl Locator<'_> {
             self.base().join(p)
         }
     }
+}
+
+/// The dotted key (`lane.burst`, `lane.retry[1]`, `campaign.headers.X-Tag`) whose key or value
+/// is the span `at` of a deserialisation error, the deepest one. `None` when the source
+/// does not parse (a syntax error has no key) or the span is outside every key (the file as
+/// a whole).
+fn key_at(src: &str, at: std::ops::Range<usize>) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+    // serde's spans are exactly a key's or a value's (a table's header for a missing field);
+    // containment would blame `campaign` for a missing top-level `[lane]`, whose span is the
+    // document's start.
+    fn holds(span: &std::ops::Range<usize>, at: &std::ops::Range<usize>) -> bool {
+        span == at
+    }
+    // Every entry is visited: a table's span is only its `[header]`, its keys may be on any
+    // later line, so containment cannot prune the search. The deepest match wins.
+    fn walk(v: &DeValue<'_>, at: &std::ops::Range<usize>, path: &str, best: &mut Option<String>) {
+        let found = |p: String, best: &mut Option<String>| {
+            if best.as_ref().is_none_or(|b| p.len() > b.len()) {
+                *best = Some(p);
+            }
+        };
+        match v {
+            DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    let p = if path.is_empty() {
+                        k.get_ref().to_string()
+                    } else {
+                        format!("{path}.{}", k.get_ref())
+                    };
+                    if holds(&k.span(), at) || holds(&v.span(), at) {
+                        found(p.clone(), best);
+                    }
+                    walk(v.get_ref(), at, &p, best);
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if holds(&v.span(), at) {
+                        found(p.clone(), best);
+                    }
+                    walk(v.get_ref(), at, &p, best);
+                }
+            }
+            _ => {}
+        }
+    }
+    let doc = DeTable::parse(src).ok()?;
+    let mut best = None;
+    walk(&DeValue::Table(doc.into_inner()), &at, "", &mut best);
+    best
 }
 
 /// Parses `30s`, `5m`, `2h`, `1d`, `250ms`.
@@ -406,14 +508,19 @@ pub(crate) fn duration(
     }
 }
 
-fn rate(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<Option<Rate>> {
-    let t = v.get_ref().trim();
-    if t == "unlimited" {
-        return Ok(None);
+/// A count that must be positive: `0` is an error (it used to be raised to 1 silently, so
+/// the file said something the lane did not do).
+pub(crate) fn at_least_one(
+    loc: &Locator,
+    v: &Option<Spanned<u32>>,
+    key: &str,
+    default: u32,
+) -> Result<u32> {
+    match v {
+        None => Ok(default),
+        Some(x) if *x.get_ref() == 0 => loc.err(x.span(), key, "must be at least 1"),
+        Some(x) => Ok(*x.get_ref()),
     }
-    Rate::parse(t)
-        .map(Some)
-        .or_else(|m| loc.err(v.span(), key, m))
 }
 
 fn read_template(
@@ -532,6 +639,11 @@ fn valid_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
 }
 
+/// Entries blast itself keeps in a state directory (campaign and serve state can share one):
+/// a campaign with one of these ids would put its store inside them. Compared without case,
+/// for case-insensitive file systems.
+const RESERVED_IDS: &[&str] = &["suppression", "queue", "schedule", "runs", "control.sock"];
+
 const RESERVED_HEADERS: &[&str] = &[
     "from",
     "to",
@@ -570,7 +682,14 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         return loc.err(
             c.id.span(),
             "campaign.id",
-            "use letters, digits, '-', '_', '.' (it names a directory)",
+            "use letters, digits, '-', '_', '.' and '@', not starting with '.' (it names a directory)",
+        );
+    }
+    if let Some(own) = RESERVED_IDS.iter().find(|r| r.eq_ignore_ascii_case(&id)) {
+        return loc.err(
+            c.id.span(),
+            "campaign.id",
+            format!("{own:?} names one of blast's own entries in the state directory; choose another id"),
         );
     }
     let from = parse_named_address(c.from.get_ref())
@@ -656,21 +775,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         }
         headers.push((name.clone(), value.get_ref().clone()));
     }
-    let in_flight = match c
-        .in_flight
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s.span()))
-    {
-        None | Some(("skip", _)) => InFlightPolicy::Skip,
-        Some(("resend", _)) => InFlightPolicy::Resend,
-        Some((other, span)) => {
-            return loc.err(
-                span,
-                "campaign.in_flight",
-                format!("expected \"skip\" or \"resend\", got {other:?}"),
-            )
-        }
-    };
+    let in_flight = c.in_flight.unwrap_or(InFlightPolicy::Skip);
     let state_dir = match &c.state_dir {
         Some(d) => loc.resolve(d),
         None => loc.base().join(".blast"),
@@ -729,38 +834,17 @@ pub(crate) fn lane_settings(
     };
     let relay_is_loopback =
         matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
-    let starttls = match l
-        .starttls
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s.span()))
-    {
-        None => {
-            if relay_is_loopback {
-                StartTls::Off
-            } else {
-                StartTls::Opportunistic
-            }
-        }
-        Some(("off", _)) => StartTls::Off,
-        Some(("opportunistic", _)) => StartTls::Opportunistic,
-        Some(("required", _)) => StartTls::Required,
-        Some((o, span)) => {
-            return loc.err(
-                span,
-                &k("starttls"),
-                format!("expected off | opportunistic | required, got {o:?}"),
-            )
-        }
-    };
-    let rate_v = match &l.rate {
-        Some(r) => rate(loc, r, &k("rate"))?,
-        None => None,
-    };
+    let starttls = l.starttls.unwrap_or(if relay_is_loopback {
+        StartTls::Off
+    } else {
+        StartTls::Opportunistic
+    });
+    let rate_v = l.rate.and_then(|r| r.0);
     let mut per_domain = HashMap::new();
     let mut per_domain_default = None;
     for (domain, r) in &l.per_domain {
         let key = format!("{section}.per_domain.{domain}");
-        let parsed = rate(loc, r, &key)?;
+        let parsed = r.get_ref().0;
         if domain == "default" {
             per_domain_default = parsed;
         } else if let Some(p) = parsed {
@@ -845,7 +929,7 @@ pub(crate) fn lane_settings(
         source_ip,
         helo,
         rate: rate_v,
-        burst: l.burst.unwrap_or(1).max(1),
+        burst: at_least_one(loc, &l.burst, &k("burst"), 1)?,
         per_domain_default,
         per_domain,
         connections,
@@ -873,7 +957,12 @@ pub(crate) fn lane_settings(
                 Duration::from_secs(600),
             )?,
         },
-        max_messages_per_connection: l.max_messages_per_connection.unwrap_or(1000).max(1),
+        max_messages_per_connection: at_least_one(
+            loc,
+            &l.max_messages_per_connection,
+            &k("max_messages_per_connection"),
+            1000,
+        )?,
         max_connection_age: duration(
             loc,
             &l.max_connection_age,
@@ -913,6 +1002,147 @@ mod tests {
             Rate::parse("20/s").unwrap().interval(),
             Duration::from_millis(50)
         );
+    }
+
+    /// A valid campaign in a temp dir (template and list exist); `campaign`/`lane` lines are
+    /// appended to those tables. Line 1 is `[campaign]`, line 8 `[lane]`.
+    fn parse_with(campaign: &str, lane: &str) -> Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.txt"), "Hi\n").unwrap();
+        let src = format!(
+            "[campaign]\nid = \"c1\"\nfrom = \"Acme <news@acme.example>\"\nsubject = \"S\"\n\
+             text = \"t.txt\"\nlists = [\"l.csv\"]\n{campaign}\n[lane]\n\
+             transport = \"smtp://127.0.0.1:2525\"\n{lane}\n"
+        );
+        parse(&dir.path().join("b.toml"), &src)
+    }
+
+    fn err(campaign: &str, lane: &str) -> String {
+        parse_with(campaign, lane).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let e = err("", "connections = \"many\"");
+        assert!(
+            e.ends_with("b.toml:10: lane.connections: invalid type: string \"many\", expected u32"),
+            "{e}"
+        );
+        let e = err("", "retry = [\"5m\", 100]");
+        assert!(
+            e.contains("b.toml:10: lane.retry[1]: invalid type: integer `100`, expected a string"),
+            "{e}"
+        );
+        let e = err("email_column = 100", "");
+        assert!(
+            e.contains("b.toml:7: campaign.email_column: invalid type: integer `100`"),
+            "{e}"
+        );
+        let e = err("[campaign.headers]\nX-N = 1", "");
+        assert!(
+            e.contains("b.toml:8: campaign.headers.X-N: invalid type"),
+            "{e}"
+        );
+        // Values parsed by serde (rates, enums) keep file, line and key.
+        let e = err("", "rate = \"fast\"");
+        assert!(
+            e.contains("b.toml:10: lane.rate: expected \"<n>/<s|m|h|d>\""),
+            "{e}"
+        );
+        let e = err("", "starttls = \"sometimes\"");
+        assert!(e.contains("b.toml:10: lane.starttls: unknown variant `sometimes`, expected one of `off`, `opportunistic`, `required`"), "{e}");
+        let e = err("in_flight = \"retry\"", "");
+        assert!(
+            e.contains("b.toml:7: campaign.in_flight: unknown variant `retry`"),
+            "{e}"
+        );
+        let e = err("", "[lane.per_domain]\n\"gmail.com\" = \"9/fortnight\"");
+        assert!(
+            e.contains("b.toml:11: lane.per_domain.gmail.com: expected"),
+            "{e}"
+        );
+        // An unknown key and a missing one.
+        let e = err("", "conections = 4");
+        assert!(
+            e.contains("b.toml:10: lane.conections: unknown field `conections`"),
+            "{e}"
+        );
+        // A missing table is no key's fault (not `campaign: missing field `lane``).
+        let src = "[campaign]\nid = \"c\"\nfrom = \"a@b.example\"\nsubject = \"S\"\nlists = []\n";
+        let e = parse(Path::new("b.toml"), src).unwrap_err();
+        assert_eq!(e.to_string(), "b.toml:1: missing field `lane`");
+        let e = parse(Path::new("b.toml"), "[campaign]\nid = \"c\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "b.toml:1: campaign: missing field `from`");
+        let ok = parse_with(
+            "in_flight = \"resend\"",
+            "starttls = \"required\"\nrate = \"unlimited\"",
+        )
+        .unwrap();
+        assert_eq!(ok.in_flight, InFlightPolicy::Resend);
+        assert_eq!(ok.lane.starttls, StartTls::Required);
+        assert_eq!(ok.lane.rate, None);
+    }
+
+    #[test]
+    fn rate_overflow_is_not_a_format_error() {
+        let e = Rate::parse("4294967296/s").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(!e.contains("expected"), "{e}");
+        assert_eq!(Rate::parse("4294967295/d").unwrap().count, u32::MAX);
+        let e = err("", "rate = \"4294967296/s\"");
+        assert!(
+            e.contains("b.toml:10: lane.rate: rate \"4294967296/s\" is too large"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let e = err("", "burst = 0");
+        assert!(
+            e.contains("b.toml:10: lane.burst: must be at least 1"),
+            "{e}"
+        );
+        let e = err("", "max_messages_per_connection = 0");
+        assert!(
+            e.contains("b.toml:10: lane.max_messages_per_connection: must be at least 1"),
+            "{e}"
+        );
+        let s = parse_with("", "burst = 5\nmax_messages_per_connection = 7").unwrap();
+        assert_eq!((s.lane.burst, s.lane.max_messages_per_connection), (5, 7));
+    }
+
+    #[test]
+    fn campaign_ids_of_blast_own_directories_are_refused() {
+        for own in [
+            "suppression",
+            "queue",
+            "schedule",
+            "runs",
+            "Suppression",
+            "control.sock",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("t.txt"), "Hi\n").unwrap();
+            let src = format!("[campaign]\nid = \"{own}\"\nfrom = \"a@acme.example\"\nsubject = \"S\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n[lane]\ntransport = \"outbox:o\"\n");
+            let e = parse(&dir.path().join("b.toml"), &src)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("b.toml:2: campaign.id:") && e.contains("blast's own"),
+                "{own}: {e}"
+            );
+        }
+        // The message lists every allowed character, '@' included (run ids have one).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.txt"), "Hi\n").unwrap();
+        let src = "[campaign]\nid = \"a b\"\nfrom = \"a@acme.example\"\nsubject = \"S\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n[lane]\ntransport = \"outbox:o\"\n";
+        let e = parse(&dir.path().join("b.toml"), src)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'@'"), "{e}");
+        let src = src.replace("a b", "news@2026");
+        parse(&dir.path().join("b.toml"), &src).unwrap();
     }
 
     #[test]

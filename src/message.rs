@@ -232,9 +232,19 @@ pub fn parse_named_address(s: &str) -> Result<NamedAddress, String> {
     if s.is_empty() {
         return Err("empty address".to_owned());
     }
-    let mailbox: lettre::message::Mailbox = s
-        .parse()
-        .map_err(|e| format!("{s:?}: not a valid address ({e})"))?;
+    let mailbox: lettre::message::Mailbox = match s.parse() {
+        Ok(m) => m,
+        // `Acme, Inc. <news@acme.example>`: RFC 5322 wants the name quoted (a comma separates
+        // mailboxes), but what was meant is plain, so quote it rather than refuse it.
+        Err(e) => quote_display_name(s)
+            .and_then(|q| q.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{s:?}: not a valid address ({e}); a display name with a comma or another \
+                     special character needs quotes, e.g. '\"Acme, Inc.\" <news@acme.example>'"
+                )
+            })?,
+    };
     // lettre accepts a few things a sending domain should not have.
     let domain = mailbox.email.domain();
     if !domain.contains('.') || domain.starts_with('[') {
@@ -254,6 +264,18 @@ pub fn parse_named_address(s: &str) -> Result<NamedAddress, String> {
 /// non-ASCII domain does not count: [`parse_named_address`] turns it into its A-label.
 pub fn needs_smtputf8(address: &str) -> bool {
     !address.is_ascii()
+}
+
+/// `Name <addr>` with an unquoted name → `"Name" <addr>` (quotes and backslashes escaped);
+/// `None` when `s` is not of that form or the name is already quoted.
+fn quote_display_name(s: &str) -> Option<String> {
+    let (name, rest) = s.rsplit_once('<')?;
+    let name = name.trim();
+    if name.is_empty() || name.starts_with('"') || !rest.ends_with('>') {
+        return None;
+    }
+    let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+    Some(format!("\"{escaped}\" <{rest}"))
 }
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Tue, 14 Nov 2023 22:13:20 +0000`. Written by

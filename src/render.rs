@@ -67,6 +67,9 @@ pub struct Rendered {
     pub text: Option<String>,
     /// Rendered HTML part, if the campaign has one.
     pub html: Option<String>,
+    /// The campaign's extra headers (`[campaign.headers]`), values rendered with the plain
+    /// registry (may still contain CR/LF: `message` sanitises them like every header).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A template could not be compiled (config error, before anything is sent).
@@ -124,6 +127,8 @@ pub struct Templates {
     subject: Part,
     text: Option<Part>,
     html: Option<Part>,
+    /// Extra headers: name, registry name, how its value is rendered.
+    headers: Vec<(String, String, Part)>,
     /// Every top-level field the templates refer to (sorted, unique).
     fields: Vec<String>,
     /// Indices into `fields` that must be present and non-empty in every row.
@@ -147,6 +152,17 @@ impl Templates {
         text: Option<(&Path, &str)>,
         html: Option<(&Path, &str)>,
     ) -> Result<Self, TemplateError> {
+        Self::compile_with_headers(subject, text, html, &[])
+    }
+
+    /// [`Templates::compile`] plus the campaign's extra headers, whose values are templates
+    /// too (`X-User: {{first_name}}`), rendered like the subject: plain, fields required.
+    pub fn compile_with_headers(
+        subject: &str,
+        text: Option<(&Path, &str)>,
+        html: Option<(&Path, &str)>,
+        headers: &[(String, String)],
+    ) -> Result<Self, TemplateError> {
         let mut plain_reg = Handlebars::new();
         plain_reg.set_strict_mode(true);
         plain_reg.register_escape_fn(handlebars::no_escape);
@@ -160,6 +176,16 @@ impl Templates {
         }
         if let Some((path, src)) = html {
             register(&mut html_reg, HTML, &path.display().to_string(), src)?;
+        }
+        // Registry names cannot clash with the three parts (they contain a space).
+        let header_regs: Vec<String> = headers.iter().map(|(n, _)| format!("header {n}")).collect();
+        for ((name, value), reg) in headers.iter().zip(&header_regs) {
+            register(
+                &mut plain_reg,
+                reg,
+                &format!("campaign.headers.{name}"),
+                value,
+            )?;
         }
 
         // Walk every template once to learn which fields it refers to, and where.
@@ -182,6 +208,11 @@ impl Templates {
                 walk.check_names(file)?;
             }
         }
+        for reg in &header_regs {
+            if let Some(t) = plain_reg.get_template(reg) {
+                walk.template(t, 0, false, &[]);
+            }
+        }
         let fields: Vec<String> = walk.all.iter().cloned().collect();
         let required = walk
             .required
@@ -193,12 +224,21 @@ impl Templates {
         let subject_part = plan(compiled[0].0, false).expect("subject registered");
         let text_part = plan(compiled[1].0, false);
         let html_part = plan(compiled[2].0, true);
+        let header_parts = headers
+            .iter()
+            .zip(header_regs)
+            .map(|((name, _), reg)| {
+                let part = plan(plain_reg.get_template(&reg), false).expect("header registered");
+                (name.clone(), reg, part)
+            })
+            .collect();
         Ok(Templates {
             html_reg,
             plain_reg,
             subject: subject_part,
             text: text_part,
             html: html_part,
+            headers: header_parts,
             fields,
             required,
         })
@@ -246,10 +286,16 @@ impl Templates {
             Some(p) => Some(self.part(p, &self.html_reg, HTML, row, &values, &mut ctx)?),
             None => None,
         };
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, reg, p) in &self.headers {
+            let v = self.part(p, &self.plain_reg, reg, row, &values, &mut ctx)?;
+            headers.push((name.clone(), v));
+        }
         Ok(Rendered {
             subject,
             text,
             html,
+            headers,
         })
     }
 

@@ -101,10 +101,11 @@ pub fn store_dir(s: &Settings) -> PathBuf {
 /// Compiles the templates and opens the lists, checking that every field a template uses is
 /// a column of every list (a config error before anything is sent).
 pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)> {
-    let templates = Templates::compile(
+    let templates = Templates::compile_with_headers(
         &s.subject,
         s.text.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
         s.html.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
+        &s.headers,
     )
     .map_err(|e| Error::Config(format!("{}: template {e}", s.file.display())))?;
     let reader =
@@ -621,7 +622,6 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         files: store.files()?,
         from: s.from.clone(),
         reply_to: s.reply_to.clone(),
-        headers: s.headers.clone(),
         message_id_domain: message_id_domain(s),
     });
     let progress = crate::report::progress::spawn(
@@ -629,6 +629,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         stats.clone(),
         opts.quiet,
         campaign_dir(s).join("status.json"),
+        store.clone(),
     );
     let lane_run = lane::run(
         &s.lane,

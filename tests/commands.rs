@@ -202,9 +202,11 @@ async fn import_reports_bad_rows_with_file_and_line_and_is_idempotent() {
     assert_eq!(err.lines().count(), 3, "{err}");
 
     let rows = export(&toml).await;
+    // A domain key starts with `@`, which a spreadsheet takes for a formula: escaped with a
+    // `'` as in pruned.csv (and read back without it).
     assert_eq!(
         addresses(&rows),
-        ["@spam.example", "ann@example.com", "bob@example.com"]
+        ["'@spam.example", "ann@example.com", "bob@example.com"]
     );
     assert_eq!(
         rows[1],
@@ -388,6 +390,151 @@ async fn suppressed_address_and_domain_are_skipped_by_send() {
     assert_eq!(outbox_files(&d.path("out")), expected);
     let o = ok(&["status", &toml]).await;
     assert!(!stdout(&o).contains("warning:"), "{}", show(&o));
+}
+
+/// Issue 11 item 13: export/list escape cells a spreadsheet would run (`=cmd@x.com`), as
+/// pruned.csv does; an import of the export reads the original values back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_escapes_formula_cells_and_import_reads_them_back() {
+    let d = Dir::new();
+    let a = d.campaign("fa", "state-a", "outbox:out", "");
+    let b = d.campaign("fb", "state-b", "outbox:out", "");
+    let file = d.write(
+        "evil.csv",
+        "address,reason,at_ms,source,detail\n\
+         =cmd@x.example,bounce,1,=HYPERLINK(\"http://evil\"),\"-2+3\"\n\
+         +1@x.example,manual,2,cli,\"line\\one\"\n\
+         -x@x.example,manual,3,cli,@SUM(A1)\n",
+    );
+    ok(&[
+        "suppress",
+        "--campaign",
+        &a,
+        "import",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    let o = ok(&["suppress", "--campaign", &a, "export"]).await;
+    let text = stdout(&o);
+    let rows = parse_export(&text);
+    assert_eq!(
+        addresses(&rows),
+        ["'+1@x.example", "'-x@x.example", "'=cmd@x.example"],
+        "{text}"
+    );
+    assert_eq!(rows[2][3], "'=HYPERLINK(\"http://evil\")");
+    assert_eq!(rows[2][4], "'-2+3");
+    assert_eq!(rows[1][4], "'@SUM(A1)");
+    assert_eq!(
+        rows[0][4], "line\\\\one",
+        "a backslash is escaped like in pruned.csv"
+    );
+    for line in text.lines() {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(
+                !matches!(cell.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@')),
+                "unescaped cell {cell:?} in {text}"
+            );
+        }
+    }
+    // `list` escapes the same way.
+    let o = ok(&["suppress", "--campaign", &a, "list"]).await;
+    assert_eq!(parse_export(&stdout(&o)), rows);
+
+    // Import of the export: the original values, not the escaped ones.
+    let out = d.write("exported.csv", &text);
+    ok(&[
+        "suppress",
+        "--campaign",
+        &b,
+        "import",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(export(&b).await, rows);
+    let o = ok(&["suppress", "--campaign", &b, "remove", "=cmd@x.example"]).await;
+    assert!(
+        stdout(&o).contains("removed =cmd@x.example"),
+        "{}",
+        show(&o)
+    );
+}
+
+// ------------------------------------------------------------------ issue 11: list output
+
+/// Item 10: two columns with one name are refused, naming both positions (the second
+/// `email` used to be ignored and the last `first_name` to win).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_list_columns_are_refused_naming_both() {
+    let d = Dir::new();
+    let toml = d.campaign("dup", "state", "outbox:out", "");
+    for (header, want) in [
+        (
+            "email,first_name,email",
+            "has two `email` columns (columns 1 and 3)",
+        ),
+        (
+            "email,first_name,first_name",
+            "has two `first_name` columns (columns 2 and 3)",
+        ),
+    ] {
+        d.write("dup.csv", &format!("{header}\na@x.example,A,B\n"));
+        for cmd in ["check", "send"] {
+            let o = run(&[cmd, &toml, "--quiet"][..if cmd == "send" { 3 } else { 2 }]).await;
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", show(&o));
+            assert!(stderr(&o).contains(want), "{cmd}: {}", show(&o));
+        }
+        assert!(!d.path("out").exists(), "nothing may be sent");
+    }
+}
+
+/// Item 14: `pruned rows N` is followed by reason lines that add up to N; rows kept with a
+/// warning are counted apart under their own heading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_rows_and_kept_warnings_are_counted_apart() {
+    let d = Dir::new();
+    let toml = d.campaign("pr", "state", "outbox:out", "");
+    d.write(
+        "pr.csv",
+        "email,first_name\na@x.example,A\na@x.example,A\nnot-an-address,B\njane@gmial.com,J\n",
+    );
+    for cmd in ["check", "send"] {
+        let o = run(&[cmd, &toml, "--quiet"][..if cmd == "send" { 3 } else { 2 }]).await;
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", show(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("  pruned rows "))
+            .unwrap_or_else(|| panic!("{cmd}: no pruned rows line: {err}"));
+        let n: u64 = lines[at]["  pruned rows ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let reasons: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    "))
+            .copied()
+            .collect();
+        let sum: u64 = reasons
+            .iter()
+            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!((n, sum), (2, 2), "{cmd}: {err}");
+        assert!(reasons.iter().all(|r| !r.contains("kept:")), "{cmd}: {err}");
+        let kept = lines[at + 1 + reasons.len()];
+        assert!(
+            kept.starts_with("  kept with a warning 1 (sent; listed in the report too)"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            lines[at + 2 + reasons.len()].contains("kept:typo_suspect"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------ status warnings

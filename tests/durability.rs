@@ -440,6 +440,40 @@ async fn second_send_refuses_while_status_still_answers() {
 
     let st = camp.status().await;
     assert_eq!(st["campaign"], "locked", "{st}");
+    // The live snapshot has the store's counts, the keys of the idle `--json` (issue 11
+    // item 8: it had only this run's counters).
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(num(&st, "total"), 400, "{st}");
+    let states = [
+        "pending",
+        "in_flight",
+        "sent",
+        "deferred",
+        "bounced",
+        "failed",
+        "skipped",
+        "unknown",
+    ];
+    let sum: u64 = states.iter().map(|k| num(&st, k)).sum();
+    assert_eq!(sum, 400, "{st}");
+    assert!(num(&st, "sent") > 0, "{st}");
+
+    // Without --json: the table `blast status` prints when idle, not raw JSON.
+    let out = run(&["status", camp.toml()], Duration::from_secs(30)).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!text.contains('{'), "raw JSON without --json: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "campaign locked: 400 recipients", "{text}");
+    for (line, state) in lines[1..].iter().zip(states) {
+        let mut w = line.split_whitespace();
+        assert_eq!(w.next(), Some(state), "{text}");
+        w.next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{text}"));
+    }
+    assert!(text.contains("a send is running (pid "), "{text}");
 
     assert!(
         first.try_wait().unwrap().is_none(),
@@ -719,6 +753,20 @@ async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
         err.contains("No space left"),
         "the error does not say the disk is full: {err}"
     );
+    // Said in words (issue 11 item 9): what happened, which path, that nothing recorded is
+    // lost, how to resume; not sled's Debug text.
+    assert!(err.contains("the disk is full"), "{err}");
+    let state = camp.path("state").display().to_string();
+    assert!(
+        err.contains(&state),
+        "the error does not name the path: {err}"
+    );
+    assert!(err.contains("nothing already recorded is lost"), "{err}");
+    assert!(
+        err.contains("run the same `blast send` again to resume"),
+        "{err}"
+    );
+    assert!(!err.contains("Os {"), "raw io::Error Debug text: {err}");
     assert!(at_full < N, "everything was sent before the disk filled up");
 
     std::fs::remove_file(&filler).unwrap();

@@ -187,6 +187,18 @@ async fn accepted_then_kill_9_is_delivered_once_after_restart() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{:?}", out);
     assert!(listed.contains(&id), "{listed}");
+    // The recipient's state reads the same in text as in --json (issue 11 item 14: text said
+    // `Deferred`, JSON `deferred`).
+    let out = setup.blast(&["queue", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("queue list --json");
+    let state = v[0]["rcpts"][0]["status"]
+        .as_str()
+        .expect("a status")
+        .to_string();
+    assert!(
+        listed.contains(&format!("late@x.example ({state}, ")),
+        "{state}: {listed}"
+    );
 
     let sink = blast::sink::start(relay, SinkConfig::default())
         .await
@@ -457,4 +469,36 @@ async fn lettre_submits_to_serve_and_the_relay_receives_it() {
     assert_eq!(got.rcpt_to, vec!["user@x.example"]);
     assert!(String::from_utf8_lossy(&got.data).contains("Subject: Your password reset code"));
     assert!(term(child).success());
+}
+
+/// Issue 11 item 14: without a users file, serve's hint is a command that exists and works
+/// (it suggested `blast user add … --config`, an option `user add` does not have).
+#[test]
+fn missing_users_file_hint_is_a_working_command() {
+    let setup = Setup::new("127.0.0.1:1".parse().unwrap());
+    let users = setup.dir.path().join("users.txt");
+    std::fs::remove_file(&users).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["serve", "--config"])
+        .arg(setup.config())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let hint = format!(
+        "blast user add NAME --domain DOMAIN --users {}",
+        users.display()
+    );
+    assert!(err.contains(&hint), "{err}");
+    // The hint, filled in, is accepted by the real `blast user add`.
+    let out = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["user", "add", "app", "--domain", "acme.example", "--users"])
+        .arg(&users)
+        .env("BLAST_PASSWORD", "s3cret")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(users.exists());
 }

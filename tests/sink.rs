@@ -637,3 +637,39 @@ async fn throughput() {
     assert_eq!(sink.count(), n);
     sink.shutdown().await;
 }
+
+/// Issue 11 item 14: `blast sink --maildir out/` names the files as `out/<n>.eml` (it printed
+/// `out//<n>.eml`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_command_prints_the_maildir_path_without_a_double_slash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = format!("{}/", dir.path().join("out").display());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["sink", "--listen", "127.0.0.1:0", "--maildir", &out])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn blast sink");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let line = loop {
+        let l = timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("blast sink prints its settings")
+            .unwrap()
+            .unwrap_or_else(|| panic!("blast sink ended; printed {seen:?}"));
+        if l.starts_with("writing messages to") {
+            break l;
+        }
+        seen.push(l);
+    };
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    assert_eq!(
+        line,
+        format!("writing messages to {}<n>.eml", out),
+        "{seen:?}"
+    );
+    assert!(!line.contains("//"), "{line}");
+}

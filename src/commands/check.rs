@@ -50,9 +50,8 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
             "  from: {from} has a non-ASCII local part: every message needs SMTPUTF8, and a relay without it refuses them all"
         );
     }
-    eprintln!("  prune report: {}", r.pruned.0.display());
-    for (reason, n) in &r.pruned.1 {
-        eprintln!("    {reason:<22} {n}");
+    for line in crate::list::prune::summary_lines(&r.pruned.1, &r.pruned.0) {
+        eprintln!("{line}");
     }
     // A campaign that can send nobody must not pass: scripts gate `send` on `check`.
     let code = if r.sendable > 0 {

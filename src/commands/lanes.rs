@@ -126,8 +126,18 @@ fn domain_warnings(c: &Settings, users: &Users) -> Vec<Warning> {
 }
 
 /// The fix for a shared domain: a `news.` subdomain, unless a `.parent` entry would cover
-/// that too (then the user's entry is what has to narrow).
+/// that too (then the user's entry is what has to narrow). When only `.parent` entries
+/// cover `domain`, the campaign already has its own subdomain: narrowing is the whole fix
+/// (suggesting `news.news.acme.example` for `news.acme.example` helped nobody).
 fn subdomain_fix(domain: &str, users: &Users, verb: &str) -> String {
+    let senders = users.senders_as(domain);
+    if !senders.is_empty() && senders.iter().all(|(_, d)| d.starts_with('.')) {
+        return format!(
+            "{domain} is already a subdomain of its own; narrow the submission users' domains: {} \
+             cover(s) it (list the exact domains transactional mail uses: `blast user add NAME --domain ...`)",
+            who(&senders)
+        );
+    }
     let sub = format!("news.{domain}");
     let covering = users.senders_as(&sub);
     if covering.is_empty() {
@@ -286,6 +296,14 @@ mod tests {
         assert_eq!(kinds(&w), vec![Kind::FromDomain]);
         assert!(w[0].what.contains("app (.acme.test)"), "{}", w[0]);
         assert!(w[0].fix.contains("narrow"), "{}", w[0]);
+        // It already is the subdomain: no `news.news.acme.test` (issue 11 item 14).
+        assert!(!w[0].fix.contains("news.news."), "{}", w[0]);
+        assert!(
+            w[0].fix
+                .starts_with("news.acme.test is already a subdomain of its own; narrow"),
+            "{}",
+            w[0]
+        );
 
         // No users file: domains are not compared.
         assert!(compare(&c, &priority(PRIO), None).is_empty());

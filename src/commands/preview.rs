@@ -35,7 +35,7 @@ pub fn run(campaign: &Path) -> Result<i32> {
             subject: &r.subject,
             text: r.text.as_deref(),
             html: r.html.as_deref(),
-            headers: &s.headers,
+            headers: &r.headers,
             message_id_domain: s
                 .from
                 .address

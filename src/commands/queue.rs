@@ -149,8 +149,11 @@ fn print_list(entries: &[Entry], json: bool) {
         );
         for r in &e.rcpts {
             println!(
-                "    {} ({:?}, {}) {}",
-                r.addr, r.status, r.attempts, r.last_reply
+                "    {} ({}, {}) {}",
+                r.addr,
+                r.status.name(),
+                r.attempts,
+                r.last_reply
             );
         }
     }

@@ -136,8 +136,10 @@ pub fn list(dir: &Path, state_dir: Option<&Path>, now: DateTime<Utc>) -> Result<
             let _ = writeln!(out, "{}: invalid, not scheduled: {e}", p.display());
         }
     }
+    let mut scheduled = 0;
     for (id, s) in cd.campaigns() {
         let Some(sch) = &s.schedule else { continue };
+        scheduled += 1;
         let paused = state_dir.is_some_and(|d| claims::is_paused(d, &id));
         let _ = writeln!(
             out,
@@ -159,6 +161,14 @@ pub fn list(dir: &Path, state_dir: Option<&Path>, now: DateTime<Utc>) -> Result<
                 t.format("%Y-%m-%d %H:%M:%S UTC")
             );
         }
+    }
+    // An empty answer looked like a hang or a wrong directory: say what was found.
+    if scheduled == 0 {
+        let _ = writeln!(
+            out,
+            "no scheduled campaigns in {} (a campaign file is scheduled by its [schedule] table)",
+            dir.display()
+        );
     }
     Ok(out)
 }

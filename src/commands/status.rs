@@ -97,7 +97,7 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
     let st = match CampaignStore::open(&dir, Duration::from_millis(200)) {
         Ok(st) => st,
         Err(Error::Locked(_)) => {
-            // A send is running: report its snapshot.
+            // A send is running: report its snapshot (JSON with the same keys as below).
             let snap = send::campaign_dir(&s).join("status.json");
             let text = std::fs::read_to_string(&snap).map_err(|e| {
                 Error::io(
@@ -105,7 +105,20 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
                     e,
                 )
             })?;
-            println!("{}", text.trim_end());
+            if json {
+                println!("{}", text.trim_end());
+            } else {
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "a send is running; its snapshot {} is not JSON",
+                            snap.display()
+                        ),
+                        e.into(),
+                    )
+                })?;
+                print_running(&s.id, &v);
+            }
             return Ok(0);
         }
         Err(e) => return Err(e),
@@ -147,10 +160,7 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
         println!("{v}");
         return Ok(0);
     }
-    println!("campaign {}: {} recipients", s.id, c.total);
-    for state in State::ALL {
-        println!("  {:<10} {:>10}", state.name(), c.get(state));
-    }
+    print_table(&s.id, c.total, |st| c.get(st));
     let mut top: Vec<_> = domains.into_iter().collect();
     top.sort_by_key(|d| std::cmp::Reverse(d.1.iter().sum::<u64>()));
     if !top.is_empty() {
@@ -176,6 +186,38 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The counts table, the same whether a send runs or not.
+fn print_table(id: &str, total: u64, count: impl Fn(State) -> u64) {
+    println!("campaign {id}: {total} recipients");
+    for state in State::ALL {
+        println!("  {:<10} {:>10}", state.name(), count(state));
+    }
+}
+
+/// The table from a running send's snapshot, then what only the snapshot knows (this run's
+/// counters) and what waits for the end (domains, errors: they need the store).
+fn print_running(id: &str, v: &serde_json::Value) {
+    let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    let at = n("at_ms")
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
+        .map(|t| format!(" as of {}", t.format("%H:%M:%S UTC")))
+        .unwrap_or_default();
+    match n("total") {
+        Some(total) => print_table(id, total, |st| n(st.name()).unwrap_or(0)),
+        None => println!("campaign {id}: counts not known yet (the send is importing)"),
+    }
+    let run = |k: &str| n(k).unwrap_or(0);
+    println!(
+        "  a send is running (pid {}): counts{at}; this run sent {}, deferred {}, bounced {}, failed {}",
+        n("pid").map_or_else(|| "?".to_string(), |p| p.to_string()),
+        run("sent_this_run"),
+        run("deferred_this_run"),
+        run("bounced_this_run"),
+        run("failed_this_run")
+    );
+    println!("  (domains and last errors are shown once it ends)");
 }
 
 fn error_line(r: &Record) -> String {

@@ -145,17 +145,23 @@ fn entries(state_dir: &Path) -> Result<Vec<(String, Entry)>> {
     Global::shared(state_dir).list()
 }
 
-/// Writes the entries as CSV with [`HEADER`].
+/// Writes the entries as CSV with [`HEADER`], cells escaped as in the prune report (a
+/// leading `=`, `+`, `-` or `@` gets a `'`, controls become visible escapes): keys and
+/// details come from lists and replies, and the file is opened in spreadsheets. `import`
+/// reverses the escapes.
 pub fn write_csv<W: Write>(w: W, entries: &[(String, Entry)]) -> std::io::Result<()> {
+    use crate::list::prune::escape_cell;
     let mut c = csv::Writer::from_writer(w);
     c.write_record(HEADER)?;
+    let mut bufs: [String; 4] = Default::default();
     for (k, e) in entries {
+        let [b0, b1, b2, b3] = &mut bufs;
         c.write_record([
-            k.as_str(),
-            e.reason.as_str(),
+            escape_cell(k, b0),
+            escape_cell(&e.reason, b1),
             &e.at_ms.to_string(),
-            e.source.as_str(),
-            e.detail.as_str(),
+            escape_cell(&e.source, b2),
+            escape_cell(&e.detail, b3),
         ])?;
     }
     c.flush()
@@ -300,11 +306,12 @@ fn row(
             c.width
         ));
     }
-    let field = |i: Option<usize>| -> std::result::Result<&str, String> {
+    use crate::list::prune::unescape_cell;
+    let field = |i: Option<usize>| -> std::result::Result<std::borrow::Cow<'_, str>, String> {
         match i {
-            None => Ok(""),
+            None => Ok("".into()),
             Some(i) => std::str::from_utf8(&rec[i])
-                .map(str::trim)
+                .map(|v| unescape_cell(v.trim()))
                 .map_err(|_| format!("field {} is not valid UTF-8", i + 1)),
         }
     };
@@ -312,27 +319,29 @@ fn row(
     if address.is_empty() {
         return Err("empty address".into());
     }
-    let key = normalise(address)?;
-    let at_ms = match field(c.at_ms)? {
+    let key = normalise(&address)?;
+    let at_ms = match &*field(c.at_ms)? {
         "" => now,
         v => v
             .parse::<u64>()
             .map_err(|_| format!("at_ms {v:?} is not a number of milliseconds"))?,
     };
-    let reason = match field(c.reason)? {
-        "" => default_reason,
-        r => r,
+    let reason = field(c.reason)?;
+    let reason = if reason.is_empty() {
+        default_reason
+    } else {
+        &reason
     };
-    let src = match field(c.source)? {
-        "" => source,
-        s => s,
-    };
+    let src = field(c.source)?;
+    let src = if src.is_empty() { source } else { &src };
     // `detail` is kept as written (a reply text may end in spaces; quoting preserved them).
     let detail = match c.detail {
         None => String::new(),
-        Some(i) => std::str::from_utf8(&rec[i])
-            .map_err(|_| format!("field {} is not valid UTF-8", i + 1))?
-            .to_string(),
+        Some(i) => unescape_cell(
+            std::str::from_utf8(&rec[i])
+                .map_err(|_| format!("field {} is not valid UTF-8", i + 1))?,
+        )
+        .into_owned(),
     };
     Ok((
         key,

@@ -64,8 +64,6 @@ pub struct MessageSpec {
     pub from: NamedAddress,
     /// Reply-To.
     pub reply_to: Option<NamedAddress>,
-    /// Extra headers.
-    pub headers: Vec<(String, String)>,
     /// Domain for Message-IDs.
     pub message_id_domain: String,
 }
@@ -92,7 +90,7 @@ impl MessageSpec {
             subject: &rendered.subject,
             text: rendered.text.as_deref(),
             html: rendered.html.as_deref(),
-            headers: &self.headers,
+            headers: &rendered.headers,
             message_id_domain: &self.message_id_domain,
             date: chrono::Utc::now().timestamp(),
         };

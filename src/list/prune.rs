@@ -147,9 +147,33 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// The prune counts as `send` and `check` print them: dropped rows under `pruned rows N`,
+/// then rows kept with a warning (`kept:…`, sent and also in the report) counted apart, so
+/// the reason lines under each heading add up to its number.
+pub fn summary_lines(counts: &BTreeMap<String, u64>, report: &Path) -> Vec<String> {
+    let (kept, dropped): (Vec<_>, Vec<_>) =
+        counts.iter().partition(|(k, _)| k.starts_with("kept:"));
+    let sum = |v: &[(&String, &u64)]| v.iter().map(|(_, n)| **n).sum::<u64>();
+    let mut out = vec![format!(
+        "  pruned rows {} (report: {})",
+        sum(&dropped),
+        report.display()
+    )];
+    out.extend(dropped.iter().map(|(r, n)| format!("    {r:<22} {n}")));
+    if !kept.is_empty() {
+        out.push(format!(
+            "  kept with a warning {} (sent; listed in the report too)",
+            sum(&kept)
+        ));
+        out.extend(kept.iter().map(|(r, n)| format!("    {r:<22} {n}")));
+    }
+    out
+}
+
 /// Makes `cell` safe for a one-row-per-line, formula-free report, borrowing it unchanged
-/// in the common case.
-fn escape_cell<'a>(cell: &'a str, buf: &'a mut String) -> &'a str {
+/// in the common case. Also used by `blast suppress export|list`, whose keys and details come
+/// from lists and replies just the same.
+pub(crate) fn escape_cell<'a>(cell: &'a str, buf: &'a mut String) -> &'a str {
     let formula = matches!(cell.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@'));
     if !formula && !cell.chars().any(needs_escape) {
         return cell;
@@ -174,6 +198,49 @@ fn escape_cell<'a>(cell: &'a str, buf: &'a mut String) -> &'a str {
     buf
 }
 
+/// Reverses [`escape_cell`], so a file blast wrote reads back as the values it had (`blast
+/// suppress import` of an export). A cell blast did not escape comes back unchanged unless it
+/// holds one of the escapes (`'=`, `\\`, `\n`, …).
+pub(crate) fn unescape_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    let cell = match cell.strip_prefix('\'') {
+        Some(rest) if matches!(rest.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@')) => rest,
+        _ => cell,
+    };
+    if !cell.contains('\\') {
+        return std::borrow::Cow::Borrowed(cell);
+    }
+    let mut out = String::with_capacity(cell.len());
+    let mut chars = cell.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) if hex.len() == 4 => out.push(ch),
+                    _ => {
+                        out.push_str("\\u");
+                        out.push_str(&hex);
+                    }
+                }
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Characters that would break a row across lines or hide in it: C0/C1 controls, DEL,
 /// the Unicode line/paragraph separators, and the backslash used for the escapes.
 fn needs_escape(c: char) -> bool {
@@ -183,6 +250,23 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_reverses_escape() {
+        for cell in [
+            "=cmd|' /C calc'!A0",
+            "+1@x.example",
+            "-x",
+            "@acme.example",
+            "a\r\nb\\c\u{0}d\u{2028}",
+            "plain",
+            "'quoted",
+        ] {
+            let mut buf = String::new();
+            let e = escape_cell(cell, &mut buf).to_string();
+            assert_eq!(unescape_cell(&e), cell, "{e:?}");
+        }
+    }
 
     #[test]
     fn writes_one_row_per_line_and_counts() {

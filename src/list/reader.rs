@@ -53,6 +53,20 @@ pub enum ListError {
         /// 1-based column number of the first bad header cell.
         column: usize,
     },
+    /// Two header cells have the same name: which one a template (or the address) would use
+    /// is a guess, so the file is refused. For the email column, names that differ only in
+    /// case count too (it is matched without case).
+    #[error("list {} has two `{name}` columns (columns {first} and {second}): rename or remove one", path.display())]
+    DuplicateColumn {
+        /// The list file.
+        path: PathBuf,
+        /// The repeated name (as the second cell spells it).
+        name: String,
+        /// 1-based position of the first cell with that name.
+        first: usize,
+        /// 1-based position of the second one.
+        second: usize,
+    },
     /// No header cell names the email column.
     #[error("list {} has no `{column}` column (columns: {})", path.display(), found.join(", "))]
     NoEmailColumn {
@@ -451,7 +465,22 @@ fn read_header(rdr: &mut csv::Reader<Scan<File>>, path: &Path) -> Result<Vec<Str
             path: path.to_owned(),
         });
     }
+    // Unnamed cells (a trailing comma) are never looked up, so only named ones must be unique.
+    for (j, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+        if let Some(i) = names[..j].iter().position(|n| n == name) {
+            return Err(duplicate(path, name, i, j));
+        }
+    }
     Ok(names)
+}
+
+fn duplicate(path: &Path, name: &str, i: usize, j: usize) -> ListError {
+    ListError::DuplicateColumn {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        first: i + 1,
+        second: j + 1,
+    }
 }
 
 /// Exact header match first; then ASCII case-insensitive, because exports write `Email`,
@@ -485,6 +514,13 @@ impl ListReader {
                     column: email_column.to_owned(),
                     found: columns.clone(),
                 })?;
+            // `Email` and `email` would both be taken for the address column.
+            let wanted = email_column.trim();
+            let mut matches =
+                (0..columns.len()).filter(|&i| columns[i].eq_ignore_ascii_case(wanted));
+            if let (Some(i), Some(j)) = (matches.next(), matches.next()) {
+                return Err(duplicate(path, &columns[j], i, j));
+            }
             let size = rdr.get_ref().inner.metadata().map(|m| m.len()).unwrap_or(0);
             files.push(FileInfo {
                 columns,
@@ -767,6 +803,42 @@ mod tests {
             });
         }
         out
+    }
+
+    #[test]
+    fn duplicate_header_names_are_refused_naming_both_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "d.csv",
+            b"email,first_name,email\na@x.example,A,b@x.example\n",
+        );
+        let e = ListReader::open(&[p], "email").unwrap_err().to_string();
+        assert!(
+            e.contains("d.csv has two `email` columns (columns 1 and 3)"),
+            "{e}"
+        );
+        let p = write(
+            &dir,
+            "f.csv",
+            b"email,first_name,code,first_name\na@x.example,A,1,B\n",
+        );
+        let e = ListReader::open(&[p], "email").unwrap_err().to_string();
+        assert!(
+            e.contains("two `first_name` columns (columns 2 and 4)"),
+            "{e}"
+        );
+        // The email column is matched without case, so `Email` and `EMAIL` clash too.
+        let p = write(
+            &dir,
+            "c.csv",
+            b"Email,name,EMAIL\na@x.example,A,b@x.example\n",
+        );
+        let e = ListReader::open(&[p], "email").unwrap_err().to_string();
+        assert!(e.contains("two `EMAIL` columns (columns 1 and 3)"), "{e}");
+        // Other names differing in case are different template fields; blank cells are fine.
+        let p = write(&dir, "ok.csv", b"email,Name,name,,\na@x.example,A,B,,\n");
+        ListReader::open(&[p], "email").unwrap();
     }
 
     #[test]

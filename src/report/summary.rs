@@ -33,16 +33,8 @@ pub fn print(s: &Summary) {
         s.imported.kept,
         s.import_time.as_secs_f64()
     );
-    let pruned: u64 = s
-        .pruned
-        .1
-        .iter()
-        .filter(|(k, _)| !k.starts_with("kept:"))
-        .map(|(_, v)| v)
-        .sum();
-    eprintln!("  pruned rows {pruned} (report: {})", s.pruned.0.display());
-    for (reason, n) in &s.pruned.1 {
-        eprintln!("    {reason:<22} {n}");
+    for line in crate::list::prune::summary_lines(&s.pruned.1, &s.pruned.0) {
+        eprintln!("{line}");
     }
     if s.removed > 0 {
         eprintln!(
@@ -110,18 +102,26 @@ pub fn write_snapshot(path: &Path, campaign: &str, c: &Counts, running: bool) {
     let _ = write_atomic(path, v.to_string().as_bytes());
 }
 
-/// Writes live progress counters as the snapshot while a send runs.
-pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats) {
-    let v = serde_json::json!({
-        "campaign": campaign,
-        "running": true,
-        "pid": std::process::id(),
-        "eligible_at_start": s.eligible.load(Ordering::Relaxed),
-        "sent_this_run": s.sent.load(Ordering::Relaxed),
-        "deferred_this_run": s.deferred.load(Ordering::Relaxed),
-        "bounced_this_run": s.bounced.load(Ordering::Relaxed),
-        "failed_this_run": s.failed.load(Ordering::Relaxed),
-    });
+/// Writes the snapshot while a send runs: the store's counts (the keys of
+/// [`counts_json`], `running: true`), when it could count them, and this run's counters.
+pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats, counts: Option<&Counts>) {
+    let mut v = match counts {
+        Some(c) => counts_json(campaign, c, true),
+        None => serde_json::json!({"campaign": campaign, "running": true}),
+    };
+    if let serde_json::Value::Object(m) = &mut v {
+        for (k, n) in [
+            ("pid", u64::from(std::process::id())),
+            ("at_ms", crate::store::now_ms()),
+            ("eligible_at_start", s.eligible.load(Ordering::Relaxed)),
+            ("sent_this_run", s.sent.load(Ordering::Relaxed)),
+            ("deferred_this_run", s.deferred.load(Ordering::Relaxed)),
+            ("bounced_this_run", s.bounced.load(Ordering::Relaxed)),
+            ("failed_this_run", s.failed.load(Ordering::Relaxed)),
+        ] {
+            m.insert(k.into(), n.into());
+        }
+    }
     let _ = write_atomic(path, v.to_string().as_bytes());
 }
 

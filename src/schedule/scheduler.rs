@@ -5,7 +5,8 @@
 //! Decisions per campaign, with its cursor (every slot at or before it is decided):
 //! - slots in (cursor, now]: only the latest can run — never a burst; earlier ones are
 //!   recorded as one `missed` entry that counts them;
-//! - paused: the latest is recorded `skipped`;
+//! - paused: the latest is recorded `skipped`, once per pause: later slots of the same pause
+//!   update that record's note (how many, up to when) instead of adding one per slot;
 //! - a run of the campaign still going (or waiting to resume): `overlap = "skip"` records the
 //!   slot `skipped` with a warning; `"wait"` leaves it due and runs it when the run ends;
 //! - noticed within `on_time` of its time: claimed and run; later than that it was missed
@@ -80,6 +81,9 @@ struct Scheduler {
     resume: HashMap<String, (RunRecord, DateTime<Utc>)>,
     /// `overlap = "wait"`: a slot came while the campaign's run was going.
     waited: HashSet<String>,
+    /// The `skipped` record of each campaign's current pause and the slots it covers. In
+    /// memory only: after a restart a pause that goes on gets one new record.
+    pauses: HashMap<String, (RunRecord, u64)>,
     done_tx: mpsc::UnboundedSender<Done>,
     dirty: bool,
 }
@@ -105,6 +109,7 @@ pub async fn run(
         active: HashMap::new(),
         resume: HashMap::new(),
         waited: HashSet::new(),
+        pauses: HashMap::new(),
         done_tx,
         dirty: true,
     };
@@ -221,6 +226,11 @@ impl Scheduler {
         let Some(sch) = &base.schedule else {
             return Ok(());
         };
+        // Checked on every pass, so a resume ends the pause even when no slot is due.
+        let paused = claims::is_paused(&self.cfg.state_dir, id);
+        if !paused {
+            self.pauses.remove(id);
+        }
         let cursor = match self.cursor(id)? {
             Some(c) => c,
             None => {
@@ -245,9 +255,8 @@ impl Scheduler {
             .or(self.resume.get(id).map(|(r, _)| r))
             .map(|r| r.id.clone());
         let (earlier, last_earlier) = between(sch, cursor, latest);
-        if claims::is_paused(&self.cfg.state_dir, id) {
-            let note = format!("campaign paused{}", count_note(earlier));
-            return self.pass(id, latest, RunStatus::Skipped, note, now);
+        if paused {
+            return self.paused(id, latest, earlier + 1, now);
         }
         if let Some(running) = busy {
             return match sch.overlap {
@@ -332,6 +341,38 @@ impl Scheduler {
         self.claims.commit(id, rec.slot_ms, Some(&rec))?;
         self.dirty = true;
         self.emit(Event::Passed(rec));
+        Ok(())
+    }
+
+    /// Records `slots` more slots (the latest at `slot`) passed over while `id` is paused: the
+    /// first time as a `skipped` run, then by updating that run's note, so a 20-second cron
+    /// paused for a day is one entry, not 4,320.
+    fn paused(
+        &mut self,
+        id: &str,
+        slot: DateTime<Utc>,
+        slots: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some((rec, count)) = self.pauses.get_mut(id) else {
+            let note = format!("campaign paused{}", count_note(slots - 1));
+            let rec = Self::record(id, slot, RunStatus::Skipped, note, now);
+            self.pauses.insert(id.to_string(), (rec.clone(), slots));
+            self.claims.commit(id, rec.slot_ms, Some(&rec))?;
+            self.dirty = true;
+            self.emit(Event::Passed(rec));
+            return Ok(());
+        };
+        *count += slots;
+        rec.note = format!(
+            "campaign paused; {count} slot(s) skipped, the last at {}",
+            slot.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        rec.finished_ms = Some(now.timestamp_millis());
+        // The cursor moves on; the record stays the one of the pause's first slot.
+        self.claims
+            .commit(id, slot.timestamp_millis(), Some(&*rec))?;
+        self.dirty = true;
         Ok(())
     }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{duration, host_name, lane_settings, LaneSettings, Locator, RawLane};
+use crate::config::{
+    at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawLane,
+};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -30,12 +32,14 @@ struct RawServe {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     allow_networks: Option<Vec<Spanned<String>>>,
+    /// Required beside an `allow_networks` entry that covers the whole internet.
+    i_know_this_is_an_open_relay: Option<bool>,
     max_message_size: Option<Spanned<u64>>,
     max_recipients: Option<Spanned<u32>>,
     max_connections: Option<Spanned<u32>>,
     max_connections_per_ip: Option<Spanned<u32>>,
     idle_timeout: Option<Spanned<String>>,
-    auth_fail_limit: Option<u32>,
+    auth_fail_limit: Option<Spanned<u32>>,
     auth_block: Option<Spanned<String>>,
     campaigns_dir: Option<String>,
     blast_threads: Option<Spanned<u32>>,
@@ -155,9 +159,21 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
     };
     let mut allow_networks = Vec::new();
     for n in s.allow_networks.iter().flatten() {
-        allow_networks.push(
-            parse_cidr(n.get_ref()).or_else(|m| loc.err(n.span(), "serve.allow_networks", m))?,
-        );
+        let net =
+            parse_cidr(n.get_ref()).or_else(|m| loc.err(n.span(), "serve.allow_networks", m))?;
+        if is_open_relay(net) && s.i_know_this_is_an_open_relay != Some(true) {
+            return loc.err(
+                n.span(),
+                "serve.allow_networks",
+                format!(
+                    "{:?} lets anyone on the internet relay through the priority lane without AUTH \
+                     (an open relay, listed within hours): name your own networks, or set \
+                     i_know_this_is_an_open_relay = true in [serve] if that is really meant",
+                    n.get_ref()
+                ),
+            );
+        }
+        allow_networks.push(net);
     }
     let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<usize> {
         match v {
@@ -198,7 +214,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "serve.idle_timeout",
             Duration::from_secs(300),
         )?,
-        auth_fail_limit: s.auth_fail_limit.unwrap_or(5).max(1),
+        auth_fail_limit: at_least_one(&loc, &s.auth_fail_limit, "serve.auth_fail_limit", 5)?,
         auth_block: duration(
             &loc,
             &s.auth_block,
@@ -221,6 +237,15 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         )?,
         priority,
     })
+}
+
+/// Whether a network is so wide it is the internet rather than someone's own network: shorter
+/// than 10.0.0.0/8 for IPv4, than fc00::/7 (unique local) for IPv6, the widest private ranges.
+fn is_open_relay((ip, len): (IpAddr, u8)) -> bool {
+    match ip {
+        IpAddr::V4(_) => len < 8,
+        IpAddr::V6(_) => len < 7,
+    }
 }
 
 /// Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128).
@@ -247,6 +272,30 @@ pub fn parse_cidr(s: &str) -> std::result::Result<(IpAddr, u8), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_relay_needs_the_explicit_switch() {
+        for open in ["0.0.0.0/0", "::/0", "0.0.0.0/1"] {
+            let bad = GOOD.replace("10.0.0.0/8", open);
+            let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+            assert!(
+                e.contains("b.toml:4: serve.allow_networks:")
+                    && e.contains("open relay")
+                    && e.contains("i_know_this_is_an_open_relay"),
+                "{open}: {e}"
+            );
+            let meant = bad.replace(
+                "allow_networks",
+                "i_know_this_is_an_open_relay = true\nallow_networks",
+            );
+            let s = parse(Path::new("b.toml"), &meant).unwrap();
+            assert_eq!(s.listener.allow_networks.len(), 1);
+        }
+        // Private ranges are anyone's own networks.
+        for own in ["10.0.0.0/8", "192.168.0.0/16", "fc00::/7", "127.0.0.1"] {
+            parse(Path::new("b.toml"), &GOOD.replace("10.0.0.0/8", own)).unwrap();
+        }
+    }
 
     const GOOD: &str = r#"
 [serve]
@@ -286,7 +335,14 @@ helo = "mail.acme.example"
         let bad = GOOD.replace("smtp://127.0.0.1:2526", "smtp://");
         let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
         assert!(e.contains("priority.transport"), "{e}");
-        let bad = GOOD.replace("10.0.0.0/8", "10.0.0.0/33");
+        let bad = GOOD.replace("submission", "auth_fail_limit = 0\nsubmission");
+        let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("b.toml:3: serve.auth_fail_limit: must be at least 1"),
+            "{e}"
+        );
+        let bad = GOOD.replace("10.0.0.0/33", "x");
+        let bad = bad.replace("10.0.0.0/8", "10.0.0.0/33");
         let e = parse(Path::new("b.toml"), &bad).unwrap_err().to_string();
         assert!(e.contains("b.toml:4: serve.allow_networks"), "{e}");
     }

@@ -65,8 +65,8 @@ fn load_users(s: &ServeSettings) -> Result<Users> {
     }
     Users::load(&s.users).map_err(|e| {
         Error::Config(format!(
-            "{e} (create users with `blast user add NAME --domain DOMAIN --config {}`)",
-            s.file.display()
+            "{e} (create users with `blast user add NAME --domain DOMAIN --users {}`)",
+            s.users.display()
         ))
     })
 }

@@ -518,7 +518,8 @@ pub async fn run(args: SinkArgs) -> std::io::Result<()> {
         println!("requiring AUTH PLAIN as {user}");
     }
     if let Some(dir) = &args.maildir {
-        println!("writing messages to {}/<n>.eml", dir.display());
+        // join, not "{dir}/…": `--maildir out/` printed `out//<n>.eml`.
+        println!("writing messages to {}", dir.join("<n>.eml").display());
     }
     for r in &args.rules {
         println!("rule: {r}");

@@ -49,6 +49,17 @@ pub enum RcptStatus {
 }
 
 impl RcptStatus {
+    /// The name `--json` uses too (`deferred`), for text output.
+    pub fn name(self) -> &'static str {
+        match self {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Deferred => "deferred",
+            RcptStatus::Sent => "sent",
+            RcptStatus::Bounced => "bounced",
+            RcptStatus::Failed => "failed",
+        }
+    }
+
     /// Final: never tried again.
     pub fn is_final(self) -> bool {
         matches!(

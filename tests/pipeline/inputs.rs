@@ -288,3 +288,53 @@ async fn a_non_ascii_from_domain_goes_out_as_punycode() {
         assert!(from.contains("news@xn--acm-dma.example"), "{from}");
     }
 }
+
+/// Issue 11 item 11: a display name with a comma is taken (and sent quoted); header values
+/// are templates, rendered per recipient and sanitised like every header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comma_in_from_name_and_templated_extra_headers() {
+    let sink = start_sink(vec![]).await;
+    let f = Fixture::new();
+    f.write(
+        "list.csv",
+        "email,first_name,code\r\njane@t.example,Jane,1\r\ninj@t.example,\"x\r\nBcc: victim@example.com\",2\r\n",
+    );
+    let toml = campaign_toml("t11", sink.addr, &["list.csv"], "")
+        .replace("Acme News <news@", "Acme, Inc. <news@")
+        .replace(
+            "\"X-Campaign\" = \"t11\"",
+            "\"X-Campaign\" = \"t11\"\n\"X-User\" = \"{{first_name}} ({{code}})\"",
+        );
+    let s = f.campaign("t11", &toml);
+    assert_eq!(s.from.name, "Acme, Inc.");
+    let summary = send_ok(&s).await;
+    assert_eq!(summary.exit_code(), 0, "{summary:?}");
+    let got = by_rcpt(&sink);
+    let jane = &got["jane@t.example"][0].data;
+    assert_eq!(
+        header(jane, "From").as_deref(),
+        Some("\"Acme, Inc.\" <news@acme.example>")
+    );
+    assert_eq!(header(jane, "X-User").as_deref(), Some("Jane (1)"));
+    assert_eq!(header(jane, "X-Campaign").as_deref(), Some("t11"));
+    let inj = &got["inj@t.example"][0].data;
+    let head = header_block(inj);
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\nbcc:"),
+        "injected header through X-User:\n{head}"
+    );
+    assert_eq!(
+        header(inj, "X-User").as_deref(),
+        Some("x Bcc: victim@example.com (2)")
+    );
+    assert_eq!(sink.attempts("victim@example.com"), 0);
+
+    // A malformed address still fails, and the message says how to quote a name.
+    let bad = toml.replace("Acme, Inc. <news@acme.example>", "Acme, Inc. news@acme");
+    let p = f.write("bad.toml", &bad);
+    let e = blast::config::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("campaign.from") && e.contains("needs quotes"),
+        "{e}"
+    );
+}

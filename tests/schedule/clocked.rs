@@ -322,15 +322,28 @@ async fn pause_skips_slots_and_resume_runs_the_next() {
             |e| matches!(e, Event::Passed(r) if r.status == RunStatus::Skipped),
         )
         .await;
+    // Two more slots of the same pause: still one record, its note counts them (issue 11
+    // item 13: it used to be one `skipped` run per slot).
+    for t in ["2026-01-05T10:00:00Z", "2026-01-05T11:00:00Z"] {
+        clock.set(utc(t));
+        serve.pass_at(utc(t)).await;
+    }
     // While serve holds the store, `blast schedule runs` reads its snapshot.
     let (listed, from) = blast::commands::schedule::runs(&state, "news").unwrap();
     assert!(from.is_some());
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
     assert!(listed[0].note.contains("paused"));
+    assert!(
+        listed[0]
+            .note
+            .contains("3 slot(s) skipped, the last at 2026-01-05 11:00:00 UTC"),
+        "{}",
+        listed[0].note
+    );
     claims::set_paused(&state, "news", false).unwrap();
-    clock.set(utc("2026-01-05T10:00:00Z"));
+    clock.set(utc("2026-01-05T12:00:00Z"));
     serve
-        .finished("news@20260105T100000Z", RunStatus::Done)
+        .finished("news@20260105T120000Z", RunStatus::Done)
         .await;
     serve.stop().await;
     assert_exactly_once(&sink, &list);

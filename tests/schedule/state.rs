@@ -238,3 +238,26 @@ async fn a_second_scheduler_on_the_same_state_dir_refuses() {
     assert!(matches!(err, blast::error::Error::Locked(_)), "{err}");
     first.stop().await;
 }
+
+/// Issue 11 item 13: `blast schedule list` with no scheduled campaign says so (it printed
+/// nothing, which looked like a wrong directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_list_without_scheduled_campaigns_says_so() {
+    let f = Fixture::new();
+    let dir = f.dir.path().to_str().unwrap();
+    let state = f.path("serve");
+    let out = schedule_list(dir, state.to_str().unwrap()).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("no scheduled campaigns in {dir} (a campaign file is scheduled by its [schedule] table)")
+    );
+    // A campaign file without [schedule] is not scheduled either.
+    let toml =
+        crate::pipeline::campaign_toml("plain", "127.0.0.1:1".parse().unwrap(), &["l.csv"], "");
+    f.write("plain.toml", toml);
+    let out = schedule_list(dir, state.to_str().unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("no scheduled campaigns in "), "{text}");
+}
