@@ -839,7 +839,12 @@ async fn kill9_after_user_unknown_bounces_every_bounce_ends_suppressed() {
     assert_eq!(bad.len(), 60);
     let rules = bad
         .iter()
-        .map(|a| Rule::new(a.clone(), Action::RcptReply(550, "5.1.1 no such user".into())))
+        .map(|a| {
+            Rule::new(
+                a.clone(),
+                Action::RcptReply(550, "5.1.1 no such user".into()),
+            )
+        })
         .collect();
     let sink = start_sink(rules).await;
     let camp = Camp::new(
@@ -856,14 +861,22 @@ async fn kill9_after_user_unknown_bounces_every_bounce_ends_suppressed() {
     // likely still on the way to the writer, or between the list and the commit).
     let mut child = camp.spawn_send("run1.err", &[]);
     let killed1 = kill9_when(&mut child, &camp, "run1.err", || rejected() >= 2).await;
-    assert!(killed1, "run 1 ended before the kill: {}", camp.log("run1.err"));
+    assert!(
+        killed1,
+        "run 1 ended before the kill: {}",
+        camp.log("run1.err")
+    );
     let at1 = assert_committed_bounces_are_suppressed(&camp, "after kill 1").await;
     let sent1 = sink.count();
 
     // Kill 2: half-way through the bad addresses.
     let mut child = camp.spawn_send("run2.err", &[]);
     let killed2 = kill9_when(&mut child, &camp, "run2.err", || rejected() >= 30).await;
-    assert!(killed2, "run 2 ended before the kill: {}", camp.log("run2.err"));
+    assert!(
+        killed2,
+        "run 2 ended before the kill: {}",
+        camp.log("run2.err")
+    );
     let at2 = assert_committed_bounces_are_suppressed(&camp, "after kill 2").await;
     let sent2 = sink.count();
     assert!(sent2 < N - bad.len(), "everything was sent before kill 2");
@@ -1055,7 +1068,10 @@ async fn relay_gone_mid_send_exits_75_and_rerun_delivers_everyone_once() {
     assert_eq!(st.code(), Some(75), "{err}");
     assert!(err.contains("unavailable since"), "{err}");
     let first = maildir_codes(maildir.path());
-    assert!(first.len() < N, "everything was sent before the relay went away");
+    assert!(
+        first.len() < N,
+        "everything was sent before the relay went away"
+    );
 
     let recs = camp.records();
     assert_eq!(recs.len(), N);

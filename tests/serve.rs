@@ -431,7 +431,12 @@ async fn kill_9_of_serve_after_user_unknown_bounces_keeps_them_on_the_global_lis
     assert_eq!(bad.len(), 20);
     let rules = bad
         .iter()
-        .map(|a| Rule::new(a.clone(), Action::RcptReply(550, "5.1.1 no such user".into())))
+        .map(|a| {
+            Rule::new(
+                a.clone(),
+                Action::RcptReply(550, "5.1.1 no such user".into()),
+            )
+        })
         .collect();
     let sink = crate::pipeline::start_sink(rules).await;
     let setup = Setup::new(free_port());
@@ -533,13 +538,24 @@ async fn kill_9_of_serve_after_user_unknown_bounces_keeps_them_on_the_global_lis
 
     assert!(term(child).success());
     // serve stopped: the store itself.
-    assert_eq!(global_list(&setup), bad_set, "the global list after serve stopped");
+    assert_eq!(
+        global_list(&setup),
+        bad_set,
+        "the global list after serve stopped"
+    );
     let runs = crate::schedule::runs(&state, "weekly");
     assert_eq!(runs.len(), 1, "one run for the one slot: {runs:?}");
     let run = &runs[0];
     assert_eq!(run.status.name(), "done", "{run:?}");
-    assert!(run.attempts >= 3, "resumed twice, not claimed again: {run:?}");
-    assert_eq!(run.counts.get("bounced"), Some(&(bad.len() as u64)), "{run:?}");
+    assert!(
+        run.attempts >= 3,
+        "resumed twice, not claimed again: {run:?}"
+    );
+    assert_eq!(
+        run.counts.get("bounced"),
+        Some(&(bad.len() as u64)),
+        "{run:?}"
+    );
     assert_eq!(
         run.counts.get("sent"),
         Some(&((N - bad.len()) as u64)),

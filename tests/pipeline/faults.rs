@@ -418,7 +418,10 @@ async fn strict_relay_blast_lane(pipelining: bool) {
     assert_eq!(summary.exit_code(), 0, "{summary:?}");
     assert_eq!(summary.counts.get(State::Sent), ok.len() as u64);
     assert_eq!(summary.counts.get(State::Bounced), 2);
-    assert_eq!(summary.suppressed, 0, "a local refusal is not about the address");
+    assert_eq!(
+        summary.suppressed, 0,
+        "a local refusal is not about the address"
+    );
     let recs = records(&s);
     let r = &recs[big];
     assert_eq!(r.state, State::Bounced, "{r:?}");
@@ -436,7 +439,9 @@ async fn strict_relay_blast_lane(pipelining: bool) {
     assert_eq!(sink.attempts(utf8), 0);
     assert_exactly_once(&sink, &ok);
     assert_eq!(violations(&sink), Vec::<String>::new());
-    let listed = blast::owner::Global::shared(s.suppression_state_dir()).list().unwrap();
+    let listed = blast::owner::Global::shared(s.suppression_state_dir())
+        .list()
+        .unwrap();
     assert!(listed.is_empty(), "suppressed: {listed:?}");
 }
 
