@@ -302,90 +302,6 @@ async fn kill_9_mid_scheduled_run_resumes_the_same_run_once() {
     );
 }
 
-/// `blast send --config blast.toml`: a campaign's bounces go to serve's (global) suppression
-/// list, which `blast suppress --config` shows and the next campaign honours.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_with_the_server_config_shares_the_global_suppression_list() {
-    use blast::sink::{Action, Rule};
-    let sink = crate::pipeline::start_sink(vec![Rule::new(
-        "gone@x.example",
-        Action::RcptReply(550, "5.1.1 no such user".into()),
-    )])
-    .await;
-    let setup = Setup::new(free_port());
-    let f = crate::pipeline::Fixture::new();
-    let list = vec!["ok@x.example".to_string(), "gone@x.example".to_string()];
-    f.write("l.csv", crate::pipeline::csv_list(&list));
-    let a = f.write(
-        "a.toml",
-        crate::pipeline::campaign_toml("a", sink.addr, &["l.csv"], ""),
-    );
-    let b = f.write(
-        "b.toml",
-        crate::pipeline::campaign_toml("b", sink.addr, &["l.csv"], ""),
-    );
-    let send = |campaign: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_blast"))
-            .args(["send", "--quiet", "--config"])
-            .arg(setup.config())
-            .arg(campaign)
-            .output()
-            .unwrap()
-    };
-    let out = tokio::task::block_in_place(|| send(&a));
-    assert!(out.status.success(), "{out:?}");
-    let listed = setup.blast(&["suppress", "list"]);
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("gone@x.example"), "{listed}");
-    assert!(
-        !f.path("state/suppression").exists(),
-        "the campaign's own state dir holds no list"
-    );
-    let out = tokio::task::block_in_place(|| send(&b));
-    assert!(out.status.success(), "{out:?}");
-    let by = crate::pipeline::by_rcpt(&sink);
-    assert_eq!(by["ok@x.example"].len(), 2);
-    assert_eq!(
-        sink.attempts("gone@x.example"),
-        1,
-        "suppressed for campaign b"
-    );
-}
-
-/// lettre, an application's mail library, submits to `blast serve` (AUTH over loopback, no
-/// TLS) and the message arrives at the priority lane's relay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lettre_submits_to_serve_and_the_relay_receives_it() {
-    use lettre::transport::smtp::authentication::Credentials;
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-    let sink = blast::sink::start("127.0.0.1:0".parse().unwrap(), SinkConfig::default())
-        .await
-        .unwrap();
-    let setup = Setup::new(sink.addr);
-    let (child, addr) = setup.spawn();
-    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(addr.port())
-        .credentials(Credentials::new("app".into(), "s3cret".into()))
-        .build();
-    let msg = Message::builder()
-        .from("Acme <app@acme.example>".parse().unwrap())
-        .to("user@x.example".parse().unwrap())
-        .subject("Your password reset code")
-        .body("Code: 424242".to_string())
-        .unwrap();
-    let rep = tokio::time::timeout(WAIT, mailer.send(msg))
-        .await
-        .expect("in time")
-        .expect("accepted");
-    assert!(rep.is_positive());
-    wait_until("delivery", || sink.count() == 1).await;
-    let got = &sink.received()[0];
-    assert_eq!(got.mail_from, "app@acme.example");
-    assert_eq!(got.rcpt_to, vec!["user@x.example"]);
-    assert!(String::from_utf8_lossy(&got.data).contains("Subject: Your password reset code"));
-    assert!(term(child).success());
-}
-
 /// `blast suppress --config blast.toml list` (through serve's control socket while it runs,
 /// else the store opened directly): the listed keys.
 fn global_list(setup: &Setup) -> std::collections::HashSet<String> {
@@ -563,4 +479,88 @@ async fn kill_9_of_serve_after_user_unknown_bounces_keeps_them_on_the_global_lis
     );
     let by = crate::pipeline::by_rcpt(&sink);
     assert_eq!(by.len(), N - bad.len(), "every good address delivered");
+}
+
+/// `blast send --config blast.toml`: a campaign's bounces go to serve's (global) suppression
+/// list, which `blast suppress --config` shows and the next campaign honours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_with_the_server_config_shares_the_global_suppression_list() {
+    use blast::sink::{Action, Rule};
+    let sink = crate::pipeline::start_sink(vec![Rule::new(
+        "gone@x.example",
+        Action::RcptReply(550, "5.1.1 no such user".into()),
+    )])
+    .await;
+    let setup = Setup::new(free_port());
+    let f = crate::pipeline::Fixture::new();
+    let list = vec!["ok@x.example".to_string(), "gone@x.example".to_string()];
+    f.write("l.csv", crate::pipeline::csv_list(&list));
+    let a = f.write(
+        "a.toml",
+        crate::pipeline::campaign_toml("a", sink.addr, &["l.csv"], ""),
+    );
+    let b = f.write(
+        "b.toml",
+        crate::pipeline::campaign_toml("b", sink.addr, &["l.csv"], ""),
+    );
+    let send = |campaign: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(["send", "--quiet", "--config"])
+            .arg(setup.config())
+            .arg(campaign)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| send(&a));
+    assert!(out.status.success(), "{out:?}");
+    let listed = setup.blast(&["suppress", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("gone@x.example"), "{listed}");
+    assert!(
+        !f.path("state/suppression").exists(),
+        "the campaign's own state dir holds no list"
+    );
+    let out = tokio::task::block_in_place(|| send(&b));
+    assert!(out.status.success(), "{out:?}");
+    let by = crate::pipeline::by_rcpt(&sink);
+    assert_eq!(by["ok@x.example"].len(), 2);
+    assert_eq!(
+        sink.attempts("gone@x.example"),
+        1,
+        "suppressed for campaign b"
+    );
+}
+
+/// lettre, an application's mail library, submits to `blast serve` (AUTH over loopback, no
+/// TLS) and the message arrives at the priority lane's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettre_submits_to_serve_and_the_relay_receives_it() {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let sink = blast::sink::start("127.0.0.1:0".parse().unwrap(), SinkConfig::default())
+        .await
+        .unwrap();
+    let setup = Setup::new(sink.addr);
+    let (child, addr) = setup.spawn();
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(addr.port())
+        .credentials(Credentials::new("app".into(), "s3cret".into()))
+        .build();
+    let msg = Message::builder()
+        .from("Acme <app@acme.example>".parse().unwrap())
+        .to("user@x.example".parse().unwrap())
+        .subject("Your password reset code")
+        .body("Code: 424242".to_string())
+        .unwrap();
+    let rep = tokio::time::timeout(WAIT, mailer.send(msg))
+        .await
+        .expect("in time")
+        .expect("accepted");
+    assert!(rep.is_positive());
+    wait_until("delivery", || sink.count() == 1).await;
+    let got = &sink.received()[0];
+    assert_eq!(got.mail_from, "app@acme.example");
+    assert_eq!(got.rcpt_to, vec!["user@x.example"]);
+    assert!(String::from_utf8_lossy(&got.data).contains("Subject: Your password reset code"));
+    assert!(term(child).success());
 }
