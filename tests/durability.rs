@@ -9,16 +9,20 @@
 //! - SIGINT: exit 130, state saved, the rerun completes without duplicates
 //! - an uncreatable state dir: a clear error naming the path, nothing sent
 //! - import idempotence: the list changes between runs (rows removed, rows added)
+//! - issue 10: `kill -9` after address-level bounces (every 5.1.1 ends on the suppression
+//!   list, and a committed bounce is on it at every kill); a relay answering every RCPT with
+//!   421 (bounded reconnects, exit 75, no retry spent); a relay that goes away mid-send
+//!   (exit 75 "unavailable since", a rerun delivers everyone once)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::start_sink;
-use blast::sink::{Action, Rule, SinkHandle};
+use crate::pipeline::{start_sink, start_sink_with};
+use blast::sink::{Action, Rule, SinkConfig, SinkHandle};
 use blast::store::campaign::CampaignStore;
-use blast::store::record::State;
+use blast::store::record::{Record, State};
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
 
@@ -141,14 +145,43 @@ connect_timeout = "5s"
 
     /// Every record of the store (only when no blast process holds it): lowercase address → state.
     fn states(&self) -> HashMap<String, State> {
+        self.records()
+            .into_iter()
+            .map(|(a, r)| (a, r.state))
+            .collect()
+    }
+
+    /// Every record of the store (only when no blast process holds it), by lowercase address.
+    fn records(&self) -> HashMap<String, Record> {
         let dir = self.path("state").join(&self.id).join("store");
         let st = CampaignStore::open(&dir, Duration::from_secs(5)).expect("open store");
         st.iter()
             .map(|kv| {
                 let (_, r) = kv.expect("store record");
-                (r.address.to_ascii_lowercase(), r.state)
+                (r.address.to_ascii_lowercase(), r)
             })
             .collect()
+    }
+
+    /// The campaign file's text with `from` replaced by `to` (another id, another relay).
+    fn toml_with(&self, replace: &[(&str, &str)]) -> String {
+        let mut text = std::fs::read_to_string(&self.toml).unwrap();
+        for (from, to) in replace {
+            assert!(text.contains(from), "{from:?} not in the campaign file");
+            text = text.replace(from, to);
+        }
+        text
+    }
+
+    /// `blast suppress --campaign TOML list`: the listed keys (the CSV's first column).
+    async fn suppressed(&self) -> HashSet<String> {
+        let out = run(
+            &["suppress", "--campaign", self.toml(), "list"],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(out.status.success(), "blast suppress list: {out:?}");
+        suppress_keys(&String::from_utf8_lossy(&out.stdout))
     }
 }
 
@@ -174,6 +207,16 @@ async fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
             panic!("blast send did not finish within {limit:?}");
         }
     }
+}
+
+/// The keys of `blast suppress list` output (CSV with a header; first column).
+pub fn suppress_keys(csv: &str) -> HashSet<String> {
+    csv.lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .map(|k| k.trim().to_ascii_lowercase())
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 /// Accepted deliveries (final dot answered 250) per lowercase recipient.
@@ -780,4 +823,349 @@ async fn disk_full_mid_send_stops_cleanly_and_rerun_never_duplicates() {
             (n, s) => panic!("{a}: received {n} times, state {s:?}"),
         }
     }
+}
+
+// ------------------------------------------------------------------ issue 10: bounces and kill -9
+
+/// SIGKILLs `child` as soon as `ready()` holds (polled every millisecond, ≤ 60 s). `false`
+/// when the child exited on its own first.
+async fn kill9_when(child: &mut Child, camp: &Camp, log: &str, ready: impl Fn() -> bool) -> bool {
+    let t0 = Instant::now();
+    while !ready() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the moment to kill never came: {}",
+            camp.log(log)
+        );
+        if let Ok(Some(st)) = child.try_wait() {
+            eprintln!("{log}: exited on its own {st:?} before the kill");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    let st = child.wait().await.expect("wait after kill");
+    st.code().is_none()
+}
+
+/// The promise a lane's writer keeps at every instant: a recipient recorded as an
+/// address-level bounce is on the suppression list (the list is written and made durable
+/// before the group's results are committed). Checked right after a `kill -9`, with nothing
+/// holding either store. Returns the number of committed address bounces.
+async fn assert_committed_bounces_are_suppressed(camp: &Camp, when: &str) -> usize {
+    let recs = camp.records();
+    let listed = camp.suppressed().await;
+    let committed: Vec<&String> = recs
+        .iter()
+        .filter(|(_, r)| r.is_address_bounce())
+        .map(|(a, _)| a)
+        .collect();
+    let missing: Vec<&&String> = committed.iter().filter(|a| !listed.contains(**a)).collect();
+    assert!(
+        missing.is_empty(),
+        "{when}: {} of {} committed 5.1.1 bounces are not on the suppression list, e.g. {:?}",
+        missing.len(),
+        committed.len(),
+        &missing[..missing.len().min(5)]
+    );
+    committed.len()
+}
+
+/// 3,000 recipients, 60 of them answered `550 5.1.1` at RCPT; `blast send` is SIGKILLed right
+/// after the first rejections and again half-way, then rerun to completion. At each kill every
+/// committed bounce is already on the suppression list; at the end all 60 are, and a second
+/// campaign over the same list on the same state dir mails none of them. `in_flight =
+/// "resend"`: a bad address whose RCPT was answered but whose result was not committed at the
+/// kill is tried again (and rejected again), so the end state does not depend on where the kill
+/// fell (under "skip" it would be `unknown`, a rejection blast never learnt of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_user_unknown_bounces_every_bounce_ends_suppressed() {
+    const N: usize = 3_000;
+    let list = addrs("b", N, 10);
+    // Every 50th address, spread over the whole send: 60.
+    let bad: Vec<String> = list.iter().skip(25).step_by(50).cloned().collect();
+    assert_eq!(bad.len(), 60);
+    let rules = bad
+        .iter()
+        .map(|a| {
+            Rule::new(
+                a.clone(),
+                Action::RcptReply(550, "5.1.1 no such user".into()),
+            )
+        })
+        .collect();
+    let sink = start_sink(rules).await;
+    let camp = Camp::new(
+        "bounce",
+        sink.addr,
+        "state_dir = \"state\"\nin_flight = \"resend\"",
+        // ~10 s for the whole list: both kills land while it is sending.
+        "rate = \"300/s\"\nconnections = 4",
+    );
+    camp.write_list(&list);
+    let rejected = || bad.iter().filter(|a| sink.attempts(a) > 0).count();
+
+    // Kill 1: as soon as the sink has rejected the first bad addresses (their results are
+    // likely still on the way to the writer, or between the list and the commit).
+    let mut child = camp.spawn_send("run1.err", &[]);
+    let killed1 = kill9_when(&mut child, &camp, "run1.err", || rejected() >= 2).await;
+    assert!(
+        killed1,
+        "run 1 ended before the kill: {}",
+        camp.log("run1.err")
+    );
+    let at1 = assert_committed_bounces_are_suppressed(&camp, "after kill 1").await;
+    let sent1 = sink.count();
+
+    // Kill 2: half-way through the bad addresses.
+    let mut child = camp.spawn_send("run2.err", &[]);
+    let killed2 = kill9_when(&mut child, &camp, "run2.err", || rejected() >= 30).await;
+    assert!(
+        killed2,
+        "run 2 ended before the kill: {}",
+        camp.log("run2.err")
+    );
+    let at2 = assert_committed_bounces_are_suppressed(&camp, "after kill 2").await;
+    let sent2 = sink.count();
+    assert!(sent2 < N - bad.len(), "everything was sent before kill 2");
+
+    let (code, err) = camp.send("run3.err", &[], Duration::from_secs(120)).await;
+    assert_eq!(code, Some(0), "rerun to completion: {err}");
+    eprintln!(
+        "bounce/kill9: kill 1 after {sent1} delivered ({at1} bounces committed), kill 2 after \
+         {sent2} ({at2} committed); rejections seen by the sink per bad address: max {}",
+        bad.iter().map(|a| sink.attempts(a)).max().unwrap_or(0)
+    );
+
+    let listed = camp.suppressed().await;
+    let bad_set: HashSet<String> = bad.iter().cloned().collect();
+    let not_listed: Vec<_> = bad_set.difference(&listed).collect();
+    assert!(
+        not_listed.is_empty(),
+        "{} 5.1.1 addresses are not on the suppression list, e.g. {:?}",
+        not_listed.len(),
+        &not_listed[..not_listed.len().min(5)]
+    );
+    assert_eq!(listed, bad_set, "only the 5.1.1 addresses are suppressed");
+    let recs = camp.records();
+    for a in &bad {
+        let r = &recs[a];
+        assert!(r.is_address_bounce(), "{a}: {r:?}");
+        assert!(r.last_reply.contains("5.1.1"), "{a}: {r:?}");
+    }
+    let got = tally(&sink);
+    for a in list.iter().filter(|a| !bad_set.contains(*a)) {
+        assert!(got.contains_key(a), "{a} never delivered");
+        assert_eq!(recs[a].state, State::Sent, "{a}");
+    }
+
+    // A second campaign over the same list, on the same state dir, to a fresh relay.
+    let sink2 = start_sink(Vec::new()).await;
+    let second = camp.path("second.toml");
+    std::fs::write(
+        &second,
+        camp.toml_with(&[
+            ("id = \"bounce\"", "id = \"bounce2\""),
+            (&sink.addr.to_string(), &sink2.addr.to_string()),
+        ]),
+    )
+    .unwrap();
+    let out = run(
+        &["send", second.to_str().unwrap(), "--quiet"],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "second campaign: {out:?}");
+    let mailed: Vec<&String> = bad.iter().filter(|a| sink2.attempts(a) > 0).collect();
+    assert!(
+        mailed.is_empty(),
+        "the second campaign mailed {} suppressed addresses, e.g. {:?}",
+        mailed.len(),
+        &mailed[..mailed.len().min(5)]
+    );
+    let got2 = tally(&sink2);
+    assert_eq!(got2.len(), N - bad.len());
+    assert!(got2.values().all(|&n| n == 1), "second campaign duplicated");
+}
+
+// ------------------------------------------------------------------ issue 10: an unavailable relay
+
+/// A relay that answers every RCPT with `421 4.7.0 … closing` and hangs up (PIPELINING
+/// advertised, so the next message's MAIL/RCPT/DATA are already on the wire when the 421
+/// comes). A 421 is throttling for the destination: the lane backs off (1 s, doubling) instead
+/// of reconnecting at once, spends no retry, and ends the run with exit 75 once the relay has
+/// been unavailable for longer than `wait_for_retries`. A rerun against a healthy relay
+/// delivers everyone exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rcpt_421_backs_off_ends_with_75_and_spends_no_retry() {
+    const N: usize = 200;
+    const CONNECTIONS: usize = 4;
+    let sink = start_sink(vec![Rule::new("*", Action::Reply421AtRcpt)]).await;
+    let camp = Camp::new(
+        "t421",
+        sink.addr,
+        "state_dir = \"state\"",
+        &format!(
+            "connections = {CONNECTIONS}\nbackoff = \"1s\"\nwait_for_retries = \"4s\"\n\
+             retry = [\"2s\", \"4s\"]"
+        ),
+    );
+    let list = addrs("p", N, 5);
+    camp.write_list(&list);
+    let (code, err) = camp.send("first.err", &[], Duration::from_secs(60)).await;
+    let conns = sink.connections();
+    eprintln!("421: exit {code:?}, {conns} connections; {}", err.trim());
+    assert_eq!(code, Some(75), "{err}");
+    assert!(err.contains("unavailable since"), "{err}");
+    // Within wait_for_retries (4 s) a backoff of 1 s that doubles leaves room for a handful of
+    // rounds, each opening at most `connections` connections. Without the backoff a 421 was
+    // a reconnect at once: thousands of connections in the same time.
+    let bound = CONNECTIONS * (1 + 4);
+    assert!(conns <= bound, "{conns} connections > {bound}");
+    assert!(conns >= 1);
+    assert_eq!(sink.count(), 0, "the sink accepted nothing");
+
+    let recs = camp.records();
+    assert_eq!(recs.len(), N);
+    for (a, r) in &recs {
+        assert!(
+            matches!(r.state, State::Pending | State::Deferred),
+            "{a} is {:?} after 421s: {r:?}",
+            r.state
+        );
+        assert_eq!(r.attempts, 0, "{a}: a 421 spent a retry: {r:?}");
+    }
+
+    let sink2 = start_sink(Vec::new()).await;
+    std::fs::write(
+        &camp.toml,
+        camp.toml_with(&[(&sink.addr.to_string(), &sink2.addr.to_string())]),
+    )
+    .unwrap();
+    let (code, err) = camp.send("second.err", &[], Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "rerun against a healthy relay: {err}");
+    let got = tally(&sink2);
+    for a in &list {
+        assert_eq!(got.get(a).copied(), Some(1), "{a}");
+    }
+    assert_eq!(sink2.count(), N);
+}
+
+/// Which list rows (the `C-<index>` code the template puts in every body) the `.eml` files of
+/// a sink's maildir hold, and how often each.
+fn maildir_codes(dir: &std::path::Path) -> HashMap<usize, usize> {
+    let mut m = HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `.<seq>.eml.tmp`: a write cut short by the sink's shutdown, never answered 250.
+        if !name.ends_with(".eml") || name.starts_with('.') {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).replace("=\r\n", "");
+        let i = text
+            .split("your code is C-")
+            .nth(1)
+            .and_then(|t| t.get(..6))
+            .and_then(|d| d.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{name}: no code in {text}"));
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The relay goes away mid-send (the sink is shut down, so its port refuses): `blast send`
+/// ends on its own with exit 75 once the relay has been unavailable for longer than
+/// `wait_for_retries`, says since when, fails nobody and leaves every unsent recipient pending
+/// or deferred. The relay comes back on the same port; a rerun delivers everyone, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_gone_mid_send_exits_75_and_rerun_delivers_everyone_once() {
+    const N: usize = 800;
+    const CONNECTIONS: usize = 4;
+    let maildir = tempfile::tempdir().unwrap();
+    // Both sink instances write to one maildir: the count spans both runs.
+    let config = || SinkConfig {
+        maildir: Some(maildir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let sink = start_sink_with(config()).await;
+    let addr = sink.addr;
+    let camp = Camp::new(
+        "down",
+        addr,
+        "state_dir = \"state\"",
+        &format!("rate = \"100/s\"\nconnections = {CONNECTIONS}\nwait_for_retries = \"3s\""),
+    );
+    let list = addrs("g", N, 4);
+    camp.write_list(&list);
+    let mut child = camp.spawn_send("first.err", &[]);
+    camp.wait_for_sink(&mut child, &sink, 100, Duration::from_millis(10))
+        .await;
+    sink.shutdown().await;
+    let stopped = Instant::now();
+
+    // wait_for_retries (3 s) + a connect timeout (5 s) + slack; far less in practice.
+    let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
+    let took = stopped.elapsed();
+    let err = camp.log("first.err");
+    eprintln!(
+        "relay down: exit {:?} {took:?} after the relay stopped: {}",
+        st.code(),
+        err.trim()
+    );
+    assert_eq!(st.code(), Some(75), "{err}");
+    assert!(err.contains("unavailable since"), "{err}");
+    let first = maildir_codes(maildir.path());
+    assert!(
+        first.len() < N,
+        "everything was sent before the relay went away"
+    );
+
+    let recs = camp.records();
+    assert_eq!(recs.len(), N);
+    let mut by_state: HashMap<State, usize> = HashMap::new();
+    for (a, r) in &recs {
+        *by_state.entry(r.state).or_insert(0) += 1;
+        assert!(
+            matches!(r.state, State::Sent | State::Pending | State::Deferred),
+            "{a} is {:?} after the relay went away: {r:?}",
+            r.state
+        );
+    }
+    eprintln!("relay down: states {by_state:?}");
+
+    // The relay is back on the same port.
+    let sink = blast::sink::start(addr, config())
+        .await
+        .expect("restart the sink on the same port");
+    let (code, err) = camp.send("second.err", &[], Duration::from_secs(90)).await;
+    assert_eq!(code, Some(0), "rerun after the relay came back: {err}");
+    let all = maildir_codes(maildir.path());
+    let never: Vec<usize> = (0..N).filter(|i| !all.contains_key(i)).collect();
+    assert!(never.is_empty(), "never delivered: {never:?}");
+    // Exactly once, but for one case: the sink's shutdown aborts its open connections, and a
+    // message whose final dot it had read (the .eml is written before the 250) may have lost
+    // its 250 on the way; blast resends such a message by design. At most one per connection
+    // open at the stop.
+    let dups: Vec<(usize, usize)> = all
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&i, &n)| (i, n))
+        .collect();
+    assert!(
+        dups.len() <= CONNECTIONS && dups.iter().all(|&(_, n)| n == 2),
+        "duplicates beyond one lost reply per connection: {dups:?}"
+    );
+    assert!(
+        dups.iter().all(|(i, _)| first.contains_key(i)),
+        "a duplicate that was not in flight when the relay went away: {dups:?}"
+    );
+    eprintln!(
+        "relay down: {} delivered before the stop, {} duplicates (lost 250s)",
+        first.values().sum::<usize>(),
+        dups.len()
+    );
+    let states = camp.states();
+    assert!(states.values().all(|s| *s == State::Sent), "{by_state:?}");
+    sink.shutdown().await;
 }

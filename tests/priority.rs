@@ -274,3 +274,106 @@ async fn drop_removes_and_retry_makes_due_now() {
     assert_eq!(sink.received()[0].rcpt_to, vec!["b@x.example"]);
     lane.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Issue 10, the priority lane's side of one SMTP transaction against a strict relay: SIZE
+/// 6000, no SMTPUTF8, PIPELINING on or off. An oversize message is refused locally (`552 5.3.4
+/// not sent…`), one to a non-ASCII recipient likewise (`553 5.6.7 not sent…`), neither with a
+/// word on the wire; each sender gets a DSN naming the local reply, and every other message is
+/// delivered exactly once.
+async fn strict_relay_priority_lane(pipelining: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = blast::sink::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SinkConfig {
+            pipelining,
+            smtputf8: false,
+            max_size: 6_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (lane, logs) = start(dir.path(), sink.addr, "");
+    const OK: usize = 10;
+    for i in 0..OK {
+        accept(
+            &lane,
+            message(
+                "app@acme.example",
+                &[&format!("u{i}@x.example")],
+                &format!("ok{i}"),
+            ),
+        )
+        .await;
+    }
+    let mut big = message("app@acme.example", &["big@x.example"], "big");
+    // ~8 KB of body in 105 lines of 76: over the relay's SIZE, and nothing else wrong with it.
+    big.data
+        .extend(b"X".repeat(76).iter().chain(b"\r\n").cycle().take(78 * 105));
+    accept(&lane, big).await;
+    let mut utf8 = message("app@acme.example", &["jürgen@x.example"], "utf8");
+    utf8.smtputf8 = true;
+    accept(&lane, utf8).await;
+
+    wait_until("all delivered or bounced, and the DSNs delivered", || {
+        // `delivered` counts the two DSNs too.
+        Stats::get(&lane.stats.delivered) == OK as u64 + 2
+            && Stats::get(&lane.stats.bounced) == 2
+            && sink
+                .received()
+                .iter()
+                .filter(|r| r.mail_from.is_empty())
+                .count()
+                == 2
+    })
+    .await;
+    let got = sink.received();
+    let delivered: Vec<_> = got.iter().filter(|r| !r.mail_from.is_empty()).collect();
+    assert_eq!(delivered.len(), OK, "one transaction per good message");
+    let mut rcpts: Vec<String> = delivered.iter().flat_map(|r| r.rcpt_to.clone()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!(rcpts.len(), OK, "each good message exactly once: {rcpts:?}");
+    assert_eq!(
+        sink.attempts("big@x.example"),
+        0,
+        "the oversize message went on the wire"
+    );
+    assert_eq!(
+        sink.attempts("jürgen@x.example"),
+        0,
+        "the UTF-8 recipient went on the wire"
+    );
+    let dsns: Vec<String> = got
+        .iter()
+        .filter(|r| r.mail_from.is_empty())
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    assert!(
+        dsns.iter()
+            .any(|d| d.contains("Status: 5.3.4") && d.contains("not sent")),
+        "no DSN for the oversize message: {dsns:?}"
+    );
+    assert!(
+        dsns.iter()
+            .any(|d| d.contains("Status: 5.6.7") && d.contains("not sent")),
+        "no DSN for the UTF-8 recipient: {dsns:?}"
+    );
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(logs.contains("552 5.3.4 not sent"), "{logs}");
+    assert!(logs.contains("553 5.6.7 not sent"), "{logs}");
+    for r in &got {
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+    }
+    lane.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_relay_with_pipelining_refuses_oversize_and_utf8_locally() {
+    strict_relay_priority_lane(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_relay_without_pipelining_refuses_oversize_and_utf8_locally() {
+    strict_relay_priority_lane(false).await;
+}

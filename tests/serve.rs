@@ -387,6 +387,185 @@ async fn kill_9_mid_scheduled_run_resumes_the_same_run_once() {
     );
 }
 
+/// `blast suppress --config blast.toml list` (through serve's control socket while it runs,
+/// else the store opened directly): the listed keys.
+fn global_list(setup: &Setup) -> std::collections::HashSet<String> {
+    let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    assert!(out.status.success(), "blast suppress list: {out:?}");
+    crate::durability::suppress_keys(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The address-level bounces committed to the one run's store under serve's state dir
+/// (`runs/<campaign>/<run id>/store`; read while no serve holds it).
+fn committed_bounces(state: &Path, campaign: &str) -> Vec<String> {
+    let dir = state.join("runs").join(campaign);
+    let runs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path().join("store"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(runs.len(), 1, "one run store: {runs:?}");
+    let store = blast::store::campaign::CampaignStore::open(&runs[0], Duration::from_secs(10))
+        .expect("open the run's store");
+    store
+        .iter()
+        .map(|kv| kv.expect("record").1)
+        .filter(|r| r.is_address_bounce())
+        .map(|r| r.address.to_ascii_lowercase())
+        .collect()
+}
+
+/// Issue 10 inside `blast serve`: a scheduled run of 1,000 recipients, 20 of them `550 5.1.1`
+/// at RCPT; serve is SIGKILLed right after the first rejections and again later, restarted,
+/// and the run resumes to completion. At each kill every committed bounce is already on
+/// serve's global list (serve down: the command opens the store, past the stale socket); at
+/// the end all 20 are, seen through the control socket while serve runs and from the store
+/// after it stops, and a campaign sent with `--config blast.toml` mails none of them.
+/// `in_flight = "resend"` so a rejection not yet committed at a kill is met again on resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_serve_after_user_unknown_bounces_keeps_them_on_the_global_list() {
+    use blast::sink::{Action, Rule};
+    use std::collections::HashSet;
+    const N: usize = 1_000;
+    let list = crate::pipeline::addrs("s", "sched.example", N);
+    let bad: Vec<String> = list.iter().skip(10).step_by(50).cloned().collect();
+    assert_eq!(bad.len(), 20);
+    let rules = bad
+        .iter()
+        .map(|a| {
+            Rule::new(
+                a.clone(),
+                Action::RcptReply(550, "5.1.1 no such user".into()),
+            )
+        })
+        .collect();
+    let sink = crate::pipeline::start_sink(rules).await;
+    let setup = Setup::new(free_port());
+    let f = crate::pipeline::Fixture::new();
+    // One slot, after serve's first scan (it never runs a first-seen campaign's past slot).
+    let slot = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let cron = slot.format("%S %M %H %d %m *").to_string();
+    let file = crate::schedule::scheduled(
+        &f,
+        "weekly",
+        sink.addr,
+        &list,
+        // ~7 s for the run: both kills land in the middle of it.
+        "rate = \"150/s\"\nconnections = 2\n",
+        &format!("cron = \"{cron}\"\ntimezone = \"UTC\""),
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "state_dir = \"state\"\n",
+        "state_dir = \"state\"\nin_flight = \"resend\"\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let config = setup.config();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[serve]\n",
+        &format!("[serve]\ncampaigns_dir = \"{}\"\n", f.dir.path().display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let state = setup.dir.path().join(".blast");
+    let rejected = || bad.iter().filter(|a| sink.attempts(a) > 0).count();
+
+    for (kill, after) in [(1, 2), (2, 10)] {
+        let (mut child, _) = setup.spawn();
+        let t0 = Instant::now();
+        while rejected() < after {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "kill {kill}: only {} rejections",
+                rejected()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "serve exited");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let committed = committed_bounces(&state, "weekly");
+        let listed = global_list(&setup);
+        let missing: Vec<&String> = committed.iter().filter(|a| !listed.contains(*a)).collect();
+        assert!(
+            missing.is_empty(),
+            "kill {kill}: committed 5.1.1 bounces not on the global list: {missing:?}"
+        );
+        eprintln!(
+            "serve kill {kill}: {} delivered, {} bounces committed, {} listed",
+            sink.count(),
+            committed.len(),
+            listed.len()
+        );
+    }
+    assert!(sink.count() < N - bad.len(), "the run ended before kill 2");
+
+    let (child, _) = setup.spawn();
+    let t0 = Instant::now();
+    while !blast::schedule::claims::Snapshot::read(&state)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.runs.iter().any(|r| r.status.name() != "running"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the resumed run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bad_set: HashSet<String> = bad.iter().cloned().collect();
+    // serve runs: through its control socket.
+    let listed = global_list(&setup);
+    assert_eq!(listed, bad_set, "the global list while serve runs");
+
+    // Another campaign over the same list with the server config, while serve runs.
+    let sink2 = crate::pipeline::start_sink(Vec::new()).await;
+    let g = crate::pipeline::Fixture::new();
+    g.write("l.csv", crate::pipeline::csv_list(&list));
+    let b = g.write(
+        "b.toml",
+        crate::pipeline::campaign_toml("b", sink2.addr, &["l.csv"], ""),
+    );
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(["send", "--quiet", "--config"])
+            .arg(&config)
+            .arg(&b)
+            .output()
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mailed: Vec<&String> = bad.iter().filter(|a| sink2.attempts(a) > 0).collect();
+    assert!(mailed.is_empty(), "suppressed addresses mailed: {mailed:?}");
+    assert_eq!(sink2.count(), N - bad.len());
+
+    assert!(term(child).success());
+    // serve stopped: the store itself.
+    assert_eq!(
+        global_list(&setup),
+        bad_set,
+        "the global list after serve stopped"
+    );
+    let runs = crate::schedule::runs(&state, "weekly");
+    assert_eq!(runs.len(), 1, "one run for the one slot: {runs:?}");
+    let run = &runs[0];
+    assert_eq!(run.status.name(), "done", "{run:?}");
+    assert!(
+        run.attempts >= 3,
+        "resumed twice, not claimed again: {run:?}"
+    );
+    assert_eq!(
+        run.counts.get("bounced"),
+        Some(&(bad.len() as u64)),
+        "{run:?}"
+    );
+    assert_eq!(
+        run.counts.get("sent"),
+        Some(&((N - bad.len()) as u64)),
+        "{run:?}"
+    );
+    let by = crate::pipeline::by_rcpt(&sink);
+    assert_eq!(by.len(), N - bad.len(), "every good address delivered");
+}
+
 /// `blast send --config blast.toml`: a campaign's bounces go to serve's (global) suppression
 /// list, which `blast suppress --config` shows and the next campaign honours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

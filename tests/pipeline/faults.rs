@@ -1,5 +1,6 @@
 //! Faults at the relay: 4xx retried, 5.1.1 bounced and suppressed, 5.7.x bounced but not
-//! suppressed, dropped connections, a relay without PIPELINING, a relay that is not there.
+//! suppressed, dropped connections, a relay without PIPELINING, a relay that is not there, a
+//! strict relay (SIZE, no SMTPUTF8, PIPELINING on and off: refused locally, never sent).
 
 use blast::sink::Action;
 use blast::store::record::State;
@@ -378,4 +379,78 @@ async fn unreachable_relay_then_rerun_sends_everyone_once() {
         summary.counts
     );
     assert_exactly_once(&sink, &list);
+}
+
+/// Issue 10, the blast lane's side of one SMTP transaction against a strict relay: SIZE 6000
+/// advertised, no SMTPUTF8, PIPELINING on or off. A message over the relay's SIZE is refused
+/// locally (`552 5.3.4 not sent…`, no RCPT on the wire), a non-ASCII recipient likewise (`553
+/// 5.6.7 not sent…`; the lane is configured `smtputf8 = true` so the list imports it, but this
+/// relay does not offer it); both bounce for this run without touching the suppression list,
+/// and everything else is delivered exactly once, in clean wire form.
+async fn strict_relay_blast_lane(pipelining: bool) {
+    let sink = start_sink_with(SinkConfig {
+        pipelining,
+        smtputf8: false,
+        max_size: 6_000,
+        ..Default::default()
+    })
+    .await;
+    let f = Fixture::new();
+    let ok = addrs("ok", "strict.example", 40);
+    let big = "big@strict.example";
+    let utf8 = "jürgen@strict.example";
+    let mut csv = csv_list(&ok);
+    // The code goes into both the text and the HTML part: ~2 × 8 KB > SIZE 6000.
+    csv.push_str(&format!("{big},Big,{}\n", "X".repeat(8_000)));
+    csv.push_str(&format!("{utf8},Jürgen,C-UTF8\n"));
+    f.write("list.csv", csv);
+    let id = if pipelining { "strict-p" } else { "strict-n" };
+    let s = f.campaign(
+        id,
+        &campaign_toml(id, sink.addr, &["list.csv"], "smtputf8 = true\n"),
+    );
+    let summary = send_ok(&s).await;
+    eprintln!(
+        "strict relay (pipelining {pipelining}): {:?}, {} connections",
+        summary.counts.by_state,
+        sink.connections()
+    );
+    assert_eq!(summary.exit_code(), 0, "{summary:?}");
+    assert_eq!(summary.counts.get(State::Sent), ok.len() as u64);
+    assert_eq!(summary.counts.get(State::Bounced), 2);
+    assert_eq!(
+        summary.suppressed, 0,
+        "a local refusal is not about the address"
+    );
+    let recs = records(&s);
+    let r = &recs[big];
+    assert_eq!(r.state, State::Bounced, "{r:?}");
+    assert!(r.last_reply.starts_with("552 5.3.4 not sent"), "{r:?}");
+    assert!(!r.is_address_bounce(), "{r:?}");
+    let r = recs
+        .values()
+        .find(|r| r.address.starts_with("jürgen@"))
+        .expect("the non-ASCII recipient was imported");
+    assert_eq!(r.state, State::Bounced, "{r:?}");
+    assert!(r.last_reply.starts_with("553 5.6.7 not sent"), "{r:?}");
+    assert!(!r.is_address_bounce(), "{r:?}");
+    // Refused before a word went on the wire.
+    assert_eq!(sink.attempts(big), 0);
+    assert_eq!(sink.attempts(utf8), 0);
+    assert_exactly_once(&sink, &ok);
+    assert_eq!(violations(&sink), Vec::<String>::new());
+    let listed = blast::owner::Global::shared(s.suppression_state_dir())
+        .list()
+        .unwrap();
+    assert!(listed.is_empty(), "suppressed: {listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_relay_with_pipelining_refuses_oversize_and_utf8_locally() {
+    strict_relay_blast_lane(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_relay_without_pipelining_refuses_oversize_and_utf8_locally() {
+    strict_relay_blast_lane(false).await;
 }
