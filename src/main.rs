@@ -59,16 +59,32 @@ fn default_sigpipe() {
     }
 }
 
-/// First Ctrl-C: stop taking new recipients, finish in-flight transactions, save, exit 130.
-/// Second: exit at once (the store is consistent; in-flight rows follow the policy next run).
+/// First Ctrl-C or SIGTERM (a service manager's stop, `kill`): stop taking new recipients,
+/// finish in-flight transactions, save, exit 130. Second: exit at once (the store is
+/// consistent; in-flight rows follow the policy next run). Without the SIGTERM handler the
+/// default action killed the process mid-send like `kill -9`, leaving claimed recipients to
+/// the in-flight policy (by default: never sent).
 fn install_interrupt(shutdown: Arc<Shutdown>) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut stop = async || {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => true,
+            }
+        };
+        if stop().await {
             eprintln!(
                 "\nblast: stopping after transactions in progress (Ctrl-C again to quit now)"
             );
             shutdown.stop();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop().await {
                 std::process::exit(EXIT_INTERRUPTED);
             }
         }

@@ -6,7 +6,7 @@
 //!   `in_flight = "skip"` (misses listed as `unknown`), at least once under `resend` with
 //!   duplicates within the README's bound
 //! - a second `blast send` of a running campaign refuses; `blast status` still answers
-//! - SIGINT: exit 130, state saved, the rerun completes without duplicates
+//! - SIGINT and SIGTERM: exit 130, state saved, the rerun completes without duplicates
 //! - an uncreatable state dir: a clear error naming the path, nothing sent
 //! - import idempotence: the list changes between runs (rows removed, rows added)
 //! - issue 10: `kill -9` after address-level bounces (every 5.1.1 ends on the suppression
@@ -247,11 +247,16 @@ fn addrs(prefix: &str, n: usize, domains: usize) -> Vec<String> {
 
 /// Sends SIGINT the way a terminal's Ctrl-C would (no libc dependency: the `kill` utility).
 fn sigint(pid: u32) {
+    signal(pid, "-INT");
+}
+
+/// Sends a signal with the `kill` utility (`-INT`, `-TERM`).
+fn signal(pid: u32, sig: &str) {
     let st = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .expect("run kill");
-    assert!(st.success(), "kill -INT {pid} failed");
+    assert!(st.success(), "kill {sig} {pid} failed");
 }
 
 // ------------------------------------------------------------------ crash test
@@ -583,6 +588,35 @@ async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
         "interrupt: {at_stop} sent before SIGINT, {} after",
         N - at_stop
     );
+}
+
+/// SIGTERM (what systemd, Docker and `kill` send) stops a send like Ctrl-C: exit 130, no
+/// recipient left in flight (so none becomes `unknown` and goes unsent), and the rerun
+/// completes exactly once. Before, the default action killed it like `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_ctrl_c_and_leaves_nothing_in_flight() {
+    const N: usize = 600;
+    let (sink, camp, list, mut child) = interrupted_send_setup("term", "t", N).await;
+    signal(child.id().expect("pid"), "-TERM");
+    let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
+    assert_eq!(
+        st.code(),
+        Some(130),
+        "after SIGTERM: {st:?}\n{}",
+        camp.log("first.err")
+    );
+    let at_stop = sink.count();
+    assert!(at_stop < N, "everything was sent before SIGTERM");
+    let s = camp.status().await;
+    assert_eq!(num(&s, "in_flight"), 0, "SIGTERM left in_flight rows: {s}");
+    assert_eq!(num(&s, "unknown"), 0, "{s}");
+    assert_eq!(num(&s, "sent") as usize, at_stop, "{s}");
+    let (code, err) = camp.send("second.err", &[], Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "rerun: {err}");
+    let got = tally(&sink);
+    for a in &list {
+        assert_eq!(got.get(a).copied(), Some(1), "{a}");
+    }
 }
 
 // ------------------------------------------------------------------ state dir

@@ -12,3 +12,4 @@ mod serve;
 mod sink;
 mod submission;
 mod tls;
+mod transport;

@@ -174,14 +174,17 @@ async fn connect_failed(
         return;
     }
     // Never delivered anything and the relay keeps refusing: a config problem, not a blip.
+    // A 421 greeting is the relay saying "later", not a wrong address: it is backed off like
+    // any 421, and a relay that keeps saying it ends the run as stalled (exit 75).
+    let throttled = e.class() == Class::Throttling;
     let nothing_sent = ctx.stats.sent.load(Ordering::Relaxed) == 0;
     let all = ctx.connect_failures.fetch_add(1, Ordering::SeqCst) + 1;
-    if nothing_sent && (failures >= 3 || all >= 8) {
+    if nothing_sent && !throttled && (failures >= 3 || all >= 8) {
         ctx.set_fatal(format!("cannot connect to {what}"));
         report(ctx, done, job, Outcome::Unclaimed).await;
         return;
     }
-    if e.class() == Class::Throttling {
+    if throttled {
         ctx.health.closing(ctx.settings.backoff, &what);
     } else {
         ctx.health.connect_failed(&what);

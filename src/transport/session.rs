@@ -318,13 +318,17 @@ impl<T> SmtpSession<T> {
         if data.code == 354 {
             // RFC 2920 §3.1: 354 although no RCPT succeeded; an empty message ends it (and
             // is refused for lack of recipients).
-            let ok = self.conn.send(b".\r\n").await.is_ok()
-                && self.read(self.t.data_end, "empty data").await.is_ok();
+            let r = match self.conn.send(b".\r\n").await {
+                Ok(()) => self.read(self.t.data_end, "empty data").await,
+                Err(e) => Err(e),
+            };
             self.done.push_back(tx.settle(unreachable_open));
-            if !ok {
-                self.fail(Broken::Lost(
-                    "connection lost after an empty message".into(),
-                ));
+            match r {
+                Ok(r) if r.code == 421 => self.fail(Broken::Closing(r.to_string())),
+                Ok(_) => {}
+                Err(e) => self.fail(Broken::Lost(format!(
+                    "connection lost after an empty message: {e}"
+                ))),
             }
             return;
         }
@@ -340,13 +344,17 @@ impl<T> SmtpSession<T> {
     }
 
     async fn rset(&mut self) {
-        let ok = self.conn.send(b"RSET\r\n").await.is_ok()
-            && self
-                .read(self.t.command, "reply to RSET")
-                .await
-                .is_ok_and(|r| r.is_ok());
-        if !ok {
-            self.fail(Broken::Lost("no reply to RSET".into()));
+        let r = match self.conn.send(b"RSET\r\n").await {
+            Ok(()) => self.read(self.t.command, "reply to RSET").await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(r) if r.is_ok() => {}
+            // A relay that closes here (e.g. "too many errors") is throttling like a 421
+            // anywhere else: what is queued behind is postponed, not retried.
+            Ok(r) if r.code == 421 => self.fail(Broken::Closing(r.to_string())),
+            Ok(r) => self.fail(Broken::Lost(format!("RSET refused: {r}"))),
+            Err(e) => self.fail(Broken::Lost(format!("no reply to RSET: {e}"))),
         }
     }
 

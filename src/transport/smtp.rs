@@ -318,6 +318,14 @@ impl Connection {
             self.caps = caps;
             return Ok(());
         }
+        if r.code == 421 {
+            // Closing, not pre-ESMTP: a HELO would only meet a closed connection, and the
+            // 421 (throttling) would be lost as a connection error.
+            return Err(SmtpError::Refused {
+                stage: "EHLO",
+                reply: r,
+            });
+        }
         // Pre-ESMTP server: HELO, no extensions.
         self.send(format!("HELO {helo}\r\n").as_bytes()).await?;
         let r2 = self.read_reply(t, "HELO").await?;
