@@ -448,7 +448,7 @@ pub fn reconcile(
     let claimed = store.claimed_keys()?;
     for kv in store.iter() {
         let (k, mut r) = kv?;
-        if matches!(r.state, State::Pending | State::Deferred) && claimed.contains(&k) {
+        if CampaignStore::in_flight_under(&claimed, &k, &r) {
             r.state = State::InFlight;
         }
         if r.is_address_bounce() {

@@ -33,7 +33,7 @@ pub fn run(store: &CampaignStore, n: usize, group: usize) -> u64 {
             let now = blast::store::now_ms();
             // The claimer: one marker for the group, one (shared) flush.
             let claim = store
-                .put_claim(chunk.iter().map(|(k, _)| k.as_str()))
+                .put_claim(now + 1, chunk.iter().map(|(k, _)| k.as_str()))
                 .and_then(|id| store.flush().map(|_| id))
                 .expect("claim commit");
             for (_, r) in &mut chunk {
@@ -41,7 +41,7 @@ pub fn run(store: &CampaignStore, n: usize, group: usize) -> u64 {
                 r.attempts += 1;
                 r.first_attempt_ms = now;
                 r.last_reply = REPLY.to_string();
-                r.updated_ms = now;
+                r.updated_ms = now + 1;
             }
             // The writer: the results, the settled marker, one flush.
             store

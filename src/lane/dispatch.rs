@@ -276,6 +276,9 @@ pub(crate) async fn claimer(
             }
         }
         let now = now_ms();
+        // Later than any write of these records so far (the import's, a previous result's):
+        // a record written before it was in flight if the run dies now.
+        let claim_ms = now + 1;
         for j in &mut batch {
             // Kept in memory, written with the result: the record itself is not rewritten
             // for the claim.
@@ -289,7 +292,7 @@ pub(crate) async fn claimer(
             // are durably in flight once it is flushed (the flush is shared with the
             // writer's when both commit at once).
             let r = store
-                .put_claim(batch.iter().map(|j| j.key.as_str()))
+                .put_claim(claim_ms, batch.iter().map(|j| j.key.as_str()))
                 .and_then(|id| store.flush().map(|_| id));
             (batch, r)
         })
@@ -317,7 +320,7 @@ pub(crate) async fn claimer(
         ctx.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, batch.len());
+            .insert(id, (batch.len(), claim_ms));
         for mut j in batch {
             j.claim = id;
             if jobs.send(j).await.is_err() {

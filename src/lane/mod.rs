@@ -119,8 +119,8 @@ pub(crate) struct LaneCtx {
     pub health: health::Health,
     pub fatal: Mutex<Option<String>>,
     pub stalled: Mutex<Option<String>>,
-    /// Claim marker id → its recipients whose results are not committed yet.
-    pub claims: Mutex<std::collections::HashMap<u64, usize>>,
+    /// Claim marker id → (its recipients whose results are not committed yet, claim time).
+    pub claims: Mutex<std::collections::HashMap<u64, (usize, u64)>>,
     /// Consecutive failed connection attempts across workers (reset on success).
     pub connect_failures: std::sync::atomic::AtomicU32,
 }

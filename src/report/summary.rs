@@ -78,7 +78,9 @@ pub fn print(s: &Summary) {
              unsubscribed or not renderable; `blast status` and the prune report say why)",
             s.counts.total
         ),
-        75 => eprintln!("  deferred recipients remain: run `blast send` again later to resume"),
+        75 => eprintln!(
+            "  recipients remain pending or deferred: run `blast send` again later to resume"
+        ),
         130 => eprintln!("  interrupted: state saved; run `blast send` again to resume"),
         _ => {}
     }

@@ -259,14 +259,20 @@ impl CampaignStore {
             .count
     }
 
-    /// Records a claim marker for `keys` (not flushed); returns its id. The recipients are
-    /// in flight from the flush that follows until [`Self::remove_claims`] drops the marker
-    /// after their results are committed.
-    pub fn put_claim<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Result<u64> {
+    /// Records a claim marker for `keys` made at `at_ms` (not flushed); returns its id. A
+    /// recipient under it is in flight from the flush that follows until its result is
+    /// committed (a record written at or after `at_ms`) or [`Self::remove_claims`] drops the
+    /// marker. `at_ms` must be later than any write of these records before the claim.
+    pub fn put_claim<'a>(
+        &self,
+        at_ms: u64,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<u64> {
         let id = self
             .next_claim
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut v = Vec::new();
+        // First line `@<ms>`: no address key starts with '@'.
+        let mut v = format!("@{at_ms}\n").into_bytes();
         for k in keys {
             v.extend_from_slice(k.as_bytes());
             v.push(b'\n');
@@ -290,16 +296,39 @@ impl CampaignStore {
         self.claims.apply_batch(b).map_err(|e| self.err(e))
     }
 
-    /// Every key under a claim marker: recipients a run had in flight when it stopped.
-    pub fn claimed_keys(&self) -> Result<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
+    /// Every key under a claim marker, with the time of its newest claim: a record of such
+    /// a key written before that time was in flight when the run stopped (one written at
+    /// or after it carries the claim's result).
+    pub fn claimed_keys(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut out = std::collections::HashMap::new();
         for kv in self.claims.iter() {
             let (_, v) = kv.map_err(|e| self.err(e))?;
+            let mut at = 0u64;
             for k in v.split(|&b| b == b'\n').filter(|k| !k.is_empty()) {
-                out.insert(String::from_utf8_lossy(k).into_owned());
+                if let Some(ms) = k.strip_prefix(b"@") {
+                    at = std::str::from_utf8(ms)
+                        .ok()
+                        .and_then(|m| m.parse().ok())
+                        .unwrap_or(u64::MAX);
+                    continue;
+                }
+                let e = out
+                    .entry(String::from_utf8_lossy(k).into_owned())
+                    .or_insert(at);
+                *e = (*e).max(at);
             }
         }
         Ok(out)
+    }
+
+    /// Whether `rec` (stored under `key`) is in flight under one of `claimed`'s markers.
+    pub fn in_flight_under(
+        claimed: &std::collections::HashMap<String, u64>,
+        key: &str,
+        rec: &Record,
+    ) -> bool {
+        matches!(rec.state, State::Pending | State::Deferred)
+            && claimed.get(key).is_some_and(|&at| rec.updated_ms < at)
     }
 
     /// Drops every claim marker (after a reconcile has settled them; not flushed).
@@ -364,11 +393,14 @@ impl CampaignStore {
         for kv in self.rcpt.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             if let Some(mut s) = Record::peek_state(&v) {
-                if matches!(s, State::Pending | State::Deferred)
-                    && !claimed.is_empty()
-                    && claimed.contains(String::from_utf8_lossy(&k).as_ref())
-                {
-                    s = State::InFlight;
+                if matches!(s, State::Pending | State::Deferred) && !claimed.is_empty() {
+                    let key = String::from_utf8_lossy(&k);
+                    if claimed.contains_key(key.as_ref())
+                        && Record::decode(&key, &v)
+                            .is_some_and(|r| Self::in_flight_under(&claimed, &key, &r))
+                    {
+                        s = State::InFlight;
+                    }
                 }
                 per[s as usize] += 1;
                 c.total += 1;
@@ -454,7 +486,7 @@ mod tests {
             let (a, b) = (rec("a@x.example"), rec("b@x.example"));
             st.put_batch([("a@x.example", &a), ("b@x.example", &b)])
                 .unwrap();
-            first = st.put_claim(["a@x.example"]).unwrap();
+            first = st.put_claim(5, ["a@x.example"]).unwrap();
             // Two threads asking at once share flushes; both return only when durable.
             std::thread::scope(|sc| {
                 sc.spawn(|| st.flush().unwrap());
@@ -467,12 +499,20 @@ mod tests {
         let st = CampaignStore::open(dir.path(), wait).unwrap();
         assert_eq!(
             st.claimed_keys().unwrap().into_iter().collect::<Vec<_>>(),
-            vec!["a@x.example".to_string()]
+            vec![("a@x.example".to_string(), 5)]
         );
-        let second = st.put_claim(["b@x.example"]).unwrap();
+        // A result committed after the claim (deferred, say) is not in flight any more,
+        // though the marker is still there.
+        let mut b = rec("b@x.example");
+        b.state = State::Deferred;
+        b.updated_ms = 7;
+        st.put_batch([("b@x.example", &b)]).unwrap();
+        let second = st.put_claim(7, ["b@x.example"]).unwrap();
+        assert_eq!(st.counts().unwrap().get(State::InFlight), 1);
         assert!(second > first, "{second} > {first}");
         st.remove_claims(&[first, second]).unwrap();
         assert!(st.claimed_keys().unwrap().is_empty());
-        assert_eq!(st.counts().unwrap().get(State::Pending), 2);
+        let c = st.counts().unwrap();
+        assert_eq!((c.get(State::Pending), c.get(State::Deferred)), (1, 1));
     }
 }

@@ -6,7 +6,9 @@
 //! one's result is read with [`SmtpSession::next_result`]: with PIPELINING the body and final
 //! dot of one message travel in the same write as the next message's MAIL, RCPT and DATA, so
 //! a steady stream costs one round trip per message (RFC 2920 §3.1). Results come back in
-//! submission order, each with the caller's tag.
+//! submission order, each with the caller's tag — except that a transaction refused locally
+//! (SIZE, SMTPUTF8, an unsafe path or line) is answered at once, ahead of ones still on the
+//! wire; callers match results by tag.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -101,10 +103,11 @@ impl<T> SmtpSession<T> {
             Some("553 5.1.3 not sent: address unsafe on the wire".into())
         } else if utf8 && !self.conn.caps.smtputf8 {
             Some("553 5.6.7 not sent: non-ASCII address and the relay has no SMTPUTF8".into())
-        } else if self.conn.caps.size > 0 && data.len() as u64 > self.conn.caps.size {
+        } else if self.conn.caps.size > 0 && msg.len() as u64 > self.conn.caps.size {
+            // RFC 1870 counts the message as it is, not its dot-stuffed wire form.
             Some(format!(
                 "552 5.3.4 not sent: message of {} octets exceeds the relay's SIZE {}",
-                data.len(),
+                msg.len(),
                 self.conn.caps.size
             ))
         } else {
