@@ -95,8 +95,14 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
             if sess.pipelining()
                 && sess.reusable(s.max_messages_per_connection, s.max_connection_age)
             {
-                if let Some(next) = next_now(&jobs, &ctx) {
-                    submit(&ctx, &done, sess, next).await;
+                // Read what has arrived first (the previous final reply and this envelope's
+                // replies come in one packet); only then look for the next job, whose commands
+                // can then ride with this body — a round trip later than looking right away,
+                // so the dispatcher has had that long to hand one over.
+                if !sess.read_ahead().await {
+                    if let Some(next) = next_now(&jobs, &ctx) {
+                        submit(&ctx, &done, sess, next).await;
+                    }
                 }
             }
             let Some((job, mut res)) = sess.next_result().await else {

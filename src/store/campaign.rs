@@ -58,28 +58,7 @@ pub struct CampaignStore {
     /// one small write instead of a rewrite of every recipient's record.
     claims: sled::Tree,
     next_claim: std::sync::atomic::AtomicU64,
-    flushes: FlushGroup,
     path: PathBuf,
-}
-
-/// Group commit across threads: a flush that starts after a caller's writes covers them, so
-/// callers that ask while one is running share the next one (the claimer's and the writer's
-/// commits of the same moment cost one fsync).
-#[derive(Default)]
-struct FlushGroup {
-    state: std::sync::Mutex<FlushState>,
-    cv: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct FlushState {
-    running: bool,
-    /// Generation the next flush to start will have.
-    next: u64,
-    /// Highest generation completed.
-    done: Option<u64>,
-    /// Flushes actually run (for benches).
-    count: u64,
 }
 
 impl CampaignStore {
@@ -108,7 +87,6 @@ impl CampaignStore {
             meta,
             claims,
             next_claim: next_claim.into(),
-            flushes: FlushGroup::default(),
             path: dir.to_path_buf(),
         })
     }
@@ -218,45 +196,11 @@ impl CampaignStore {
         self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
     }
 
-    /// Makes everything written so far durable (fsync). Concurrent callers share flushes: a
-    /// caller waits for the first flush that starts after it asked.
+    /// Makes everything written so far durable (fsync). Concurrent callers (the claimer and
+    /// the writer) already share sled's log flush: both wait for the same stable position,
+    /// so a second flush of the same moment costs no second write.
     pub fn flush(&self) -> Result<()> {
-        let f = &self.flushes;
-        let mut st = f.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = st.next;
-        loop {
-            if st.done.is_some_and(|d| d >= mine) {
-                return Ok(());
-            }
-            if !st.running {
-                let gen = st.next;
-                st.next += 1;
-                st.running = true;
-                drop(st);
-                let res = self.db.flush().map(|_| ()).map_err(|e| self.err(e));
-                st = f.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.running = false;
-                st.count += 1;
-                if res.is_ok() {
-                    st.done = Some(gen);
-                }
-                f.cv.notify_all();
-                if gen >= mine {
-                    return res;
-                }
-                continue;
-            }
-            st = f.cv.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Flushes run so far by this handle.
-    pub fn flush_count(&self) -> u64 {
-        self.flushes
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .count
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 
     /// Records a claim marker for `keys` made at `at_ms` (not flushed); returns its id. A
@@ -487,12 +431,7 @@ mod tests {
             st.put_batch([("a@x.example", &a), ("b@x.example", &b)])
                 .unwrap();
             first = st.put_claim(5, ["a@x.example"]).unwrap();
-            // Two threads asking at once share flushes; both return only when durable.
-            std::thread::scope(|sc| {
-                sc.spawn(|| st.flush().unwrap());
-                sc.spawn(|| st.flush().unwrap());
-            });
-            assert!(st.flush_count() >= 1 && st.flush_count() <= 2);
+            st.flush().unwrap();
             let c = st.counts().unwrap();
             assert_eq!((c.get(State::InFlight), c.get(State::Pending)), (1, 1));
         }

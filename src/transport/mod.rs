@@ -248,6 +248,15 @@ impl<T> Session<T> {
         }
     }
 
+    /// Reads replies that have arrived without sending (see [`SmtpSession::read_ahead`]);
+    /// whether a result is ready to hand out.
+    pub async fn read_ahead(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Smtp(s) => s.read_ahead().await,
+            Kind::Outbox { done, .. } | Kind::Stub { done, .. } => !done.is_empty(),
+        }
+    }
+
     /// Whether submitting the next message before reading this one's result saves a round
     /// trip.
     pub fn pipelining(&self) -> bool {

@@ -210,6 +210,21 @@ impl<T> SmtpSession<T> {
         }
     }
 
+    /// Reads what the server has answered so far without sending anything: the final reply
+    /// owed first, then the pipelined envelope's replies (its body then waits for the next
+    /// [`Self::submit`], so it can still travel with the next message's commands). Returns
+    /// whether there is a result to hand out now.
+    pub async fn read_ahead(&mut self) -> bool {
+        if self.done.is_empty() {
+            if !self.finals.is_empty() {
+                self.read_final().await;
+            } else if self.envelope.is_some() {
+                self.read_envelope().await;
+            }
+        }
+        !self.done.is_empty()
+    }
+
     /// Ends the session politely (QUIT) unless it is broken.
     pub async fn close(self) {
         if self.broken.is_none() {
