@@ -19,6 +19,8 @@
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
+//! - [`shutdown`]   [`shutdown::Shutdown`], the cooperative stop passed in to lanes and listeners;
+//!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
 //! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, DSNs, control
@@ -37,6 +39,7 @@ pub mod report;
 pub mod schedule;
 pub mod send;
 pub mod serve;
+pub mod shutdown;
 pub mod sink;
 pub mod smtp_server;
 pub mod store;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use blast::cli::{Cli, Command};
 use blast::error::{Error, EXIT_INTERRUPTED};
-use blast::lane::Shutdown;
+use blast::shutdown::Shutdown;
 use blast::{commands, config, report, send};
 use clap::Parser;
 
@@ -41,19 +41,15 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// First Ctrl-C: stop taking new recipients, finish in-flight transactions, save, exit 130.
+/// First Ctrl-C or SIGTERM: stop taking new recipients, finish in-flight transactions, save, exit 130.
 /// Second: exit at once (the store is consistent; in-flight rows follow the policy next run).
 fn install_interrupt(shutdown: Arc<Shutdown>) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nblast: stopping after transactions in progress (Ctrl-C again to quit now)"
-            );
-            shutdown.stop();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(EXIT_INTERRUPTED);
-            }
-        }
+        blast::shutdown::signal().await;
+        eprintln!("\nblast: stopping after transactions in progress (Ctrl-C again to quit now)");
+        shutdown.stop();
+        blast::shutdown::signal().await;
+        std::process::exit(EXIT_INTERRUPTED);
     });
 }
 

@@ -6,7 +6,7 @@
 //!   `in_flight = "skip"` (misses listed as `unknown`), at least once under `resend` with
 //!   duplicates within the README's bound
 //! - a second `blast send` of a running campaign refuses; `blast status` still answers
-//! - SIGINT: exit 130, state saved, the rerun completes without duplicates
+//! - SIGINT and SIGTERM: exit 130, state saved, the rerun completes without duplicates
 //! - an uncreatable state dir: a clear error naming the path, nothing sent
 //! - import idempotence: the list changes between runs (rows removed, rows added)
 
@@ -202,13 +202,14 @@ fn addrs(prefix: &str, n: usize, domains: usize) -> Vec<String> {
         .collect()
 }
 
-/// Sends SIGINT the way a terminal's Ctrl-C would (no libc dependency: the `kill` utility).
-fn sigint(pid: u32) {
+/// Sends `sig` (`INT`: what a terminal's Ctrl-C sends; `TERM`: what systemd, `timeout` and
+/// container runtimes send) with the `kill` utility (no libc dependency in the tests).
+fn signal(pid: u32, sig: &str) {
     let st = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{sig}"), &pid.to_string()])
         .status()
         .expect("run kill");
-    assert!(st.success(), "kill -INT {pid} failed");
+    assert!(st.success(), "kill -{sig} {pid} failed");
 }
 
 // ------------------------------------------------------------------ crash test
@@ -471,16 +472,17 @@ async fn interrupted_send_setup(
     (sink, camp, list, child)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
+/// A signal to a mid-send `blast send`: exit 130 with nothing left in flight, and a rerun
+/// sends the rest with no recipient received twice.
+async fn interrupt_exits_130_and_rerun_completes(sig: &str, id: &str, prefix: &str) {
     const N: usize = 600;
-    let (sink, camp, list, mut child) = interrupted_send_setup("intr", "i", N).await;
-    sigint(child.id().expect("pid"));
+    let (sink, camp, list, mut child) = interrupted_send_setup(id, prefix, N).await;
+    signal(child.id().expect("pid"), sig);
     let st = wait_bounded(&mut child, Duration::from_secs(60)).await;
     assert_eq!(
         st.code(),
         Some(130),
-        "after SIGINT: {st:?}\n{}",
+        "after SIG{sig}: {st:?}\n{}",
         camp.log("first.err")
     );
     let at_stop = sink.count();
@@ -503,9 +505,20 @@ async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
     }
     assert_eq!(sink.count(), N);
     eprintln!(
-        "interrupt: {at_stop} sent before SIGINT, {} after",
+        "SIG{sig}: {at_stop} sent before the signal, {} after",
         N - at_stop
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_130_and_rerun_completes_without_duplicates() {
+    interrupt_exits_130_and_rerun_completes("INT", "intr", "i").await;
+}
+
+/// SIGTERM (a service manager stopping blast) gets the same graceful stop as Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_130_and_rerun_completes_without_duplicates() {
+    interrupt_exits_130_and_rerun_completes("TERM", "term", "t").await;
 }
 
 // ------------------------------------------------------------------ state dir
@@ -610,11 +623,11 @@ async fn double_sigint_exits_at_once_and_rerun_never_duplicates() {
     const N: usize = 600;
     let (sink, camp, list, mut child) = interrupted_send_setup("intr2", "j", N).await;
     let pid = child.id().expect("pid");
-    sigint(pid);
+    signal(pid, "INT");
     // The second Ctrl-C has to come after the handler re-armed; a person is slower than this.
     tokio::time::sleep(Duration::from_millis(100)).await;
     if child.try_wait().unwrap().is_none() {
-        sigint(pid);
+        signal(pid, "INT");
     }
     let st = wait_bounded(&mut child, Duration::from_secs(30)).await;
     assert_eq!(st.code(), Some(130), "{st:?}\n{}", camp.log("first.err"));

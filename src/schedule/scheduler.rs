@@ -28,7 +28,7 @@ use super::launch::{run_settings, Launch, RunResult};
 use super::slots::{run_id, CatchUp, Overlap, ScheduleSettings};
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lane::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Where the scheduler works and how eagerly.
 #[derive(Debug, Clone)]

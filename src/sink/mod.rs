@@ -536,7 +536,7 @@ pub async fn run(args: SinkArgs) -> std::io::Result<()> {
     let mut lines = 0;
     let mut last_count = 0;
     let mut quiet = false;
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -567,21 +567,6 @@ pub async fn run(args: SinkArgs) -> std::io::Result<()> {
     );
     handle.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

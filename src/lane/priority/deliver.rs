@@ -13,7 +13,7 @@ use super::{Cmd, Log, Stats};
 use crate::classify::{classify, Class, Stage};
 use crate::config::{LaneSettings, TransportSpec};
 use crate::lane::retry::next_retry_ms;
-use crate::lane::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::now_ms;
 use crate::store::queue::{format_id, Entry, NewMessage, QueueStore, RcptStatus};
 use crate::transport::smtp::{Connection, Endpoint, Reply, SmtpError};

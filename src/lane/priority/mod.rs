@@ -85,7 +85,7 @@ pub struct PriorityLane {
     /// The queue (reads; every write goes through [`PriorityLane::tx`]).
     pub store: Arc<QueueStore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    stop: Arc<crate::lane::Shutdown>,
+    stop: Arc<crate::shutdown::Shutdown>,
 }
 
 /// How a lane reports what it does (stderr in `serve`; tests can capture it).
@@ -100,7 +100,7 @@ pub fn start(
     log: Log,
 ) -> crate::error::Result<PriorityLane> {
     let stats = Arc::new(Stats::default());
-    let stop = Arc::new(crate::lane::Shutdown::default());
+    let stop = Arc::new(crate::shutdown::Shutdown::default());
     let settings = Arc::new(settings);
     let (tx, rx) = mpsc::channel(4096);
     let (sched_tx, sched_rx) = mpsc::unbounded_channel();
