@@ -13,9 +13,10 @@
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
 //! - [`store`]      sled stores: per-campaign recipients (+ the import's writer threads), global
 //!   suppression, priority queue
-//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
+//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding,
+//!   TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
-//!   `lane::priority`: the priority lane (queue writer, scheduler, workers)
+//!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
@@ -23,7 +24,7 @@
 //!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
-//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, DSNs, control
+//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, control
 //!   socket, and the wiring with its two runtimes
 
 pub mod classify;

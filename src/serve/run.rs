@@ -38,7 +38,7 @@ fn listener_settings(s: &ServeSettings) -> Result<SubmissionSettings> {
     let tls = match &l.tls {
         None => None,
         Some((cert, key)) => Some(
-            crate::sink::tls_server_config_from_pem(cert, key)
+            crate::transport::tls::server_config_from_pem(cert, key)
                 .map_err(|e| Error::Config(format!("{}: serve.tls_cert: {e}", s.file.display())))?,
         ),
     };

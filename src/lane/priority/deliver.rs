@@ -200,7 +200,7 @@ fn apply(
         ));
         return Vec::new();
     }
-    vec![crate::serve::dsn::build(
+    vec![crate::lane::priority::dsn::build(
         &ctx.hostname,
         entry,
         &failed,

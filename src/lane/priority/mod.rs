@@ -5,9 +5,11 @@
 //! runtime threads, so a blast running in the same process cannot queue in front of it.
 //!
 //! Flow: accept → [`writer`] (stage + one flush per group, then answer) → [`sched`] (due
-//! now or at a retry time) → workers ([`deliver`]) → writer (new state, DSNs) → sched.
+//! now or at a retry time) → workers ([`deliver`]) → writer (new state, DSNs built by [`dsn`])
+//! → sched.
 
 pub mod deliver;
+pub mod dsn;
 pub mod sched;
 pub mod writer;
 
