@@ -5,7 +5,8 @@
 //!
 //! - [`cli`]        clap definitions of every command
 //! - [`commands`]   `status`, `suppress`, `preview`, `queue`, `schedule`, `user`: what `main` runs
-//! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`]
+//! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
+//!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode

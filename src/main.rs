@@ -84,7 +84,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     s.suppression_dir = suppression;
                 }
                 eprintln!("blast: sending run {} now", s.id);
-                run_slot = Some(blast::schedule::slots::slot_id(slot));
+                run_slot = Some(blast::schedule::slot_id(slot));
             }
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());

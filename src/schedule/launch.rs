@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::clock::BoxFuture;
-use super::slots::run_id;
+use crate::config::schedule::run_id;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::send::{self, SendOptions};
