@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 use crate::list::hygiene::Policy;
 use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 
+pub mod duration;
+pub mod schedule;
+
+pub use duration::parse_duration;
+
 // ---------------------------------------------------------------- raw (serde) layer
 
 #[derive(Deserialize)]
@@ -22,7 +27,7 @@ use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 struct RawFile {
     campaign: RawCampaign,
     lane: Spanned<RawLane>,
-    schedule: Option<crate::schedule::slots::RawSchedule>,
+    schedule: Option<schedule::RawSchedule>,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +109,7 @@ pub struct Settings {
     /// The blast lane.
     pub lane: LaneSettings,
     /// The `[schedule]` table: `blast serve` runs the campaign on these slots.
-    pub schedule: Option<crate::schedule::ScheduleSettings>,
+    pub schedule: Option<schedule::ScheduleSettings>,
     /// Where the global suppression list lives; `None`: in `state_dir`. A scheduled run keeps
     /// its own state per run but shares the serve state dir's suppression list.
     pub suppression_dir: Option<PathBuf>,
@@ -473,29 +478,6 @@ fn key_at(src: &str, at: std::ops::Range<usize>) -> Option<String> {
     best
 }
 
-/// Parses `30s`, `5m`, `2h`, `1d`, `250ms`.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}"))?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(format!(
-                "expected a duration like \"30s\", \"5m\", \"1h\", got {s:?}"
-            ))
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 pub(crate) fn duration(
     loc: &Locator,
     v: &Option<Spanned<String>>,
@@ -663,10 +645,9 @@ const RESERVED_HEADERS: &[&str] = &[
 fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
     let schedule = match raw.schedule {
         None => None,
-        Some(r) => Some(
-            crate::schedule::slots::validate(r)
-                .or_else(|(span, key, msg)| loc.err(span, &key, msg))?,
-        ),
+        Some(r) => {
+            Some(self::schedule::validate(r).or_else(|(span, key, msg)| loc.err(span, &key, msg))?)
+        }
     };
     let c = raw.campaign;
     let lane_span = raw.lane.span();

@@ -5,7 +5,8 @@
 //!
 //! - [`cli`]        clap definitions of every command
 //! - [`commands`]   `status`, `suppress`, `preview`, `queue`, `schedule`, `user`: what `main` runs
-//! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`]
+//! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
+//!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
@@ -13,15 +14,18 @@
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
 //! - [`store`]      sled stores: per-campaign recipients (+ the import's writer threads), global
 //!   suppression, priority queue
-//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding
+//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding,
+//!   TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
-//!   `lane::priority`: the priority lane (queue writer, scheduler, workers)
+//!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
 //! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, final summary
+//! - [`shutdown`]   [`shutdown::Shutdown`], the cooperative stop passed in to lanes and listeners;
+//!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
-//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, DSNs, control
+//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, control
 //!   socket, and the wiring with its two runtimes
 
 pub mod classify;
@@ -39,6 +43,7 @@ pub mod report;
 pub mod schedule;
 pub mod send;
 pub mod serve;
+pub mod shutdown;
 pub mod sink;
 pub mod smtp_server;
 pub mod store;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use blast::cli::{Cli, Command};
 use blast::error::{Error, EXIT_INTERRUPTED};
-use blast::lane::Shutdown;
+use blast::shutdown::Shutdown;
 use blast::{commands, config, report, send};
 use clap::Parser;
 
@@ -59,35 +59,15 @@ fn default_sigpipe() {
     }
 }
 
-/// First Ctrl-C or SIGTERM (a service manager's stop, `kill`): stop taking new recipients,
-/// finish in-flight transactions, save, exit 130. Second: exit at once (the store is
-/// consistent; in-flight rows follow the policy next run). Without the SIGTERM handler the
-/// default action killed the process mid-send like `kill -9`, leaving claimed recipients to
-/// the in-flight policy (by default: never sent).
+/// First Ctrl-C or SIGTERM: stop taking new recipients, finish in-flight transactions, save, exit 130.
+/// Second: exit at once (the store is consistent; in-flight rows follow the policy next run).
 fn install_interrupt(shutdown: Arc<Shutdown>) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut stop = async || {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r.is_ok(),
-                _ = async {
-                    match term.as_mut() {
-                        Some(t) => { t.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => true,
-            }
-        };
-        if stop().await {
-            eprintln!(
-                "\nblast: stopping after transactions in progress (Ctrl-C again to quit now)"
-            );
-            shutdown.stop();
-            if stop().await {
-                std::process::exit(EXIT_INTERRUPTED);
-            }
-        }
+        blast::shutdown::signal().await;
+        eprintln!("\nblast: stopping after transactions in progress (Ctrl-C again to quit now)");
+        shutdown.stop();
+        blast::shutdown::signal().await;
+        std::process::exit(EXIT_INTERRUPTED);
     });
 }
 
@@ -122,7 +102,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     s.suppression_dir = suppression;
                 }
                 eprintln!("blast: sending run {} now", s.id);
-                run_slot = Some(blast::schedule::slots::slot_id(slot));
+                run_slot = Some(blast::schedule::slot_id(slot));
             }
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::{InFlightPolicy, Settings};
 use crate::error::{Error, Result};
-use crate::lane::{self, Job, MessageSpec, Shutdown, Stats};
+use crate::lane::{self, Job, MessageSpec, Stats};
 use crate::list::hygiene;
 use crate::list::prune::PruneReport;
 use crate::list::reader::{ListReader, RowIssue, RowRef};
 use crate::owner::{Global, Snapshot};
 use crate::render::{Row, Templates};
+use crate::shutdown::Shutdown;
 use crate::store::bulk::{self, BulkWriter};
 use crate::store::campaign::{CampaignStore, Counts};
 use crate::store::record::{Record, State};

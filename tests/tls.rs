@@ -29,7 +29,7 @@ pub(crate) fn self_signed() -> Arc<rustls::ServerConfig> {
         .expect("rcgen makes a self-signed certificate");
     let cert = ck.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    sink::tls_server_config(vec![cert], key).expect("sink TLS config")
+    blast::transport::tls::server_config(vec![cert], key).expect("sink TLS config")
 }
 
 async fn start(config: SinkConfig) -> SinkHandle {

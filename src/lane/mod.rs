@@ -16,48 +16,18 @@ pub mod throttle;
 pub mod worker;
 pub mod writer;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::config::LaneSettings;
 use crate::error::{Error, Result};
 use crate::owner::Global;
+use crate::shutdown::Shutdown;
 use crate::store::campaign::CampaignStore;
 use crate::transport::Connector;
 pub use job::{Done, Job, MessageSpec, Outcome};
-
-/// Cooperative stop: set once (Ctrl-C, fatal lane error); everyone checks it.
-#[derive(Default)]
-pub struct Shutdown {
-    flag: AtomicBool,
-    notify: Notify,
-}
-
-impl Shutdown {
-    /// Asks everything to stop taking new work.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Whether a stop was requested.
-    pub fn stopping(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when a stop is requested.
-    pub async fn wait(&self) {
-        while !self.stopping() {
-            let n = self.notify.notified();
-            if self.stopping() {
-                return;
-            }
-            n.await;
-        }
-    }
-}
 
 /// Live counters for progress display (updated after results are durably committed).
 #[derive(Default, Debug)]

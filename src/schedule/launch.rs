@@ -9,11 +9,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::clock::BoxFuture;
-use super::slots::run_id;
+use crate::config::schedule::run_id;
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lane::Shutdown;
 use crate::send::{self, SendOptions};
+use crate::shutdown::Shutdown;
 
 /// What one launch of a run did.
 #[derive(Debug, Clone, Default)]

@@ -26,10 +26,10 @@ use super::claims::{self, Claims, RunRecord, RunStatus, Snapshot, SNAPSHOT_RUNS}
 use super::clock::Clock;
 pub use super::events::{locked_hint, Event};
 use super::launch::{run_settings, Launch, RunResult};
-use super::slots::{run_id, CatchUp, Overlap, ScheduleSettings};
+use crate::config::schedule::{run_id, CatchUp, Overlap, ScheduleSettings};
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lane::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Where the scheduler works and how eagerly.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ fn listener_settings(s: &ServeSettings) -> Result<SubmissionSettings> {
     let tls = match &l.tls {
         None => None,
         Some((cert, key)) => Some(
-            crate::sink::tls_server_config_from_pem(cert, key)
+            crate::transport::tls::server_config_from_pem(cert, key)
                 .map_err(|e| Error::Config(format!("{}: serve.tls_cert: {e}", s.file.display())))?,
         ),
     };
@@ -177,7 +177,7 @@ pub fn main(config: &Path) -> Result<i32> {
             s.state_dir.display()
         );
         let scheduler = super::scheduler::start(&s, blast_rt.handle())?;
-        wait_for_stop().await;
+        crate::shutdown::signal().await;
         eprintln!("blast serve: stopping (deliveries in progress get {:?})", s.shutdown_timeout);
         scheduler.stop().await;
         serve.shutdown(s.shutdown_timeout).await;
@@ -185,17 +185,4 @@ pub fn main(config: &Path) -> Result<i32> {
     })?;
     blast_rt.shutdown_timeout(Duration::from_secs(5));
     Ok(code)
-}
-
-async fn wait_for_stop() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::config::ServeSettings;
 use crate::error::Result;
-use crate::lane::Shutdown;
 use crate::schedule::{self, SchedulerConfig, SendLauncher, SystemClock};
+use crate::shutdown::Shutdown;
 
 /// The running scheduler (or nothing, when no `campaigns_dir` is configured).
 pub struct SchedulerHandle {

@@ -86,44 +86,6 @@ impl Default for SinkConfig {
     }
 }
 
-/// Builds a TLS server config (ring provider) from a DER certificate chain and private key.
-pub fn tls_server_config(
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)?;
-    Ok(Arc::new(cfg))
-}
-
-/// Loads a PEM certificate chain and PEM private key into a TLS server config.
-pub fn tls_server_config_from_pem(
-    cert: &Path,
-    key: &Path,
-) -> std::io::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &Path, e: &dyn std::fmt::Display| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: {e}", what.display()),
-        )
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert, &e))?;
-    if chain.is_empty() {
-        return Err(bad(cert, &"no CERTIFICATE in PEM file"));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    tls_server_config(chain, key_der).map_err(|e| bad(cert, &e))
-}
-
 /// One `AUTH` command the sink answered (recorded when `record` is on).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthAttempt {
@@ -472,7 +434,7 @@ impl SinkArgs {
     pub fn load_config(&self) -> std::io::Result<SinkConfig> {
         let mut config = self.to_config();
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            config.tls = Some(tls_server_config_from_pem(cert, key)?);
+            config.tls = Some(crate::transport::tls::server_config_from_pem(cert, key)?);
         }
         if let (Some(user), Some(var)) = (&self.auth_user, &self.auth_password_env) {
             let password = std::env::var(var).map_err(|_| {
@@ -537,7 +499,7 @@ pub async fn run(args: SinkArgs) -> std::io::Result<()> {
     let mut lines = 0;
     let mut last_count = 0;
     let mut quiet = false;
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -568,21 +530,6 @@ pub async fn run(args: SinkArgs) -> std::io::Result<()> {
     );
     handle.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

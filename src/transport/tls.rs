@@ -1,6 +1,9 @@
-//! TLS client configurations: verified (STARTTLS `required`, `smtps://`) and opportunistic
-//! (encrypts against passive snooping; a self-signed relay certificate is accepted, as MTAs do).
+//! TLS configurations, all on the ring provider. Client: verified (STARTTLS `required`,
+//! `smtps://`) and opportunistic (encrypts against passive snooping; a self-signed relay
+//! certificate is accepted, as MTAs do). Server: [`server_config`] and
+//! [`server_config_from_pem`], for the submission listener of `blast serve` and the sink.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -32,6 +35,42 @@ pub fn opportunistic() -> Arc<ClientConfig> {
         .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
         .with_no_client_auth();
     Arc::new(cfg)
+}
+
+/// Builds a TLS server config (ring provider) from a DER certificate chain and private key.
+pub fn server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Loads a PEM certificate chain and PEM private key into a TLS server config.
+pub fn server_config_from_pem(
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no CERTIFICATE in PEM file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    server_config(chain, key_der).map_err(|e| bad(cert, &e))
 }
 
 /// Accepts any certificate but still checks handshake signatures (so the session keys are

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blast::config::Settings;
-use blast::lane::Shutdown;
 use blast::send::{SendOptions, Summary};
+use blast::shutdown::Shutdown;
 use blast::sink::{self, Received, Rule, SinkConfig, SinkHandle};
 use blast::store::campaign::CampaignStore;
 use blast::store::record::Record;

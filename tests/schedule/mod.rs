@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blast::error::Result;
-use blast::lane::Shutdown;
 use blast::schedule::claims::{Claims, RunRecord, RunStatus};
 use blast::schedule::{Clock, Event, SchedulerConfig, SendLauncher};
+use blast::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

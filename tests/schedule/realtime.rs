@@ -45,7 +45,7 @@ async fn every_two_seconds_n_slots_make_n_runs() {
     );
     for i in 0..N {
         let slot = start + chrono::Duration::seconds(2 * i as i64);
-        let id = blast::schedule::slots::run_id("rt", slot);
+        let id = blast::schedule::run_id("rt", slot);
         let rec = serve.finished(&id, RunStatus::Done).await;
         assert_eq!(
             rec.counts.get("sent"),

@@ -229,7 +229,7 @@ async fn a_second_scheduler_on_the_same_state_dir_refuses() {
         blast::schedule::SchedulerConfig::new(f.dir.path().to_path_buf(), state.clone()),
         clock.clone(),
         std::sync::Arc::new(blast::schedule::SendLauncher),
-        std::sync::Arc::new(blast::lane::Shutdown::default()),
+        std::sync::Arc::new(blast::shutdown::Shutdown::default()),
     );
     let err = tokio::time::timeout(Duration::from_secs(30), second)
         .await

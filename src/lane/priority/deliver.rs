@@ -13,7 +13,7 @@ use super::{Cmd, Log, Stats};
 use crate::classify::Class;
 use crate::config::LaneSettings;
 use crate::lane::retry::next_retry_ms;
-use crate::lane::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::now_ms;
 use crate::store::queue::{format_id, Entry, NewMessage, QueueStore, RcptStatus};
 use crate::transport::smtp::SmtpError;
@@ -182,7 +182,7 @@ fn apply(
         ));
         return Vec::new();
     }
-    vec![crate::serve::dsn::build(
+    vec![crate::lane::priority::dsn::build(
         &ctx.hostname,
         entry,
         &failed,

@@ -5,9 +5,11 @@
 //! runtime threads, so a blast running in the same process cannot queue in front of it.
 //!
 //! Flow: accept → [`writer`] (stage + one flush per group, then answer) → [`sched`] (due
-//! now or at a retry time) → workers ([`deliver`]) → writer (new state, DSNs) → sched.
+//! now or at a retry time) → workers ([`deliver`]) → writer (new state, DSNs built by [`dsn`])
+//! → sched.
 
 pub mod deliver;
+pub mod dsn;
 pub mod sched;
 pub mod writer;
 
@@ -85,7 +87,7 @@ pub struct PriorityLane {
     /// The queue (reads; every write goes through [`PriorityLane::tx`]).
     pub store: Arc<QueueStore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    stop: Arc<crate::lane::Shutdown>,
+    stop: Arc<crate::shutdown::Shutdown>,
 }
 
 /// How a lane reports what it does (stderr in `serve`; tests can capture it).
@@ -100,7 +102,7 @@ pub fn start(
     log: Log,
 ) -> crate::error::Result<PriorityLane> {
     let stats = Arc::new(Stats::default());
-    let stop = Arc::new(crate::lane::Shutdown::default());
+    let stop = Arc::new(crate::shutdown::Shutdown::default());
     let settings = Arc::new(settings);
     let (tx, rx) = mpsc::channel(4096);
     let (sched_tx, sched_rx) = mpsc::unbounded_channel();

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::users::Users;
-use crate::lane::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::queue::NewMessage;
 pub use policy::{auth_permitted, in_networks};
 

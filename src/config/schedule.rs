@@ -182,7 +182,7 @@ pub(crate) fn validate(raw: RawSchedule) -> Result<ScheduleSettings, SpanError> 
     };
     let catch_up_max_age = match &raw.catch_up_max_age {
         None => Duration::from_secs(6 * 3600),
-        Some(s) => crate::config::parse_duration(s.get_ref())
+        Some(s) => super::duration::parse_duration(s.get_ref())
             .map_err(|m| err(s.span(), "catch_up_max_age", m))?,
     };
     let overlap = match raw
