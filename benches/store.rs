@@ -25,8 +25,9 @@
 mod common;
 #[path = "store/send_path.rs"]
 mod send_path;
+use blast::import::{self, ImportSource, ImportStats};
 use blast::list::prune::PruneReport;
-use blast::send::{self, ImportSource, ImportStats};
+use blast::send;
 use blast::store::campaign::CampaignStore;
 use common::Rng;
 use std::io::{BufWriter, Write};
@@ -209,10 +210,10 @@ fn run_import(
     prune_path: &Path,
 ) -> (ImportStats, u64, std::collections::BTreeMap<String, u64>) {
     let (_templates, reader, fields) = send::load_inputs(s).expect("load inputs");
-    let file_map = send::register_files(store, &reader).expect("register files");
+    let file_map = import::register_files(store, &reader).expect("register files");
     let mut prune = PruneReport::create(prune_path).expect("prune report");
     let eligible = AtomicU64::new(0);
-    let stats = send::import(
+    let stats = import::import(
         s,
         store,
         ImportSource {
@@ -301,12 +302,12 @@ fn main() {
         "re-import must keep every recipient and add none"
     );
     let clock = Clock::start();
-    let send::Reconciled {
+    let import::Reconciled {
         removed,
         recovered,
         eligible: eligible2,
         ..
-    } = send::reconcile(&store, s.in_flight, false, &st2.seen).expect("reconcile");
+    } = import::reconcile(&store, s.in_flight, false, &st2.seen).expect("reconcile");
     clock.report("  reconcile scan after it:", recipients);
     assert_eq!(
         (removed, recovered, eligible2),

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
-//! - [`commands`]   `status`, `suppress`, `preview`, `queue`, `schedule`, `user`: what `main` runs
+//! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`,
+//!   `preview`, `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
 //!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
@@ -12,15 +13,22 @@
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
 //! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
-//! - [`store`]      sled stores: per-campaign recipients (+ the import's writer threads), global
-//!   suppression, priority queue
-//! - [`transport`]  SMTP client (pipelining, STARTTLS, AUTH), outbox (.eml files), wire encoding,
-//!   TLS configs (client and server)
-//! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, retry schedule;
+//! - [`store`]      sled stores: per-campaign recipients and claim markers (+ the import's
+//!   writer threads), global suppression, priority queue
+//! - [`owner`]      the one owner of global state (the suppression list): serve's control
+//!   socket when it runs, else the store opened briefly
+//! - [`control`]    the control socket's protocol and clients (server side: `serve::control`)
+//! - [`import`]     lists → store (hygiene, suppression, dedupe, prune report); reconcile after
+//!   a previous run
+//! - [`transport`]  the seam both lanes send through: `Connector` → `Session` (one SMTP
+//!   transaction, pipelined across messages), smtp client (STARTTLS, AUTH), outbox (.eml
+//!   files), an in-memory stub, wire encoding, TLS configs (client and server)
+//! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
+//!   destination health (421 backoff, stalled relay), retry schedule;
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
-//! - [`send`]       the `blast send` / `blast check` orchestration (import → send → summary)
+//! - [`send`]       the `blast send` orchestration (import → lane → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
-//! - [`report`]     progress bars / plain progress lines, final summary
+//! - [`report`]     progress bars / plain progress lines, the run's [`report::summary::Summary`]
 //! - [`shutdown`]   [`shutdown::Shutdown`], the cooperative stop passed in to lanes and listeners;
 //!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
@@ -34,6 +42,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod import;
 pub mod lane;
 pub mod list;
 pub mod message;

@@ -24,7 +24,7 @@ use crate::store::suppression::{self, Entry, Suppression};
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// A shared handle closes the store after this long unused…
 const IDLE: Duration = Duration::from_millis(300);
-/// …and after holding it this long, then waits [`COOLDOWN`] before opening it again.
+/// …and after holding it this long, then waits `COOLDOWN` before opening it again.
 pub const MAX_HOLD: Duration = Duration::from_secs(2);
 const COOLDOWN: Duration = Duration::from_millis(200);
 

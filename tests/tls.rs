@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blast::send::{SendOptions, Summary};
+use blast::report::summary::Summary;
+use blast::send::SendOptions;
 use blast::sink::{self, AuthAttempt, SinkConfig, SinkHandle};
 use blast::store::record::State;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -1,5 +1,5 @@
 //! `blast check CAMPAIGN [--config blast.toml]`: validate the campaign (config, templates,
-//! every list row: [`crate::send::check`]), then compare its lane with `blast serve`'s
+//! every list row: [`check`]), then compare its lane with `blast serve`'s
 //! priority lane and submission users ([`super::lanes`]) and warn about what they share.
 //!
 //! Exit 2 when the campaign is invalid, or valid but nobody in its lists can be sent (every
@@ -8,7 +8,13 @@
 //! purpose, and scripts gate on `blast check` for "will this campaign send"; the warnings are
 //! for the human.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+
+use crate::import::{fingerprint, note_flags, screen};
+use crate::list::prune::PruneReport;
+use crate::render::Row;
+use crate::send::{io, load_inputs, prune_path};
 
 use super::lanes::{self, Warning};
 use crate::config::{self, Settings};
@@ -39,7 +45,7 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     let serve = super::schedule::serve_settings(config)?;
     let (r, compared) = tokio::task::spawn_blocking(move || {
         let compared = compare(&s, serve);
-        crate::send::check(&s, &pruned).map(|r| (r, compared))
+        check(&s, &pruned).map(|r| (r, compared))
     })
     .await
     .map_err(|e| Error::Lane(e.to_string()))??;
@@ -132,4 +138,67 @@ fn compare(s: &Settings, serve: Option<ServeSettings>) -> Compared {
         users: serve.users,
         users_note,
     }
+}
+
+/// What `blast check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Rows that would be sent (rendered fine, unique, valid).
+    pub sendable: u64,
+    /// The prune report and counts per reason.
+    pub pruned: (PathBuf, BTreeMap<String, u64>),
+}
+
+/// Runs `blast check`: everything `send` validates, every row rendered, nothing sent and the
+/// store untouched.
+pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
+    let (templates, mut reader, _fields) = load_inputs(s)?;
+    let ppath = prune_path(s, pruned);
+    let mut prune =
+        PruneReport::create(&ppath).map_err(io("cannot create prune report", &ppath))?;
+    let perr =
+        |e: std::io::Error| Error::io(format!("writing prune report {}", ppath.display()), e);
+    let paths = reader.paths().to_vec();
+    let columns: Vec<Vec<String>> = (0..paths.len())
+        .map(|i| reader.columns(i).to_vec())
+        .collect();
+    let mut seen: HashSet<u64> = HashSet::new();
+    let (mut rows, mut sendable) = (0u64, 0u64);
+    let mut values: Vec<String> = Vec::new();
+    while let Some(row) = reader.next_row() {
+        rows += 1;
+        let Some((row, mb)) = screen(row, &paths, &s.policy, &mut prune).map_err(perr)? else {
+            continue;
+        };
+        let file = &paths[row.file_idx];
+        if !seen.insert(fingerprint(&mb.key)) {
+            prune
+                .record_duplicate(file, row.line, &mb.address)
+                .map_err(perr)?;
+            continue;
+        }
+        values.clear();
+        values.extend(row.record.iter().map(str::to_string));
+        if let Err(e) = templates.render(Row {
+            columns: &columns[row.file_idx],
+            values: &values,
+        }) {
+            prune
+                .record(file, row.line, &mb.address, "missing_field", &e.to_string())
+                .map_err(perr)?;
+            continue;
+        }
+        note_flags(&mut prune, file, row.line, &mb).map_err(perr)?;
+        sendable += 1;
+    }
+    let pruned = prune
+        .finish()
+        .map_err(io("cannot write prune report", &ppath))?;
+    Ok(CheckReport {
+        rows,
+        sendable,
+        pruned,
+    })
 }

@@ -1,7 +1,7 @@
 //! The commands other than `send` (which lives in [`crate::send`]): what `main` calls
 //! after parsing, each returning the process exit code.
 //!
-//! - [`check`]     `blast check`: [`crate::send::check`], then the lane comparison below
+//! - [`check`]     `blast check`: every row validated ([`check::check`]), then the lane comparison below
 //! - [`lanes`]     what a campaign's lane shares with serve's priority lane (warnings)
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)

@@ -1,13 +1,75 @@
 //! The end-of-run summary and the status snapshot file (`status.json`) that lets
 //! `blast status` answer while a send holds the store.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::InFlightPolicy;
+use crate::import::ImportStats;
 use std::sync::atomic::Ordering;
 
 use crate::lane::Stats;
-use crate::send::Summary;
 use crate::store::campaign::Counts;
 use crate::store::record::State;
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Campaign id.
+    pub campaign: String,
+    /// Counts per state after the run.
+    pub counts: Counts,
+    /// Wall time of the whole command.
+    pub elapsed: Duration,
+    /// What the import phase read and added.
+    pub imported: ImportStats,
+    /// Wall time of the import phase (lists → store, reconcile).
+    pub import_time: Duration,
+    /// Messages accepted in this run.
+    pub sent_this_run: u64,
+    /// The prune report and its counts per reason.
+    pub pruned: (PathBuf, BTreeMap<String, u64>),
+    /// Rows previously imported that are no longer in the lists (not sent).
+    pub removed: u64,
+    /// Recipients found in flight from a crashed run, and what was done with them.
+    pub recovered_in_flight: (u64, InFlightPolicy),
+    /// Domains with sender/message-level permanent failures.
+    pub warnings: BTreeMap<String, (u64, String)>,
+    /// Addresses newly added to the suppression list.
+    pub suppressed: u64,
+    /// Why the lane stopped early, if it did.
+    pub fatal: Option<String>,
+    /// The destination stayed unavailable longer than `wait_for_retries`: the run ended
+    /// early with everyone unsent still pending or deferred (exit 75; a rerun resumes).
+    pub stalled: Option<String>,
+    /// Ctrl-C.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// Exit code per DESIGN.md: 0 complete, 75 deferred left, 130 interrupted, 1 lane failure,
+    /// 2 when nobody could be sent (every recipient skipped, or no recipient at all: a run
+    /// that sends nobody is not a success).
+    pub fn exit_code(&self) -> i32 {
+        use crate::error::*;
+        if self.interrupted {
+            EXIT_INTERRUPTED
+        } else if self.fatal.is_some() {
+            EXIT_FAILURE
+        } else if self.counts.get(State::Deferred)
+            + self.counts.get(State::Pending)
+            + self.counts.get(State::InFlight)
+            > 0
+        {
+            EXIT_DEFERRED
+        } else if self.counts.total == self.counts.get(State::Skipped) {
+            EXIT_CONFIG
+        } else {
+            EXIT_OK
+        }
+    }
+}
 
 /// Prints the summary table to stderr.
 pub fn print(s: &Summary) {

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blast::config::Settings;
-use blast::send::{SendOptions, Summary};
+use blast::report::summary::Summary;
+use blast::send::SendOptions;
 use blast::shutdown::Shutdown;
 use blast::sink::{self, Received, Rule, SinkConfig, SinkHandle};
 use blast::store::campaign::CampaignStore;
