@@ -14,9 +14,39 @@ use crate::list::hygiene;
 use crate::list::prune::PruneReport;
 use crate::list::reader::{ListReader, RowIssue, RowRef};
 use crate::owner::{Global, Snapshot};
+use crate::render::Templates;
 use crate::store::bulk::{self, BulkWriter};
 use crate::store::campaign::CampaignStore;
 use crate::store::record::{Record, State};
+
+/// Compiles the templates and opens the lists, checking that every field a template uses is
+/// a column of every list (a config error before anything is sent).
+pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)> {
+    let templates = Templates::compile_with_headers(
+        &s.subject,
+        s.text.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
+        s.html.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
+        &s.headers,
+    )
+    .map_err(|e| Error::Config(format!("{}: template {e}", s.file.display())))?;
+    let reader =
+        ListReader::open(&s.lists, &s.email_column).map_err(|e| Error::Config(e.to_string()))?;
+    let fields: Vec<String> = templates.referenced_fields().into_iter().collect();
+    for (i, path) in reader.paths().iter().enumerate() {
+        let cols = reader.columns(i);
+        for f in &fields {
+            if !cols.iter().any(|c| c == f) {
+                return Err(Error::Config(format!(
+                    "{}: templates use {{{{{f}}}}} but {} has no column {f:?} (columns: {})",
+                    s.file.display(),
+                    path.display(),
+                    cols.join(", ")
+                )));
+            }
+        }
+    }
+    Ok((templates, reader, fields))
+}
 
 /// Field indices (per file) of the fields templates use, to check rows for empty values.
 fn field_indices(reader: &ListReader, fields: &[String]) -> Vec<Vec<(usize, String)>> {
@@ -493,7 +523,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::send::load_inputs;
 
     struct Fixture {
         dir: tempfile::TempDir,

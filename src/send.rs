@@ -12,9 +12,7 @@ use crate::error::{Error, Result};
 use crate::import::{import, reconcile, register_files, restore_suppressions, ImportSource};
 use crate::lane::{self, Job, MessageSpec, Stats};
 use crate::list::prune::PruneReport;
-use crate::list::reader::ListReader;
 use crate::owner::Global;
-use crate::render::Templates;
 use crate::report::summary::Summary;
 use crate::shutdown::Shutdown;
 use crate::store::campaign::CampaignStore;
@@ -40,34 +38,7 @@ pub fn store_dir(s: &Settings) -> PathBuf {
     campaign_dir(s).join("store")
 }
 
-/// Compiles the templates and opens the lists, checking that every field a template uses is
-/// a column of every list (a config error before anything is sent).
-pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)> {
-    let templates = Templates::compile_with_headers(
-        &s.subject,
-        s.text.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
-        s.html.as_ref().map(|(p, src)| (p.as_path(), src.as_str())),
-        &s.headers,
-    )
-    .map_err(|e| Error::Config(format!("{}: template {e}", s.file.display())))?;
-    let reader =
-        ListReader::open(&s.lists, &s.email_column).map_err(|e| Error::Config(e.to_string()))?;
-    let fields: Vec<String> = templates.referenced_fields().into_iter().collect();
-    for (i, path) in reader.paths().iter().enumerate() {
-        let cols = reader.columns(i);
-        for f in &fields {
-            if !cols.iter().any(|c| c == f) {
-                return Err(Error::Config(format!(
-                    "{}: templates use {{{{{f}}}}} but {} has no column {f:?} (columns: {})",
-                    s.file.display(),
-                    path.display(),
-                    cols.join(", ")
-                )));
-            }
-        }
-    }
-    Ok((templates, reader, fields))
-}
+pub use crate::import::load_inputs;
 
 pub(crate) fn prune_path(s: &Settings, opt: &Option<PathBuf>) -> PathBuf {
     opt.clone()
