@@ -1,18 +1,9 @@
 //! Typed errors. The library returns these; `main` maps them to exit codes with
-//! [`Error::exit_code`], so the policy lives in one place.
+//! [`Error::exit_code`] (through [`RunStatus`], the one place exit codes are written).
 
 use std::path::PathBuf;
 
-/// Exit code: campaign complete (every recipient in a final state).
-pub const EXIT_OK: i32 = 0;
-/// Exit code: any other failure.
-pub const EXIT_FAILURE: i32 = 1;
-/// Exit code: bad config or input; nothing was sent.
-pub const EXIT_CONFIG: i32 = 2;
-/// Exit code: stopped with recipients still deferred (rerun later to resume). sysexits EX_TEMPFAIL.
-pub const EXIT_DEFERRED: i32 = 75;
-/// Exit code: interrupted by the user; state saved.
-pub const EXIT_INTERRUPTED: i32 = 130;
+use crate::run_status::RunStatus;
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +49,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         if self.is_config() {
-            EXIT_CONFIG
+            RunStatus::Config.exit_code()
         } else {
-            EXIT_FAILURE
+            RunStatus::Failed.exit_code()
         }
     }
 

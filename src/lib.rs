@@ -9,6 +9,7 @@
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
 //!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
+//! - [`run_status`] how a command ended → the one place exit codes are written
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
@@ -49,6 +50,7 @@ pub mod message;
 pub mod owner;
 pub mod render;
 pub mod report;
+pub mod run_status;
 pub mod schedule;
 pub mod send;
 pub mod serve;

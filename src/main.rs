@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use blast::cli::{Cli, Command};
-use blast::error::{Error, EXIT_INTERRUPTED};
+use blast::error::Error;
+use blast::run_status::RunStatus;
 use blast::shutdown::Shutdown;
 use blast::{commands, config, report, send};
 use clap::Parser;
@@ -67,7 +68,7 @@ fn install_interrupt(shutdown: Arc<Shutdown>) {
         eprintln!("\nblast: stopping after transactions in progress (Ctrl-C again to quit now)");
         shutdown.stop();
         blast::shutdown::signal().await;
-        std::process::exit(EXIT_INTERRUPTED);
+        std::process::exit(RunStatus::Interrupted.exit_code());
     });
 }
 
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             };
             let summary = send::send(&s, &opts, shutdown).await?;
             report::summary::print(&summary);
-            if let (Some(slot), 75 | 130) = (run_slot, summary.exit_code()) {
+            if let (Some(slot), true) = (run_slot, summary.status().is_resumable()) {
                 eprintln!(
                     "  (this run: `blast send {} --now --run {slot}` resumes it)",
                     campaign.display()

@@ -64,13 +64,13 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
         0
     } else if r.rows == 0 {
         eprintln!("  error: nobody can be sent: the lists have no rows");
-        crate::error::EXIT_CONFIG
+        crate::run_status::RunStatus::Config.exit_code()
     } else {
         eprintln!(
             "  error: nobody can be sent: all {} rows are pruned (reasons above)",
             r.rows
         );
-        crate::error::EXIT_CONFIG
+        crate::run_status::RunStatus::Config.exit_code()
     };
     match compared {
         Compared::Nothing => {

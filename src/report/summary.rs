@@ -10,6 +10,7 @@ use crate::import::ImportStats;
 use std::sync::atomic::Ordering;
 
 use crate::lane::Stats;
+use crate::run_status::RunStatus;
 use crate::store::campaign::Counts;
 use crate::store::record::State;
 
@@ -48,26 +49,30 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Exit code per DESIGN.md: 0 complete, 75 deferred left, 130 interrupted, 1 lane failure,
+    /// How the run ended (exit codes per DESIGN.md: 0 complete, 75 deferred left, 130 interrupted, 1 lane failure,
     /// 2 when nobody could be sent (every recipient skipped, or no recipient at all: a run
     /// that sends nobody is not a success).
-    pub fn exit_code(&self) -> i32 {
-        use crate::error::*;
+    pub fn status(&self) -> RunStatus {
         if self.interrupted {
-            EXIT_INTERRUPTED
+            RunStatus::Interrupted
         } else if self.fatal.is_some() {
-            EXIT_FAILURE
+            RunStatus::Failed
         } else if self.counts.get(State::Deferred)
             + self.counts.get(State::Pending)
             + self.counts.get(State::InFlight)
             > 0
         {
-            EXIT_DEFERRED
+            RunStatus::Deferred
         } else if self.counts.total == self.counts.get(State::Skipped) {
-            EXIT_CONFIG
+            RunStatus::Config
         } else {
-            EXIT_OK
+            RunStatus::Complete
         }
+    }
+
+    /// The process exit code of [`Summary::status`].
+    pub fn exit_code(&self) -> i32 {
+        self.status().exit_code()
     }
 }
 
@@ -130,20 +135,22 @@ pub fn print(s: &Summary) {
     if let Some(w) = &s.stalled {
         eprintln!("  stopped early: {w}");
     }
-    match s.exit_code() {
-        2 if s.counts.total == 0 => eprintln!(
+    match s.status() {
+        RunStatus::Config if s.counts.total == 0 => eprintln!(
             "  error: nobody could be sent: every list row was pruned (reasons above, rows in {})",
             s.pruned.0.display()
         ),
-        2 => eprintln!(
+        RunStatus::Config => eprintln!(
             "  error: nobody could be sent: all {} recipients are skipped (suppressed, \
              unsubscribed or not renderable; `blast status` and the prune report say why)",
             s.counts.total
         ),
-        75 => eprintln!(
+        RunStatus::Deferred => eprintln!(
             "  recipients remain pending or deferred: run `blast send` again later to resume"
         ),
-        130 => eprintln!("  interrupted: state saved; run `blast send` again to resume"),
+        RunStatus::Interrupted => {
+            eprintln!("  interrupted: state saved; run `blast send` again to resume")
+        }
         _ => {}
     }
 }

@@ -62,7 +62,7 @@ impl Launch for SendLauncher {
                     .iter()
                     .map(|(k, v)| (k.to_string(), *v))
                     .collect(),
-                complete: summary.exit_code() == crate::error::EXIT_OK,
+                complete: summary.status() == crate::run_status::RunStatus::Complete,
                 interrupted: summary.interrupted,
                 problem: summary.fatal.clone(),
             })
