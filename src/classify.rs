@@ -207,6 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn address_level_replies() {
+        let is_address_level = is_address_level_reply;
+        assert!(is_address_level("550 5.1.1 <a@b.example>: user unknown"));
+        assert!(is_address_level("550 No such user here"));
+        assert!(is_address_level("553 5.1.10 recipient null MX"));
+        assert!(!is_address_level("550 5.7.26 unauthenticated"));
+        assert!(!is_address_level("554 content rejected"));
+        assert!(!is_address_level("not sent: address unsafe on the wire"));
+        assert!(!is_address_level("5501 5.1.1 odd"));
+        assert!(!is_address_level(""));
+    }
+
+    #[test]
     fn address_vs_sender_permanent() {
         assert_eq!(
             classify(Stage::Rcpt, 550, "5.1.1 <a@b.example>: user unknown"),

@@ -25,14 +25,6 @@ pub struct Warning {
     pub last: String,
 }
 
-/// Whether a stored reply (`"550 5.1.1 user unknown"`) says the address itself is bad: the
-/// bounces the lane suppresses. Replies without a leading code (`not sent: …`, written by
-/// blast itself) are never about the address. The stage is unknown once stored; RCPT is the
-/// one where address-level replies come, and the one whose text rules are the widest.
-pub fn is_address_level(reply: &str) -> bool {
-    crate::classify::is_address_level_reply(reply)
-}
-
 /// Collects [`Warning`]s from bounced records: per domain, sorted by count (descending) then
 /// domain name.
 #[derive(Debug, Default)]
@@ -222,21 +214,4 @@ fn print_running(id: &str, v: &serde_json::Value) {
 
 fn error_line(r: &Record) -> String {
     format!("{} ({}): {}", r.address, r.state.name(), r.last_reply)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_level_replies() {
-        assert!(is_address_level("550 5.1.1 <a@b.example>: user unknown"));
-        assert!(is_address_level("550 No such user here"));
-        assert!(is_address_level("553 5.1.10 recipient null MX"));
-        assert!(!is_address_level("550 5.7.26 unauthenticated"));
-        assert!(!is_address_level("554 content rejected"));
-        assert!(!is_address_level("not sent: address unsafe on the wire"));
-        assert!(!is_address_level("5501 5.1.1 odd"));
-        assert!(!is_address_level(""));
-    }
 }
