@@ -122,6 +122,7 @@ pub fn import(
                     rec: rec.clone(),
                     requeues: 0,
                     claim: 0,
+                    claim_ms: 0,
                 };
                 // A closed feed means the lane stopped: the rows stay pending for the next run.
                 let _ = f.blocking_send(job);
@@ -424,12 +425,7 @@ pub(crate) fn restore_suppressions(
             .map(|(k, reply)| {
                 (
                     k.clone(),
-                    crate::store::suppression::Entry {
-                        reason: "bounce".into(),
-                        at_ms: now,
-                        source: campaign.to_string(),
-                        detail: reply.clone(),
-                    },
+                    crate::store::suppression::Entry::bounce(campaign, reply.clone(), now),
                 )
             })
             .collect();

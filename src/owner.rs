@@ -180,8 +180,8 @@ impl Global {
         };
         // serve owns the store while it runs: ask it. The socket is tried on every call, so a
         // serve started in the middle of a send takes over at once.
-        if control::path_in(&self.dir).exists() {
-            let sock = control::path_in(&self.dir);
+        let sock = control::path_in(&self.dir);
+        if sock.exists() {
             match control::request_blocking(&self.dir, &req()) {
                 Ok(Some(r)) => {
                     return match r.error {

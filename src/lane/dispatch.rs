@@ -91,6 +91,7 @@ pub(crate) async fn run(
                     rec,
                     requeues: 0,
                     claim: 0,
+                    claim_ms: 0,
                 });
             }
             cursor = last;
@@ -320,9 +321,10 @@ pub(crate) async fn claimer(
         ctx.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, (batch.len(), claim_ms));
+            .insert(id, batch.len());
         for mut j in batch {
             j.claim = id;
+            j.claim_ms = claim_ms;
             if jobs.send(j).await.is_err() {
                 // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
                 outstanding.fetch_sub(1, Ordering::SeqCst);

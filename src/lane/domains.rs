@@ -39,9 +39,7 @@ impl DomainTable {
     /// Returns when the backoff ends.
     pub fn throttled(&self, domain: &str, base: Duration) -> Instant {
         self.with(domain, |s| {
-            let d = base
-                .saturating_mul(1 << s.backoff_level.min(10))
-                .min(Duration::from_secs(1800));
+            let d = super::retry::doubling(base, s.backoff_level, Duration::from_secs(1800));
             s.backoff_level += 1;
             let until = Instant::now() + d;
             s.backoff_until = Some(until);

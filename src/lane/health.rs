@@ -6,6 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::retry::doubling;
+
 /// Connect failures back off from this, doubling per consecutive failure.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// No backoff is longer than this.
@@ -50,9 +52,7 @@ impl Health {
     /// The destination said 421: back off `base × 2^level` (capped), nothing is sent meanwhile.
     pub fn closing(&self, base: Duration, why: &str) {
         self.with(|s| {
-            let d = base
-                .saturating_mul(1 << s.closing_level.min(10))
-                .min(MAX_BACKOFF);
+            let d = doubling(base, s.closing_level, MAX_BACKOFF);
             s.closing_level += 1;
             extend(s, d, why);
         })
@@ -61,9 +61,7 @@ impl Health {
     /// A connection could not be opened: back off briefly, doubling while it goes on.
     pub fn connect_failed(&self, why: &str) {
         self.with(|s| {
-            let d = CONNECT_BACKOFF
-                .saturating_mul(1 << s.connect_level.min(8))
-                .min(Duration::from_secs(30));
+            let d = doubling(CONNECT_BACKOFF, s.connect_level, Duration::from_secs(30));
             s.connect_level += 1;
             extend(s, d, why);
         })

@@ -18,6 +18,9 @@ pub struct Job {
     pub requeues: u8,
     /// The claim marker it was claimed under (0 before the claim is durable).
     pub claim: u64,
+    /// That claim's time: its result is written no earlier (so a rerun tells a committed
+    /// result from a recipient still in flight under the marker).
+    pub claim_ms: u64,
 }
 
 /// How an attempt ended.

@@ -89,29 +89,27 @@ pub(crate) struct LaneCtx {
     pub health: health::Health,
     pub fatal: Mutex<Option<String>>,
     pub stalled: Mutex<Option<String>>,
-    /// Claim marker id → (its recipients whose results are not committed yet, claim time).
-    pub claims: Mutex<std::collections::HashMap<u64, (usize, u64)>>,
+    /// Claim marker id → its recipients whose results are not committed yet.
+    pub claims: Mutex<std::collections::HashMap<u64, usize>>,
     /// Consecutive failed connection attempts across workers (reset on success).
     pub connect_failures: std::sync::atomic::AtomicU32,
 }
 
 impl LaneCtx {
     pub(crate) fn set_fatal(&self, msg: String) {
-        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            *f = Some(msg);
-        }
-        drop(f);
-        self.shutdown.stop();
+        self.stop_because(&self.fatal, msg);
     }
 
     /// Ends the run early without an error: the destination has been unavailable too long.
     pub(crate) fn set_stalled(&self, msg: String) {
-        let mut f = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            *f = Some(msg);
-        }
-        drop(f);
+        self.stop_because(&self.stalled, msg);
+    }
+
+    /// Records the first reason of its kind and stops the lane.
+    fn stop_because(&self, slot: &Mutex<Option<String>>, msg: String) {
+        slot.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(msg);
         self.shutdown.stop();
     }
 }

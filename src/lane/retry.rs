@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// `base × 2^level`, at most `cap` (the doubling shift itself stops at 2^10).
+pub fn doubling(base: Duration, level: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1 << level.min(10)).min(cap)
+}
+
 /// When to try again after `attempts` failed attempts (1-based), or `None` when retries are
 /// exhausted (by count, or because `first_attempt_ms` is older than `max_age`).
 /// ±10% jitter spreads retries so a greylisting server doesn't see them all at once (the

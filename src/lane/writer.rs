@@ -50,7 +50,6 @@ pub(crate) async fn run(
             }
         }
         let group_len = group.len();
-        let claim_ms = claim_times(&ctx, &group);
         let settled = settle_claims(&ctx, &group);
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
@@ -63,7 +62,7 @@ pub(crate) async fn run(
             let rec = &mut job.rec;
             // Never earlier than its claim: a record written at or after the claim's time
             // carries that claim's result (what a rerun tells from "in flight").
-            rec.updated_ms = now.max(claim_ms.get(&job.claim).copied().unwrap_or(0));
+            rec.updated_ms = now.max(job.claim_ms);
             match outcome {
                 Outcome::Sent(reply) => {
                     rec.state = State::Sent;
@@ -82,12 +81,7 @@ pub(crate) async fn run(
                             rec.state = State::Bounced;
                             suppress.push((
                                 job.key.clone(),
-                                SuppressionEntry {
-                                    reason: "bounce".into(),
-                                    at_ms: now,
-                                    source: ctx.spec.campaign.clone(),
-                                    detail: reply,
-                                },
+                                SuppressionEntry::bounce(&ctx.spec.campaign, reply, now),
                             ));
                             counted[2] += 1;
                         }
@@ -271,7 +265,7 @@ fn settle_claims(ctx: &LaneCtx, group: &[Done]) -> Vec<u64> {
     let mut claims = ctx.claims.lock().unwrap_or_else(|p| p.into_inner());
     let mut settled = Vec::new();
     for d in group {
-        if let Some((n, _)) = claims.get_mut(&d.job.claim) {
+        if let Some(n) = claims.get_mut(&d.job.claim) {
             *n -= 1;
             if *n == 0 {
                 claims.remove(&d.job.claim);
@@ -280,13 +274,4 @@ fn settle_claims(ctx: &LaneCtx, group: &[Done]) -> Vec<u64> {
         }
     }
     settled
-}
-
-/// The claim time of each marker the group's jobs were claimed under.
-fn claim_times(ctx: &LaneCtx, group: &[Done]) -> std::collections::HashMap<u64, u64> {
-    let claims = ctx.claims.lock().unwrap_or_else(|p| p.into_inner());
-    group
-        .iter()
-        .filter_map(|d| claims.get(&d.job.claim).map(|&(_, at)| (d.job.claim, at)))
-        .collect()
 }

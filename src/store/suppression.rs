@@ -22,6 +22,18 @@ pub struct Entry {
     pub detail: String,
 }
 
+impl Entry {
+    /// An address-level bounce (`5.1.1` and the like) that `campaign` met at `at_ms`.
+    pub fn bounce(campaign: &str, reply: String, at_ms: u64) -> Entry {
+        Entry {
+            reason: "bounce".into(),
+            at_ms,
+            source: campaign.to_string(),
+            detail: reply,
+        }
+    }
+}
+
 /// An open suppression store.
 pub struct Suppression {
     tree: sled::Tree,

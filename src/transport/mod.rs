@@ -213,19 +213,18 @@ impl<T> Session<T> {
                 }
                 let (d, name) = (dir.clone(), env.label.clone());
                 let res = tokio::task::spawn_blocking(move || outbox::write(&d, &name, &msg)).await;
-                let o = match res {
-                    Ok(Ok(path)) => {
+                let written = match res {
+                    Ok(Ok(path)) => Ok(path),
+                    Ok(Err(e)) => Err(format!("cannot write to outbox {}: {e}", dir.display())),
+                    Err(e) => Err(format!("outbox writer failed: {e}")),
+                };
+                let o = match written {
+                    Ok(path) => {
                         RcptOutcome::Delivered(format!("250 written to {}", path.display()))
                     }
-                    Ok(Err(e)) => {
-                        let b =
-                            Broken::Fatal(format!("cannot write to outbox {}: {e}", dir.display()));
-                        let o = b.not_sent();
-                        *broken = Some(b);
-                        o
-                    }
-                    Err(e) => {
-                        let b = Broken::Fatal(format!("outbox writer failed: {e}"));
+                    Err(why) => {
+                        // Disk full, unwritable: nothing else will get through either.
+                        let b = Broken::Fatal(why);
                         let o = b.not_sent();
                         *broken = Some(b);
                         o
