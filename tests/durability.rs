@@ -898,15 +898,7 @@ async fn kill9_after_user_unknown_bounces_every_bounce_ends_suppressed() {
     // Every 50th address, spread over the whole send: 60.
     let bad: Vec<String> = list.iter().skip(25).step_by(50).cloned().collect();
     assert_eq!(bad.len(), 60);
-    let rules = bad
-        .iter()
-        .map(|a| {
-            Rule::new(
-                a.clone(),
-                Action::RcptReply(550, "5.1.1 no such user".into()),
-            )
-        })
-        .collect();
+    let rules = crate::pipeline::user_unknown(&bad);
     let sink = start_sink(rules).await;
     let camp = Camp::new(
         "bounce",

@@ -424,21 +424,12 @@ fn committed_bounces(state: &Path, campaign: &str) -> Vec<String> {
 /// `in_flight = "resend"` so a rejection not yet committed at a kill is met again on resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_serve_after_user_unknown_bounces_keeps_them_on_the_global_list() {
-    use blast::sink::{Action, Rule};
     use std::collections::HashSet;
     const N: usize = 1_000;
     let list = crate::pipeline::addrs("s", "sched.example", N);
     let bad: Vec<String> = list.iter().skip(10).step_by(50).cloned().collect();
     assert_eq!(bad.len(), 20);
-    let rules = bad
-        .iter()
-        .map(|a| {
-            Rule::new(
-                a.clone(),
-                Action::RcptReply(550, "5.1.1 no such user".into()),
-            )
-        })
-        .collect();
+    let rules = crate::pipeline::user_unknown(&bad);
     let sink = crate::pipeline::start_sink(rules).await;
     let setup = Setup::new(free_port());
     let f = crate::pipeline::Fixture::new();

@@ -135,15 +135,7 @@ pub async fn relay(pipelining: bool, policy: Box<Policy>) -> Relay {
                     } else if u == "RSET" {
                         txn = None;
                     }
-                    if close && reply.is_empty() {
-                        return;
-                    }
-                    if wr
-                        .write_all(format!("{reply}\r\n").as_bytes())
-                        .await
-                        .is_err()
-                        || close
-                    {
+                    if !answer(&mut wr, &reply, close).await {
                         return;
                     }
                     if u == "DATA" && reply.starts_with("354") {
@@ -165,15 +157,7 @@ pub async fn relay(pipelining: bool, policy: Box<Policy>) -> Relay {
                         if reply.starts_with("250") {
                             accepted.lock().unwrap().push(rcpts);
                         }
-                        if close && reply.is_empty() {
-                            return;
-                        }
-                        if wr
-                            .write_all(format!("{reply}\r\n").as_bytes())
-                            .await
-                            .is_err()
-                            || close
-                        {
+                        if !answer(&mut wr, &reply, close).await {
                             return;
                         }
                     }
@@ -182,6 +166,17 @@ pub async fn relay(pipelining: bool, policy: Box<Policy>) -> Relay {
         }
     });
     r
+}
+
+/// Writes `reply` (none when it is empty and the relay closes); whether the session goes on.
+async fn answer(wr: &mut tokio::net::tcp::OwnedWriteHalf, reply: &str, close: bool) -> bool {
+    if close && reply.is_empty() {
+        return false;
+    }
+    wr.write_all(format!("{reply}\r\n").as_bytes())
+        .await
+        .is_ok()
+        && !close
 }
 
 fn endpoint(r: &Relay) -> Connector {

@@ -119,6 +119,19 @@ pub fn addrs(prefix: &str, domain: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}@{domain}")).collect()
 }
 
+/// Sink rules answering every one of `addrs` with `550 5.1.1` at RCPT (user unknown).
+pub fn user_unknown(addrs: &[String]) -> Vec<Rule> {
+    addrs
+        .iter()
+        .map(|a| {
+            Rule::new(
+                a.clone(),
+                sink::Action::RcptReply(550, "5.1.1 no such user".into()),
+            )
+        })
+        .collect()
+}
+
 pub async fn start_sink(rules: Vec<Rule>) -> SinkHandle {
     start_sink_with(SinkConfig {
         rules,
