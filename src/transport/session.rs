@@ -77,14 +77,6 @@ impl<T> SmtpSession<T> {
         self.broken.as_ref()
     }
 
-    /// Transactions submitted whose results were not handed out yet.
-    pub fn outstanding(&self) -> usize {
-        self.done.len()
-            + self.finals.len()
-            + usize::from(self.envelope.is_some())
-            + usize::from(self.ready.is_some())
-    }
-
     /// Queues a transaction for `env` with `msg` (CRLF, not dot-stuffed). Checks that cannot
     /// pass (SIZE, SMTPUTF8, unsafe paths, lines over 998 octets, NUL) settle it at once
     /// without a word on the wire.

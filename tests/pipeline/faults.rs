@@ -454,3 +454,91 @@ async fn strict_relay_with_pipelining_refuses_oversize_and_utf8_locally() {
 async fn strict_relay_without_pipelining_refuses_oversize_and_utf8_locally() {
     strict_relay_blast_lane(false).await;
 }
+
+/// The lane through the in-memory stub transport (no sockets): every recipient is handed to
+/// the transport once, the stub's 5.1.1s end `bounced` and on the suppression list, the rest
+/// `sent` — the lane's scheduling and the writer's suppression ordering, without SMTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_runs_through_the_stub_transport() {
+    use blast::import::{self, ImportSource};
+    use blast::lane::{self, Inputs, MessageSpec, Stats};
+    use blast::list::prune::PruneReport;
+    use blast::owner::Global;
+    use blast::store::campaign::CampaignStore;
+    use blast::transport::{stub::Stub, Connector};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    let f = Fixture::new();
+    let mut list = addrs("ok", "stub.example", 95);
+    list.extend(addrs("bad", "stub.example", 5));
+    f.write("list.csv", csv_list(&list));
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let s = f.campaign("stub", &campaign_toml("stub", unused, &["list.csv"], ""));
+    let (templates, reader, fields) = blast::send::load_inputs(&s).unwrap();
+    let store = Arc::new(
+        CampaignStore::open(
+            &blast::send::store_dir(&s),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
+    let file_map = import::register_files(&store, &reader).unwrap();
+    let mut prune = PruneReport::create(&f.path("pruned.csv")).unwrap();
+    import::import(
+        &s,
+        &store,
+        ImportSource {
+            reader,
+            file_map: &file_map,
+            fields: &fields,
+            feed: None,
+        },
+        &mut prune,
+        None,
+        &AtomicU64::new(0),
+    )
+    .unwrap();
+    let stub = Arc::new(Stub::new(Box::new(|rcpt: &str| {
+        if rcpt.starts_with("bad") {
+            (550, "5.1.1 no such user".into())
+        } else {
+            (250, "2.0.0 ok".into())
+        }
+    })));
+    let spec = Arc::new(MessageSpec {
+        campaign: s.id.clone(),
+        templates,
+        files: store.files().unwrap(),
+        from: s.from.clone(),
+        reply_to: None,
+        message_id_domain: "acme.example".into(),
+    });
+    let global = Global::shared(s.suppression_state_dir());
+    let report = lane::run_with(
+        Connector::Stub(stub.clone()),
+        &s.lane,
+        Inputs {
+            global: global.clone(),
+            spec,
+            store: store.clone(),
+            shutdown: Default::default(),
+            stats: Arc::new(Stats::default()),
+            feed: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.fatal.is_none() && report.stalled.is_none(),
+        "{report:?}"
+    );
+    assert_eq!(stub.count(), 95, "every good recipient handed over once");
+    assert_eq!(report.suppressed, 5);
+    let listed: Vec<String> = global.list().unwrap().into_iter().map(|(k, _)| k).collect();
+    let mut bad: Vec<String> = addrs("bad", "stub.example", 5);
+    bad.sort();
+    assert_eq!(listed, bad);
+    let c = store.counts().unwrap();
+    assert_eq!((c.get(State::Sent), c.get(State::Bounced)), (95, 5));
+}
