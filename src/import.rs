@@ -250,8 +250,17 @@ fn import_rows(
                 e.line = row.line;
                 if let Some(entry) = &suppressed {
                     if matches!(e.state, State::Pending | State::Deferred) {
-                        e.state = State::Skipped;
-                        e.last_reply = format!("suppressed: {}", entry.reason);
+                        if entry.reason == "bounce" && entry.source == s.id {
+                            // This campaign's own 5.1.1, on the list before a crash kept its
+                            // result from being recorded (the list is written first): the
+                            // recipient bounced, and says so.
+                            e.state = State::Bounced;
+                            e.last_reply = entry.detail.clone();
+                            e.class = Some(crate::classify::Class::AddressPermanent);
+                        } else {
+                            e.state = State::Skipped;
+                            e.last_reply = format!("suppressed: {}", entry.reason);
+                        }
                     }
                 }
                 e
@@ -698,5 +707,45 @@ transport = "outbox:out"
             f.store.claimed_keys().unwrap().is_empty(),
             "markers cleared"
         );
+    }
+
+    /// A crash between the suppression write and the result commit: the rerun's import finds
+    /// this campaign's own bounce on the list and records the recipient as bounced (with the
+    /// reply), not as skipped; another source's entry still skips it.
+    #[test]
+    fn own_bounce_on_the_list_is_recorded_as_bounced() {
+        let f = Fixture::new();
+        f.import(&[("ann@a.example", "Ann"), ("bob@b.example", "Bob")]);
+        let mut snap = std::collections::HashMap::new();
+        let e = |source: &str| {
+            crate::store::suppression::Entry::bounce(source, "550 5.1.1 gone".into(), 1)
+        };
+        snap.insert("ann@a.example".to_string(), e(&f.settings.id));
+        snap.insert("bob@b.example".to_string(), e("another-campaign"));
+        let snap = Snapshot::from_entries(snap);
+        let csv = "email,first_name\nann@a.example,Ann\nbob@b.example,Bob\n";
+        std::fs::write(f.dir.path().join("list.csv"), csv).unwrap();
+        let (_t, reader, fields) = load_inputs(&f.settings).unwrap();
+        let file_map = register_files(&f.store, &reader).unwrap();
+        let mut prune = PruneReport::create(&f.dir.path().join("p2.csv")).unwrap();
+        import(
+            &f.settings,
+            &f.store,
+            ImportSource {
+                reader,
+                file_map: &file_map,
+                fields: &fields,
+                feed: None,
+            },
+            &mut prune,
+            Some(&snap),
+            &AtomicU64::new(0),
+        )
+        .unwrap();
+        let ann = f.get("ann@a.example");
+        assert_eq!(ann.state, State::Bounced);
+        assert_eq!(ann.last_reply, "550 5.1.1 gone");
+        assert!(ann.is_address_bounce());
+        assert_eq!(f.get("bob@b.example").state, State::Skipped);
     }
 }

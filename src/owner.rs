@@ -57,6 +57,10 @@ struct Cache {
 pub struct Snapshot(HashMap<String, Entry>);
 
 impl Snapshot {
+    /// A snapshot of these entries (tests; [`Global::snapshot`] reads the list).
+    pub fn from_entries(entries: HashMap<String, Entry>) -> Snapshot {
+        Snapshot(entries)
+    }
     /// Whether an address (normalised key) or its domain is suppressed.
     pub fn lookup(&self, key: &str) -> Option<&Entry> {
         self.0.get(key).or_else(|| {
