@@ -113,6 +113,9 @@ pub struct Settings {
     /// Where the global suppression list lives; `None`: in `state_dir`. A scheduled run keeps
     /// its own state per run but shares the serve state dir's suppression list.
     pub suppression_dir: Option<PathBuf>,
+    /// Token keys, unsubscribe URL and VERP domain, from the server config (`--config`, or
+    /// serve's scheduler). `None`: no tokens, so no List-Unsubscribe and no VERP.
+    pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
 }
 
 impl Settings {
@@ -789,6 +792,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         lane,
         schedule,
         suppression_dir: None,
+        tokens: None,
     })
 }
 

@@ -21,6 +21,8 @@
 //! - [`control`]    the control socket's protocol and clients (server side: `serve::control`)
 //! - [`import`]     lists → store (hygiene, suppression, dedupe, prune report); reconcile after
 //!   a previous run
+//! - [`token`]      recipient tokens (VERP, mailto and one-click unsubscribe): HMAC keys with
+//!   rotation, recipient ids, lowercase base32
 //! - [`transport`]  the seam both lanes send through: `Connector` → `Session` (one SMTP
 //!   transaction, pipelined across messages), smtp client (STARTTLS, AUTH), outbox (.eml
 //!   files), an in-memory stub, wire encoding, TLS configs (client and server)
@@ -58,4 +60,5 @@ pub mod shutdown;
 pub mod sink;
 pub mod smtp_server;
 pub mod store;
+pub mod token;
 pub mod transport;
