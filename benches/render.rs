@@ -111,6 +111,8 @@ fn bench(c: &mut Criterion<CpuTime>) {
             headers: &headers,
             message_id_domain: "acme.example",
             date: 1_700_000_000,
+            message_id: None,
+            list_headers: &[],
         };
         build(&parts)
     };

@@ -109,6 +109,12 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// DKIM keys: `blast dkim keygen` writes a private key and prints the DNS record.
+    Dkim {
+        /// What to do.
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Manage the users allowed to submit mail to `blast serve`.
     User {
         /// What to do.
@@ -138,6 +144,30 @@ pub enum QueueAction {
     },
     /// The priority lane's counters.
     Stats,
+}
+
+/// `blast dkim` actions.
+#[derive(Subcommand, Debug)]
+pub enum DkimAction {
+    /// Write a new private key (mode 0600, never overwriting) and print the TXT record to
+    /// publish at SELECTOR._domainkey.DOMAIN.
+    Keygen {
+        /// The signing domain (`d=`), normally the From domain or its parent.
+        #[arg(long)]
+        domain: String,
+        /// The selector the record is published under.
+        #[arg(long)]
+        selector: String,
+        /// An Ed25519 key (the optional second signature) instead of RSA.
+        #[arg(long)]
+        ed25519: bool,
+        /// RSA key size: 2048 (the default) or more; 4096-bit keys sign several times slower.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where to write the private key (PEM).
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// `blast user` actions.

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::list::hygiene::Policy;
 use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 
+pub mod dkim;
 pub mod duration;
 pub mod schedule;
 
@@ -28,6 +29,7 @@ struct RawFile {
     campaign: RawCampaign,
     lane: Spanned<RawLane>,
     schedule: Option<schedule::RawSchedule>,
+    dkim: Option<dkim::RawDkim>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +75,9 @@ pub(crate) struct RawLane {
     pub(crate) wait_for_retries: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
+    /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
+    #[serde(default)]
+    pub(crate) dkim: BTreeMap<String, Spanned<dkim::RawDkim>>,
 }
 
 // ---------------------------------------------------------------- typed settings
@@ -116,6 +121,8 @@ pub struct Settings {
     /// Token keys, unsubscribe URL and VERP domain, from the server config (`--config`, or
     /// serve's scheduler). `None`: no tokens, so no List-Unsubscribe and no VERP.
     pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
+    /// `[dkim]`: the signing keys, parsed once.
+    pub dkim: Option<dkim::DkimSettings>,
 }
 
 impl Settings {
@@ -643,6 +650,9 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-transfer-encoding",
     "sender",
     "return-path",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "dkim-signature",
 ];
 
 fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
@@ -770,7 +780,18 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         .rsplit_once('@')
         .map(|(_, d)| d.to_string())
         .unwrap_or_else(|| "localhost".into());
+    if let Some((d, t)) = l.dkim.iter().next() {
+        return loc.err(
+            t.span(),
+            &format!("lane.dkim.{d}"),
+            "a campaign's signing keys go in its own [dkim] table",
+        );
+    }
     let lane = lane_settings(loc, &l, lane_span, "lane", default_helo)?;
+    let dkim = match &raw.dkim {
+        None => None,
+        Some(d) => Some(self::dkim::validate(loc, d, "dkim", None)?),
+    };
 
     Ok(Settings {
         file: loc.path.to_path_buf(),
@@ -793,6 +814,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         schedule,
         suppression_dir: None,
         tokens: None,
+        dkim,
     })
 }
 

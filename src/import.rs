@@ -31,7 +31,20 @@ pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)>
     .map_err(|e| Error::Config(format!("{}: template {e}", s.file.display())))?;
     let reader =
         ListReader::open(&s.lists, &s.email_column).map_err(|e| Error::Config(e.to_string()))?;
-    let fields: Vec<String> = templates.referenced_fields().into_iter().collect();
+    // blast's own variables are not columns ({{unsubscribe_url}} needs tokens: see check).
+    let fields: Vec<String> = templates
+        .referenced_fields()
+        .into_iter()
+        .filter(|f| !crate::render::BUILTINS.contains(&f.as_str()))
+        .collect();
+    let wants_unsubscribe = templates.referenced_fields().contains("unsubscribe_url");
+    if wants_unsubscribe && unsubscribe_base(s).is_none() {
+        return Err(Error::Config(format!(
+            "{}: templates use {{{{unsubscribe_url}}}}, but this send has no unsubscribe URL: \
+             send with --config blast.toml whose [serve] secret_file and [unsubscribe] url are set",
+            s.file.display()
+        )));
+    }
     for (i, path) in reader.paths().iter().enumerate() {
         let cols = reader.columns(i);
         for f in &fields {
@@ -46,6 +59,11 @@ pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)>
         }
     }
     Ok((templates, reader, fields))
+}
+
+/// The one-click base URL this send's tokens go under, if it has tokens and a URL.
+pub fn unsubscribe_base(s: &Settings) -> Option<&str> {
+    s.tokens.as_ref()?.unsubscribe_url.as_deref()
 }
 
 /// Field indices (per file) of the fields templates use, to check rows for empty values.

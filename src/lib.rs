@@ -18,9 +18,12 @@
 //!   writer threads), global suppression, priority queue
 //! - [`owner`]      the one owner of global state (the suppression list): serve's control
 //!   socket when it runs, else the store opened briefly
+//! - [`pool`]       threads for CPU-bound work (render + DKIM sign) off the reactor
 //! - [`control`]    the control socket's protocol and clients (server side: `serve::control`)
 //! - [`import`]     lists → store (hygiene, suppression, dedupe, prune report); reconcile after
 //!   a previous run
+//! - [`sign`]       DKIM signing (RSA-SHA256 + optional Ed25519-SHA256, relaxed/relaxed,
+//!   oversigned), keys parsed once; per From domain for the priority lane
 //! - [`token`]      recipient tokens (VERP, mailto and one-click unsubscribe): HMAC keys with
 //!   rotation, recipient ids, lowercase base32
 //! - [`transport`]  the seam both lanes send through: `Connector` → `Session` (one SMTP
@@ -29,6 +32,8 @@
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
 //!   destination health (421 backoff, stalled relay), retry schedule;
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
+//! - [`sender_rules`] DKIM alignment, one-click unsubscribe covered by DKIM, https URL: what
+//!   `check` and `send` both refuse or warn about
 //! - [`send`]       the `blast send` orchestration (import → lane → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     progress bars / plain progress lines, the run's [`report::summary::Summary`]
@@ -50,13 +55,16 @@ pub mod lane;
 pub mod list;
 pub mod message;
 pub mod owner;
+pub mod pool;
 pub mod render;
 pub mod report;
 pub mod run_status;
 pub mod schedule;
 pub mod send;
+pub mod sender_rules;
 pub mod serve;
 pub mod shutdown;
+pub mod sign;
 pub mod sink;
 pub mod smtp_server;
 pub mod store;

@@ -44,6 +44,12 @@ pub struct Parts<'a> {
     pub message_id_domain: &'a str,
     /// `Date:` value as a unix timestamp in seconds.
     pub date: i64,
+    /// The Message-ID's left part (before `@domain`); random when `None`.
+    pub message_id: Option<&'a str>,
+    /// blast's own list headers (List-Id, List-Unsubscribe, List-Unsubscribe-Post,
+    /// Feedback-ID): ASCII, folded at whitespace, never encoded; an extra header of the same
+    /// name is dropped.
+    pub list_headers: &'a [(&'a str, String)],
 }
 
 /// Preferred maximum header line length (RFC 5322 §2.1.1 "SHOULD").
@@ -107,9 +113,15 @@ pub fn build(parts: &Parts<'_>) -> (Vec<u8>, String) {
 
     let domain = sanitize_header_value(parts.message_id_domain);
     let domain = domain.trim();
-    let mut id = String::with_capacity(33 + domain.len());
-    push_hex(&mut id, rng.next_u64());
-    push_hex(&mut id, rng.next_u64());
+    let mut id = String::with_capacity(40 + domain.len());
+    match parts.message_id {
+        // Only dot-atom text may go left of the @ (RFC 5322 §3.6.4).
+        Some(left) if !left.is_empty() && left.bytes().all(is_atext_or_dot) => id.push_str(left),
+        _ => {
+            push_hex(&mut id, rng.next_u64());
+            push_hex(&mut id, rng.next_u64());
+        }
+    }
     id.push('@');
     id.push_str(domain);
     let mut h = HeaderWriter::start(&mut out, "Message-ID");
@@ -147,8 +159,20 @@ pub fn build(parts: &Parts<'_>) -> (Vec<u8>, String) {
         _ => unreachable!("either multipart or single"),
     }
 
+    for (name, value) in parts.list_headers {
+        let value = sanitize_header_value(value);
+        let mut h = HeaderWriter::start(&mut out, name);
+        h.text(value.trim());
+        h.end();
+    }
     for (name, value) in parts.headers {
-        if !is_field_name(name) || OWN_HEADERS.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+        if !is_field_name(name)
+            || OWN_HEADERS.iter().any(|o| o.eq_ignore_ascii_case(name))
+            || parts
+                .list_headers
+                .iter()
+                .any(|(o, _)| o.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         let value = sanitize_header_value(value);
@@ -187,6 +211,10 @@ pub fn build(parts: &Parts<'_>) -> (Vec<u8>, String) {
         _ => unreachable!("either multipart or single"),
     }
     (out, id)
+}
+
+fn is_atext_or_dot(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)
 }
 
 /// Makes an untrusted value safe as a header value: CR, LF and NUL (and other control

@@ -58,6 +58,42 @@ impl Serialize for Row<'_> {
     }
 }
 
+/// Variables blast provides to every template, beside the list's columns (a column of the
+/// same name is shadowed: a list cannot spoof the unsubscribe link).
+pub const BUILTINS: &[&str] = &["unsubscribe_url"];
+
+/// A row and blast's own variables ([`BUILTINS`]), as the handlebars context.
+#[derive(Clone, Copy)]
+struct WithBuiltins<'a> {
+    row: Row<'a>,
+    extra: &'a [(&'a str, &'a str)],
+}
+
+impl WithBuiltins<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        match self.extra.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => Some(v),
+            None => self.row.get(name),
+        }
+    }
+}
+
+impl Serialize for WithBuiltins<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let n = self.row.columns.len().min(self.row.values.len());
+        let mut map = serializer.serialize_map(Some(n + self.extra.len()))?;
+        for (c, v) in self.row.columns.iter().zip(self.row.values.iter()) {
+            if !self.extra.iter().any(|(n, _)| n == c) {
+                map.serialize_entry(c, v)?;
+            }
+        }
+        for (n, v) in self.extra {
+            map.serialize_entry(n, v)?;
+        }
+        map.end()
+    }
+}
+
 /// The rendered parts of one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
@@ -256,6 +292,13 @@ impl Templates {
     /// Renders all parts for one row. A referenced field that is missing or empty in this
     /// row (outside `{{#if}}`) is a [`RowError`].
     pub fn render(&self, row: Row<'_>) -> Result<Rendered, RowError> {
+        self.render_with(row, &[])
+    }
+
+    /// [`Templates::render`] with blast's own variables (`("unsubscribe_url", "https://…")`);
+    /// a [`BUILTINS`] name not given here is missing, like an absent column.
+    pub fn render_with(&self, row: Row<'_>, extra: &[(&str, &str)]) -> Result<Rendered, RowError> {
+        let row = WithBuiltins { row, extra };
         // Resolve each field once; the plans index into this.
         let mut values: Vec<Option<&str>> = Vec::with_capacity(self.fields.len());
         values.extend(self.fields.iter().map(|f| row.get(f)));
@@ -304,7 +347,7 @@ impl Templates {
         part: &Part,
         reg: &Handlebars<'static>,
         name: &str,
-        row: Row<'_>,
+        row: WithBuiltins<'_>,
         values: &[Option<&str>],
         ctx: &mut Option<Context>,
     ) -> Result<String, RowError> {

@@ -50,17 +50,16 @@ pub(crate) fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(c, e)
 }
 
-fn message_id_domain(s: &Settings) -> String {
-    s.from
-        .address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Runs `blast send`.
 pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> Result<Summary> {
     let started = Instant::now();
+    let verdict = crate::sender_rules::judge(s);
+    if !verdict.errors.is_empty() {
+        return Err(Error::Config(verdict.errors.join("\n")));
+    }
+    for w in &verdict.warnings {
+        eprintln!("warning: {w}");
+    }
     let (templates, reader, fields) = load_inputs(s)?;
     let dir = store_dir(s);
     let store = Arc::new(CampaignStore::open(&dir, Duration::from_millis(500))?);
@@ -139,14 +138,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         imported_early = Some(finish_import.take().expect("not yet awaited").await?);
     }
 
-    let spec = Arc::new(MessageSpec {
-        campaign: s.id.clone(),
-        templates,
-        files: store.files()?,
-        from: s.from.clone(),
-        reply_to: s.reply_to.clone(),
-        message_id_domain: message_id_domain(s),
-    });
+    let spec = Arc::new(MessageSpec::new(s, templates, store.files()?));
     let progress = crate::report::progress::spawn(
         s.id.clone(),
         stats.clone(),

@@ -151,7 +151,10 @@ impl Keys {
                 None => false,
                 Some("retired") => true,
                 Some(other) => {
-                    return Err((n, format!("key {id}: unknown flag {other:?} (only `retired`)")))
+                    return Err((
+                        n,
+                        format!("key {id}: unknown flag {other:?} (only `retired`)"),
+                    ))
                 }
             };
             if f.next().is_some() {
@@ -176,12 +179,20 @@ impl Keys {
                     "no active key (every key is retired, or the file is empty)".into(),
                 ))
             }
-            _ => return Err((0, "more than one active key: mark all but one `retired`".into())),
+            _ => {
+                return Err((
+                    0,
+                    "more than one active key: mark all but one `retired`".into(),
+                ))
+            }
         };
         let first = first.expect("an active key exists");
         Ok(Keys {
             keys,
-            rid_key: hmac::Key::new(hmac::HMAC_SHA256, &[b"blast-recipient-id:", &first[..]].concat()),
+            rid_key: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &[b"blast-recipient-id:", &first[..]].concat(),
+            ),
             active,
         })
     }
@@ -395,9 +406,15 @@ mod tests {
             let mut b = t.clone().into_bytes();
             b[i] = if b[i] == b'a' { b'b' } else { b'a' };
             let s = String::from_utf8(b).unwrap();
-            assert!(k.verify(Purpose::Unsubscribe, &s).is_err(), "altered at {i}: {s}");
+            assert!(
+                k.verify(Purpose::Unsubscribe, &s).is_err(),
+                "altered at {i}: {s}"
+            );
         }
-        assert_eq!(k.verify(Purpose::Unsubscribe, "short"), Err(TokenError::Malformed));
+        assert_eq!(
+            k.verify(Purpose::Unsubscribe, "short"),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(
             k.verify(Purpose::Unsubscribe, &"0".repeat(TOKEN_LEN)),
             Err(TokenError::Malformed)
@@ -409,12 +426,19 @@ mod tests {
         let old = keys(A);
         let new = keys(A_RETIRED_B);
         let rid = old.recipient_id("ann@example.com");
-        assert_eq!(new.recipient_id("ann@example.com"), rid, "ids survive rotation");
+        assert_eq!(
+            new.recipient_id("ann@example.com"),
+            rid,
+            "ids survive rotation"
+        );
         let t_old = old.issue(Purpose::Bounce, rid, 1);
         assert_eq!(new.verify(Purpose::Bounce, &t_old).unwrap().key_id, 1);
         let t_new = new.issue(Purpose::Bounce, rid, 1);
         assert_eq!(new.verify(Purpose::Bounce, &t_new).unwrap().key_id, 2);
-        assert_eq!(old.verify(Purpose::Bounce, &t_new), Err(TokenError::UnknownKey));
+        assert_eq!(
+            old.verify(Purpose::Bounce, &t_new),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]
@@ -428,7 +452,9 @@ mod tests {
         assert!(e(&two).1.contains("more than one active"));
         let dup = format!("{A}1 {} retired\n", "11".repeat(32));
         assert!(e(&dup).1.contains("twice"));
-        assert!(e(&format!("1 {} old\n", "11".repeat(32))).1.contains("unknown flag"));
+        assert!(e(&format!("1 {} old\n", "11".repeat(32)))
+            .1
+            .contains("unknown flag"));
         // A generated file parses and has one active key.
         assert!(Keys::parse(&Keys::generate_file(1)).is_ok());
     }
@@ -445,7 +471,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k");
         write_private(&p, A).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(Keys::load(&p).is_ok());
         assert!(write_private(&p, A).is_err(), "never overwrites");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -35,6 +35,7 @@ fn start(
         store,
         "mx.acme.example".into(),
         Arc::new(move |m| l2.lock().unwrap().push(m)),
+        Default::default(),
     )
     .expect("start lane");
     (lane, logs)

@@ -35,6 +35,8 @@ fn parts<'a>(from: &'a NamedAddress, subject: &'a str) -> Parts<'a> {
         headers: &[],
         message_id_domain: "acme.example",
         date: 1_700_000_000,
+        message_id: None,
+        list_headers: &[],
     }
 }
 

@@ -3,6 +3,7 @@
 mod check_lanes;
 mod commands;
 mod corpus;
+mod dkim;
 mod durability;
 mod pipeline;
 mod priority;

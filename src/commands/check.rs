@@ -43,6 +43,7 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     let utf8_from = crate::message::needs_smtputf8(&s.from.address).then(|| s.from.address.clone());
     // Before the lists: a bad --config should not wait for a million rows to be read.
     let serve = super::schedule::serve_settings(config)?;
+    let verdict = crate::sender_rules::judge(&s);
     let (r, compared) = tokio::task::spawn_blocking(move || {
         let compared = compare(&s, serve);
         check(&s, &pruned).map(|r| (r, compared))
@@ -70,6 +71,17 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
             "  error: nobody can be sent: all {} rows are pruned (reasons above)",
             r.rows
         );
+        crate::run_status::RunStatus::Config.exit_code()
+    };
+    for w in &verdict.warnings {
+        eprintln!("  warning: {w}");
+    }
+    for e in &verdict.errors {
+        eprintln!("  error: {e}");
+    }
+    let code = if verdict.errors.is_empty() {
+        code
+    } else {
         crate::run_status::RunStatus::Config.exit_code()
     };
     match compared {

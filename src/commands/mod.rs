@@ -8,9 +8,11 @@
 //! - [`schedule`]  `blast schedule list|runs|pause|resume`: scheduled campaigns and their runs
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
 //! - [`queue`]     `blast queue list|retry|drop|stats`: the priority queue of `blast serve`
+//! - [`dkim`]      `blast dkim keygen`: a DKIM key (0600) and the TXT record to publish
 //! - [`user`]      `blast user add`: submission users (argon2 hashes) in the users file
 
 pub mod check;
+pub mod dkim;
 pub mod lanes;
 pub mod preview;
 pub mod queue;

@@ -12,6 +12,9 @@ use crate::send;
 pub fn run(campaign: &Path) -> Result<i32> {
     let s = config::load(campaign)?;
     let (templates, mut reader, _) = send::load_inputs(&s)?;
+    // The lane's own builder: the preview is the message as it goes out (List-Unsubscribe,
+    // Message-ID, DKIM signature).
+    let spec = crate::lane::MessageSpec::new(&s, templates, Vec::new());
     let all_columns: Vec<Vec<String>> = (0..reader.paths().len())
         .map(|i| reader.columns(i).to_vec())
         .collect();
@@ -22,28 +25,10 @@ pub fn run(campaign: &Path) -> Result<i32> {
         };
         let values: Vec<String> = row.record.iter().map(str::to_string).collect();
         let columns = &all_columns[row.file_idx];
-        let Ok(r) = templates.render(crate::render::Row {
-            columns,
-            values: &values,
-        }) else {
+        let Ok(built) = spec.build_row(&mb.key, &mb.address, columns, &values) else {
             continue;
         };
-        let (msg, _) = crate::message::build(&crate::message::Parts {
-            from: &s.from,
-            reply_to: s.reply_to.as_ref(),
-            to: &mb.address,
-            subject: &r.subject,
-            text: r.text.as_deref(),
-            html: r.html.as_deref(),
-            headers: &r.headers,
-            message_id_domain: s
-                .from
-                .address
-                .rsplit_once('@')
-                .map(|(_, d)| d)
-                .unwrap_or("localhost"),
-            date: chrono::Utc::now().timestamp(),
-        });
+        let msg = built.msg;
         let mut out = std::io::stdout().lock();
         out.write_all(String::from_utf8_lossy(&msg).as_bytes())
             .and_then(|_| out.flush())

@@ -1,11 +1,16 @@
 //! What travels through the lane: a claimed recipient ([`Job`]), how its attempt ended
 //! ([`Outcome`]), and how to turn it into a message ([`MessageSpec`]).
 
+use std::sync::Arc;
+
 use crate::classify::Class;
+use crate::config::Settings;
 use crate::message::{self, NamedAddress, Parts};
 use crate::render::{Row, Templates};
+use crate::sign::Signer;
 use crate::store::campaign::ListFile;
 use crate::store::record::Record;
+use crate::token::{Purpose, TokenSettings};
 
 /// A recipient claimed (durably `in_flight`) for one delivery attempt.
 #[derive(Debug, Clone)]
@@ -57,7 +62,7 @@ pub struct Done {
 
 /// Everything needed to build a recipient's message.
 pub struct MessageSpec {
-    /// Campaign id (outbox file names).
+    /// Campaign id (outbox file names, the run's name in tokens).
     pub campaign: String,
     /// Compiled templates.
     pub templates: Templates,
@@ -69,34 +74,207 @@ pub struct MessageSpec {
     pub reply_to: Option<NamedAddress>,
     /// Domain for Message-IDs.
     pub message_id_domain: String,
+    /// The run id tokens carry ([`crate::token::run_id`] of the campaign id).
+    pub run: u32,
+    /// Token keys, unsubscribe URL, VERP domain (`None`: no tokens, no List-Unsubscribe).
+    pub tokens: Option<Arc<TokenSettings>>,
+    /// `List-Id:` value (`<name.domain>`), unless the campaign's headers set one.
+    pub list_id: Option<String>,
+    /// `Feedback-ID:` value (`campaign:list:sender`), unless the campaign's headers set one.
+    pub feedback_id: Option<String>,
+    /// DKIM keys (`None`: unsigned).
+    pub signer: Option<Arc<Signer>>,
+}
+
+/// A message ready for the transport.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The bytes (CRLF, signed when the campaign signs, not dot-stuffed).
+    pub msg: Vec<u8>,
+    /// The envelope sender: the VERP address `bounces+TOKEN@domain`, or From.
+    pub mail_from: String,
+    /// RFC 3461 ENVID (the Message-ID's left part), sent when the server offers DSN.
+    pub envid: String,
 }
 
 impl MessageSpec {
-    /// Renders and builds the message for a record (CRLF, not dot-stuffed).
-    pub fn build(&self, rec: &Record) -> Result<Vec<u8>, String> {
+    /// The spec of campaign `s`, whose store lists `files`.
+    pub fn new(s: &Settings, templates: Templates, files: Vec<ListFile>) -> MessageSpec {
+        let from_domain = domain_of(&s.from.address);
+        // Scheduled runs are `name@slot`: the list is the same one every run.
+        let name = s.id.split('@').next().unwrap_or(&s.id);
+        let has = |h: &str| s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(h));
+        let list = s
+            .lists
+            .first()
+            .and_then(|p| p.file_stem())
+            .map(|x| x.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "list".into());
+        MessageSpec {
+            campaign: s.id.clone(),
+            templates,
+            files,
+            from: s.from.clone(),
+            reply_to: s.reply_to.clone(),
+            message_id_domain: from_domain.clone(),
+            run: crate::token::run_id(&s.id),
+            tokens: s.tokens.clone(),
+            list_id: (!has("List-Id")).then(|| format!("<{}.{from_domain}>", dot_atom(name))),
+            feedback_id: (!has("Feedback-ID"))
+                .then(|| format!("{}:{}:{from_domain}", dot_atom(name), dot_atom(&list))),
+            signer: s.dkim.as_ref().map(|d| d.signer.clone()),
+        }
+    }
+
+    /// Renders and builds the message for a stored recipient.
+    pub fn build(&self, key: &str, rec: &Record) -> Result<Built, String> {
         let columns = self
             .files
             .get(rec.file_idx as usize)
             .map(|f| f.columns.as_slice())
             .ok_or_else(|| format!("unknown list file #{}", rec.file_idx))?;
+        self.build_row(key, &rec.address, columns, &rec.values)
+    }
+
+    /// Renders and builds the message for recipient `address` (store key `key`) whose row
+    /// is `values` under `columns`.
+    pub fn build_row(
+        &self,
+        key: &str,
+        address: &str,
+        columns: &[String],
+        values: &[String],
+    ) -> Result<Built, String> {
+        let t = self.tokens_for(key);
+        let unsub_url = t.as_ref().and_then(|t| t.url.as_deref());
+        let extra: Vec<(&str, &str)> = unsub_url
+            .map(|u| ("unsubscribe_url", u))
+            .into_iter()
+            .collect();
         let rendered = self
             .templates
-            .render(Row {
-                columns,
-                values: &rec.values,
-            })
+            .render_with(Row { columns, values }, &extra)
             .map_err(|e| format!("render: {e}"))?;
+        let mut list_headers: Vec<(&str, String)> = Vec::with_capacity(4);
+        if let Some(v) = &self.list_id {
+            list_headers.push(("List-Id", v.clone()));
+        }
+        if let Some(t) = &t {
+            let mut targets = Vec::with_capacity(2);
+            if let Some(u) = &t.url {
+                targets.push(format!("<{u}>"));
+            }
+            if let Some(m) = &t.mailto {
+                targets.push(format!("<mailto:{m}>"));
+            }
+            if !targets.is_empty() {
+                list_headers.push(("List-Unsubscribe", targets.join(", ")));
+            }
+            // RFC 8058: one-click needs an https URI (and a DKIM signature over both headers,
+            // which `check` and `send` insist on before a message is built).
+            if t.url.is_some() {
+                list_headers.push(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()));
+            }
+        }
+        if let Some(v) = &self.feedback_id {
+            list_headers.push(("Feedback-ID", v.clone()));
+        }
+        let id = match &t {
+            Some(t) => t.bounce.clone(),
+            None => stable_id(&self.campaign, key),
+        };
         let parts = Parts {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
-            to: &rec.address,
+            to: address,
             subject: &rendered.subject,
             text: rendered.text.as_deref(),
             html: rendered.html.as_deref(),
             headers: &rendered.headers,
             message_id_domain: &self.message_id_domain,
             date: chrono::Utc::now().timestamp(),
+            message_id: Some(&id),
+            list_headers: &list_headers,
         };
-        Ok(message::build(&parts).0)
+        let mut msg = message::build(&parts).0;
+        if let Some(signer) = &self.signer {
+            msg = signer.signed(msg)?;
+        }
+        let mail_from = match t.as_ref().and_then(|t| t.verp.clone()) {
+            Some(v) => v,
+            None => self.from.address.clone(),
+        };
+        Ok(Built {
+            msg,
+            mail_from,
+            envid: id,
+        })
     }
+
+    fn tokens_for(&self, key: &str) -> Option<RecipientTokens> {
+        let ts = self.tokens.as_ref()?;
+        let rid = ts.keys.recipient_id(key);
+        let bounce = ts.keys.issue(Purpose::Bounce, rid, self.run);
+        let unsub = ts.keys.issue(Purpose::Unsubscribe, rid, self.run);
+        Some(RecipientTokens {
+            url: ts.unsubscribe_url.as_ref().map(|u| format!("{u}{unsub}")),
+            mailto: ts
+                .bounce_domain
+                .as_ref()
+                .map(|d| format!("unsub+{unsub}@{d}")),
+            verp: ts
+                .bounce_domain
+                .as_ref()
+                .map(|d| format!("bounces+{bounce}@{d}")),
+            bounce,
+        })
+    }
+}
+
+/// One recipient's token-bearing addresses.
+struct RecipientTokens {
+    url: Option<String>,
+    mailto: Option<String>,
+    verp: Option<String>,
+    bounce: String,
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `s` with everything but letters, digits, `-` and `_` replaced by `-` (a List-Id label, a
+/// Feedback-ID field: no dots, colons or spaces of its own).
+fn dot_atom(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        "campaign".into()
+    } else {
+        out
+    }
+}
+
+/// A Message-ID left part without tokens: the same for a recipient on every retry of the
+/// run, different across runs and recipients, and revealing neither.
+fn stable_id(campaign: &str, key: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{campaign}\0{key}").as_bytes(),
+    );
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

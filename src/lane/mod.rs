@@ -93,6 +93,8 @@ pub(crate) struct LaneCtx {
     pub claims: Mutex<std::collections::HashMap<u64, usize>>,
     /// Consecutive failed connection attempts across workers (reset on success).
     pub connect_failures: std::sync::atomic::AtomicU32,
+    /// Where messages are built when they are signed (`None`: on the worker).
+    pub pool: Option<Arc<crate::pool::CpuPool>>,
 }
 
 impl LaneCtx {
@@ -162,6 +164,14 @@ pub async fn run_with(
         })
     };
     let workers = connector.max_sessions(settings.connections);
+    // Made here, on the lane's runtime, so its threads inherit that runtime's priority.
+    let pool = match spec.signer {
+        Some(_) => Some(
+            crate::pool::CpuPool::new("blast-sign", crate::pool::cores())
+                .map_err(|e| Error::io("cannot start the signing threads", e))?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(LaneCtx {
         settings: settings.clone(),
         spec,
@@ -176,6 +186,7 @@ pub async fn run_with(
         stalled: Mutex::new(None),
         claims: Default::default(),
         connect_failures: Default::default(),
+        pool,
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.

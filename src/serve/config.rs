@@ -94,6 +94,9 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// The priority lane.
     pub priority: LaneSettings,
+    /// The priority lane's DKIM keys by the From domain they sign for (the table's name;
+    /// `d=` is the table's `domain`, default the same).
+    pub priority_dkim: Vec<(String, crate::config::dkim::DkimSettings)>,
 }
 
 /// Reads and validates a server config file.
@@ -121,6 +124,13 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         );
     }
     let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", "localhost".into())?;
+    let mut priority_dkim = Vec::new();
+    for (domain, t) in &p.dkim {
+        let section = format!("priority.dkim.{domain:?}");
+        let d = crate::config::host_name(domain).or_else(|m| loc.err(t.span(), &section, m))?;
+        let keys = crate::config::dkim::validate(&loc, t.get_ref(), &section, Some(&d))?;
+        priority_dkim.push((d, keys));
+    }
     if p.connections.is_none() {
         priority.connections = 8;
     }
@@ -236,6 +246,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             Duration::from_secs(30),
         )?,
         priority,
+        priority_dkim,
     })
 }
 

@@ -78,7 +78,19 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     let listener = listener_settings(s)?;
     let store = Arc::new(QueueStore::open(&s.state_dir, Duration::ZERO)?);
     let log: priority::Log = Arc::new(|m| eprintln!("blast serve: {m}"));
-    let lane = priority::start(s.priority.clone(), store, s.listener.hostname.clone(), log)?;
+    let signers = crate::sign::Signers::from_settings(&s.priority_dkim);
+    for (_, d) in &s.priority_dkim {
+        if let Some(w) = &d.warning {
+            eprintln!("warning: {w}");
+        }
+    }
+    let lane = priority::start(
+        s.priority.clone(),
+        store,
+        s.listener.hostname.clone(),
+        log,
+        Arc::new(signers),
+    )?;
     // serve owns the global state while it runs; everyone else asks it.
     let global = crate::owner::Global::held(&s.state_dir)?;
     let control = control::start(

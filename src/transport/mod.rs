@@ -40,6 +40,10 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// A stable name of this message: the outbox file name (a resend overwrites it).
     pub label: String,
+    /// RFC 3461 ENVID. `Some`: when the server offers DSN, ask for failure reports only
+    /// (`NOTIFY=FAILURE`), headers only (`RET=HDRS`), with this id and each recipient's
+    /// ORCPT, so a bounce names the recipient and the message whatever a forwarder did.
+    pub envid: Option<String>,
 }
 
 impl Envelope {

@@ -120,11 +120,24 @@ impl<T> SmtpSession<T> {
         if utf8 {
             cmds.push_str(" SMTPUTF8");
         }
+        let dsn = env.envid.as_deref().filter(|_| self.conn.caps.dsn);
+        if let Some(id) = dsn {
+            cmds.push_str(" RET=HDRS ENVID=");
+            xtext(&mut cmds, id);
+        }
         cmds.push_str("\r\n");
         for r in &env.rcpts {
             cmds.push_str("RCPT TO:<");
             cmds.push_str(r);
-            cmds.push_str(">\r\n");
+            cmds.push('>');
+            if dsn.is_some() {
+                // RFC 3461 §4.2: ORCPT's address is xtext; a UTF-8 address is utf-8 type
+                // (RFC 6533), which needs SMTPUTF8.
+                cmds.push_str(" NOTIFY=FAILURE ORCPT=");
+                cmds.push_str(if r.is_ascii() { "rfc822;" } else { "utf-8;" });
+                xtext(&mut cmds, r);
+            }
+            cmds.push_str("\r\n");
         }
         cmds.push_str("DATA\r\n");
         let tx = Tx {
@@ -455,5 +468,21 @@ pub fn outcome(stage: Stage, r: &Reply) -> RcptOutcome {
             class,
             reply: r.to_string(),
         },
+    }
+}
+
+/// RFC 3461 §4: xtext — printable ASCII except `+` and `=` as is, everything else `+HH`.
+/// (For a UTF-8 ORCPT, RFC 6533's utf-8-addr-xtext keeps UTF-8 as is; `\x{…}` only for
+/// controls, which a validated address has none of.)
+fn xtext(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    for c in s.chars() {
+        match c {
+            '!'..='~' if c != '+' && c != '=' => out.push(c),
+            c if !c.is_ascii() => out.push(c),
+            c => {
+                let _ = write!(out, "+{:02X}", c as u32);
+            }
+        }
     }
 }

@@ -92,6 +92,8 @@ pub struct Capabilities {
     pub pipelining: bool,
     /// RFC 6531.
     pub smtputf8: bool,
+    /// RFC 3461 delivery status notifications (NOTIFY, ORCPT, RET, ENVID).
+    pub dsn: bool,
     /// RFC 3207.
     pub starttls: bool,
     /// RFC 6152.
@@ -308,6 +310,7 @@ impl Connection {
                     Some("SMTPUTF8") => caps.smtputf8 = true,
                     Some("STARTTLS") => caps.starttls = true,
                     Some("8BITMIME") => caps.eightbitmime = true,
+                    Some("DSN") => caps.dsn = true,
                     Some("SIZE") => {
                         caps.size = words.next().and_then(|n| n.parse().ok()).unwrap_or(0)
                     }

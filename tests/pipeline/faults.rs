@@ -506,14 +506,7 @@ async fn the_lane_runs_through_the_stub_transport() {
             (250, "2.0.0 ok".into())
         }
     })));
-    let spec = Arc::new(MessageSpec {
-        campaign: s.id.clone(),
-        templates,
-        files: store.files().unwrap(),
-        from: s.from.clone(),
-        reply_to: None,
-        message_id_domain: "acme.example".into(),
-    });
+    let spec = Arc::new(MessageSpec::new(&s, templates, store.files().unwrap()));
     let global = Global::shared(s.suppression_state_dir());
     let report = lane::run_with(
         Connector::Stub(stub.clone()),

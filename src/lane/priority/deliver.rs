@@ -13,7 +13,9 @@ use super::{Cmd, Log, Stats};
 use crate::classify::Class;
 use crate::config::LaneSettings;
 use crate::lane::retry::next_retry_ms;
+use crate::pool::CpuPool;
 use crate::shutdown::Shutdown;
+use crate::sign::{Signed, Signers};
 use crate::store::now_ms;
 use crate::store::queue::{format_id, Entry, NewMessage, QueueStore, RcptStatus};
 use crate::transport::smtp::SmtpError;
@@ -40,6 +42,52 @@ pub struct Ctx {
     pub idle: Arc<AtomicU64>,
     /// Stop request.
     pub stop: Arc<Shutdown>,
+    /// DKIM keys by From domain (`[priority.dkim."domain"]`).
+    pub signers: Arc<Signers>,
+    /// Where signing runs (`None` when no key is configured).
+    pub pool: Option<Arc<CpuPool>>,
+    /// From domains already warned about (no key): one log line each, not one per message.
+    pub unsigned_warned: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Ctx {
+    /// `data` with a DKIM signature of its From domain in front; `None` to send it as
+    /// submitted (already signed for that domain, or no key: then a warning, once per
+    /// domain).
+    async fn signed(&self, id: u64, data: &[u8]) -> Option<Vec<u8>> {
+        let pool = self.pool.as_ref()?;
+        let signers = self.signers.clone();
+        let copy: Arc<[u8]> = Arc::from(data);
+        let res = pool.run(move || signers.sign(&copy)).await.and_then(|r| r);
+        match res {
+            Ok(Signed::Yes(mut out)) => {
+                out.extend_from_slice(data);
+                Some(out)
+            }
+            Ok(Signed::AlreadySigned) => None,
+            Ok(Signed::NoKey(domain)) => {
+                let d = domain.unwrap_or_else(|| "(no From)".into());
+                let first = self
+                    .unsigned_warned
+                    .lock()
+                    .map(|mut w| w.len() < 10_000 && w.insert(d.clone()))
+                    .unwrap_or(false);
+                if first {
+                    (self.log)(format!(
+                        "priority: warning: no DKIM key for From domain {d}; its mail goes out unsigned (add [priority.dkim.\"{d}\"] to blast.toml)"
+                    ));
+                }
+                None
+            }
+            Err(e) => {
+                (self.log)(format!(
+                    "priority: message {}: DKIM signing failed ({e}); sent unsigned",
+                    format_id(id)
+                ));
+                None
+            }
+        }
+    }
 }
 
 /// A recipient's outcome, as the priority lane treats it: delivered, try again, or final.
@@ -112,8 +160,12 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
             eight_bit: entry.eight_bit,
             smtputf8: entry.smtputf8,
             label: format!("priority-{}.eml", format_id(entry.id)),
+            // The submitter's mail: its DSN requests are its own business.
+            envid: None,
         };
-        let results = attempt(&ctx, &connector, &mut pooled, &env, &data).await;
+        let signed = ctx.signed(entry.id, &data).await;
+        let wire = signed.as_deref().unwrap_or(&data);
+        let results = attempt(&ctx, &connector, &mut pooled, &env, wire).await;
         let dsns = apply(&ctx, &mut entry, &todo, results, &data);
         if ctx.writer.send(Cmd::Update { entry, dsns }).await.is_err() {
             break;

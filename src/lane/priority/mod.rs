@@ -100,6 +100,7 @@ pub fn start(
     store: Arc<QueueStore>,
     hostname: String,
     log: Log,
+    signers: Arc<crate::sign::Signers>,
 ) -> crate::error::Result<PriorityLane> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(crate::shutdown::Shutdown::default());
@@ -135,6 +136,16 @@ pub fn start(
         log,
         idle,
         stop: stop.clone(),
+        pool: if signers.is_empty() {
+            None
+        } else {
+            Some(
+                crate::pool::CpuPool::new("priority-sign", crate::pool::cores())
+                    .map_err(|e| crate::error::Error::io("cannot start the signing threads", e))?,
+            )
+        },
+        signers,
+        unsigned_warned: Default::default(),
     });
     for _ in 0..ctx.settings.connections {
         tasks.push(tokio::spawn(deliver::run(ctx.clone(), jobs.clone())));
