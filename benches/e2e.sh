@@ -15,9 +15,16 @@
 # binary instead of building target/release/blast),
 # BASELINE (another blast binary: A/B medians, ROUNDS rounds alternating, default 3),
 # SINK_BACKLOG (default 1000), KEEP=1 (keep the temp dir), PERF=1 (profile blast with `perf`; slows it, so the rate is not comparable).
+#
+# DKIM=1: every message signed with RSA-2048 (a key from `blast dkim keygen`), and the
+# ceiling printed beside blast's rate is OpenSSL's RSA-2048 signing rate on every core
+# (`openssl speed -multi <cores> rsa2048`, measured in this run), since every message costs
+# one signature. N defaults to 20000 then.
+#   DKIM=1 bash benches/e2e.sh
 set -euo pipefail
 
-N=${N:-100000}
+DKIM=${DKIM:-0}
+if [[ $DKIM == 1 ]]; then N=${N:-20000}; else N=${N:-100000}; fi
 CONNS=${CONNS:-16}
 SINK_BACKLOG=${SINK_BACKLOG:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -105,7 +112,14 @@ else
 fi
 [[ -x $BLAST ]] || die "no executable $BLAST"
 
-# ---------------------------------------------------------------- smtp-source
+# ---------------------------------------------------------------- smtp-source, or OpenSSL
+if [[ $DKIM == 1 ]]; then
+    command -v openssl >/dev/null || die "DKIM=1 needs openssl (apt-get install openssl)"
+    log "e2e: openssl speed -seconds 5 -multi $(nproc) rsa2048"
+    ossl_rate=$(timeout 120 openssl speed -seconds 5 -multi "$(nproc)" rsa2048 2>/dev/null \
+        | awk '/^rsa 2048 bits/ { print int($6) }' | tail -n1)
+    [[ -n $ossl_rate ]] || die "could not read openssl speed's rsa2048 sign/s"
+fi
 start_sink
 log "e2e: smtp-source -d -s $CONNS -l 2000 -m $N 127.0.0.1:$PORT"
 t0=$(now)
@@ -164,6 +178,11 @@ helo = "blast.acme.example"
 connections = $CONNS
 per_domain_connections = $CONNS
 EOF
+
+if [[ $DKIM == 1 ]]; then
+    "$BLAST" dkim keygen --domain acme.example --selector bench -o "$WORK/dkim.pem" > "$WORK/dkim.txt"
+    printf '\n[dkim]\ndomain = "acme.example"\nselector = "bench"\nkey = "dkim.pem"\n' >> "$WORK/campaign.toml"
+fi
 
 cp "$WORK/campaign.toml" "$WORK/campaign.toml.in"
 
@@ -236,6 +255,11 @@ if [[ -n ${BASELINE:-} ]]; then
 fi
 
 run_blast "$BLAST"
+if [[ $DKIM == 1 ]]; then
+    log "e2e: load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+    echo "blast (DKIM RSA-2048, $CONNS connections): $blast_rate msg/s  openssl speed -multi $(nproc) rsa2048: $ossl_rate sign/s  ratio: $(awk -v a="$blast_rate" -v b="$ossl_rate" 'BEGIN { printf "%.2f", a / b }')  (smtp-source unsigned: $src_rate msg/s)"
+    exit 0
+fi
 log "e2e: load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work on the machine skews both rates)"
 ratio=$(awk -v a="$blast_rate" -v b="$src_rate" 'BEGIN { printf "%.2f", a / b }')
 log "e2e: smtp-source ${src_secs}s, blast ${blast_secs}s for $N messages of ~$msg_size bytes"

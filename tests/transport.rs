@@ -434,3 +434,55 @@ async fn a_relay_saying_421_before_any_mail_stalls_the_run_with_exit_75() {
         );
     }
 }
+
+/// RFC 3461: with an ENVID and a server that offers DSN, MAIL asks for headers only with the
+/// id, each RCPT for failure reports only with its original address in xtext; without DSN
+/// on offer (or without an ENVID) no parameter is sent (a server without DSN refuses them).
+#[tokio::test]
+async fn dsn_parameters_only_when_offered() {
+    for offered in [true, false] {
+        let r = relay(
+            true,
+            Box::new(move |_, line| {
+                (offered && line.to_ascii_uppercase().starts_with("EHLO")).then(|| {
+                    Say::Reply("250-relay.test\r\n250-PIPELINING\r\n250-DSN\r\n250 8BITMIME".into())
+                })
+            }),
+        )
+        .await;
+        let c = endpoint(&r);
+        let mut s = c.open::<usize>().await.expect("open");
+        let mut e = env("a+b=c@x.example");
+        e.envid = Some("tok+=en".into());
+        s.submit(0, &e, MSG.to_vec()).await;
+        let mut plain = env("plain@x.example");
+        plain.envid = None;
+        s.submit(1, &plain, MSG.to_vec()).await;
+        for _ in 0..2 {
+            let (_, res) = s.next_result().await.expect("result");
+            assert!(matches!(res[0], RcptOutcome::Delivered(_)), "{res:?}");
+        }
+        s.close().await;
+        let log = r.log.lock().unwrap()[0].clone();
+        let mails: Vec<&String> = log.iter().filter(|l| l.starts_with("MAIL")).collect();
+        let rcpts: Vec<&String> = log.iter().filter(|l| l.starts_with("RCPT")).collect();
+        if offered {
+            assert_eq!(
+                mails[0],
+                "MAIL FROM:<news@acme.example> RET=HDRS ENVID=tok+2B+3Den"
+            );
+            assert_eq!(
+                rcpts[0],
+                "RCPT TO:<a+b=c@x.example> NOTIFY=FAILURE ORCPT=rfc822;a+2Bb+3Dc@x.example"
+            );
+        } else {
+            assert_eq!(mails[0], "MAIL FROM:<news@acme.example>");
+            assert_eq!(rcpts[0], "RCPT TO:<a+b=c@x.example>");
+        }
+        assert_eq!(
+            mails[1], "MAIL FROM:<news@acme.example>",
+            "no ENVID, no DSN request"
+        );
+        assert_eq!(rcpts[1], "RCPT TO:<plain@x.example>");
+    }
+}

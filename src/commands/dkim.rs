@@ -86,13 +86,16 @@ fn check_selector(s: &str) -> std::result::Result<(), String> {
 }
 
 /// A new key: its PEM file text and its record's value (`v=DKIM1; k=…; p=…`).
-struct Generated {
-    pem: String,
-    record: String,
+pub struct Generated {
+    /// The private key file's text.
+    pub pem: String,
+    /// The TXT record's value.
+    pub record: String,
 }
 
 impl Generated {
-    fn rsa(bits: usize) -> Result<Generated> {
+    /// A new RSA key of `bits` bits.
+    pub fn rsa(bits: usize) -> Result<Generated> {
         let pair = DkimKeyPair::generate_rsa(bits)
             .map_err(|e| Error::Config(format!("cannot generate an RSA key: {e}")))?;
         Ok(Generated {
@@ -102,7 +105,8 @@ impl Generated {
         })
     }
 
-    fn ed25519() -> Result<Generated> {
+    /// A new Ed25519 key.
+    pub fn ed25519() -> Result<Generated> {
         let pair = DkimKeyPair::generate_ed25519()
             .map_err(|e| Error::Config(format!("cannot generate an Ed25519 key: {e}")))?;
         Ok(Generated {

@@ -151,3 +151,67 @@ pub(crate) fn validate(
         warning,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::dkim::Generated;
+
+    const BASE: &str = "[campaign]\nid = \"c\"\nfrom = \"news@acme.example\"\nsubject = \"s\"\ntext = \"t.txt\"\nlists = [\"l.csv\"]\n[lane]\ntransport = \"outbox:out\"\n";
+
+    fn load(dir: &std::path::Path, extra: &str) -> Result<crate::config::Settings, String> {
+        let p = dir.join("c.toml");
+        std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
+        crate::config::load(&p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn dkim_table_errors_name_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("t.txt"), "hi").unwrap();
+        std::fs::write(d.path().join("k.pem"), Generated::rsa(2048).unwrap().pem).unwrap();
+        std::fs::write(d.path().join("ed.pem"), Generated::ed25519().unwrap().pem).unwrap();
+        std::fs::write(d.path().join("junk.pem"), "not a key").unwrap();
+        let ok = load(
+            d.path(),
+            "[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"k.pem\"\n",
+        )
+        .unwrap();
+        let dk = ok.dkim.unwrap();
+        assert_eq!(dk.spec.selector, "s1");
+        assert_eq!(dk.signer.rsa_bits(), 2048);
+        assert!(dk.warning.is_none());
+        // Rotation: the active selector's key from [dkim.selectors], the other on standby.
+        let rot = load(
+            d.path(),
+            "[dkim]\ndomain = \"acme.example\"\nselector = \"s2\"\n[dkim.selectors]\ns1 = \"k.pem\"\ns2 = \"k.pem\"\n",
+        )
+        .unwrap()
+        .dkim
+        .unwrap();
+        assert_eq!(rot.spec.standby.len(), 1);
+        assert_eq!(rot.spec.standby[0].0, "s1");
+        let e = |extra: &str| load(d.path(), extra).unwrap_err();
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"junk.pem\"\n");
+        assert!(
+            m.contains("c.toml:12: dkim.key:") && m.contains("not a PEM private key"),
+            "{m}"
+        );
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"missing.pem\"\n");
+        assert!(m.contains("dkim.key") && m.contains("cannot read"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\n");
+        assert!(m.contains("dkim.key: missing"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"bad sel\"\nkey = \"k.pem\"\n");
+        assert!(m.contains("dkim.selector"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"k.pem\"\ned25519_selector = \"e1\"\n");
+        assert!(m.contains("dkim.ed25519_key: missing"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"ed.pem\"\n");
+        assert!(
+            m.contains("not a usable RSA key"),
+            "an Ed25519 key as the RSA key: {m}"
+        );
+        let m = e("[dkim]\nselector = \"s1\"\nkey = \"k.pem\"\n");
+        assert!(m.contains("missing `domain`"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"k.pem\"\nl = 1\n");
+        assert!(m.contains("unknown field"), "{m}");
+    }
+}
