@@ -73,6 +73,8 @@ pub(crate) struct RawLane {
     pub(crate) max_retry_age: Option<Spanned<String>>,
     pub(crate) backoff: Option<Spanned<String>>,
     pub(crate) wait_for_retries: Option<Spanned<String>>,
+    /// `blast send` only: the CPU priority it runs at (0 = unchanged).
+    pub(crate) nice: Option<Spanned<i32>>,
     #[serde(default)]
     pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
@@ -343,6 +345,9 @@ pub struct LaneSettings {
     /// `blast send` waits in-process for deferred retries due within this long; later ones end
     /// the run with exit 75 (rerun to resume). Default 15 min.
     pub wait_for_retries: Duration,
+    /// `blast send` runs at this nice value (0–19, default 10; 0 leaves it alone), with the
+    /// lowest best-effort I/O priority when above 0: a bulk send gives way to `blast serve`.
+    pub nice: i32,
 }
 
 impl LaneSettings {
@@ -990,6 +995,14 @@ pub(crate) fn lane_settings(
             &k("wait_for_retries"),
             Duration::from_secs(15 * 60),
         )?,
+        nice: match &l.nice {
+            None => 10,
+            Some(n) if section != "lane" => {
+                return loc.err(n.span(), &k("nice"), "only a campaign's [lane] has a nice value (serve's priority lane never lowers itself)")
+            }
+            Some(n) if (0..=19).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => return loc.err(n.span(), &k("nice"), "must be 0 (unchanged) to 19 (yield the most)"),
+        },
     })
 }
 

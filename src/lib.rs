@@ -18,6 +18,7 @@
 //!   writer threads), global suppression, priority queue
 //! - [`owner`]      the one owner of global state (the suppression list): serve's control
 //!   socket when it runs, else the store opened briefly
+//! - [`niceness`]   `blast send` yields CPU and I/O priority to the priority lane (`[lane] nice`)
 //! - [`pool`]       threads for CPU-bound work (render + DKIM sign) off the reactor
 //! - [`control`]    the control socket's protocol and clients (server side: `serve::control`)
 //! - [`import`]     lists → store (hygiene, suppression, dedupe, prune report); reconcile after
@@ -54,6 +55,7 @@ pub mod import;
 pub mod lane;
 pub mod list;
 pub mod message;
+pub mod niceness;
 pub mod owner;
 pub mod pool;
 pub mod render;

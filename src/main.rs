@@ -105,6 +105,10 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 eprintln!("blast: sending run {} now", s.id);
                 run_slot = Some(blast::schedule::slot_id(slot));
             }
+            // A bulk send gives way to transactional mail on a shared machine.
+            for p in blast::niceness::yield_to_others(s.lane.nice) {
+                eprintln!("blast: warning: cannot lower priority: {p}");
+            }
             let shutdown = Arc::new(Shutdown::default());
             install_interrupt(shutdown.clone());
             let opts = send::SendOptions {

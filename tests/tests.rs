@@ -5,6 +5,7 @@ mod commands;
 mod corpus;
 mod dkim;
 mod durability;
+mod nice;
 mod pipeline;
 mod priority;
 mod render_message;

@@ -1,0 +1,58 @@
+//! `blast send` gives way: every thread of the process runs at `[lane] nice` (default 10);
+//! `nice = 0` leaves the priority alone. Read back from `/proc/PID/task/*/stat` of the real
+//! binary while it sends into a sink that holds each message for a while.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blast::niceness::process_nice;
+
+use crate::pipeline::{addrs, campaign_toml, csv_list, start_sink, Fixture};
+
+async fn nice_of_send(lane_extra: &str) -> Vec<i32> {
+    let f = Fixture::new();
+    f.write("list.csv", csv_list(&addrs("n", "example.net", 2)));
+    let sink = start_sink(vec!["delay:*=3s".parse().unwrap()]).await;
+    let toml = campaign_toml("nice", sink.addr, &["list.csv"], lane_extra);
+    let path = f.write("nice.toml", toml);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["send", "--quiet"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn blast send");
+    let pid = child.id();
+    // The sink holds each message 3 s, so 1.5 s in the send is under way: the runtime, the
+    // store and the lane have started their threads, and none has ended.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("blast send exited early: {st}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nice = process_nice(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(nice.len() > 2, "threads read: {nice:?}");
+    nice
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_runs_at_the_configured_nice_value() {
+    let default = nice_of_send("").await;
+    assert!(
+        default.iter().all(|&n| n == 10),
+        "default nice 10 on every thread: {default:?}"
+    );
+    let seven = nice_of_send("nice = 7\n").await;
+    assert!(seven.iter().all(|&n| n == 7), "{seven:?}");
+    let mine = process_nice(std::process::id());
+    let base = *mine.iter().min().unwrap();
+    let zero = nice_of_send("nice = 0\n").await;
+    assert!(
+        zero.iter().all(|&n| n == base),
+        "nice = 0 leaves it at {base}: {zero:?}"
+    );
+}
