@@ -37,7 +37,8 @@ pub fn load_inputs(s: &Settings) -> Result<(Templates, ListReader, Vec<String>)>
         .into_iter()
         .filter(|f| !crate::render::BUILTINS.contains(&f.as_str()))
         .collect();
-    let wants_unsubscribe = templates.referenced_fields().contains("unsubscribe_url");
+    // `{{#if unsubscribe_url}}…{{/if}}` renders without one; a bare use cannot.
+    let wants_unsubscribe = templates.required_fields().contains("unsubscribe_url");
     if wants_unsubscribe && unsubscribe_base(s).is_none() {
         return Err(Error::Config(format!(
             "{}: templates use {{{{unsubscribe_url}}}}, but this send has no unsubscribe URL: \

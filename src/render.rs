@@ -289,6 +289,14 @@ impl Templates {
         self.fields.iter().cloned().collect()
     }
 
+    /// The fields used outside `{{#if}}`: a row (or blast) that lacks one cannot render.
+    pub fn required_fields(&self) -> BTreeSet<String> {
+        self.required
+            .iter()
+            .map(|&i| self.fields[i].clone())
+            .collect()
+    }
+
     /// Renders all parts for one row. A referenced field that is missing or empty in this
     /// row (outside `{{#if}}`) is a [`RowError`].
     pub fn render(&self, row: Row<'_>) -> Result<Rendered, RowError> {
@@ -765,5 +773,36 @@ mod tests {
         // Defined in the template itself, or built in: fine.
         text("{{#*inline \"footer\"}}bye{{/inline}}Hi {{first_name}}{{> footer}}").unwrap();
         text("{{#if (eq a b)}}{{len items}}{{lookup t k}}{{/if}}").unwrap();
+    }
+}
+#[cfg(test)]
+mod builtin_tests {
+    use super::*;
+
+    #[test]
+    fn a_conditional_builtin_is_not_required() {
+        let html = include_str!("../templates/example.html.hbs");
+        let text = include_str!("../templates/example.txt.hbs");
+        let t = Templates::compile_with_headers(
+            "s",
+            Some((std::path::Path::new("t.txt"), text)),
+            Some((std::path::Path::new("t.html"), html)),
+            &[],
+        )
+        .unwrap();
+        assert!(t.referenced_fields().contains("unsubscribe_url"));
+        assert!(
+            !t.required_fields().contains("unsubscribe_url"),
+            "{:?}",
+            t.required_fields()
+        );
+        let bare = Templates::compile_with_headers(
+            "s",
+            Some((std::path::Path::new("t"), "{{unsubscribe_url}}")),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(bare.required_fields().contains("unsubscribe_url"));
     }
 }
