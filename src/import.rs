@@ -95,6 +95,9 @@ pub struct ImportStats {
     /// Fingerprints of every accepted address of this import (removed rows are the stored
     /// ones not in here).
     pub seen: HashSet<u64>,
+    /// Addresses (normalised key) suppressed by their recipient id, with the id and its
+    /// entry: [`settle_id_hits`] puts the address on the list in the id's place.
+    pub id_hits: Vec<(String, u64, crate::store::suppression::Entry)>,
 }
 
 /// What an import reads: the opened lists, their store file indices ([`register_files`]) and
@@ -244,10 +247,21 @@ fn import_rows(
             continue;
         }
         note_flags(prune, file, row.line, &mb).map_err(perr)?;
-        let suppressed = match supp {
+        let mut suppressed = match supp {
             Some(sp) => sp.lookup(&mb.key).cloned(),
             None => None,
         };
+        if let (None, Some(sp), Some(t)) = (&suppressed, supp, &s.tokens) {
+            // A one-click unsubscribe names a recipient id, not an address: one HMAC per row,
+            // and only while the list holds ids at all.
+            if sp.has_ids() {
+                let rid = t.keys.recipient_id(&mb.key);
+                if let Some(e) = sp.lookup_id(rid) {
+                    st.id_hits.push((mb.key.clone(), rid, e.clone()));
+                    suppressed = Some(e.clone());
+                }
+            }
+        }
         let values: Vec<String> = row.record.iter().map(str::to_string).collect();
         let rec = match existing {
             Some(e)
@@ -457,6 +471,31 @@ pub(crate) fn restore_suppressions(
             })
             .collect();
         added += global.suppress(&entries, false)?;
+    }
+    Ok(added)
+}
+
+/// After an import met addresses whose recipient id is on the list (a one-click unsubscribe
+/// before any import saw them): the address is listed with the id's entry (same reason,
+/// source, detail), then the `id:` entry is removed, so `blast suppress list` shows who it
+/// was. The address first: a crash in between leaves both, never neither. Returns how many
+/// addresses were new on the list. Blocking; after the import, never during it.
+pub(crate) fn settle_id_hits(
+    global: &Global,
+    hits: Vec<(String, u64, crate::store::suppression::Entry)>,
+) -> Result<u64> {
+    let mut added = 0;
+    for chunk in hits.chunks(5_000) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .map(|(k, _, e)| (k.clone(), e.clone()))
+            .collect();
+        added += global.suppress(&entries, false)?;
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|(_, rid, _)| crate::token::rid_key(*rid))
+            .collect();
+        global.unsuppress(&ids)?;
     }
     Ok(added)
 }
