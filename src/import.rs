@@ -805,4 +805,72 @@ transport = "outbox:out"
         assert!(ann.is_address_bounce());
         assert_eq!(f.get("bob@b.example").state, State::Skipped);
     }
+
+    /// A one-click unsubscribe listed a recipient id: with the token keys set, the import
+    /// skips the address it belongs to and reports the hit; without them it cannot tell.
+    #[test]
+    fn a_suppressed_recipient_id_skips_its_address() {
+        use crate::token::{Keys, TokenSettings};
+        let mut f = Fixture::new();
+        let keys = Keys::parse(
+            "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+        )
+        .unwrap();
+        let rid = keys.recipient_id("ann@a.example");
+        let entry = crate::store::suppression::Entry {
+            reason: "unsubscribe".into(),
+            at_ms: 1,
+            source: "run:0000002a".into(),
+            detail: "one-click".into(),
+        };
+        let snap = Snapshot::from_entries(
+            [(crate::token::rid_key(rid), entry.clone())].into_iter().collect(),
+        );
+        let run = |f: &Fixture, name: &str| {
+            let csv = "email,first_name\nAnn@A.example,Ann\nbob@b.example,Bob\n";
+            std::fs::write(f.dir.path().join("list.csv"), csv).unwrap();
+            let (_t, reader, fields) = load_inputs(&f.settings).unwrap();
+            let file_map = register_files(&f.store, &reader).unwrap();
+            let mut prune = PruneReport::create(&f.dir.path().join(name)).unwrap();
+            import(
+                &f.settings,
+                &f.store,
+                ImportSource {
+                    reader,
+                    file_map: &file_map,
+                    fields: &fields,
+                    feed: None,
+                },
+                &mut prune,
+                Some(&snap),
+                &AtomicU64::new(0),
+            )
+            .unwrap()
+        };
+        let st = run(&f, "p1.csv");
+        assert!(st.id_hits.is_empty(), "no keys, no ids");
+        assert_eq!(f.get("ann@a.example").state, State::Pending);
+        f.settings.tokens = Some(std::sync::Arc::new(TokenSettings {
+            keys,
+            unsubscribe_url: None,
+            bounce_domain: None,
+        }));
+        let st = run(&f, "p2.csv");
+        assert_eq!(st.id_hits, vec![("ann@a.example".to_string(), rid, entry)]);
+        let ann = f.get("ann@a.example");
+        assert_eq!(ann.state, State::Skipped);
+        assert_eq!(ann.last_reply, "suppressed: unsubscribe");
+        assert_eq!(f.get("bob@b.example").state, State::Pending);
+
+        // The hit moves to the address on the list.
+        let global = Global::shared(&f.dir.path().join("state"));
+        global
+            .suppress(&[(crate::token::rid_key(rid), st.id_hits[0].2.clone())], false)
+            .unwrap();
+        assert_eq!(settle_id_hits(&global, st.id_hits).unwrap(), 1);
+        let listed = global.list().unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].0, "ann@a.example");
+        assert_eq!(listed[0].1.source, "run:0000002a");
+    }
 }

@@ -30,7 +30,11 @@ const MAX_LISTED: usize = 100;
 /// `@domain` for a whole domain (lower-cased, A-label).
 pub fn normalise(raw: &str) -> std::result::Result<String, String> {
     let raw = raw.trim();
-    if let Some(id) = raw.strip_prefix("id:") {
+    if let Some(id) = raw
+        .get(..3)
+        .filter(|p| p.eq_ignore_ascii_case("id:"))
+        .map(|_| &raw[3..])
+    {
         // A recipient id (a one-click unsubscribe whose address no import has met yet), as
         // `list` shows it.
         let id = id.strip_suffix(NOT_YET_SEEN).unwrap_or(id).trim();
