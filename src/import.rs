@@ -812,10 +812,9 @@ transport = "outbox:out"
     fn a_suppressed_recipient_id_skips_its_address() {
         use crate::token::{Keys, TokenSettings};
         let mut f = Fixture::new();
-        let keys = Keys::parse(
-            "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
-        )
-        .unwrap();
+        let keys =
+            Keys::parse("1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
+                .unwrap();
         let rid = keys.recipient_id("ann@a.example");
         let entry = crate::store::suppression::Entry {
             reason: "unsubscribe".into(),
@@ -824,7 +823,9 @@ transport = "outbox:out"
             detail: "one-click".into(),
         };
         let snap = Snapshot::from_entries(
-            [(crate::token::rid_key(rid), entry.clone())].into_iter().collect(),
+            [(crate::token::rid_key(rid), entry.clone())]
+                .into_iter()
+                .collect(),
         );
         let run = |f: &Fixture, name: &str| {
             let csv = "email,first_name\nAnn@A.example,Ann\nbob@b.example,Bob\n";
@@ -865,7 +866,10 @@ transport = "outbox:out"
         // The hit moves to the address on the list.
         let global = Global::shared(&f.dir.path().join("state"));
         global
-            .suppress(&[(crate::token::rid_key(rid), st.id_hits[0].2.clone())], false)
+            .suppress(
+                &[(crate::token::rid_key(rid), st.id_hits[0].2.clone())],
+                false,
+            )
             .unwrap();
         assert_eq!(settle_id_hits(&global, st.id_hits).unwrap(), 1);
         let listed = global.list().unwrap();

@@ -14,3 +14,4 @@ mod sink;
 mod submission;
 mod tls;
 mod transport;
+mod unsubscribe;
