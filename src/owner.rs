@@ -184,6 +184,34 @@ impl Global {
         )
     }
 
+    /// Records that run `name` issues tokens (its run id → its name), durably, so a
+    /// one-click can name the campaign instead of a number. Blocking.
+    pub fn register_run(&self, name: &str) -> Result<()> {
+        let req = || Request::RegisterRun {
+            name: name.to_string(),
+        };
+        self.with(
+            req,
+            |_| Ok(()),
+            |sp| {
+                if sp.run_name(crate::token::run_id(name))?.as_deref() != Some(name) {
+                    sp.register_run(name)?;
+                    sp.flush()?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The name of a run id registered by [`Global::register_run`]. Blocking.
+    pub fn run_name(&self, id: u32) -> Result<Option<String>> {
+        self.with(
+            || Request::RunName { id },
+            |r| Ok(r.run_name),
+            |sp| sp.run_name(id),
+        )
+    }
+
     /// Every entry in key order (without creating a store where there is none). Blocking.
     pub fn list(&self) -> Result<Vec<(String, Entry)>> {
         if matches!(self.mode, Mode::Shared(_))

@@ -346,8 +346,8 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
     let list = listed(&setup);
     assert_eq!(
         list.get("target@x.example"),
-        Some(&format!("run:{:08x}", run_id("a"))),
-        "{list:?}"
+        Some(&"a".to_string()),
+        "the source names the campaign the token came from (it registered its run): {list:?}"
     );
     assert!(term(serve).success());
 }
@@ -411,4 +411,73 @@ fn serve_says_when_the_endpoint_cannot_listen() {
         err.contains(&format!("serve.http: cannot listen on {addr}")),
         "{err}"
     );
+}
+
+/// Scheduled runs inside serve issue tokens with serve's keys: a run skips an address whose
+/// recipient id a one-click put on serve's list, and the list then names the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_skips_a_recipient_id_on_the_list() {
+    use blast::schedule::claims::{Claims, RunRecord, RunStatus};
+    use blast::schedule::TestClock;
+    use blast::store::suppression::Entry;
+    let f = crate::pipeline::Fixture::new();
+    let sink = crate::pipeline::start_sink(vec![]).await;
+    let list = crate::pipeline::addrs("k", "sched.example", 5);
+    crate::schedule::scheduled(&f, "news", sink.addr, &list, "", "cron = \"0 * * * *\"");
+    let state = f.path("serve");
+    let k = keys();
+    let gone = rid_key(k.recipient_id("k3@sched.example"));
+    let entry = Entry {
+        reason: "unsubscribe".into(),
+        at_ms: 1,
+        source: "news@20260105T090000Z".into(),
+        detail: "one-click".into(),
+    };
+    blast::owner::Global::shared(&state)
+        .suppress(&[(gone.clone(), entry)], false)
+        .unwrap();
+    // A claimed slot (as a crash right after the claim leaves it): launched at once.
+    let slot = crate::schedule::utc("2026-01-05T10:00:00Z");
+    {
+        let c = Claims::open(&state, Duration::from_secs(5)).unwrap();
+        let rec = RunRecord {
+            id: "news@20260105T100000Z".into(),
+            campaign: "news".into(),
+            slot_ms: slot.timestamp_millis(),
+            claimed_ms: slot.timestamp_millis(),
+            finished_ms: None,
+            status: RunStatus::Running,
+            counts: Default::default(),
+            attempts: 1,
+            note: String::new(),
+        };
+        c.commit("news", rec.slot_ms, Some(&rec)).unwrap();
+    }
+    let tokens = blast::token::TokenSettings {
+        keys: keys(),
+        unsubscribe_url: Some("https://news.acme.example/u/".into()),
+        bounce_domain: None,
+    };
+    let clock = TestClock::new(crate::schedule::utc("2026-01-05T10:01:00Z"));
+    let mut serve = crate::schedule::Serve::start_with(
+        f.dir.path(),
+        &state,
+        clock,
+        Duration::from_secs(3600),
+        Some(std::sync::Arc::new(tokens)),
+    );
+    let run = serve
+        .finished("news@20260105T100000Z", RunStatus::Done)
+        .await;
+    serve.stop().await;
+    assert_eq!(run.counts.get("skipped"), Some(&1), "{run:?}");
+    assert_eq!(sink.attempts("k3@sched.example"), 0);
+    assert_eq!(sink.count(), 4);
+    let listed: Vec<String> = blast::owner::Global::shared(&state)
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, ["k3@sched.example"]);
 }

@@ -212,19 +212,26 @@ async fn unsubscribe(
         }
         Err(r) => return r,
     }
-    let entry = Entry {
-        reason: "unsubscribe".into(),
-        at_ms: crate::store::now_ms(),
-        // The token names its run by a 32-bit hash of the run's name (no campaign store is
-        // opened to find the name).
-        source: format!("run:{:08x}", t.run),
-        detail: "one-click".into(),
-    };
     let key = t.rid_key();
     let global = app.global.clone();
     // Durable (flushed) before the 200: an answered one-click is never lost to a crash. An
     // entry already there (a bounce, an earlier click) is kept.
-    match tokio::task::spawn_blocking(move || global.suppress(&[(key, entry)], false)).await {
+    let record = move || {
+        // The token names its run by a 32-bit hash of the run's name: runs sent with serve's
+        // keys registered theirs on the list (no campaign store is opened to find it).
+        let source = match global.run_name(t.run) {
+            Ok(Some(name)) => name,
+            _ => format!("run:{:08x}", t.run),
+        };
+        let entry = Entry {
+            reason: "unsubscribe".into(),
+            at_ms: crate::store::now_ms(),
+            source,
+            detail: "one-click".into(),
+        };
+        global.suppress(&[(key, entry)], false)
+    };
+    match tokio::task::spawn_blocking(record).await {
         Ok(Ok(_)) => {
             let mut r = text(
                 StatusCode::OK,
