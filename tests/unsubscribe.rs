@@ -126,6 +126,40 @@ fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// A campaign file `<id>.toml` in `f` sending `list` to `relay`, DKIM-signed (a one-click
+/// header must be covered by DKIM, RFC 8058 §4: `send` refuses otherwise).
+fn signed_campaign(
+    f: &crate::pipeline::Fixture,
+    id: &str,
+    relay: SocketAddr,
+    list: &[String],
+    lane_extra: &str,
+) -> PathBuf {
+    f.write(&format!("{id}.csv"), crate::pipeline::csv_list(list));
+    let (key, _) = crate::dkim::keygen(f.dir.path(), "acme.example", id, false);
+    let toml = crate::pipeline::campaign_toml(id, relay, &[&format!("{id}.csv")], lane_extra)
+        + &format!("\n[dkim]\ndomain = \"acme.example\"\nselector = \"{id}\"\nkey = {key:?}\n");
+    f.write(&format!("{id}.toml"), toml)
+}
+
+/// The one-click link (its path: `/u/TOKEN`) in the `List-Unsubscribe` header of each
+/// message the sink received, by recipient.
+fn one_click_paths(sink: &blast::sink::SinkHandle) -> std::collections::HashMap<String, String> {
+    sink.received()
+        .iter()
+        .map(|r| {
+            let h = crate::pipeline::header(&r.data, "List-Unsubscribe")
+                .unwrap_or_else(|| panic!("no List-Unsubscribe to {:?}", r.rcpt_to));
+            let path = h
+                .split("<https://news.acme.example")
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or_else(|| panic!("no one-click link in {h:?}"));
+            (r.rcpt_to[0].to_ascii_lowercase(), path.to_string())
+        })
+        .collect()
+}
+
 fn send_process(setup: &Setup, campaign: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blast"));
     c.args(["send", "--quiet", "--config"])
@@ -139,7 +173,35 @@ async fn one_click_post_suppresses_and_the_next_send_skips_the_address() {
     let setup = setup(free_port());
     let (child, web) = spawn(&setup);
     let k = keys();
-    let u = |addr: &str| format!("/u/{}", token(&k, Purpose::Unsubscribe, addr, "spring"));
+    // The links come from real mail: campaign "spring" sent with the server config.
+    let gone = [
+        "multi@x.example",
+        "form@x.example",
+        "empty@x.example",
+        "retired@x.example",
+    ];
+    let mut all: Vec<String> = gone.iter().map(|a| a.to_string()).collect();
+    all.extend(["get@x.example".to_string(), "keep@x.example".to_string()]);
+    let first = crate::pipeline::start_sink(Vec::new()).await;
+    let f = crate::pipeline::Fixture::new();
+    let spring = signed_campaign(&f, "spring", first.addr, &all, "");
+    let out = tokio::task::block_in_place(|| send_process(&setup, &spring).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let links = one_click_paths(&first);
+    assert_eq!(links.len(), all.len());
+    for (a, path) in &links {
+        let want = format!("/u/{}", token(&k, Purpose::Unsubscribe, a, "spring"));
+        assert_eq!(
+            *path, want,
+            "{a}: the token names the recipient and the run"
+        );
+    }
+    let u = |addr: &str| {
+        links
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| format!("/u/{}", token(&k, Purpose::Unsubscribe, addr, "spring")))
+    };
 
     // GET: the page with its one button, nothing changes.
     let (code, page) = http(web, "GET", &u("get@x.example"), None, b"").await;
@@ -222,14 +284,9 @@ async fn one_click_post_suppresses_and_the_next_send_skips_the_address() {
     let (code, _) = http(web, "POST", &u("empty@x.example"), None, b"").await;
     assert_eq!(code, 200);
 
-    let gone = [
-        "multi@x.example",
-        "form@x.example",
-        "empty@x.example",
-        "retired@x.example",
-    ];
     let list = listed(&setup);
-    let source = format!("run:{:08x}", run_id("spring"));
+    // The campaign registered its run with serve: the list names it.
+    let source = "spring".to_string();
     for a in gone {
         let key = format!("{} (address not yet seen)", rid_key(k.recipient_id(a)));
         assert_eq!(list.get(&key), Some(&source), "{a}: {list:?}");
@@ -239,14 +296,7 @@ async fn one_click_post_suppresses_and_the_next_send_skips_the_address() {
     // The next campaign sent with the server config skips them, and the list then names
     // the addresses instead of the ids.
     let sink = crate::pipeline::start_sink(Vec::new()).await;
-    let f = crate::pipeline::Fixture::new();
-    let mut all: Vec<String> = gone.iter().map(|a| a.to_string()).collect();
-    all.extend(["get@x.example".to_string(), "keep@x.example".to_string()]);
-    f.write("l.csv", crate::pipeline::csv_list(&all));
-    let c = f.write(
-        "next.toml",
-        crate::pipeline::campaign_toml("next", sink.addr, &["l.csv"], ""),
-    );
+    let c = signed_campaign(&f, "next", sink.addr, &all, "");
     let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let got = crate::pipeline::by_rcpt(&sink);
@@ -293,13 +343,8 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
     )])
     .await;
     let f = crate::pipeline::Fixture::new();
-    let mut list = crate::pipeline::addrs("r", "x.example", 300);
-    list.push("target@x.example".into());
-    f.write("l.csv", crate::pipeline::csv_list(&list));
-    let a = f.write(
-        "a.toml",
-        crate::pipeline::campaign_toml("a", slow.addr, &["l.csv"], "connections = 1\n"),
-    );
+    let list = crate::pipeline::addrs("r", "x.example", 300);
+    let a = signed_campaign(&f, "a", slow.addr, &list, "connections = 1\n");
     let mut sending = send_process(&setup, &a)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -311,12 +356,14 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
     assert!(locked.is_err(), "the send holds its store");
     drop(locked);
 
-    let k = keys();
-    let t = token(&k, Purpose::Unsubscribe, "target@x.example", "a");
+    // The link in a message campaign "a" has just sent.
+    let link = one_click_paths(&slow)
+        .remove("r0@x.example")
+        .expect("r0 was mailed first");
     let (code, b) = http(
         web,
         "POST",
-        &format!("/u/{t}"),
+        &link,
         Some(MULTIPART),
         MULTIPART_BODY.as_bytes(),
     )
@@ -330,22 +377,15 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
 
     let sink = crate::pipeline::start_sink(Vec::new()).await;
     let g = crate::pipeline::Fixture::new();
-    let next = vec![
-        "target@x.example".to_string(),
-        "other@x.example".to_string(),
-    ];
-    g.write("l.csv", crate::pipeline::csv_list(&next));
-    let b = g.write(
-        "b.toml",
-        crate::pipeline::campaign_toml("b", sink.addr, &["l.csv"], ""),
-    );
+    let next = vec!["r0@x.example".to_string(), "other@x.example".to_string()];
+    let b = signed_campaign(&g, "b", sink.addr, &next, "");
     let out = tokio::task::block_in_place(|| send_process(&setup, &b).output().unwrap());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(sink.attempts("target@x.example"), 0, "unsubscribed");
+    assert_eq!(sink.attempts("r0@x.example"), 0, "unsubscribed");
     assert_eq!(sink.attempts("other@x.example"), 1);
     let list = listed(&setup);
     assert_eq!(
-        list.get("target@x.example"),
+        list.get("r0@x.example"),
         Some(&"a".to_string()),
         "the source names the campaign the token came from (it registered its run): {list:?}"
     );
@@ -455,8 +495,10 @@ async fn a_scheduled_run_skips_a_recipient_id_on_the_list() {
     }
     let tokens = blast::token::TokenSettings {
         keys: keys(),
-        unsubscribe_url: Some("https://news.acme.example/u/".into()),
-        bounce_domain: None,
+        // No link, so no List-Unsubscribe-Post and no DKIM needed: the run still issues
+        // tokens (VERP) and computes recipient ids.
+        unsubscribe_url: None,
+        bounce_domain: Some("bounces.acme.example".into()),
     };
     let clock = TestClock::new(crate::schedule::utc("2026-01-05T10:01:00Z"));
     let mut serve = crate::schedule::Serve::start_with(
