@@ -356,10 +356,11 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
     assert!(locked.is_err(), "the send holds its store");
     drop(locked);
 
-    // The link in a message campaign "a" has just sent.
-    let link = one_click_paths(&slow)
-        .remove("r0@x.example")
-        .expect("r0 was mailed first");
+    // The link in a message campaign "a" has just sent (to whoever went first).
+    let (mailed, link) = one_click_paths(&slow)
+        .into_iter()
+        .next()
+        .expect("a message was mailed");
     let (code, b) = http(
         web,
         "POST",
@@ -377,15 +378,15 @@ async fn unsubscribe_during_a_send_reaches_the_next_campaign() {
 
     let sink = crate::pipeline::start_sink(Vec::new()).await;
     let g = crate::pipeline::Fixture::new();
-    let next = vec!["r0@x.example".to_string(), "other@x.example".to_string()];
+    let next = vec![mailed.clone(), "other@x.example".to_string()];
     let b = signed_campaign(&g, "b", sink.addr, &next, "");
     let out = tokio::task::block_in_place(|| send_process(&setup, &b).output().unwrap());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(sink.attempts("r0@x.example"), 0, "unsubscribed");
+    assert_eq!(sink.attempts(&mailed), 0, "unsubscribed");
     assert_eq!(sink.attempts("other@x.example"), 1);
     let list = listed(&setup);
     assert_eq!(
-        list.get("r0@x.example"),
+        list.get(&mailed),
         Some(&"a".to_string()),
         "the source names the campaign the token came from (it registered its run): {list:?}"
     );
