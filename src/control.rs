@@ -46,6 +46,16 @@ pub enum Request {
     },
     /// Every suppression entry.
     SuppressList,
+    /// Record a run that issues tokens (run id → name), durably.
+    RegisterRun {
+        /// The run's name (campaign id, or `campaign@slot`).
+        name: String,
+    },
+    /// The name of a registered run id.
+    RunName {
+        /// [`crate::token::run_id`].
+        id: u32,
+    },
 }
 
 /// The reply.
@@ -75,6 +85,9 @@ pub struct Response {
     /// `suppress_list`: the entries.
     #[serde(default)]
     pub suppressed: Vec<(String, Suppressed)>,
+    /// `run_name`: the name, if registered.
+    #[serde(default)]
+    pub run_name: Option<String>,
 }
 
 impl Response {

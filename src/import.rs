@@ -96,6 +96,9 @@ pub struct ImportStats {
     /// Fingerprints of every accepted address of this import (removed rows are the stored
     /// ones not in here).
     pub seen: HashSet<u64>,
+    /// Addresses (normalised key) suppressed by their recipient id, with the id and its
+    /// entry: [`settle_id_hits`] puts the address on the list in the id's place.
+    pub id_hits: Vec<(String, u64, crate::store::suppression::Entry)>,
 }
 
 /// What an import reads: the opened lists, their store file indices ([`register_files`]) and
@@ -245,10 +248,21 @@ fn import_rows(
             continue;
         }
         note_flags(prune, file, row.line, &mb).map_err(perr)?;
-        let suppressed = match supp {
+        let mut suppressed = match supp {
             Some(sp) => sp.lookup(&mb.key).cloned(),
             None => None,
         };
+        if let (None, Some(sp), Some(t)) = (&suppressed, supp, &s.tokens) {
+            // A one-click unsubscribe names a recipient id, not an address: one HMAC per row,
+            // and only while the list holds ids at all.
+            if sp.has_ids() {
+                let rid = t.keys.recipient_id(&mb.key);
+                if let Some(e) = sp.lookup_id(rid) {
+                    st.id_hits.push((mb.key.clone(), rid, e.clone()));
+                    suppressed = Some(e.clone());
+                }
+            }
+        }
         let values: Vec<String> = row.record.iter().map(str::to_string).collect();
         let rec = match existing {
             Some(e)
@@ -458,6 +472,31 @@ pub(crate) fn restore_suppressions(
             })
             .collect();
         added += global.suppress(&entries, false)?;
+    }
+    Ok(added)
+}
+
+/// After an import met addresses whose recipient id is on the list (a one-click unsubscribe
+/// before any import saw them): the address is listed with the id's entry (same reason,
+/// source, detail), then the `id:` entry is removed, so `blast suppress list` shows who it
+/// was. The address first: a crash in between leaves both, never neither. Returns how many
+/// addresses were new on the list. Blocking; after the import, never during it.
+pub(crate) fn settle_id_hits(
+    global: &Global,
+    hits: Vec<(String, u64, crate::store::suppression::Entry)>,
+) -> Result<u64> {
+    let mut added = 0;
+    for chunk in hits.chunks(5_000) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .map(|(k, _, e)| (k.clone(), e.clone()))
+            .collect();
+        added += global.suppress(&entries, false)?;
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|(_, rid, _)| crate::token::rid_key(*rid))
+            .collect();
+        global.unsuppress(&ids)?;
     }
     Ok(added)
 }
@@ -766,5 +805,77 @@ transport = "outbox:out"
         assert_eq!(ann.last_reply, "550 5.1.1 gone");
         assert!(ann.is_address_bounce());
         assert_eq!(f.get("bob@b.example").state, State::Skipped);
+    }
+
+    /// A one-click unsubscribe listed a recipient id: with the token keys set, the import
+    /// skips the address it belongs to and reports the hit; without them it cannot tell.
+    #[test]
+    fn a_suppressed_recipient_id_skips_its_address() {
+        use crate::token::{Keys, TokenSettings};
+        let mut f = Fixture::new();
+        let keys =
+            Keys::parse("1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
+                .unwrap();
+        let rid = keys.recipient_id("ann@a.example");
+        let entry = crate::store::suppression::Entry {
+            reason: "unsubscribe".into(),
+            at_ms: 1,
+            source: "run:0000002a".into(),
+            detail: "one-click".into(),
+        };
+        let snap = Snapshot::from_entries(
+            [(crate::token::rid_key(rid), entry.clone())]
+                .into_iter()
+                .collect(),
+        );
+        let run = |f: &Fixture, name: &str| {
+            let csv = "email,first_name\nAnn@A.example,Ann\nbob@b.example,Bob\n";
+            std::fs::write(f.dir.path().join("list.csv"), csv).unwrap();
+            let (_t, reader, fields) = load_inputs(&f.settings).unwrap();
+            let file_map = register_files(&f.store, &reader).unwrap();
+            let mut prune = PruneReport::create(&f.dir.path().join(name)).unwrap();
+            import(
+                &f.settings,
+                &f.store,
+                ImportSource {
+                    reader,
+                    file_map: &file_map,
+                    fields: &fields,
+                    feed: None,
+                },
+                &mut prune,
+                Some(&snap),
+                &AtomicU64::new(0),
+            )
+            .unwrap()
+        };
+        let st = run(&f, "p1.csv");
+        assert!(st.id_hits.is_empty(), "no keys, no ids");
+        assert_eq!(f.get("ann@a.example").state, State::Pending);
+        f.settings.tokens = Some(std::sync::Arc::new(TokenSettings {
+            keys,
+            unsubscribe_url: None,
+            bounce_domain: None,
+        }));
+        let st = run(&f, "p2.csv");
+        assert_eq!(st.id_hits, vec![("ann@a.example".to_string(), rid, entry)]);
+        let ann = f.get("ann@a.example");
+        assert_eq!(ann.state, State::Skipped);
+        assert_eq!(ann.last_reply, "suppressed: unsubscribe");
+        assert_eq!(f.get("bob@b.example").state, State::Pending);
+
+        // The hit moves to the address on the list.
+        let global = Global::shared(&f.dir.path().join("state"));
+        global
+            .suppress(
+                &[(crate::token::rid_key(rid), st.id_hits[0].2.clone())],
+                false,
+            )
+            .unwrap();
+        assert_eq!(settle_id_hits(&global, st.id_hits).unwrap(), 1);
+        let listed = global.list().unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].0, "ann@a.example");
+        assert_eq!(listed[0].1.source, "run:0000002a");
     }
 }

@@ -42,8 +42,9 @@
 //!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)
 //! - [`smtp_server`] server-side SMTP shared by sink and submission: connection, DATA reader, AUTH parsing
-//! - [`serve`]      `blast serve`: blast.toml, submission listener, users file, control
-//!   socket, and the wiring with its two runtimes
+//! - [`serve`]      `blast serve`: blast.toml (with `[unsubscribe]`, `[bounces]`), submission
+//!   listener, users file, control socket, the one-click unsubscribe endpoint (`serve::http`),
+//!   and the wiring with its two runtimes
 
 pub mod classify;
 pub mod cli;

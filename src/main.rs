@@ -85,8 +85,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             let mut s = config::load(&campaign)?;
             if let Some(server) = server {
-                // One suppression list for every campaign and for serve: the global one.
-                s.suppression_dir = Some(blast::serve::config::load(&server)?.state_dir);
+                // One suppression list for every campaign and for serve: the global one; and
+                // serve's token keys, so a link or bounce of this campaign reaches serve.
+                let serve = blast::serve::config::load(&server)?;
+                s.tokens = serve.token_settings()?.map(Arc::new);
+                s.suppression_dir = Some(serve.state_dir);
             }
             let mut run_slot = None;
             if s.schedule.is_some() {
@@ -98,7 +101,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     None => chrono::Utc::now(),
                 };
                 let suppression = s.suppression_dir.clone();
-                s = blast::schedule::run_settings(&s, &s.state_dir.clone(), slot);
+                s = blast::schedule::run_settings(&s, &s.state_dir.clone(), slot, None);
                 if suppression.is_some() {
                     s.suppression_dir = suppression;
                 }

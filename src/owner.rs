@@ -52,32 +52,66 @@ struct Cache {
 }
 
 /// A point-in-time copy of the suppression list (what an import checks rows against, so it
-/// does not hold the store while it reads the lists).
+/// does not hold the store while it reads the lists). Recipient-id entries (`id:<hex>`, from
+/// a one-click unsubscribe before any import met the address) are kept apart, by number.
 #[derive(Debug, Default)]
-pub struct Snapshot(HashMap<String, Entry>);
+pub struct Snapshot {
+    entries: HashMap<String, Entry>,
+    ids: HashMap<u64, Entry>,
+}
 
 impl Snapshot {
     /// A snapshot of these entries (tests; [`Global::snapshot`] reads the list).
     pub fn from_entries(entries: HashMap<String, Entry>) -> Snapshot {
-        Snapshot(entries)
+        let mut s = Snapshot::default();
+        for (k, e) in entries {
+            match parse_rid_key(&k) {
+                Some(rid) => {
+                    s.ids.insert(rid, e);
+                }
+                None => {
+                    s.entries.insert(k, e);
+                }
+            }
+        }
+        s
     }
+
     /// Whether an address (normalised key) or its domain is suppressed.
     pub fn lookup(&self, key: &str) -> Option<&Entry> {
-        self.0.get(key).or_else(|| {
+        self.entries.get(key).or_else(|| {
             let (_, d) = key.rsplit_once('@')?;
-            self.0.get(&format!("@{d}"))
+            self.entries.get(&format!("@{d}"))
         })
+    }
+
+    /// Whether any recipient id is listed (when none is, an import need not compute ids).
+    pub fn has_ids(&self) -> bool {
+        !self.ids.is_empty()
+    }
+
+    /// The entry of a recipient id ([`crate::token::Keys::recipient_id`]), if listed.
+    pub fn lookup_id(&self, rid: u64) -> Option<&Entry> {
+        self.ids.get(&rid)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len() + self.ids.len()
     }
 
     /// No entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty() && self.ids.is_empty()
     }
+}
+
+/// The recipient id of a suppression key `id:<16 hex>` ([`crate::token::rid_key`]).
+pub fn parse_rid_key(key: &str) -> Option<u64> {
+    let hex = key.strip_prefix("id:")?;
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 impl Global {
@@ -150,6 +184,34 @@ impl Global {
         )
     }
 
+    /// Records that run `name` issues tokens (its run id → its name), durably, so a
+    /// one-click can name the campaign instead of a number. Blocking.
+    pub fn register_run(&self, name: &str) -> Result<()> {
+        let req = || Request::RegisterRun {
+            name: name.to_string(),
+        };
+        self.with(
+            req,
+            |_| Ok(()),
+            |sp| {
+                if sp.run_name(crate::token::run_id(name))?.as_deref() != Some(name) {
+                    sp.register_run(name)?;
+                    sp.flush()?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The name of a run id registered by [`Global::register_run`]. Blocking.
+    pub fn run_name(&self, id: u32) -> Result<Option<String>> {
+        self.with(
+            || Request::RunName { id },
+            |r| Ok(r.run_name),
+            |sp| sp.run_name(id),
+        )
+    }
+
     /// Every entry in key order (without creating a store where there is none). Blocking.
     pub fn list(&self) -> Result<Vec<(String, Entry)>> {
         if matches!(self.mode, Mode::Shared(_))
@@ -167,7 +229,7 @@ impl Global {
 
     /// A copy of the list to check an import against. Blocking.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot(self.list()?.into_iter().collect()))
+        Ok(Snapshot::from_entries(self.list()?.into_iter().collect()))
     }
 
     /// Runs an operation: on the held store, through serve's socket, or on the store opened
@@ -281,6 +343,29 @@ mod tests {
         assert_eq!(b.unsuppress(&["x@a.example".into()]).unwrap(), vec![true]);
         assert_eq!(b.suppress(&[e("@d.example", "bounce")], true).unwrap(), 0);
         assert_eq!(b.list().unwrap()[0].1.reason, "bounce");
+    }
+
+    #[test]
+    fn recipient_ids_are_kept_apart_in_a_snapshot() {
+        let rid = 0x0123_4567_89ab_cdef_u64;
+        let key = crate::token::rid_key(rid);
+        assert_eq!(parse_rid_key(&key), Some(rid));
+        for bad in ["id:123", "id:0123456789abcdeg", "x@id:0123456789abcdef"] {
+            assert_eq!(parse_rid_key(bad), None, "{bad}");
+        }
+        let snap = Snapshot::from_entries(
+            [
+                (key, entry("unsubscribe")),
+                ("a@b.example".into(), entry("bounce")),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert!(snap.has_ids());
+        assert_eq!(snap.lookup_id(rid).unwrap().reason, "unsubscribe");
+        assert!(snap.lookup_id(rid + 1).is_none());
+        assert_eq!(snap.len(), 2);
+        assert!(!Snapshot::from_entries([("a@b.example".into(), entry("x"))].into()).has_ids());
     }
 
     #[test]

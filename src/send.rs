@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::import::{import, reconcile, register_files, restore_suppressions, ImportSource};
+use crate::import::{
+    import, reconcile, register_files, restore_suppressions, settle_id_hits, ImportSource,
+};
 use crate::lane::{self, Job, MessageSpec, Stats};
 use crate::list::prune::PruneReport;
 use crate::owner::Global;
@@ -87,9 +89,13 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         let (s2, st, stats, global) = (s.clone(), store.clone(), stats.clone(), global.clone());
         let retry_now = opts.retry_now;
         tokio::task::spawn_blocking(move || -> Result<_> {
+            if s2.tokens.is_some() {
+                // Its tokens name the run by a 32-bit id; serve's endpoint records the name.
+                global.register_run(&s2.id)?;
+            }
             // A copy, so the import does not hold the list (or serve) while it reads.
             let supp = global.snapshot()?;
-            let imported = import(
+            let mut imported = import(
                 &s2,
                 &st,
                 ImportSource {
@@ -103,6 +109,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
                 &stats.eligible,
             )?;
             drop(supp);
+            settle_id_hits(&global, std::mem::take(&mut imported.id_hits))?;
             let (removed, recovered, restored) = if imported.fresh {
                 (0, 0, 0)
             } else {

@@ -13,15 +13,15 @@ use blast::sink::SinkConfig;
 use blast::store::queue::{NewMessage, QueueStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A serve config in a temp dir with one user (`app` / `s3cret`, domain acme.example).
-struct Setup {
-    dir: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(relay: SocketAddr) -> Setup {
+    pub(crate) fn new(relay: SocketAddr) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("blast.toml"),
@@ -40,7 +40,7 @@ impl Setup {
         Setup { dir }
     }
 
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.dir.path().join("blast.toml")
     }
 
@@ -65,7 +65,7 @@ impl Setup {
         (child, addr)
     }
 
-    fn blast(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn blast(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_blast"))
             .args(args)
             .arg("--config")
@@ -118,7 +118,7 @@ async fn submit(addr: SocketAddr, from: &str, to: &str, subject: &str) -> String
     rep
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
         assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
@@ -126,14 +126,14 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
-fn term(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn term(mut child: Child) -> std::process::ExitStatus {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }

@@ -15,3 +15,4 @@ mod sink;
 mod submission;
 mod tls;
 mod transport;
+mod unsubscribe;

@@ -100,7 +100,11 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
                 "blast serve is not running (counters live in the running server)".into(),
             ))
         }
-        Request::SuppressAdd { .. } | Request::SuppressRemove { .. } | Request::SuppressList => {
+        Request::SuppressAdd { .. }
+        | Request::SuppressRemove { .. }
+        | Request::SuppressList
+        | Request::RegisterRun { .. }
+        | Request::RunName { .. } => {
             unreachable!("`blast queue` sends no suppression requests")
         }
     }

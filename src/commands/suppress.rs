@@ -18,6 +18,10 @@ use crate::store::suppression::Entry;
 /// The CSV header of `list` and `export` (and the full form `import` reads).
 pub const HEADER: [&str; 5] = ["address", "reason", "at_ms", "source", "detail"];
 
+/// What `list` adds to a recipient-id key: the import that meets the address lists it by
+/// address instead. (`export` writes the bare key; `import` and `remove` accept both.)
+const NOT_YET_SEEN: &str = " (address not yet seen)";
+
 /// At most this many invalid rows are listed one by one; the count covers all.
 const MAX_LISTED: usize = 100;
 
@@ -26,6 +30,18 @@ const MAX_LISTED: usize = 100;
 /// `@domain` for a whole domain (lower-cased, A-label).
 pub fn normalise(raw: &str) -> std::result::Result<String, String> {
     let raw = raw.trim();
+    if let Some(id) = raw
+        .get(..3)
+        .filter(|p| p.eq_ignore_ascii_case("id:"))
+        .map(|_| &raw[3..])
+    {
+        // A recipient id (a one-click unsubscribe whose address no import has met yet), as
+        // `list` shows it.
+        let id = id.strip_suffix(NOT_YET_SEEN).unwrap_or(id).trim();
+        return crate::owner::parse_rid_key(&format!("id:{}", id.to_ascii_lowercase()))
+            .map(crate::token::rid_key)
+            .ok_or_else(|| format!("{raw:?}: a recipient id is `id:` and 16 hex digits"));
+    }
     let policy = hygiene::Policy {
         allow_role: true,
         smtputf8: true,
@@ -77,7 +93,12 @@ pub fn run(state_dir: &Path, action: SuppressAction) -> Result<i32> {
             }
         }
         SuppressAction::List => {
-            let entries = entries(state_dir)?;
+            let mut entries = entries(state_dir)?;
+            for (k, _) in &mut entries {
+                if crate::owner::parse_rid_key(k).is_some() {
+                    k.push_str(NOT_YET_SEEN);
+                }
+            }
             let out = std::io::stdout().lock();
             write_csv(out, &entries).map_err(|e| Error::io("writing to stdout", e))?;
         }
@@ -369,6 +390,11 @@ mod tests {
         assert!(normalise("@").is_err());
         assert!(normalise("not an address").is_err());
         assert!(normalise("postmaster@example.com").is_ok());
+        // Recipient ids, bare (export) or as `list` shows them.
+        let id = "id:0123456789abcdef";
+        assert_eq!(normalise("ID:0123456789ABCDEF").unwrap(), id);
+        assert_eq!(normalise(&format!("{id}{NOT_YET_SEEN}")).unwrap(), id);
+        assert!(normalise("id:0123").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::error::Result;
 use crate::send::{self, SendOptions};
 use crate::shutdown::Shutdown;
+use crate::token::TokenSettings;
 
 /// What one launch of a run did.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +72,20 @@ impl Launch for SendLauncher {
 }
 
 /// The settings of one run of `base` at `slot`: id `<campaign>@<slot>`, its store under
-/// `<serve_state>/runs/<campaign>/`, and the suppression list of `serve_state` (global).
-pub fn run_settings(base: &Settings, serve_state: &Path, slot: DateTime<Utc>) -> Settings {
+/// `<serve_state>/runs/<campaign>/`, the suppression list of `serve_state` (global), and
+/// serve's token keys when given (`None` keeps `base`'s).
+pub fn run_settings(
+    base: &Settings,
+    serve_state: &Path,
+    slot: DateTime<Utc>,
+    tokens: Option<&Arc<TokenSettings>>,
+) -> Settings {
     let mut s = base.clone();
     s.id = run_id(&base.id, slot);
     s.state_dir = serve_state.join("runs").join(&base.id);
     s.suppression_dir = Some(serve_state.to_path_buf());
+    if let Some(t) = tokens {
+        s.tokens = Some(t.clone());
+    }
     s
 }

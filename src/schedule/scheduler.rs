@@ -49,6 +49,8 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Every decision is also sent here (tests; a status endpoint).
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// serve's token keys (`[serve] secret_file`): every run issues its tokens with them.
+    pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
 }
 
 impl SchedulerConfig {
@@ -62,6 +64,7 @@ impl SchedulerConfig {
             resume_after: Duration::from_secs(300),
             max_attempts: 10,
             events: None,
+            tokens: None,
         }
     }
 }
@@ -396,7 +399,12 @@ impl Scheduler {
         let Some(base) = self.dir.fresh(&rec.campaign) else {
             return; // Callers check the campaign is loaded.
         };
-        let run = run_settings(&base, &self.cfg.state_dir, rec.slot());
+        let run = run_settings(
+            &base,
+            &self.cfg.state_dir,
+            rec.slot(),
+            self.cfg.tokens.as_ref(),
+        );
         let fut = self.launcher.launch(run, self.shutdown.clone());
         let tx = self.done_tx.clone();
         let r = rec.clone();

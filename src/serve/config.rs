@@ -1,7 +1,9 @@
 //! `blast.toml`, the server config of `blast serve`: a `[serve]` table (state dir, the
-//! submission listener and its limits, users file, campaigns dir) and a `[priority]` table
-//! (the priority lane: its own relay, source IP, HELO and connection pool). Same two-phase
-//! parsing as campaign files: strict serde, then validation with `file:line: key: message`.
+//! submission listener and its limits, users file, campaigns dir, the one-click HTTP listener
+//! and the token secret file), a `[priority]` table (the priority lane: its own relay, source
+//! IP, HELO and connection pool), and the optional `[unsubscribe]` (public one-click URL) and
+//! `[bounces]` (VERP domain) tables. Same two-phase parsing as campaign files: strict serde,
+//! then validation with `file:line: key: message`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,12 +16,27 @@ use crate::config::{
     at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawLane,
 };
 use crate::error::{Error, Result};
+use crate::token::{Keys, TokenSettings};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServeFile {
     serve: Spanned<RawServe>,
     priority: Spanned<RawLane>,
+    unsubscribe: Option<Spanned<RawUnsubscribe>>,
+    bounces: Option<Spanned<RawBounces>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnsubscribe {
+    url: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounces {
+    domain: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +61,8 @@ struct RawServe {
     campaigns_dir: Option<String>,
     blast_threads: Option<Spanned<u32>>,
     shutdown_timeout: Option<Spanned<String>>,
+    http: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
 }
 
 /// The submission listener's settings, as configured.
@@ -97,6 +116,93 @@ pub struct ServeSettings {
     /// The priority lane's DKIM keys by the From domain they sign for (the table's name;
     /// `d=` is the table's `domain`, default the same).
     pub priority_dkim: Vec<(String, crate::config::dkim::DkimSettings)>,
+    /// Listen address of the one-click unsubscribe endpoint (plain HTTP, behind a
+    /// TLS-terminating proxy). `None`: no HTTP listener.
+    pub http: Option<SocketAddr>,
+    /// The token keys (`[serve] secret_file`, relative to the config file). `None`: campaigns
+    /// carry no tokens (no List-Unsubscribe link, no VERP).
+    pub secret_file: Option<PathBuf>,
+    /// `[unsubscribe] url`: public https base of the one-click link, ending in `/`.
+    pub unsubscribe_url: Option<String>,
+    /// `[bounces] domain`: the VERP domain (A-label).
+    pub bounce_domain: Option<String>,
+}
+
+impl ServeSettings {
+    /// The path the HTTP endpoint serves tokens under: the path of `[unsubscribe] url`
+    /// (`/u/` for `https://news.acme.example/u/`).
+    pub fn unsubscribe_path(&self) -> Option<String> {
+        self.unsubscribe_url.as_deref().map(url_path)
+    }
+
+    /// What campaigns sent under this config issue tokens with: the keys of `secret_file`
+    /// (read now; refused when group or others may read it) with the unsubscribe URL and the
+    /// bounce domain. `None` without a secret file. Errors name the file, never a secret.
+    pub fn token_settings(&self) -> Result<Option<TokenSettings>> {
+        let Some(path) = &self.secret_file else {
+            return Ok(None);
+        };
+        let keys = Keys::load(path).map_err(|e| {
+            Error::Config(format!("{}: serve.secret_file: {e}", self.file.display()))
+        })?;
+        Ok(Some(TokenSettings {
+            keys,
+            unsubscribe_url: self.unsubscribe_url.clone(),
+            bounce_domain: self.bounce_domain.clone(),
+        }))
+    }
+}
+
+/// The path part of a validated https URL (`https://h/u/` → `/u/`).
+fn url_path(url: &str) -> String {
+    let rest = &url["https://".len()..];
+    rest.find('/')
+        .map(|i| rest[i..].to_string())
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Checks `[unsubscribe] url`: https, a host, a plain path (no query, fragment, user info or
+/// characters that would need escaping); returned ending in `/` so a token can be appended.
+fn unsubscribe_url(v: &str) -> std::result::Result<String, String> {
+    let rest = v.strip_prefix("https://").ok_or_else(|| {
+        format!("{v:?} must be an https:// URL (mail providers only follow https one-click links)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err(format!("{v:?}: no user info in the URL"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(_) => (h, format!(":{p}")),
+            Err(_) => return Err(format!("{v:?}: bad port {p:?}")),
+        },
+        None => (authority, String::new()),
+    };
+    if host.starts_with('[') {
+        return Err(format!(
+            "{v:?}: use a host name (links with an address are spam signals)"
+        ));
+    }
+    let host = host_name(host).map_err(|m| format!("{v:?}: {m}"))?;
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"/-._~%!$&'()+,;=".contains(&b);
+    if let Some(c) = path.bytes().find(|b| !ok(*b)) {
+        return Err(format!(
+            "{v:?}: the path may not contain {:?} (no query or fragment; a token is appended)",
+            c as char
+        ));
+    }
+    let mut path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.to_string()
+    };
+    if !path.ends_with('/') {
+        path.push('/');
+    }
+    Ok(format!("https://{host}{port}{path}"))
 }
 
 /// Reads and validates a server config file.
@@ -232,7 +338,74 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             Duration::from_secs(300),
         )?,
     };
+    let http = match &s.http {
+        None => None,
+        Some(a) => Some(a.get_ref().parse::<SocketAddr>().or_else(|_| {
+            loc.err(
+                a.span(),
+                "serve.http",
+                format!("expected IP:port, got {:?}", a.get_ref()),
+            )
+        })?),
+    };
+    let unsubscribe_url = match &raw.unsubscribe {
+        None => None,
+        Some(u) => {
+            let url = &u.get_ref().url;
+            Some(
+                unsubscribe_url(url.get_ref())
+                    .or_else(|m| loc.err(url.span(), "unsubscribe.url", m))?,
+            )
+        }
+    };
+    let bounce_domain = match &raw.bounces {
+        None => None,
+        Some(b) => {
+            let d = &b.get_ref().domain;
+            let v = d.get_ref();
+            if v.starts_with('[') {
+                return loc.err(
+                    d.span(),
+                    "bounces.domain",
+                    format!("{v:?}: a domain, not an address literal"),
+                );
+            }
+            Some(host_name(v).or_else(|m| loc.err(d.span(), "bounces.domain", m))?)
+        }
+    };
+    let secret_file = s.secret_file.as_ref().map(|f| loc.resolve(f.get_ref()));
+    if secret_file.is_none() {
+        // Links and return paths need tokens, tokens need keys: say so at load, not when the
+        // first campaign goes out without them.
+        let needs = [
+            (
+                "unsubscribe.url",
+                raw.unsubscribe.as_ref().map(|u| u.span()),
+            ),
+            ("bounces.domain", raw.bounces.as_ref().map(|b| b.span())),
+            ("serve.http", s.http.as_ref().map(|h| h.span())),
+        ];
+        if let Some((key, Some(span))) = needs.into_iter().find(|(_, sp)| sp.is_some()) {
+            return loc.err(
+                span,
+                key,
+                "needs [serve] secret_file, the token keys (create one: \
+                 `umask 077; printf '1 %s\\n' \"$(openssl rand -hex 32)\" > blast.secret`)",
+            );
+        }
+    }
+    if let (Some(h), None) = (&s.http, &unsubscribe_url) {
+        return loc.err(
+            h.span(),
+            "serve.http",
+            "needs [unsubscribe] url (its path is where the endpoint answers)",
+        );
+    }
     Ok(ServeSettings {
+        http,
+        secret_file,
+        unsubscribe_url,
+        bounce_domain,
         file: path.to_path_buf(),
         state_dir: loc.resolve(s.state_dir.as_deref().unwrap_or(".blast")),
         users: loc.resolve(s.users.as_deref().unwrap_or("users.txt")),
@@ -383,5 +556,113 @@ helo = "mail.acme.example"
         let ok = GOOD.replace("mail.acme.example", "mail.acmé.example");
         let s = parse(Path::new("b.toml"), &ok).unwrap();
         assert_eq!(s.listener.hostname, "mail.xn--acm-dma.example");
+    }
+
+    /// Issue 12: the token keys, the one-click URL and the VERP domain.
+    #[test]
+    fn token_tables_are_validated_at_load() {
+        let with = |extra_serve: &str, tables: &str| {
+            GOOD.replace("[serve]\n", &format!("[serve]\n{extra_serve}")) + tables
+        };
+        let ok = with(
+            "http = \"127.0.0.1:8025\"\nsecret_file = \"blast.secret\"\n",
+            "\n[unsubscribe]\nurl = \"https://news.acme.example/u\"\n\n[bounces]\ndomain = \"bounces.acmé.example\"\n",
+        );
+        let s = parse(Path::new("/etc/blast/blast.toml"), &ok).unwrap();
+        assert_eq!(s.http, Some("127.0.0.1:8025".parse().unwrap()));
+        assert_eq!(
+            s.secret_file.as_deref(),
+            Some(Path::new("/etc/blast/blast.secret"))
+        );
+        assert_eq!(
+            s.unsubscribe_url.as_deref(),
+            Some("https://news.acme.example/u/")
+        );
+        assert_eq!(s.unsubscribe_path().as_deref(), Some("/u/"));
+        assert_eq!(
+            s.bounce_domain.as_deref(),
+            Some("bounces.xn--acm-dma.example")
+        );
+        let root = ok.replace(
+            "https://news.acme.example/u",
+            "https://news.acme.example:8443",
+        );
+        let s = parse(Path::new("b.toml"), &root).unwrap();
+        assert_eq!(
+            s.unsubscribe_url.as_deref(),
+            Some("https://news.acme.example:8443/")
+        );
+        assert_eq!(s.unsubscribe_path().as_deref(), Some("/"));
+
+        let err = |src: &str| parse(Path::new("b.toml"), src).unwrap_err().to_string();
+        for bad in [
+            "http://news.acme.example/u/",
+            "news.acme.example/u/",
+            "https:///u/",
+            "https://news acme/u/",
+            "https://news.acme.example/u/?x=1",
+            "https://news.acme.example/u/#top",
+            "https://news.acme.example/{u}/",
+            "https://me@news.acme.example/u/",
+        ] {
+            let e = err(&ok.replace("https://news.acme.example/u", bad));
+            assert!(e.starts_with("b.toml:13: unsubscribe.url: "), "{bad}: {e}");
+        }
+        assert!(err(&ok.replace("https://news.acme", "http://news.acme")).contains("https"));
+        for bad in [
+            "bounces acme",
+            "bounces..acme",
+            "[192.0.2.1]",
+            "-x.example",
+            "",
+        ] {
+            let e = err(&ok.replace("bounces.acmé.example", bad));
+            assert!(e.starts_with("b.toml:16: bounces.domain: "), "{bad}: {e}");
+        }
+        let e = err(&ok.replace("127.0.0.1:8025", "8025"));
+        assert!(e.starts_with("b.toml:3: serve.http: "), "{e}");
+        // Tokens need keys; the endpoint needs the URL whose path it answers.
+        let e = err(&ok.replace("secret_file = \"blast.secret\"\n", ""));
+        assert!(e.contains("needs [serve] secret_file"), "{e}");
+        let no_url = with("http = \"127.0.0.1:8025\"\nsecret_file = \"s\"\n", "");
+        assert!(err(&no_url).contains("serve.http: needs [unsubscribe] url"));
+        let e = err(&(ok.clone() + "extra = 1\n"));
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    /// The key file is read when tokens are built: a world-readable or broken one is an error
+    /// that names the file and never shows a secret.
+    #[test]
+    fn token_settings_refuse_a_readable_or_broken_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("blast.toml");
+        let src = GOOD.replace("[serve]\n", "[serve]\nsecret_file = \"k\"\n");
+        let s = parse(&cfg, &src).unwrap();
+        let secret = "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+        let e = s.token_settings().unwrap_err().to_string();
+        assert!(e.contains("serve.secret_file") && e.contains("/k"), "{e}");
+        crate::token::write_private(&d.path().join("k"), secret).unwrap();
+        let t = s.token_settings().unwrap().expect("tokens");
+        assert!(t.unsubscribe_url.is_none());
+        std::fs::set_permissions(d.path().join("k"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = s.token_settings().unwrap_err().to_string();
+        assert!(
+            e.contains("readable by others") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.contains("0a0b0c"), "{e}");
+        std::fs::write(d.path().join("k"), "1 0a0b0c0d\n").unwrap();
+        std::fs::set_permissions(d.path().join("k"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let e = s.token_settings().unwrap_err().to_string();
+        assert!(e.contains("k:1: key 1: secret must be at least"), "{e}");
+        assert!(!e.contains("0a0b0c0d"), "{e}");
+        assert!(parse(&cfg, GOOD)
+            .unwrap()
+            .token_settings()
+            .unwrap()
+            .is_none());
     }
 }

@@ -180,6 +180,16 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
+        Request::RegisterRun { name } => {
+            return global_op(ctx, move |g, _| g.register_run(&name)).await
+        }
+        Request::RunName { id } => {
+            return global_op(ctx, move |g, r| {
+                r.run_name = g.run_name(id)?;
+                Ok(())
+            })
+            .await
+        }
         Request::Stats => {
             let g = Stats::get;
             resp.stats = vec![

@@ -20,11 +20,16 @@ use crate::config::TransportSpec;
 use crate::error::{Error, Result};
 use crate::lane::priority::{self, Cmd, PriorityLane};
 use crate::store::queue::{format_id, QueueStore};
+use crate::token::TokenSettings;
 
 /// A running server (in-process: tests and benches use this directly).
 pub struct Serve {
     /// The submission listener.
     pub submission: SubmissionHandle,
+    /// The one-click unsubscribe endpoint (`[serve] http`).
+    pub http: Option<super::http::HttpHandle>,
+    /// The token keys (`[serve] secret_file`), for the endpoint and scheduled runs.
+    pub tokens: Option<Arc<TokenSettings>>,
     /// The priority lane.
     pub lane: PriorityLane,
     control: tokio::task::JoinHandle<()>,
@@ -74,6 +79,8 @@ fn load_users(s: &ServeSettings) -> Result<Users> {
 /// Starts every part of the server on the current runtime. Holds the priority queue's lock:
 /// a second serve on the same state dir fails here with [`Error::Locked`].
 pub async fn start(s: &ServeSettings) -> Result<Serve> {
+    // First: a key file others can read is refused before anything listens.
+    let tokens = s.token_settings()?.map(Arc::new);
     let users = Arc::new(load_users(s)?);
     let listener = listener_settings(s)?;
     let store = Arc::new(QueueStore::open(&s.state_dir, Duration::ZERO)?);
@@ -98,7 +105,7 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
         lane.tx.clone(),
         lane.stats.clone(),
         lane.store.clone(),
-        global,
+        global.clone(),
     )
     .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
     let (accept_tx, accept_rx) = mpsc::channel(1024);
@@ -106,8 +113,27 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     let submission = submission::start(listener, users, accept_tx)
         .await
         .map_err(|e| Error::io(format!("serve.submission {}", s.listener.listen), e))?;
+    let http = match (s.http, &tokens, s.unsubscribe_path()) {
+        (Some(listen), Some(t), Some(path)) => Some(
+            super::http::start(listen, &path, t.clone(), global, Arc::default())
+                .await
+                .map_err(|e| {
+                    Error::io(
+                        format!(
+                            "{}: serve.http: cannot listen on {listen}",
+                            s.file.display()
+                        ),
+                        e,
+                    )
+                })?,
+        ),
+        // The config requires a secret file and an [unsubscribe] url beside `http`.
+        _ => None,
+    };
     Ok(Serve {
         submission,
+        http,
+        tokens,
         lane,
         control,
         bridge,
@@ -140,6 +166,9 @@ impl Serve {
     /// Graceful stop: no new sessions or messages; deliveries in progress get `grace`; the
     /// queue is flushed; the control socket is removed.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some(h) = self.http {
+            h.shutdown().await;
+        }
         self.submission.shutdown().await;
         let _ = self.bridge.await;
         self.control.abort();
@@ -182,13 +211,17 @@ pub fn main(config: &Path) -> Result<i32> {
             TransportSpec::Smtp { host, port, .. } => format!("smtp://{host}:{port}"),
             TransportSpec::Outbox(d) => format!("outbox:{}", d.display()),
         };
+        let http = match (&serve.http, s.unsubscribe_path()) {
+            (Some(h), Some(path)) => format!(" · one-click unsubscribe on http://{}{path}", h.local_addr),
+            _ => String::new(),
+        };
         println!(
-            "blast serve: submission on {} · priority lane via {relay} ({} connections) · state in {}",
+            "blast serve: submission on {}{http} · priority lane via {relay} ({} connections) · state in {}",
             serve.submission.local_addr,
             s.priority.connections,
             s.state_dir.display()
         );
-        let scheduler = super::scheduler::start(&s, blast_rt.handle())?;
+        let scheduler = super::scheduler::start(&s, serve.tokens.clone(), blast_rt.handle())?;
         crate::shutdown::signal().await;
         eprintln!("blast serve: stopping (deliveries in progress get {:?})", s.shutdown_timeout);
         scheduler.stop().await;

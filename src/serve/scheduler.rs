@@ -8,6 +8,7 @@ use super::config::ServeSettings;
 use crate::error::Result;
 use crate::schedule::{self, SchedulerConfig, SendLauncher, SystemClock};
 use crate::shutdown::Shutdown;
+use crate::token::TokenSettings;
 
 /// The running scheduler (or nothing, when no `campaigns_dir` is configured).
 pub struct SchedulerHandle {
@@ -16,10 +17,16 @@ pub struct SchedulerHandle {
 }
 
 /// Starts the scheduler on `blast_rt` if the config names a campaigns dir.
-pub fn start(s: &ServeSettings, blast_rt: &tokio::runtime::Handle) -> Result<SchedulerHandle> {
+/// Its runs issue tokens with `tokens` (serve's keys), when given.
+pub fn start(
+    s: &ServeSettings,
+    tokens: Option<Arc<TokenSettings>>,
+    blast_rt: &tokio::runtime::Handle,
+) -> Result<SchedulerHandle> {
     let stop = Arc::new(Shutdown::default());
     let task = s.campaigns_dir.as_ref().map(|dir| {
-        let cfg = SchedulerConfig::new(dir.clone(), s.state_dir.clone());
+        let mut cfg = SchedulerConfig::new(dir.clone(), s.state_dir.clone());
+        cfg.tokens = tokens;
         let run = schedule::run(
             cfg,
             Arc::new(SystemClock),

@@ -37,6 +37,9 @@ impl Entry {
 /// An open suppression store.
 pub struct Suppression {
     tree: sled::Tree,
+    /// Run id ([`crate::token::run_id`]) → run name, for runs that issued tokens: a one-click
+    /// names its run by id, and the list records the name.
+    runs: sled::Tree,
     db: sled::Db,
     path: PathBuf,
 }
@@ -65,7 +68,13 @@ impl Suppression {
         let meta = db.open_tree("meta").map_err(|e| store_err(&path, e))?;
         check_version(&meta, &path, SUPPRESSION_FORMAT)?;
         let tree = db.open_tree("entries").map_err(|e| store_err(&path, e))?;
-        Ok(Suppression { tree, db, path })
+        let runs = db.open_tree("runs").map_err(|e| store_err(&path, e))?;
+        Ok(Suppression {
+            tree,
+            runs,
+            db,
+            path,
+        })
     }
 
     /// Whether an address (normalised key) or its domain is suppressed.
@@ -136,6 +145,24 @@ impl Suppression {
             }
         }
         Ok(out)
+    }
+
+    /// Records a run's name under its run id (not flushed: see [`Suppression::flush`]).
+    pub fn register_run(&self, name: &str) -> Result<()> {
+        let id = crate::token::run_id(name).to_be_bytes();
+        self.runs
+            .insert(id, name.as_bytes())
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The name of a registered run.
+    pub fn run_name(&self, id: u32) -> Result<Option<String>> {
+        Ok(self
+            .runs
+            .get(id.to_be_bytes())
+            .map_err(|e| store_err(&self.path, e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Durably writes pending changes.

@@ -63,9 +63,21 @@ pub struct Serve {
 impl Serve {
     /// Starts `blast::schedule::run` on `clock` with the real launcher (`blast send`).
     pub fn start(campaigns: &Path, state: &Path, clock: Arc<dyn Clock>, poll: Duration) -> Serve {
+        Serve::start_with(campaigns, state, clock, poll, None)
+    }
+
+    /// [`Serve::start`] with serve's token keys (`[serve] secret_file`).
+    pub fn start_with(
+        campaigns: &Path,
+        state: &Path,
+        clock: Arc<dyn Clock>,
+        poll: Duration,
+        tokens: Option<Arc<blast::token::TokenSettings>>,
+    ) -> Serve {
         let (tx, events) = mpsc::unbounded_channel();
         let mut cfg = SchedulerConfig::new(campaigns.to_path_buf(), state.to_path_buf());
         cfg.poll = poll;
+        cfg.tokens = tokens;
         cfg.events = Some(tx);
         let shutdown = Arc::new(Shutdown::default());
         let task = tokio::spawn(blast::schedule::run(
