@@ -10,6 +10,7 @@ mod pipeline;
 mod priority;
 mod render_message;
 mod schedule;
+mod sender_rules;
 mod serve;
 mod sink;
 mod submission;

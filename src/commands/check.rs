@@ -38,11 +38,15 @@ enum Compared {
 
 /// Runs `blast check`; returns the exit code.
 pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>) -> Result<i32> {
-    let s = config::load(campaign)?;
+    let mut s = config::load(campaign)?;
     // Loading refused it without `smtputf8 = true`; with it, say what that costs.
     let utf8_from = crate::message::needs_smtputf8(&s.from.address).then(|| s.from.address.clone());
     // Before the lists: a bad --config should not wait for a million rows to be read.
     let serve = super::schedule::serve_settings(config)?;
+    // Judged as `send --config` would send it: with the server config's tokens.
+    if let Some(sv) = &serve {
+        s.tokens = sv.token_settings()?.map(std::sync::Arc::new);
+    }
     let verdict = crate::sender_rules::judge(&s);
     let (r, compared) = tokio::task::spawn_blocking(move || {
         let compared = compare(&s, serve);
@@ -74,10 +78,10 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
         crate::run_status::RunStatus::Config.exit_code()
     };
     for w in &verdict.warnings {
-        eprintln!("  warning: {w}");
+        eprintln!("  sender rules: warning: {w}");
     }
     for e in &verdict.errors {
-        eprintln!("  error: {e}");
+        eprintln!("  sender rules: error: {e}");
     }
     let code = if verdict.errors.is_empty() {
         code
@@ -179,6 +183,15 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
     let mut seen: HashSet<u64> = HashSet::new();
     let (mut rows, mut sendable) = (0u64, 0u64);
     let mut values: Vec<String> = Vec::new();
+    // blast's own variables, as the lane gives them (the link's token varies per recipient,
+    // its presence is what a template can depend on).
+    let url = crate::import::unsubscribe_base(s)
+        .map(|u| format!("{u}{}", "a".repeat(crate::token::TOKEN_LEN)));
+    let builtins: Vec<(&str, &str)> = url
+        .as_deref()
+        .map(|u| ("unsubscribe_url", u))
+        .into_iter()
+        .collect();
     while let Some(row) = reader.next_row() {
         rows += 1;
         let Some((row, mb)) = screen(row, &paths, &s.policy, &mut prune).map_err(perr)? else {
@@ -193,10 +206,13 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         }
         values.clear();
         values.extend(row.record.iter().map(str::to_string));
-        if let Err(e) = templates.render(Row {
-            columns: &columns[row.file_idx],
-            values: &values,
-        }) {
+        if let Err(e) = templates.render_with(
+            Row {
+                columns: &columns[row.file_idx],
+                values: &values,
+            },
+            &builtins,
+        ) {
             prune
                 .record(file, row.line, &mb.address, "missing_field", &e.to_string())
                 .map_err(perr)?;
