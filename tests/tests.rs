@@ -5,6 +5,7 @@ mod commands;
 mod corpus;
 mod dkim;
 mod durability;
+mod inbox;
 mod nice;
 mod pipeline;
 mod priority;

@@ -30,12 +30,12 @@ fn old_keys() -> Keys {
     Keys::parse(&format!("1 {SECRET_A}\n")).unwrap()
 }
 
-fn keys() -> Keys {
+pub(crate) fn keys() -> Keys {
     Keys::parse(&key_file()).unwrap()
 }
 
 /// A serve set-up with `[serve] http` on port 0, the key file and `[unsubscribe] url`.
-fn setup(relay: SocketAddr) -> Setup {
+pub(crate) fn setup(relay: SocketAddr) -> Setup {
     let setup = Setup::new(relay);
     let config = setup.config();
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -108,12 +108,12 @@ const MULTIPART: &str = "multipart/form-data; boundary=----b1ast";
 const MULTIPART_BODY: &str = "------b1ast\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n------b1ast--\r\n";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-fn token(keys: &Keys, purpose: Purpose, addr: &str, run: &str) -> String {
+pub(crate) fn token(keys: &Keys, purpose: Purpose, addr: &str, run: &str) -> String {
     keys.issue(purpose, keys.recipient_id(addr), run_id(run))
 }
 
 /// `blast suppress list --config`: key → source.
-fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
     let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -128,7 +128,7 @@ fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
 
 /// A campaign file `<id>.toml` in `f` sending `list` to `relay`, DKIM-signed (a one-click
 /// header must be covered by DKIM, RFC 8058 §4: `send` refuses otherwise).
-fn signed_campaign(
+pub(crate) fn signed_campaign(
     f: &crate::pipeline::Fixture,
     id: &str,
     relay: SocketAddr,
@@ -160,7 +160,7 @@ fn one_click_paths(sink: &blast::sink::SinkHandle) -> std::collections::HashMap<
         .collect()
 }
 
-fn send_process(setup: &Setup, campaign: &Path) -> Command {
+pub(crate) fn send_process(setup: &Setup, campaign: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blast"));
     c.args(["send", "--quiet", "--config"])
         .arg(setup.config())

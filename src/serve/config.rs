@@ -37,6 +37,9 @@ struct RawUnsubscribe {
 #[serde(deny_unknown_fields)]
 struct RawBounces {
     domain: Spanned<String>,
+    /// Addresses providers send feedback-loop reports to (registered with them).
+    #[serde(default)]
+    feedback_addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,7 @@ struct RawServe {
     shutdown_timeout: Option<Spanned<String>>,
     http: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
+    bounce_inbox: Option<Spanned<String>>,
 }
 
 /// The submission listener's settings, as configured.
@@ -126,6 +130,12 @@ pub struct ServeSettings {
     pub unsubscribe_url: Option<String>,
     /// `[bounces] domain`: the VERP domain (A-label).
     pub bounce_domain: Option<String>,
+    /// `[serve] bounce_inbox`: listen address of the bounce inbox (SMTP for the VERP domain,
+    /// the List-Unsubscribe mailto:, feedback loops, postmaster@ and abuse@). `None`: none.
+    pub bounce_inbox: Option<SocketAddr>,
+    /// `[bounces] feedback_addresses`: full addresses (lower case) the inbox accepts
+    /// feedback-loop reports at.
+    pub feedback_addresses: Vec<String>,
 }
 
 impl ServeSettings {
@@ -373,6 +383,44 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             Some(host_name(v).or_else(|m| loc.err(d.span(), "bounces.domain", m))?)
         }
     };
+    let bounce_inbox = match &s.bounce_inbox {
+        None => None,
+        Some(a) => {
+            if bounce_domain.is_none() {
+                return loc.err(
+                    a.span(),
+                    "serve.bounce_inbox",
+                    "needs [bounces] domain (the inbox accepts mail for that domain only)",
+                );
+            }
+            Some(a.get_ref().parse::<SocketAddr>().or_else(|_| {
+                loc.err(
+                    a.span(),
+                    "serve.bounce_inbox",
+                    format!("expected IP:port, got {:?}", a.get_ref()),
+                )
+            })?)
+        }
+    };
+    let mut feedback_addresses = Vec::new();
+    for a in raw
+        .bounces
+        .iter()
+        .flat_map(|b| b.get_ref().feedback_addresses.iter())
+    {
+        let v = a.get_ref().trim().to_ascii_lowercase();
+        let ok = v.rsplit_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && host_name(d).is_ok() && !v.contains(char::is_whitespace)
+        });
+        if !ok {
+            return loc.err(
+                a.span(),
+                "bounces.feedback_addresses",
+                format!("{v:?} is not an address"),
+            );
+        }
+        feedback_addresses.push(v);
+    }
     let secret_file = s.secret_file.as_ref().map(|f| loc.resolve(f.get_ref()));
     if secret_file.is_none() {
         // Links and return paths need tokens, tokens need keys: say so at load, not when the
@@ -402,6 +450,8 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         );
     }
     Ok(ServeSettings {
+        bounce_inbox,
+        feedback_addresses,
         http,
         secret_file,
         unsubscribe_url,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod inbox;
 pub mod run;
 pub mod scheduler;
 pub mod submission;

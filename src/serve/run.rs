@@ -28,6 +28,8 @@ pub struct Serve {
     pub submission: SubmissionHandle,
     /// The one-click unsubscribe endpoint (`[serve] http`).
     pub http: Option<super::http::HttpHandle>,
+    /// The bounce inbox (`[serve] bounce_inbox`).
+    pub inbox: Option<submission::SubmissionHandle>,
     /// The token keys (`[serve] secret_file`), for the endpoint and scheduled runs.
     pub tokens: Option<Arc<TokenSettings>>,
     /// The priority lane.
@@ -110,9 +112,41 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
     let (accept_tx, accept_rx) = mpsc::channel(1024);
     let bridge = tokio::spawn(bridge(accept_rx, lane.tx.clone()));
-    let submission = submission::start(listener, users, accept_tx)
+    let submission = submission::start(listener, users.clone(), accept_tx)
         .await
         .map_err(|e| Error::io(format!("serve.submission {}", s.listener.listen), e))?;
+    let inbox = match (s.bounce_inbox, &tokens, &s.bounce_domain) {
+        (Some(listen), Some(t), Some(domain)) => {
+            let rules = Arc::new(super::inbox::Rules::new(
+                t.clone(),
+                domain,
+                &s.feedback_addresses,
+            ));
+            let store = Arc::new(super::inbox::InboxStore::open(&s.state_dir)?);
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(super::inbox::run(store, global.clone(), rules.clone(), rx));
+            let settings = SubmissionSettings {
+                listen,
+                inbox: Some(rules),
+                ..listener_settings(s)?
+            };
+            Some(
+                submission::start(settings, users.clone(), tx)
+                    .await
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "{}: serve.bounce_inbox: cannot listen on {listen}",
+                                s.file.display()
+                            ),
+                            e,
+                        )
+                    })?,
+            )
+        }
+        // The config requires [bounces] domain (and so a secret file) beside bounce_inbox.
+        _ => None,
+    };
     let http = match (s.http, &tokens, s.unsubscribe_path()) {
         (Some(listen), Some(t), Some(path)) => Some(
             super::http::start(listen, &path, t.clone(), global, Arc::default())
@@ -132,6 +166,7 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     };
     Ok(Serve {
         submission,
+        inbox,
         http,
         tokens,
         lane,
@@ -166,6 +201,9 @@ impl Serve {
     /// Graceful stop: no new sessions or messages; deliveries in progress get `grace`; the
     /// queue is flushed; the control socket is removed.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some(h) = self.inbox {
+            h.shutdown().await;
+        }
         if let Some(h) = self.http {
             h.shutdown().await;
         }
@@ -214,6 +252,10 @@ pub fn main(config: &Path) -> Result<i32> {
         let http = match (&serve.http, s.unsubscribe_path()) {
             (Some(h), Some(path)) => format!(" · one-click unsubscribe on http://{}{path}", h.local_addr),
             _ => String::new(),
+        };
+        let http = match &serve.inbox {
+            Some(i) => format!("{http} · bounce inbox on {}", i.local_addr),
+            None => http,
         };
         println!(
             "blast serve: submission on {}{http} · priority lane via {relay} ({} connections) · state in {}",

@@ -141,7 +141,12 @@ impl Session {
             msg: NewMessage {
                 mail_from: txn.from,
                 rcpt_to: txn.rcpts,
-                data: headers::add_missing(b.data, &shared.settings.hostname),
+                // The inbox keeps a bounce as it came; submission completes what clients omit.
+                data: if shared.settings.inbox.is_some() {
+                    b.data
+                } else {
+                    headers::add_missing(b.data, &shared.settings.hostname)
+                },
                 user: self.user.clone(),
                 smtputf8: txn.smtputf8,
                 eight_bit: txn.body_8bitmime || b.eight_bit,

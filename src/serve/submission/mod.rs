@@ -1,6 +1,8 @@
 //! The SMTP submission listener of `blast serve` (RFC 6409): authenticated clients hand in
 //! transactional mail, each message goes to the priority queue through [`AcceptRequest`],
-//! and the client gets `250` only once the queue says the message is durable.
+//! and the client gets `250` only once the queue says the message is durable. The same code
+//! in inbox mode ([`SubmissionSettings::inbox`]) is the bounce inbox: the internet-facing
+//! defences below are the ones an inbox needs too.
 //!
 //! - `mod.rs`     settings, the accept loop (connection limits), handle, counters
 //! - `session.rs` one connection: EHLO, STARTTLS, AUTH, MAIL/RCPT
@@ -77,6 +79,10 @@ pub struct SubmissionSettings {
     /// How long a client IP stays blocked (`421 4.7.0` to AUTH), and the window in which
     /// its failures are counted (default 300 s).
     pub auth_block: Duration,
+    /// Inbox mode (the bounce inbox, [`crate::serve::inbox`]): no AUTH, anyone may send,
+    /// only the addresses these rules accept are recipients, the message is kept as
+    /// received. `None`: submission.
+    pub inbox: Option<Arc<crate::serve::inbox::Rules>>,
 }
 
 impl Default for SubmissionSettings {
@@ -94,6 +100,7 @@ impl Default for SubmissionSettings {
             allow_networks: Vec::new(),
             auth_fail_limit: 5,
             auth_block: Duration::from_secs(300),
+            inbox: None,
         }
     }
 }
@@ -113,6 +120,7 @@ impl std::fmt::Debug for SubmissionSettings {
             .field("allow_networks", &self.allow_networks)
             .field("auth_fail_limit", &self.auth_fail_limit)
             .field("auth_block", &self.auth_block)
+            .field("inbox", &self.inbox.is_some())
             .finish()
     }
 }

@@ -71,7 +71,12 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         conn.close_gracefully().await;
         return;
     };
-    conn.reply(&format!("220 {} ESMTP blast submission", settings.hostname));
+    let role = if settings.inbox.is_some() {
+        "inbox"
+    } else {
+        "submission"
+    };
+    conn.reply(&format!("220 {} ESMTP blast {role}", settings.hostname));
     let mut s = Session {
         shared: shared.clone(),
         peer,
@@ -164,7 +169,8 @@ impl Session {
             pipelining: true,
             smtputf8: true,
             starttls: s.tls.is_some() && !self.tls,
-            auth: auth_permitted(self.tls, self.peer.ip()).then_some("PLAIN LOGIN"),
+            auth: (s.inbox.is_none() && auth_permitted(self.tls, self.peer.ip()))
+                .then_some("PLAIN LOGIN"),
         }
         .reply(conn);
     }
@@ -189,7 +195,9 @@ impl Session {
     async fn auth(&mut self, conn: &mut Conn, arg: &str) -> io::Result<Flow> {
         let ip = self.peer.ip();
         let shared = self.shared.clone();
-        let refuse = if !self.esmtp {
+        let refuse = if shared.settings.inbox.is_some() {
+            Some("503 5.5.1 AUTH not available here")
+        } else if !self.esmtp {
             Some("503 5.5.1 send EHLO first")
         } else if self.user.is_some() {
             Some("503 5.5.1 already authenticated")
@@ -266,7 +274,10 @@ impl Session {
 
     /// May this session relay: authenticated, or from an `allow_networks` client.
     fn may_relay(&self) -> bool {
-        self.user.is_some() || in_networks(self.peer.ip(), &self.shared.settings.allow_networks)
+        // The inbox takes mail from anyone, for its own addresses only (checked at RCPT).
+        self.shared.settings.inbox.is_some()
+            || self.user.is_some()
+            || in_networks(self.peer.ip(), &self.shared.settings.allow_networks)
     }
 
     fn refuse_relay(&self, conn: &mut Conn) {
@@ -326,6 +337,12 @@ impl Session {
         };
         if txn.rcpts.len() >= self.shared.settings.max_recipients {
             return conn.reply("452 4.5.3 too many recipients");
+        }
+        if let Some(rules) = &self.shared.settings.inbox {
+            // Never a relay, and a forged or altered token is nobody here.
+            if rules.mailbox(addr).is_none() {
+                return conn.reply("550 5.1.1 no such mailbox here");
+            }
         }
         txn.rcpts.push(addr.to_string());
         conn.reply("250 2.1.5 Ok");

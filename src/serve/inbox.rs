@@ -1,0 +1,344 @@
+//! The bounce inbox of `blast serve` (`[serve] bounce_inbox`): SMTP for the VERP domain. It
+//! runs on the submission listener's code (same smuggling, line-length, size and connection
+//! defences) in inbox mode: no AUTH, the null sender accepted, never a relay, never a DSN
+//! of its own. RCPT decides ([`Rules::mailbox`]):
+//!
+//! - `bounces+TOKEN@DOMAIN` with a valid bounce token: a bounce for that recipient;
+//! - `unsub+TOKEN@DOMAIN` with a valid unsubscribe token: the List-Unsubscribe mailto:;
+//! - a `[bounces] feedback_addresses` entry: feedback-loop reports;
+//! - `postmaster@` and `abuse@` the domain (RFC 5321 §4.5.1, RFC 2142): kept for a person;
+//! - anything else: `550 5.1.1`, so a forged token or a relay attempt gets nothing.
+//!
+//! Each message is stored durably ([`InboxStore`]) before the 250 and acted on after it:
+//! a mailto: unsubscribe suppresses the token's recipient id through the one owner of the
+//! suppression list. Raw messages stay in the store for audit.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::owner::Global;
+use crate::serve::submission::AcceptRequest;
+use crate::store::suppression::Entry;
+use crate::token::{Purpose, Token, TokenSettings};
+
+/// What an inbox address is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mailbox {
+    /// A VERP return path: a bounce (or a late DSN) for the token's recipient.
+    Bounce {
+        /// The token's recipient id (suppression key form).
+        rid: String,
+        /// Its run id.
+        run: u32,
+    },
+    /// The List-Unsubscribe mailto: address.
+    Unsubscribe {
+        /// The token's recipient id (suppression key form).
+        rid: String,
+        /// Its run id.
+        run: u32,
+    },
+    /// A feedback-loop address.
+    Feedback,
+    /// postmaster@ or abuse@: for a person to read.
+    Role,
+}
+
+/// Which addresses the inbox accepts.
+pub struct Rules {
+    tokens: Arc<TokenSettings>,
+    domain: String,
+    feedback: Vec<String>,
+}
+
+impl Rules {
+    /// Rules for `domain` (the `[bounces] domain`), with the token keys and the feedback-loop
+    /// addresses.
+    pub fn new(tokens: Arc<TokenSettings>, domain: &str, feedback: &[String]) -> Rules {
+        Rules {
+            tokens,
+            domain: domain.to_ascii_lowercase(),
+            feedback: feedback.to_vec(),
+        }
+    }
+
+    /// What `rcpt` is, or `None` (answered `550`).
+    pub fn mailbox(&self, rcpt: &str) -> Option<Mailbox> {
+        let lower = rcpt.to_ascii_lowercase();
+        if self.feedback.contains(&lower) {
+            return Some(Mailbox::Feedback);
+        }
+        let (local, domain) = lower.rsplit_once('@')?;
+        if domain != self.domain {
+            return None;
+        }
+        let token = |prefix: &str, purpose: Purpose| -> Option<Token> {
+            let t = local.strip_prefix(prefix)?;
+            self.tokens.keys.verify(purpose, t).ok()
+        };
+        if let Some(t) = token("bounces+", Purpose::Bounce) {
+            return Some(Mailbox::Bounce {
+                rid: t.rid_key(),
+                run: t.run,
+            });
+        }
+        if let Some(t) = token("unsub+", Purpose::Unsubscribe) {
+            return Some(Mailbox::Unsubscribe {
+                rid: t.rid_key(),
+                run: t.run,
+            });
+        }
+        matches!(local, "postmaster" | "abuse").then_some(Mailbox::Role)
+    }
+}
+
+/// One stored message's envelope and what was done with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// Store id (increasing: sorts by arrival).
+    pub id: u64,
+    /// When it arrived (ms since the epoch).
+    pub at_ms: u64,
+    /// MAIL FROM (empty: the null sender, as bounces have).
+    pub mail_from: String,
+    /// The client's address.
+    pub client: String,
+    /// Each accepted recipient and what it is.
+    pub rcpts: Vec<(String, Mailbox)>,
+    /// What processing did (`suppressed id:… (unsubscribe)`, `kept for a person`, …).
+    pub effects: Vec<String>,
+}
+
+/// The inbox's sled store in the serve state dir (`inbox/`): envelopes and raw messages.
+pub struct InboxStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    raw: sled::Tree,
+}
+
+impl InboxStore {
+    /// Opens (or creates) the store under `state_dir`.
+    pub fn open(state_dir: &Path) -> crate::error::Result<InboxStore> {
+        let dir = state_dir.join("inbox");
+        let err = |e: sled::Error| crate::error::Error::Store {
+            path: dir.clone(),
+            message: e.to_string(),
+        };
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(16 << 20)
+            .open()
+            .map_err(err)?;
+        let meta = db.open_tree("meta").map_err(err)?;
+        let raw = db.open_tree("raw").map_err(err)?;
+        Ok(InboxStore { db, meta, raw })
+    }
+
+    /// Stores a message durably (flushed) and returns its id.
+    pub fn put(&self, mut s: Stored, data: &[u8]) -> Result<u64, String> {
+        // Monotonic across restarts (sled persists it): ids sort by arrival.
+        s.id = self.db.generate_id().map_err(|e| e.to_string())?;
+        let key = s.id.to_be_bytes();
+        let meta = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
+        self.raw.insert(key, data).map_err(|e| e.to_string())?;
+        self.meta.insert(key, meta).map_err(|e| e.to_string())?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        Ok(s.id)
+    }
+
+    /// Records what processing did with message `id`.
+    pub fn set_effects(&self, id: u64, effects: Vec<String>) -> Result<(), String> {
+        let key = id.to_be_bytes();
+        let Some(v) = self.meta.get(key).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let mut s: Stored = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
+        s.effects = effects;
+        self.meta
+            .insert(key, serde_json::to_vec(&s).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Every stored envelope, oldest first.
+    pub fn list(&self) -> Result<Vec<Stored>, String> {
+        self.meta
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv.map_err(|e| e.to_string())?;
+                serde_json::from_slice(&v).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// A stored raw message.
+    pub fn raw(&self, id: u64) -> Result<Option<Vec<u8>>, String> {
+        Ok(self
+            .raw
+            .get(id.to_be_bytes())
+            .map_err(|e| e.to_string())?
+            .map(|v| v.to_vec()))
+    }
+}
+
+/// Acts on a stored message: an unsubscribe suppresses its recipient id; bounces and
+/// feedback reports are kept for the bounce parser; role mail for a person. Returns what
+/// was done, for the store and the log.
+pub fn process(global: &Global, s: &Stored) -> Result<Vec<String>, String> {
+    let mut effects = Vec::new();
+    for (rcpt, mb) in &s.rcpts {
+        match mb {
+            Mailbox::Unsubscribe { rid, run } => {
+                let source = match global.run_name(*run) {
+                    Ok(Some(name)) => name,
+                    _ => format!("run:{run:08x}"),
+                };
+                let entry = Entry {
+                    reason: "unsubscribe".into(),
+                    at_ms: s.at_ms,
+                    source,
+                    detail: "mailto".into(),
+                };
+                global
+                    .suppress(&[(rid.clone(), entry)], false)
+                    .map_err(|e| e.to_string())?;
+                effects.push(format!("{rcpt}: suppressed {rid} (unsubscribe)"));
+            }
+            Mailbox::Bounce { rid, .. } => {
+                effects.push(format!("{rcpt}: bounce for {rid} kept for parsing"))
+            }
+            Mailbox::Feedback => effects.push(format!("{rcpt}: feedback report kept for parsing")),
+            Mailbox::Role => effects.push(format!("{rcpt}: kept for a person to read")),
+        }
+    }
+    Ok(effects)
+}
+
+/// Processes a stored message and records what was done (logged too).
+fn process_and_record(store: &InboxStore, global: &Global, stored: &Stored) {
+    let id = stored.id;
+    match process(global, stored) {
+        Ok(effects) => {
+            for e in &effects {
+                eprintln!("blast serve: inbox {id:016x}: {e}");
+            }
+            if let Err(e) = store.set_effects(id, effects) {
+                eprintln!("blast serve: inbox {id:016x}: cannot record what was done: {e}");
+            }
+        }
+        // Stored without effects: done again at the next start.
+        Err(e) => eprintln!("blast serve: inbox {id:016x}: not processed yet: {e}"),
+    }
+}
+
+/// Stores each message the inbox listener accepted (durable before its 250), then acts on
+/// it off the reactor. Messages a crash or an unreachable owner left unprocessed (stored,
+/// no effects recorded) are processed first.
+pub async fn run(
+    store: Arc<InboxStore>,
+    global: Global,
+    rules: Arc<Rules>,
+    mut rx: mpsc::Receiver<AcceptRequest>,
+) {
+    {
+        let (st, g) = (store.clone(), global.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in st.list().unwrap_or_default() {
+                if s.effects.is_empty() && !s.rcpts.is_empty() {
+                    process_and_record(&st, &g, &s);
+                }
+            }
+        })
+        .await;
+    }
+    while let Some(req) = rx.recv().await {
+        let m = req.msg;
+        let stored = Stored {
+            id: 0,
+            at_ms: crate::store::now_ms(),
+            mail_from: m.msg.mail_from,
+            client: m.client.to_string(),
+            rcpts: m
+                .msg
+                .rcpt_to
+                .iter()
+                .filter_map(|r| Some((r.clone(), rules.mailbox(r)?)))
+                .collect(),
+            effects: Vec::new(),
+        };
+        let (st, g) = (store.clone(), global.clone());
+        let data = m.msg.data;
+        let reply = req.reply;
+        tokio::task::spawn_blocking(move || match st.put(stored.clone(), &data) {
+            Ok(id) => {
+                let _ = reply.send(Ok(format!("{id:016x}")));
+                process_and_record(&st, &g, &Stored { id, ..stored });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Keys;
+
+    #[test]
+    fn rules_accept_valid_tokens_roles_and_feedback_only() {
+        let keys =
+            Keys::parse("1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
+                .unwrap();
+        let rid = keys.recipient_id("ann@x.example");
+        let b = keys.issue(Purpose::Bounce, rid, 7);
+        let u = keys.issue(Purpose::Unsubscribe, rid, 7);
+        let r = Rules::new(
+            Arc::new(TokenSettings {
+                keys,
+                unsubscribe_url: None,
+                bounce_domain: Some("bounces.acme.example".into()),
+            }),
+            "Bounces.Acme.Example",
+            &["fbl@acme.example".to_string()],
+        );
+        let d = "@bounces.acme.example";
+        assert_eq!(
+            r.mailbox(&format!("bounces+{b}{d}")),
+            Some(Mailbox::Bounce {
+                rid: crate::token::rid_key(rid),
+                run: 7
+            })
+        );
+        // MTAs may change the case of a local part.
+        assert!(r
+            .mailbox(&format!("BOUNCES+{}{d}", b.to_uppercase()))
+            .is_some());
+        assert!(matches!(
+            r.mailbox(&format!("unsub+{u}{d}")),
+            Some(Mailbox::Unsubscribe { .. })
+        ));
+        assert_eq!(
+            r.mailbox(&format!("unsub+{b}{d}")),
+            None,
+            "a bounce token does not unsubscribe"
+        );
+        assert_eq!(r.mailbox(&format!("bounces+{u}{d}")), None);
+        assert_eq!(r.mailbox(&format!("bounces+{b}@elsewhere.example")), None);
+        assert_eq!(r.mailbox(&format!("postmaster{d}")), Some(Mailbox::Role));
+        assert_eq!(r.mailbox(&format!("abuse{d}")), Some(Mailbox::Role));
+        assert_eq!(r.mailbox(&format!("info{d}")), None);
+        assert_eq!(r.mailbox("FBL@acme.example"), Some(Mailbox::Feedback));
+        assert_eq!(
+            r.mailbox("postmaster@acme.example"),
+            None,
+            "not the inbox's domain"
+        );
+    }
+}
