@@ -56,3 +56,54 @@ async fn send_runs_at_the_configured_nice_value() {
         "nice = 0 leaves it at {base}: {zero:?}"
     );
 }
+
+/// `blast serve`: the priority lane's threads run at nice -5 when the process may raise
+/// priorities (root here; CAP_SYS_NICE), at the default otherwise — never lower; the
+/// threads of blast work inside serve at nice 19.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_the_priority_lane_only_when_permitted() {
+    let setup = crate::serve::Setup::new(crate::serve::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["serve", "--config"])
+        .arg(setup.config())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("submission on"), "{line}");
+    let pid = child.id();
+    let mut by_name: Vec<(String, i32)> = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = e.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let name =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        if let Some(n) = blast::niceness::thread_nice(pid, tid) {
+            by_name.push((name.trim().to_string(), n));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let want = if root { -5 } else { 0 };
+    let prio: Vec<_> = by_name
+        .iter()
+        .filter(|(n, _)| n == "blast-priority")
+        .collect();
+    assert!(!prio.is_empty(), "{by_name:?}");
+    assert!(
+        prio.iter().all(|(_, n)| *n == want),
+        "priority lane at {want}: {by_name:?}"
+    );
+    let lane: Vec<_> = by_name.iter().filter(|(n, _)| n == "blast-lane").collect();
+    assert!(
+        !lane.is_empty() && lane.iter().all(|(_, n)| *n == 19),
+        "{by_name:?}"
+    );
+}

@@ -224,18 +224,38 @@ fn nice_this_thread(n: i32) {
     }
 }
 
+/// The priority lane's threads run this much ahead of the default when the process may
+/// raise priorities (root, CAP_SYS_NICE): a bulk send beside serve (nice 10 by default) then
+/// never competes with a password reset for a core.
+const PRIORITY_NICE: i32 = -5;
+
+/// Raises the calling thread to [`PRIORITY_NICE`] if it is allowed to; without the right
+/// (`EPERM`), or when it already runs higher, it stays as it is — never lower.
+fn raise_this_thread() {
+    // SAFETY: getpriority/setpriority take plain integers; 0 = the calling thread.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let cur = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if cur > PRIORITY_NICE {
+            libc::setpriority(libc::PRIO_PROCESS, 0, PRIORITY_NICE);
+        }
+    }
+}
+
 /// `blast serve --config FILE`: runs until SIGTERM or Ctrl-C; returns the exit code.
 pub fn main(config: &Path) -> Result<i32> {
     let s = serve_config::load(config)?;
-    let rt = |name: &str, threads: usize| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("cannot start a runtime", e))
-    };
-    let priority_rt = rt("blast-priority", 2)?;
+    // The main thread first: the stores it opens start their flusher threads from it.
+    raise_this_thread();
+    // Every thread of this runtime (workers, its blocking pool, the journal thread they
+    // start) is the priority lane's.
+    let priority_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("blast-priority")
+        .on_thread_start(raise_this_thread)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start a runtime", e))?;
     let blast_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.blast_threads)
         .thread_name("blast-lane")
