@@ -1,0 +1,1 @@
+//! Unit tests per format, on small hand-written messages.
