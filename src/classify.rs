@@ -334,7 +334,8 @@ const SPAM_BLOCK_TEXTS: &[&str] = &[
     "blocked by",
     "ip blocked",
     "your ip",
-    "ip address",
+    "ip address blacklisted",
+    "my name was rejected",
     "has been blocked",
     "been temporarily blocked",
     "access denied",
@@ -417,6 +418,63 @@ const BAD_DOMAIN_TEXTS: &[&str] = &[
     "invalid domain",
     "domain is invalid",
     "nxdomain",
+    "illegal host",
+    "host/domain name",
+    "no smtp service",
+    "find a mail exchanger",
+    "domain is not reachable",
+];
+
+/// Address-level texts beyond [`USER_UNKNOWN_TEXTS`] (which `classify` keeps as it is): the
+/// phrasings of MTAs that the labelled corpus showed.
+const MORE_USER_UNKNOWN_TEXTS: &[&str] = &[
+    "user not exist",
+    "not exist",
+    "no valid recipients",
+    "address couldn't be found",
+    "address could not be found",
+    "address not found",
+    "requested action not taken: mailbox unavailable",
+    "check if address is correct",
+    "unknown address",
+    "user unknown",
+    "unknown local part",
+    "no such person",
+    "invalid address",
+    "bad destination mailbox",
+    "mailbox unavailable",
+    "recipient rejected",
+    "user doesn't exist",
+    "not our customer",
+    "not our user",
+    // Lotus Notes / Domino in Japanese: "not in the directory list", "not found in the
+    // Domino directory".
+    "ディレクトリのリストにありません",
+    "ディレクトリには見つかりません",
+];
+
+/// A content filter's answer that borrows the words of a user unknown (au/ezweb's
+/// "550 : User unknown", empty where the address would be).
+const FILTER_TEXTS: &[&str] = &["550 : user unknown", "550: : user unknown"];
+
+/// Exchange Online's directory-based edge blocking says a recipient does not exist this way,
+/// with words ("access denied") that otherwise mean a block.
+/// Lotus Domino's "not listed in Domino Directory" too.
+const DIRECTORY_REJECT_TEXTS: &[&str] = &[
+    "recipient address rejected: access denied",
+    "not listed in domino directory",
+    "not listed in public",
+];
+
+/// Permission texts that mention a missing group or list but are about the poster.
+const PERMISSION_TEXTS: &[&str] = &[
+    "may not have permission",
+    "not have permission to post",
+    "you are not a member",
+    "are not member",
+    "recipient preferences",
+    "refuse to receive",
+    "refuses to receive",
 ];
 
 /// The mailbox has moved (RFC 3463 X.1.6) — no forwarding address: treated as unknown.
@@ -507,6 +565,8 @@ const SENDER_TEXTS: &[&str] = &[
     "invalid sender",
     "from address",
     "sender unknown",
+    "from: domain is invalid",
+    "provide a valid from",
 ];
 
 const CONNECTION_TEXTS: &[&str] = &[
@@ -522,6 +582,54 @@ const CONNECTION_TEXTS: &[&str] = &[
 ];
 
 const ROUTING_TEXTS: &[&str] = &["mail loop", "loops back", "too many hops", "routing loop"];
+
+/// `neko.example.com does not exist`: a host name, not a mailbox, is what is missing.
+fn names_missing_domain(lower: &str) -> bool {
+    lower.match_indices(" does not exist").take(4).any(|(at, _)| {
+        let word = lower[..at].rsplit(char::is_whitespace).next().unwrap_or("");
+        let word = word.trim_matches(['<', '>', '"', '\'', ':']);
+        word.contains('.') && !word.contains('@') && !word.ends_with('.')
+    })
+}
+
+/// Postfix's `Recipient address rejected.` with no reason after it: a directory miss (every
+/// other use of the phrase names its reason, which the rules above look at first).
+fn bare_recipient_reject(lower: &str) -> bool {
+    lower.match_indices("recipient address rejected").take(4).any(|(at, m)| {
+        let rest = lower[at + m.len()..].trim_start_matches(['.', ' ', '\r', '\n', ')']);
+        rest.is_empty() || rest.starts_with("(in reply")
+    })
+}
+
+/// [`category`] for a reply at a known stage.
+///
+/// - A user-unknown answer to the message data (after DATA, "in reply to end of DATA
+///   command") with no specific enhanced code comes from a content filter, not a directory
+///   lookup — the recipient was accepted at RCPT — so it is not an address failure. (With
+///   5.1.1 it is: pipelining MTAs report RCPT failures after DATA.)
+/// - An address-level answer to MAIL FROM is about the sender's address.
+pub fn category_at(
+    stage: Stage,
+    code: Option<u16>,
+    enhanced: Option<Enhanced>,
+    text: &str,
+) -> Category {
+    let c = category(code, enhanced, text);
+    if !c.is_address_failure() {
+        return c;
+    }
+    let detail = enhanced.or_else(|| parse_enhanced(text)).map(|e| (e.1, e.2));
+    match stage {
+        Stage::Mail => Category::InvalidSender,
+        Stage::Data | Stage::DataEnd
+            if c == Category::InvalidRecipient
+                && matches!(detail, None | Some((0, 0)) | Some((2, 0))) =>
+        {
+            Category::PolicyRelated
+        }
+        _ => c,
+    }
+}
 
 /// Maps an SMTP reply (code, enhanced status, text) to a [`Category`]: the same function for a
 /// lane's reply and for a parsed bounce's diagnostic, so both get the same category.
@@ -557,7 +665,19 @@ pub fn category(code: Option<u16>, enhanced: Option<Enhanced>, text: &str) -> Ca
     // User-unknown texts that a blocklist sentence cannot contain: checked before the
     // blocklist words so that "user unknown (blocked mailbox)"-style texts stay address-level
     // only when they say so plainly.
-    let user_unknown = has(USER_UNKNOWN_TEXTS);
+    let user_unknown = has(USER_UNKNOWN_TEXTS) || has(MORE_USER_UNKNOWN_TEXTS);
+    if has(DIRECTORY_REJECT_TEXTS) {
+        return Category::InvalidRecipient;
+    }
+    if has(PERMISSION_TEXTS) {
+        return Category::PolicyRelated;
+    }
+    if has(SENDER_TEXTS) {
+        return Category::InvalidSender;
+    }
+    if has(BAD_DOMAIN_TEXTS) && !has(SPAM_BLOCK_TEXTS) {
+        return Category::BadDomain;
+    }
     if has(SPAM_BLOCK_TEXTS) && !(user_unknown && matches!(detail, Some((1, 1)))) {
         return Category::SpamBlock;
     }
@@ -573,10 +693,22 @@ pub fn category(code: Option<u16>, enhanced: Option<Enhanced>, text: &str) -> Ca
     if has(BAD_DOMAIN_TEXTS) || matches!(detail, Some((1, 2)) | Some((1, 10))) {
         return Category::BadDomain;
     }
+    if names_missing_domain(&lower) {
+        return Category::BadDomain;
+    }
+    if bare_recipient_reject(&lower) {
+        return Category::InvalidRecipient;
+    }
     if user_unknown
         || has(MOVED_TEXTS)
         || matches!(detail, Some((1, 1)) | Some((1, 3)) | Some((1, 6)))
+        || matches!(detail, Some((1, 0))) && lower.contains("address rejected")
     {
+        // "User unknown" under 5.7.x is a filter's answer (`classify` calls it
+        // sender-permanent too), and au/ezweb's content filter answers "550 : User unknown".
+        if matches!(detail, Some((7, _))) || has(FILTER_TEXTS) {
+            return Category::PolicyRelated;
+        }
         if has(INACTIVE_TEXTS) && !matches!(detail, Some((1, 1))) {
             return Category::InactiveMailbox;
         }

@@ -17,6 +17,17 @@ pub struct Report {
 /// Whether the message is a feedback report, and if so its recipients (one result each;
 /// `None` when the report names nobody) with the report's fields.
 pub fn parse(parts: &Parts) -> Option<Vec<(Option<String>, Report)>> {
+    // Hotmail/Outlook.com's JMRP reports are no ARF: the original comes back with the
+    // complaining recipient in a header of its own.
+    if parts.feedback.is_empty() {
+        if let Some(r) = original::header_address(&parts.original, "x-hmxmroriginalrecipient") {
+            let report = Report {
+                feedback_type: "abuse".into(),
+                reporting_mta: None,
+            };
+            return Some(vec![(Some(r), report)]);
+        }
+    }
     let source = if !parts.feedback.is_empty() {
         &parts.feedback
     } else if parts.is_report || has_feedback_line(&parts.text) {

@@ -43,5 +43,5 @@ pub fn is_autoreply(parts: &Parts) -> bool {
         let local = a.split('@').next().unwrap_or("");
         local.contains("mailer-daemon") || local.contains("postmaster")
     });
-    (header_says || subject_says) && !daemon && !parts.is_report
+    (header_says || subject_says) && !daemon && !parts.is_report && !parts.says_undelivered()
 }

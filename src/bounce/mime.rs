@@ -70,6 +70,7 @@ impl Parts {
             local.contains("mailer-daemon")
                 || local.contains("postmaster")
                 || local.contains("mail-daemon")
+                || local.contains("post_master")
                 || local == "mailer"
         });
         let subject = self.subject.as_deref().unwrap_or("").to_ascii_lowercase();
@@ -90,7 +91,16 @@ impl Parts {
         ]
         .iter()
         .any(|s| subject.contains(s));
-        if self.is_report || daemon || subject_says {
+        self.is_report || daemon || subject_says || self.says_undelivered()
+    }
+
+    /// Whether the subject or the start of the text says a message was not delivered.
+    pub fn says_undelivered(&self) -> bool {
+        let subject = self.subject.as_deref().unwrap_or("").to_ascii_lowercase();
+        if ["error", "undeliver", "failure", "failed", "returned"]
+            .iter()
+            .any(|s| subject.contains(s))
+        {
             return true;
         }
         let text = scan::prefix(&self.text, 8192).to_ascii_lowercase();
@@ -122,6 +132,19 @@ impl Parts {
 fn push_bounded(buf: &mut String, s: &str, max: usize) {
     if buf.len() >= max {
         return;
+    }
+    // Japanese MTAs send ISO-2022-JP without declaring it (no MIME, or no charset): its
+    // escape sequences are plain ASCII, so mail-parser passes it through undecoded.
+    if s.contains("\x1b$B") {
+        if let Some(decode) = mail_parser::decoders::charsets::map::charset_decoder(b"iso-2022-jp")
+        {
+            let decoded = decode(scan::prefix(s, max - buf.len()).as_bytes());
+            if !buf.is_empty() {
+                buf.push('\n');
+            }
+            buf.push_str(scan::prefix(&decoded, max - buf.len().min(max)));
+            return;
+        }
     }
     if !buf.is_empty() {
         buf.push('\n');

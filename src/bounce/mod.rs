@@ -9,6 +9,7 @@
 //!   Yahoo, Exchange…): recipient lines and the reply text next to them
 //! - [`autoreply`] out-of-office and other auto-replies: not bounces
 //! - [`original`]  the returned original: its Message-ID and the VERP token
+//! - [`ses`]       Amazon SES notifications (JSON in the body) forwarded by mail
 //! - [`scan`]      address, SMTP code and enhanced-status scanning shared by the above
 //!
 //! What a failure *means* is decided in one place, [`crate::classify::category`], the same
@@ -20,6 +21,7 @@ pub mod dsn;
 pub mod mime;
 pub mod original;
 pub mod scan;
+pub mod ses;
 pub mod text;
 
 #[cfg(test)]
@@ -28,7 +30,7 @@ mod tests;
 use serde::Serialize;
 
 pub use crate::classify::{Action, Category};
-use crate::classify::{category, Enhanced};
+use crate::classify::{category_at, Enhanced, Stage};
 
 /// Longest reason text kept (a diagnostic can quote a whole SMTP transcript).
 const MAX_REASON: usize = 400;
@@ -113,31 +115,44 @@ pub fn parse(raw: &[u8]) -> Vec<Bounce> {
     };
     let orig = original::Original::find(&parts);
 
+    if let Some(found) = ses::parse(&parts) {
+        return found
+            .into_iter()
+            .take(MAX_RESULTS)
+            .map(|n| {
+                if n.class == BounceClass::Complaint {
+                    let mut b = complaint(n.recipient, "abuse", None, &orig);
+                    b.reason = "Amazon SES complaint notification".into();
+                    b
+                } else {
+                    let f = Finding {
+                        recipient: n.recipient,
+                        action: Some(n.action.into()),
+                        status: n.status,
+                        diagnostic: n.diagnostic,
+                        ..Finding::default()
+                    };
+                    let mut b = classify_finding(f, "", &n.reporting_mta, &orig);
+                    if n.class == BounceClass::Soft && b.class == BounceClass::Hard {
+                        // SES said Transient: not known to be an address failure.
+                        b.class = BounceClass::Soft;
+                    }
+                    b
+                }
+            })
+            .collect();
+    }
     if let Some(report) = arf::parse(&parts) {
         return report
             .into_iter()
             .take(MAX_RESULTS)
             .map(|(recipient, r)| {
-                let category = if r.feedback_type.eq_ignore_ascii_case("opt-out") {
-                    Category::Unsubscribe
-                } else {
-                    Category::Complaint
-                };
-                Bounce {
+                complaint(
                     recipient,
-                    class: BounceClass::Complaint,
-                    category,
-                    action: category.action(),
-                    reason: format!("feedback report: {}", r.feedback_type),
-                    status: None,
-                    code: None,
-                    diagnostic: None,
-                    reporting_mta: r.reporting_mta.clone(),
-                    remote_mta: None,
-                    original_message_id: orig.message_id.clone(),
-                    feedback_type: Some(r.feedback_type.clone()),
-                    verp_token: orig.verp_token.clone(),
-                }
+                    &r.feedback_type,
+                    r.reporting_mta.clone(),
+                    &orig,
+                )
             })
             .collect();
     }
@@ -194,9 +209,15 @@ pub fn parse(raw: &[u8]) -> Vec<Bounce> {
     } else {
         // The human-readable part often says more than a terse Diagnostic-Code.
         let lower = region.to_ascii_lowercase();
+        let names: Vec<String> = findings
+            .iter()
+            .take(20)
+            .filter_map(|f| f.recipient.clone())
+            .collect();
+        let others: Vec<&str> = names.iter().map(String::as_str).collect();
         for f in findings.iter_mut().take(100) {
             if let Some(r) = &f.recipient {
-                f.context = text::context_for(region, &lower, r);
+                f.context = text::context_for(region, &lower, r, &others);
             }
         }
     }
@@ -207,6 +228,34 @@ pub fn parse(raw: &[u8]) -> Vec<Bounce> {
         .collect();
     dedupe(&mut out);
     out
+}
+
+fn complaint(
+    recipient: Option<String>,
+    feedback_type: &str,
+    reporting_mta: Option<String>,
+    orig: &original::Original,
+) -> Bounce {
+    let category = if feedback_type.eq_ignore_ascii_case("opt-out") {
+        Category::Unsubscribe
+    } else {
+        Category::Complaint
+    };
+    Bounce {
+        recipient,
+        class: BounceClass::Complaint,
+        category,
+        action: category.action(),
+        reason: format!("feedback report: {feedback_type}"),
+        status: None,
+        code: None,
+        diagnostic: None,
+        reporting_mta,
+        remote_mta: None,
+        original_message_id: orig.message_id.clone(),
+        feedback_type: Some(feedback_type.to_owned()),
+        verp_token: orig.verp_token.clone(),
+    }
 }
 
 fn autoreply_result(parts: &mime::Parts, orig: &original::Original) -> Bounce {
@@ -253,19 +302,41 @@ fn classify_finding(
         text.push_str(scan::prefix(region, 4096));
     }
     let code = scan::find_code(diag_text).or_else(|| scan::find_code(&text));
-    let enhanced = status_field
-        .or_else(|| scan::find_enhanced(diag_text))
-        .or_else(|| scan::find_enhanced(&text));
+    let diag_enhanced = scan::find_enhanced(diag_text);
+    // A generic Status (5.0.0) says less than the code in the diagnostic (#5.1.0).
+    let enhanced = match (status_field, diag_enhanced) {
+        (Some(Enhanced(_, 0, 0)), Some(d)) if d.1 != 0 => Some(d),
+        (Some(s), _) => Some(s),
+        (None, d) => d.or_else(|| scan::find_enhanced(&text)),
+    };
     let action = f.action.as_deref().map(str::to_ascii_lowercase);
     let delivered = matches!(
         action.as_deref(),
         Some("delivered" | "relayed" | "expanded")
     ) || matches!(enhanced, Some(Enhanced(2, _, _)));
+    let stage = stage_of(&text);
     let category = if delivered {
         Category::Uncategorized
     } else {
-        let c = category(code, enhanced, &text);
-        if c == Category::Uncategorized && !delivered {
+        // The diagnostic alone first: the text around it can quote other recipients' replies.
+        let mut c = category_at(stage, code, enhanced, diag_text);
+        if is_weak(c) && !diag_text.trim().is_empty() && text.len() > diag_text.len() {
+            let wider = category_at(stage, code, enhanced, &text);
+            if !is_weak(wider) {
+                c = wider;
+            }
+        } else if diag_text.trim().is_empty() {
+            c = category_at(stage, code, enhanced, &text);
+        }
+        if is_weak(c) && !region.is_empty() {
+            // Some MTAs give the reason before the recipient list ("Could not be delivered
+            // because of 550 5.1.1 User unknown. The following recipients were affected: …").
+            let whole = category_at(stage, code, enhanced, scan::prefix(region, 4096));
+            if !is_weak(whole) {
+                c = whole;
+            }
+        }
+        if c == Category::Uncategorized {
             // A failure report with no recognisable reason: the class of its code decides.
             match enhanced.map(|e| e.0).or(code.map(|c| (c / 100) as u8)) {
                 Some(4) => Category::TransientFailure,
@@ -275,9 +346,14 @@ fn classify_finding(
             c
         }
     };
+    // A 4xx says the failure may pass — except in a final "failed" report of X.1.1: the MTA
+    // retried an unknown user until it gave up.
+    let temporary = enhanced.map(|e| e.0).or(code.map(|c| (c / 100) as u8)) == Some(4)
+        && !(action.as_deref() == Some("failed") && matches!(enhanced, Some(Enhanced(_, 1, 1))));
     let class = if delivered {
         BounceClass::None
-    } else if category.is_address_failure() && action.as_deref() != Some("delayed") {
+    } else if category.is_address_failure() && action.as_deref() != Some("delayed") && !temporary
+    {
         BounceClass::Hard
     } else {
         BounceClass::Soft
@@ -315,4 +391,49 @@ fn dedupe(out: &mut Vec<Bounce>) {
         Some(r) => seen.insert(r.clone()),
         None => true,
     });
+}
+
+/// Categories that say little: worth a second look with the text around the recipient.
+fn is_weak(c: Category) -> bool {
+    matches!(
+        c,
+        Category::Uncategorized | Category::TransientFailure | Category::ProtocolErrors
+    )
+}
+
+/// The SMTP stage a bounce's text says the failure came at: after the message data, or not
+/// known.
+fn stage_of(text: &str) -> Stage {
+    let lower = scan::prefix(text, 4096).to_ascii_lowercase();
+    // Sendmail's transcript (`>>> DATA` then `<<< 550 …`) and m-FILTER's
+    // (`SMTP command` then `DATA`).
+    let mut prev = "";
+    for line in lower.lines().map(str::trim) {
+        if prev == ">>> data" && (line.starts_with("<<< 5") || line.starts_with("<<< 4")) {
+            return Stage::DataEnd;
+        }
+        if line == "data" && prev.contains("smtp command") {
+            return Stage::DataEnd;
+        }
+        if prev.starts_with(">>> mail from") && line.starts_with("<<< 5") {
+            return Stage::Mail;
+        }
+        prev = line;
+    }
+    const DATA: &[&str] = &[
+        "end of data",
+        "after data",
+        "smtp command data",
+        "in reply to data",
+        "command data",
+        "after end of data",
+    ];
+    const MAIL: &[&str] = &["after mail from", "in reply to mail from"];
+    if DATA.iter().any(|d| lower.contains(d)) {
+        Stage::DataEnd
+    } else if MAIL.iter().any(|d| lower.contains(d)) {
+        Stage::Mail
+    } else {
+        Stage::Bounce
+    }
 }

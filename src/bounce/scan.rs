@@ -36,7 +36,7 @@ pub fn addresses(text: &str) -> Vec<(usize, String)> {
         }
         floor = i + 1;
         // Trim what sentence punctuation leaves on either side.
-        while s < i && matches!(bytes[s], b'.' | b'\'' | b'`' | b'=' | b'/' | b'{' | b'|') {
+        while s < i && matches!(bytes[s], b'.' | b'\'' | b'`' | b'/' | b'{' | b'|') {
             s += 1;
         }
         let mut de = e;
@@ -71,9 +71,21 @@ fn word_split(c: char) -> bool {
     c.is_whitespace() || matches!(c, '#' | '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ',' | '=')
 }
 
-/// An enhanced status code anywhere in `text` (`5.1.1`, `#5.1.1`, `(4.4.7)`), class 2, 4 or 5.
+/// An enhanced status code anywhere in `text` (`5.1.1`, `#5.1.1`, `(4.4.7)`): the first of
+/// class 4 or 5, else the first of class 2 (a transcript quotes the 250s before the failure).
 pub fn find_enhanced(text: &str) -> Option<Enhanced> {
-    text.split(word_split).find_map(|w| {
+    let mut success = None;
+    for e in text.split(word_split).filter_map(enhanced_word) {
+        if e.0 != 2 {
+            return Some(e);
+        }
+        success = success.or(Some(e));
+    }
+    success
+}
+
+fn enhanced_word(w: &str) -> Option<Enhanced> {
+    {
         let w = w.trim_start_matches(':').trim_end_matches([',', ';', ':', '.']);
         let mut it = w.split('.');
         let (a, b, c) = (it.next()?, it.next()?, it.next()?);
@@ -88,14 +100,19 @@ pub fn find_enhanced(text: &str) -> Option<Enhanced> {
             return None;
         }
         Some(Enhanced(a, b.parse().ok()?, c.parse().ok()?))
-    })
+    }
 }
 
 /// A three-digit SMTP reply code (`550`, `550-`, `550:`) as a word in `text`: 2xx, 4xx or
 /// 5xx with a second digit 0–5 (so years, IP parts and ports rarely pass).
+/// The first 4xx/5xx wins over an earlier 2xx, as for [`find_enhanced`].
 pub fn find_code(text: &str) -> Option<u16> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ','))
-        .find_map(|w| {
+    let mut success = None;
+    let codes = text
+        .split(|c: char| {
+            c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ',')
+        })
+        .filter_map(|w| {
             let w = w.trim_end_matches(['-', ':', '.']);
             let b = w.as_bytes();
             if b.len() != 3
@@ -105,8 +122,15 @@ pub fn find_code(text: &str) -> Option<u16> {
             {
                 return None;
             }
-            w.parse().ok()
-        })
+            w.parse::<u16>().ok()
+        });
+    for c in codes {
+        if c >= 400 {
+            return Some(c);
+        }
+        success = success.or(Some(c));
+    }
+    success
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

@@ -41,7 +41,10 @@ pub fn split_original(text: &str) -> (&str, Option<&str>) {
             let decorated = trimmed.starts_with(['-', '=', '*', '_', '>'])
                 || lower.ends_with(':')
                 || lower.starts_with("content-type");
-            if decorated && ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
+            let leads = ["original message follows", "original message", "unsent message"]
+                .iter()
+                .any(|m| lower.starts_with(m));
+            if (decorated || leads) && ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
                 let rest = text[offset + line.len()..].trim_start_matches(['\r', '\n']);
                 return (&text[..offset], Some(rest));
             }
@@ -97,6 +100,10 @@ fn kind(before: &str) -> Kind {
         "reply-to:",
         "sent by",
         "by",
+        "message-id:",
+        "message-id",
+        "references:",
+        "in-reply-to:",
     ];
     if SENDER.iter().any(|s| b.ends_with(s)) {
         return Kind::Sender;
@@ -115,6 +122,7 @@ fn kind(before: &str) -> Kind {
         " to",
         "for",
         "user",
+        "user:",
         "mailbox",
         "rfc822;",
         "failed:",
@@ -125,7 +133,9 @@ fn kind(before: &str) -> Kind {
         "宛先:",
         "宛先 :",
     ];
-    if LABELS.iter().any(|s| b.ends_with(s)) || b == "to" {
+    // `554 <a@b>... Host unknown`: a reply line that opens with the address it is about.
+    let reply_code = b.len() == 3 && b.bytes().all(|c| c.is_ascii_digit());
+    if reply_code || LABELS.iter().any(|s| b.ends_with(s)) || b == "to" {
         return Kind::Strong;
     }
     Kind::Weak
@@ -134,6 +144,9 @@ fn kind(before: &str) -> Kind {
 struct Hit {
     addr: String,
     kind: Kind,
+    /// One of the bounce's own addresses (its To, its envelope): a recipient only when
+    /// nothing else is (a message someone sent to themselves).
+    own: bool,
     /// Byte offset of its line in the region.
     line_start: usize,
 }
@@ -146,10 +159,11 @@ fn hits(region: &str, exclude: &[String]) -> Vec<Hit> {
             break;
         }
         for (at, addr) in scan::addresses(line) {
-            if is_daemon(&addr) || exclude.contains(&addr) {
+            if is_daemon(&addr) {
                 continue;
             }
             out.push(Hit {
+                own: exclude.contains(&addr),
                 kind: kind(&line[..at]),
                 addr,
                 line_start: offset,
@@ -167,15 +181,40 @@ fn context_from<'a>(region: &'a str, start: usize, next: Option<usize>) -> &'a s
     scan::prefix(s, MAX_CONTEXT)
 }
 
+fn starts_with_code(s: &str) -> bool {
+    let b = s.trim_start().as_bytes();
+    b.len() > 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' '
+}
+
+/// The first line of `s` and the indented lines that continue it.
+fn one_entry(s: &str) -> &str {
+    let mut end = 0;
+    for (i, line) in s.split_inclusive('\n').enumerate() {
+        if i > 0 && !line.starts_with([' ', '\t']) {
+            break;
+        }
+        end += line.len();
+    }
+    &s[..end]
+}
+
 /// The recipients a text bounce names, each with the text that follows it.
 pub(crate) fn findings(region: &str, exclude: &[String]) -> Vec<Finding> {
     let hits = hits(region, exclude);
-    let strong: Vec<&Hit> = hits.iter().filter(|h| h.kind == Kind::Strong).collect();
-    let chosen: Vec<&Hit> = if strong.is_empty() {
-        hits.iter().filter(|h| h.kind == Kind::Weak).take(1).collect()
-    } else {
-        strong
+    let pick = |kind: Kind, own: bool| -> Vec<&Hit> {
+        hits.iter()
+            .filter(|h| h.kind == kind && h.own == own)
+            .collect()
     };
+    let mut chosen = pick(Kind::Strong, false);
+    if chosen.is_empty() {
+        chosen = pick(Kind::Weak, false);
+        chosen.truncate(1);
+    }
+    if chosen.is_empty() {
+        chosen = pick(Kind::Strong, true);
+        chosen.truncate(1);
+    }
     let mut out: Vec<Finding> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (i, h) in chosen.iter().enumerate() {
@@ -188,9 +227,15 @@ pub(crate) fn findings(region: &str, exclude: &[String]) -> Vec<Finding> {
             .iter()
             .find(|n| n.addr != h.addr && n.line_start > h.line_start)
             .map(|n| n.line_start);
+        let mut context = context_from(region, h.line_start, next);
+        if starts_with_code(context) {
+            // Sendmail's summary (`554 <a@b>... Host unknown`): one line per recipient, and
+            // the lines after it are other recipients' replies.
+            context = one_entry(context);
+        }
         out.push(Finding {
             recipient: Some(h.addr.clone()),
-            context: Some(context_from(region, h.line_start, next).to_owned()),
+            context: Some(context.to_owned()),
             ..Finding::default()
         });
     }
@@ -199,8 +244,24 @@ pub(crate) fn findings(region: &str, exclude: &[String]) -> Vec<Finding> {
 
 /// The text around a recipient already known from DSN fields, from the line that first
 /// names it, bounded. `None` when the text does not name it.
-pub(crate) fn context_for(region: &str, lower_region: &str, rcpt: &str) -> Option<String> {
+/// The entry ends at the first later line that names one of `others`.
+pub(crate) fn context_for(
+    region: &str,
+    lower_region: &str,
+    rcpt: &str,
+    others: &[&str],
+) -> Option<String> {
     let at = lower_region.find(rcpt)?;
     let line_start = lower_region[..at].rfind('\n').map_or(0, |i| i + 1);
-    Some(context_from(region, line_start, None).to_owned())
+    let window = scan::prefix(&lower_region[line_start..], MAX_CONTEXT);
+    let mut next = None;
+    let mut offset = 0;
+    for (i, line) in window.split_inclusive('\n').enumerate() {
+        if i > 0 && others.iter().any(|o| *o != rcpt && line.contains(o)) {
+            next = Some(line_start + offset);
+            break;
+        }
+        offset += line.len();
+    }
+    Some(context_from(region, line_start, next).to_owned())
 }
