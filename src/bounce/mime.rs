@@ -88,6 +88,9 @@ impl Parts {
             "nondeliver",
             "rejected",
             "bounce",
+            // Mailing-list managers (fml) refusing a post or stopping a loop.
+            "not member",
+            "loop alert",
         ]
         .iter()
         .any(|s| subject.contains(s));
