@@ -166,6 +166,27 @@ fn header_block(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
+/// A message read without MIME: its header block for the addresses and subject, the rest as
+/// text (bounded). The fallback when mail-parser cannot read it.
+fn plain(raw: &[u8]) -> Parts {
+    let headers = header_block(raw);
+    let body = &raw[headers.len().min(raw.len())..];
+    let body = &body[..body.len().min(MAX_TEXT)];
+    let mut p = Parts::default();
+    for (name, value) in super::dsn::fields(&headers) {
+        let addrs = || scan::addresses(&value).into_iter().map(|(_, a)| a);
+        match name.as_str() {
+            "from" => p.from.extend(addrs()),
+            "to" => p.to.extend(addrs()),
+            "subject" => p.subject = Some(scan::one_line(&value, 400)),
+            "x-failed-recipients" => p.x_failed_recipients.extend(addrs()),
+            _ => {}
+        }
+    }
+    p.text = String::from_utf8_lossy(body).into_owned();
+    p
+}
+
 /// Parses and flattens `raw`. `None` when mail-parser finds no message at all.
 pub fn flatten(raw: &[u8]) -> Option<Parts> {
     // An mbox `From ` line in front would hide the headers from mail-parser.
@@ -176,7 +197,14 @@ pub fn flatten(raw: &[u8]) -> Option<Parts> {
     } else {
         raw
     };
-    let msg = MessageParser::default().parse(raw)?;
+    // mail-parser 0.11.9 can panic on malformed nesting ("Invalid part ID, could not find
+    // multipart", found by the mutation test): a hostile bounce must not take down the
+    // inbox, so such a message is read as plain headers and text instead.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw));
+    let msg = match parsed {
+        Ok(msg) => msg?,
+        Err(_) => return Some(plain(raw)),
+    };
     let mut p = Parts {
         subject: msg.subject().map(str::to_owned),
         ..Parts::default()

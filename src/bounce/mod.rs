@@ -24,9 +24,6 @@ pub mod scan;
 pub mod ses;
 pub mod text;
 
-#[cfg(test)]
-mod tests;
-
 use serde::Serialize;
 
 pub use crate::classify::{Action, Category};

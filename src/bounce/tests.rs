@@ -1,1 +1,0 @@
-//! Unit tests per format, on small hand-written messages.
