@@ -585,20 +585,26 @@ const ROUTING_TEXTS: &[&str] = &["mail loop", "loops back", "too many hops", "ro
 
 /// `neko.example.com does not exist`: a host name, not a mailbox, is what is missing.
 fn names_missing_domain(lower: &str) -> bool {
-    lower.match_indices(" does not exist").take(4).any(|(at, _)| {
-        let word = lower[..at].rsplit(char::is_whitespace).next().unwrap_or("");
-        let word = word.trim_matches(['<', '>', '"', '\'', ':']);
-        word.contains('.') && !word.contains('@') && !word.ends_with('.')
-    })
+    lower
+        .match_indices(" does not exist")
+        .take(4)
+        .any(|(at, _)| {
+            let word = lower[..at].rsplit(char::is_whitespace).next().unwrap_or("");
+            let word = word.trim_matches(['<', '>', '"', '\'', ':']);
+            word.contains('.') && !word.contains('@') && !word.ends_with('.')
+        })
 }
 
 /// Postfix's `Recipient address rejected.` with no reason after it: a directory miss (every
 /// other use of the phrase names its reason, which the rules above look at first).
 fn bare_recipient_reject(lower: &str) -> bool {
-    lower.match_indices("recipient address rejected").take(4).any(|(at, m)| {
-        let rest = lower[at + m.len()..].trim_start_matches(['.', ' ', '\r', '\n', ')']);
-        rest.is_empty() || rest.starts_with("(in reply")
-    })
+    lower
+        .match_indices("recipient address rejected")
+        .take(4)
+        .any(|(at, m)| {
+            let rest = lower[at + m.len()..].trim_start_matches(['.', ' ', '\r', '\n', ')']);
+            rest.is_empty() || rest.starts_with("(in reply")
+        })
 }
 
 /// [`category`] for a reply at a known stage.
@@ -618,7 +624,9 @@ pub fn category_at(
     if !c.is_address_failure() {
         return c;
     }
-    let detail = enhanced.or_else(|| parse_enhanced(text)).map(|e| (e.1, e.2));
+    let detail = enhanced
+        .or_else(|| parse_enhanced(text))
+        .map(|e| (e.1, e.2));
     match stage {
         Stage::Mail => Category::InvalidSender,
         Stage::Data | Stage::DataEnd
@@ -662,9 +670,6 @@ pub fn category(code: Option<u16>, enhanced: Option<Enhanced>, text: &str) -> Ca
     if has(RELAY_TEXTS) || matches!(detail, Some((4, 3))) && lower.contains("relay") {
         return Category::RelayingIssues;
     }
-    // User-unknown texts that a blocklist sentence cannot contain: checked before the
-    // blocklist words so that "user unknown (blocked mailbox)"-style texts stay address-level
-    // only when they say so plainly.
     let user_unknown = has(USER_UNKNOWN_TEXTS) || has(MORE_USER_UNKNOWN_TEXTS);
     if has(DIRECTORY_REJECT_TEXTS) {
         return Category::InvalidRecipient;
@@ -678,7 +683,7 @@ pub fn category(code: Option<u16>, enhanced: Option<Enhanced>, text: &str) -> Ca
     if has(BAD_DOMAIN_TEXTS) && !has(SPAM_BLOCK_TEXTS) {
         return Category::BadDomain;
     }
-    if has(SPAM_BLOCK_TEXTS) && !(user_unknown && matches!(detail, Some((1, 1)))) {
+    if has(SPAM_BLOCK_TEXTS) {
         return Category::SpamBlock;
     }
     if has(SPAM_CONTENT_TEXTS) {
@@ -868,12 +873,18 @@ mod tests {
     #[test]
     fn categories_and_actions() {
         let cat = |code: u16, text: &str| category(Some(code), None, text);
-        assert_eq!(cat(550, "5.1.1 <a@b.example>: user unknown"), Category::InvalidRecipient);
+        assert_eq!(
+            cat(550, "5.1.1 <a@b.example>: user unknown"),
+            Category::InvalidRecipient
+        );
         assert_eq!(cat(550, "No such user here"), Category::InvalidRecipient);
         assert_eq!(cat(553, "5.1.10 recipient null MX"), Category::BadDomain);
         assert_eq!(cat(550, "5.7.1 blocked by Spamhaus"), Category::SpamBlock);
         assert_eq!(
-            cat(550, "5.1.1 mailbox unavailable: your IP is listed at zen.spamhaus.org"),
+            cat(
+                550,
+                "5.1.1 mailbox unavailable: your IP is listed at zen.spamhaus.org"
+            ),
             Category::SpamBlock
         );
         assert_eq!(
@@ -883,7 +894,10 @@ mod tests {
         assert_eq!(cat(552, "5.2.2 mailbox full"), Category::QuotaIssues);
         assert_eq!(cat(554, "content rejected as spam"), Category::SpamContent);
         assert_eq!(cat(421, "4.7.0 too busy"), Category::Throttled);
-        assert_eq!(cat(451, "4.7.1 greylisted, try again"), Category::TransientFailure);
+        assert_eq!(
+            cat(451, "4.7.1 greylisted, try again"),
+            Category::TransientFailure
+        );
         assert_eq!(cat(450, "4.2.0 mailbox busy"), Category::TransientFailure);
         assert_eq!(Category::InvalidRecipient.action(), Action::Suppress);
         assert_eq!(Category::SpamBlock.action(), Action::Alert);

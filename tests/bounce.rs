@@ -17,7 +17,10 @@ const MIN_CLASS_AGREEMENT: f64 = 0.95;
 const PLACEHOLDER: &str = "undisclosed-recipient-in-headers@libsisimai.org.invalid";
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/bounces"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/corpus/bounces"
+    ))
 }
 
 struct Row {
@@ -114,7 +117,9 @@ fn corpus_agreement() {
     let mut disagreements = Vec::new();
     for row in &labels {
         let Some(want) = row.class else { continue };
-        let ours = results.get(row.file.as_str()).map_or(&[][..], Vec::as_slice);
+        let ours = results
+            .get(row.file.as_str())
+            .map_or(&[][..], Vec::as_slice);
         let by_rcpt = ours
             .iter()
             .find(|b| b.recipient.as_deref() == Some(row.recipient.as_str()));
@@ -247,13 +252,20 @@ fn minimal_dsn_user_unknown_is_hard() {
     assert_eq!(b.code, Some(550));
     assert_eq!(b.reporting_mta.as_deref(), Some("mx.example.net"));
     assert_eq!(b.remote_mta.as_deref(), Some("mx.example.com"));
-    assert_eq!(b.original_message_id.as_deref(), Some(&*format!("{TOKEN}@example.org")));
+    assert_eq!(
+        b.original_message_id.as_deref(),
+        Some(&*format!("{TOKEN}@example.org"))
+    );
     assert_eq!(b.verp_token.as_deref(), Some(TOKEN));
 }
 
 #[test]
 fn blocklist_5xx_is_soft_spam_block_not_hard() {
-    let b = one(dsn("5.7.1", "550 5.7.1 Service unavailable; blocked by Spamhaus").as_bytes());
+    let b = one(dsn(
+        "5.7.1",
+        "550 5.7.1 Service unavailable; blocked by Spamhaus",
+    )
+    .as_bytes());
     assert_eq!(b.class, BounceClass::Soft);
     assert_eq!(b.category, blast::bounce::Category::SpamBlock);
     assert_eq!(b.action, blast::bounce::Action::Alert);
@@ -418,12 +430,18 @@ fn mutations_never_panic() {
             }
             let m = mutate(&mut rng, bytes);
             let caught = std::panic::catch_unwind(|| parse(&m));
-            assert!(caught.is_ok(), "panic on a mutation of {name} (round {round})");
+            assert!(
+                caught.is_ok(),
+                "panic on a mutation of {name} (round {round})"
+            );
             count += 1;
         }
     }
     println!("{count} mutated messages parsed without a panic");
-    assert!(count >= files.len(), "not even one round in the time budget");
+    assert!(
+        count >= files.len(),
+        "not even one round in the time budget"
+    );
 }
 
 /// A mutated message grown to `size` bytes by repeating corpus material.
@@ -464,11 +482,22 @@ fn cli_parse_json() {
         .arg("--json")
         .output()
         .expect("run blast");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON array");
     let arr = v.as_array().expect("array");
     assert_eq!(arr.len(), 7);
-    for key in ["recipient", "class", "category", "reason", "status", "action"] {
+    for key in [
+        "recipient",
+        "class",
+        "category",
+        "reason",
+        "status",
+        "action",
+    ] {
         assert!(arr[0].get(key).is_some(), "missing key {key}");
     }
     assert_eq!(arr[0]["class"], "complaint");
@@ -490,5 +519,8 @@ fn cli_parse_json() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("someone@example.com") && text.contains("hard"), "{text}");
+    assert!(
+        text.contains("someone@example.com") && text.contains("hard"),
+        "{text}"
+    );
 }

@@ -67,7 +67,12 @@ pub fn parse(parts: &Parts) -> Option<Vec<(Option<String>, Report)>> {
     if rcpts.is_empty() {
         return Some(vec![(None, report)]);
     }
-    Some(rcpts.into_iter().map(|r| (Some(r), report.clone())).collect())
+    Some(
+        rcpts
+            .into_iter()
+            .map(|r| (Some(r), report.clone()))
+            .collect(),
+    )
 }
 
 fn has_feedback_line(text: &str) -> bool {

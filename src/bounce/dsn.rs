@@ -57,9 +57,8 @@ pub fn blocks(text: &str) -> Vec<Vec<(String, String)>> {
         }
         let indented = line.starts_with([' ', '\t']);
         let trimmed = line.trim_start();
-        let parsed = field_name(trimmed).filter(|(n, _)| {
-            !indented || DSN_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f))
-        });
+        let parsed = field_name(trimmed)
+            .filter(|(n, _)| !indented || DSN_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f)));
         let block = out.last_mut().expect("never empty");
         match parsed {
             Some((name, value)) => {
@@ -120,10 +119,8 @@ pub fn parse_text(text: &str) -> Report {
         let mut cur = Rec::default();
         for (name, value) in block {
             match name.as_str() {
-                "reporting-mta" => {
-                    if report.reporting_mta.is_none() {
-                        report.reporting_mta = Some(strip_type(&value).to_owned());
-                    }
+                "reporting-mta" if report.reporting_mta.is_none() => {
+                    report.reporting_mta = Some(strip_type(&value).to_owned());
                 }
                 "final-recipient" => {
                     if cur.final_rcpt.is_some() {
@@ -132,8 +129,7 @@ pub fn parse_text(text: &str) -> Report {
                     cur.final_rcpt = Some(value);
                 }
                 "original-recipient" => {
-                    if cur.final_rcpt.is_some() && (cur.action.is_some() || cur.status.is_some())
-                    {
+                    if cur.final_rcpt.is_some() && (cur.action.is_some() || cur.status.is_some()) {
                         cur.flush(&mut report.recipients);
                     }
                     cur.original = Some(value);

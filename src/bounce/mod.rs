@@ -26,8 +26,8 @@ pub mod text;
 
 use serde::Serialize;
 
-pub use crate::classify::{Action, Category};
 use crate::classify::{category_at, Enhanced, Stage};
+pub use crate::classify::{Action, Category};
 
 /// Longest reason text kept (a diagnostic can quote a whole SMTP transcript).
 const MAX_REASON: usize = 400;
@@ -144,12 +144,7 @@ pub fn parse(raw: &[u8]) -> Vec<Bounce> {
             .into_iter()
             .take(MAX_RESULTS)
             .map(|(recipient, r)| {
-                complaint(
-                    recipient,
-                    &r.feedback_type,
-                    r.reporting_mta.clone(),
-                    &orig,
-                )
+                complaint(recipient, &r.feedback_type, r.reporting_mta.clone(), &orig)
             })
             .collect();
     }
@@ -349,8 +344,7 @@ fn classify_finding(
         && !(action.as_deref() == Some("failed") && matches!(enhanced, Some(Enhanced(_, 1, 1))));
     let class = if delivered {
         BounceClass::None
-    } else if category.is_address_failure() && action.as_deref() != Some("delayed") && !temporary
-    {
+    } else if category.is_address_failure() && action.as_deref() != Some("delayed") && !temporary {
         BounceClass::Hard
     } else {
         BounceClass::Soft

@@ -48,7 +48,12 @@ impl Original {
             &parts.original
         };
         let fields = dsn::fields(scan::prefix(headers, 64 * 1024));
-        let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         let message_id = get("message-id").map(|v| {
             let v = v.trim();
             let v = v.strip_prefix('<').unwrap_or(v);
@@ -63,14 +68,11 @@ impl Original {
             .chain(&parts.envelope)
             .cloned()
             .chain(get("return-path").and_then(scan::address_in));
-        let verp_token = envelope
-            .filter_map(|a| verp_tag(&a))
-            .next()
-            .or_else(|| {
-                let id = message_id.as_deref()?;
-                let left = id.split('@').next()?;
-                is_token(left).then(|| left.to_owned())
-            });
+        let verp_token = envelope.filter_map(|a| verp_tag(&a)).next().or_else(|| {
+            let id = message_id.as_deref()?;
+            let left = id.split('@').next()?;
+            is_token(left).then(|| left.to_owned())
+        });
         Original {
             message_id,
             to,

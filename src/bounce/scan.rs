@@ -51,9 +51,10 @@ pub fn addresses(text: &str) -> Vec<(usize, String)> {
             && domain.len() <= 255
             && !domain.starts_with('.')
             && !domain.contains("..")
-            && domain.rsplit('.').next().is_some_and(|tld| {
-                tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphanumeric())
-            })
+            && domain
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
             out.push((s, text[s..de].to_ascii_lowercase()));
         }
@@ -68,7 +69,11 @@ pub fn first_address(text: &str) -> Option<String> {
 }
 
 fn word_split(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '#' | '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ',' | '=')
+    c.is_whitespace()
+        || matches!(
+            c,
+            '#' | '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ',' | '='
+        )
 }
 
 /// An enhanced status code anywhere in `text` (`5.1.1`, `#5.1.1`, `(4.4.7)`): the first of
@@ -86,7 +91,9 @@ pub fn find_enhanced(text: &str) -> Option<Enhanced> {
 
 fn enhanced_word(w: &str) -> Option<Enhanced> {
     {
-        let w = w.trim_start_matches(':').trim_end_matches([',', ';', ':', '.']);
+        let w = w
+            .trim_start_matches(':')
+            .trim_end_matches([',', ';', ':', '.']);
         let mut it = w.split('.');
         let (a, b, c) = (it.next()?, it.next()?, it.next()?);
         if it.next().is_some() || a.len() != 1 || b.is_empty() || c.is_empty() {
@@ -113,7 +120,11 @@ pub fn find_code(text: &str) -> Option<u16> {
             c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | '<' | '>' | '"' | ';' | ',')
         })
         .filter_map(|w| {
-            let w = w.trim_end_matches(['-', ':', '.']);
+            // `550-5.1.1`: a multi-line reply's code glued to its enhanced code.
+            let w = match w.as_bytes().get(3) {
+                Some(b'-') => &w[..3],
+                _ => w.trim_end_matches(['-', ':', '.']),
+            };
             let b = w.as_bytes();
             if b.len() != 3
                 || !matches!(b[0], b'2' | b'4' | b'5')

@@ -71,9 +71,8 @@ pub fn parse(parts: &Parts) -> Option<Vec<Notified>> {
         "delivery" => ("recipients", BounceClass::None, "delivered"),
         _ => return None,
     };
-    let reporting_mta = string_value(&doc, "reportingMTA").map(|m| {
-        super::dsn::strip_type(m).to_owned()
-    });
+    let reporting_mta =
+        string_value(&doc, "reportingMTA").map(|m| super::dsn::strip_type(m).to_owned());
     let list_at = doc.find(&format!("\"{list_key}\""))?;
     let list = &doc[list_at..];
     let list = &list[..list.find(']').unwrap_or(list.len())];

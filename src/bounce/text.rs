@@ -41,9 +41,13 @@ pub fn split_original(text: &str) -> (&str, Option<&str>) {
             let decorated = trimmed.starts_with(['-', '=', '*', '_', '>'])
                 || lower.ends_with(':')
                 || lower.starts_with("content-type");
-            let leads = ["original message follows", "original message", "unsent message"]
-                .iter()
-                .any(|m| lower.starts_with(m));
+            let leads = [
+                "original message follows",
+                "original message",
+                "unsent message",
+            ]
+            .iter()
+            .any(|m| lower.starts_with(m));
             if (decorated || leads) && ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
                 let rest = text[offset + line.len()..].trim_start_matches(['\r', '\n']);
                 return (&text[..offset], Some(rest));
@@ -175,7 +179,7 @@ fn hits(region: &str, exclude: &[String]) -> Vec<Hit> {
 }
 
 /// The text from `start` to the next line that starts another recipient's entry.
-fn context_from<'a>(region: &'a str, start: usize, next: Option<usize>) -> &'a str {
+fn context_from(region: &str, start: usize, next: Option<usize>) -> &str {
     let end = next.unwrap_or(region.len()).min(region.len());
     let s = &region[start..end.max(start)];
     scan::prefix(s, MAX_CONTEXT)

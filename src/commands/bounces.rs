@@ -60,7 +60,10 @@ fn print_table(name: &str, results: &[Bounce]) {
             crate::bounce::scan::one_line(&b.reason, 120),
         );
     }
-    if let Some(id) = results.iter().find_map(|b| b.original_message_id.as_deref()) {
+    if let Some(id) = results
+        .iter()
+        .find_map(|b| b.original_message_id.as_deref())
+    {
         println!("original Message-ID: {id}");
     }
     if let Some(t) = results.iter().find_map(|b| b.verp_token.as_deref()) {
