@@ -115,6 +115,12 @@ pub enum Command {
         #[command(subcommand)]
         action: DkimAction,
     },
+    /// Bounce messages: `blast bounces parse FILE` shows what one message says, changing nothing.
+    Bounces {
+        /// What to do.
+        #[command(subcommand)]
+        action: BouncesAction,
+    },
     /// Manage the users allowed to submit mail to `blast serve`.
     User {
         /// What to do.
@@ -144,6 +150,21 @@ pub enum QueueAction {
     },
     /// The priority lane's counters.
     Stats,
+}
+
+/// `blast bounces` actions.
+#[derive(Subcommand, Debug)]
+pub enum BouncesAction {
+    /// Parse one message (a DSN, a feedback report, an MTA's text bounce, an auto-reply) and
+    /// print its results: recipient, class (hard | soft | complaint | none), category, action,
+    /// reason, status. Changes nothing.
+    Parse {
+        /// The message file (.eml, raw RFC 5322); `-` reads stdin.
+        file: PathBuf,
+        /// A JSON array of result objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `blast dkim` actions.

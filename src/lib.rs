@@ -13,7 +13,10 @@
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
 //! - [`render`]     handlebars registries (HTML-escaping and plain), strict mode
 //! - [`message`]    RFC 5322 + MIME message building, header sanitising
-//! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling
+//! - [`classify`]   SMTP replies → address-permanent | sender-permanent | transient | throttling;
+//!   the bounce categories (KumoMTA's names) and the one category → action mapping
+//! - [`bounce`]     one received message → bounce results: RFC 3464 DSNs, RFC 5965 complaints,
+//!   MTAs' plain-text bounces, auto-replies (`blast bounces parse`)
 //! - [`store`]      sled stores: per-campaign recipients and claim markers (+ the import's
 //!   writer threads), global suppression, priority queue
 //! - [`owner`]      the one owner of global state (the suppression list): serve's control
@@ -46,6 +49,7 @@
 //!   listener, users file, control socket, the one-click unsubscribe endpoint (`serve::http`),
 //!   and the wiring with its two runtimes
 
+pub mod bounce;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -157,6 +157,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
         Command::User { action } => commands::user::run(action),
         Command::Dkim { action } => commands::dkim::run(action),
+        Command::Bounces { action } => commands::bounces::run(action),
         Command::Schedule { config, action } => commands::schedule::run(config.as_deref(), action),
         Command::Sink(args) => {
             blast::sink::run(args)

@@ -1,5 +1,6 @@
 //! The one integration test binary: real servers on 127.0.0.1:0, real stores on temp dirs.
 
+mod bounce;
 mod check_lanes;
 mod commands;
 mod corpus;

@@ -9,8 +9,10 @@
 //! - [`preview`]   `blast preview`: the first sendable message as it will go out
 //! - [`queue`]     `blast queue list|retry|drop|stats`: the priority queue of `blast serve`
 //! - [`dkim`]      `blast dkim keygen`: a DKIM key (0600) and the TXT record to publish
+//! - [`bounces`]   `blast bounces parse FILE [--json]`: one message's bounce results, nothing changed
 //! - [`user`]      `blast user add`: submission users (argon2 hashes) in the users file
 
+pub mod bounces;
 pub mod check;
 pub mod dkim;
 pub mod lanes;
