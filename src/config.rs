@@ -772,6 +772,18 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
                 format!("control character {c:?} in the value (CR, LF, … are not allowed)"),
             );
         }
+        // TOML keys are case-sensitive, header names are not: `List-Id` and `list-id`
+        // would both go out.
+        if headers
+            .iter()
+            .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(name))
+        {
+            return loc.err(
+                value.span(),
+                &format!("campaign.headers.{name}"),
+                "this header is set twice (names differ only in case)",
+            );
+        }
         headers.push((name.clone(), value.get_ref().clone()));
     }
     let in_flight = c.in_flight.unwrap_or(InFlightPolicy::Skip);
@@ -1039,6 +1051,25 @@ mod tests {
 
     fn err(campaign: &str, lane: &str) -> String {
         parse_with(campaign, lane).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_header_named_twice_in_different_case_is_refused() {
+        // TOML keys are case-sensitive, header names are not: both would go out, two
+        // List-Ids (RFC 2919 allows one) or two of any other.
+        let e = err(
+            "[campaign.headers]\n\"List-Id\" = \"<a.acme.example>\"\n\"list-id\" = \"<b>\"",
+            "",
+        );
+        assert!(
+            e.contains("campaign.headers.list-id") && e.contains("twice"),
+            "{e}"
+        );
+        assert!(parse_with(
+            "[campaign.headers]\n\"List-Id\" = \"<a.acme.example>\"\nX-A = \"1\"",
+            ""
+        )
+        .is_ok());
     }
 
     #[test]

@@ -233,8 +233,21 @@ where
         .body_canonicalization(Canonicalization::Relaxed)
         .sign(msg)
         .map_err(|e| format!("DKIM signing failed: {e}"))?;
-    out.extend_from_slice(sig.to_header().as_bytes());
+    out.extend_from_slice(unfold_before_final_semicolon(&sig.to_header()).as_bytes());
     Ok(())
+}
+
+/// mail-auth folds the header when the `b=` value fills a line exactly, putting `CRLF TAB`
+/// between the value and the closing `;` — whitespace it did not hash (it hashed `b=;`).
+/// Verifiers that keep the whitespace outside the tag value (dkimpy; RFC 6376 §3.5 puts
+/// `[FWS]` after the value) then hash `b= ;` and the signature fails, for every message
+/// whose `h=` happens to put `b=` there. With nothing between the value and `;`, every
+/// reading of §3.7 hashes the same bytes.
+fn unfold_before_final_semicolon(h: &str) -> String {
+    match h.strip_suffix(";\r\n") {
+        Some(head) => format!("{};\r\n", head.trim_end_matches([' ', '\t', '\r', '\n'])),
+        None => h.to_string(),
+    }
 }
 
 /// The names for `h=`: each [`SIGNED`] header the message has (once: mail-auth signs every

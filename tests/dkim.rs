@@ -383,3 +383,61 @@ async fn priority_lane_signs_by_from_domain() {
         .collect();
     assert_eq!(warned.len(), 1, "one warning per domain: {logs:?}");
 }
+
+/// Where the `b=` value ends decides whether mail-auth folds right before the closing `;`,
+/// and that position depends only on which headers `h=` names. dkimpy (like any verifier
+/// that keeps the whitespace after the value, RFC 6376 §3.5 `[FWS]` outside the tag value)
+/// then hashes `b= ;` where the signer hashed `b=;`. Every shape of message must verify: all
+/// combinations of the optional signed headers, each signed RSA and Ed25519.
+#[test]
+fn signatures_verify_whatever_headers_the_message_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa, rsa_txt) = keygen(dir.path(), "acme.example", "s1", false);
+    let (ed, ed_txt) = keygen(dir.path(), "acme.example", "e1", true);
+    let spec = blast::sign::KeySpec {
+        domain: "acme.example".into(),
+        selector: "s1".into(),
+        key: rsa,
+        ed25519: Some(("e1".into(), ed)),
+        standby: vec![],
+    };
+    let signer = blast::sign::Signer::load(&spec).unwrap();
+    let optional = [
+        "Reply-To: <r@acme.example>",
+        "Cc: <cc@x.example>",
+        "In-Reply-To: <a@x.example>",
+        "References: <a@x.example>",
+        "List-Id: <news.acme.example>",
+        "List-Unsubscribe: <https://news.acme.example/u/abc>",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "Feedback-ID: news:list:acme.example",
+    ];
+    let mut messages = Vec::new();
+    for mask in 0..(1u32 << optional.len()) {
+        let mut m = String::from("Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nFrom: <news@acme.example>\r\nTo: <u@x.example>\r\nSubject: hi\r\nMessage-ID: <m@acme.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n");
+        for (i, h) in optional.iter().enumerate() {
+            if mask >> i & 1 == 1 {
+                m.push_str(h);
+                m.push_str("\r\n");
+            }
+        }
+        m.push_str("\r\nbody\r\n");
+        messages.push(signer.signed(m.into_bytes()).unwrap());
+    }
+    let records = vec![
+        ("s1._domainkey.acme.example.".to_string(), rsa_txt),
+        ("e1._domainkey.acme.example.".to_string(), ed_txt),
+    ];
+    let verdicts = dkimpy(dir.path(), &records, &messages);
+    let bad: Vec<String> = verdicts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, sigs)| {
+            assert_eq!(sigs.len(), 2);
+            sigs.iter()
+                .filter(|s| !s.ok)
+                .map(move |s| format!("#{i} {}: h={}", s.a, s.h.join(":")))
+        })
+        .collect();
+    assert!(bad.is_empty(), "{} do not verify: {bad:#?}", bad.len());
+}
