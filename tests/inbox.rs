@@ -18,7 +18,11 @@ fn inbox_setup(relay: SocketAddr) -> Setup {
     let s = setup(relay);
     let text = std::fs::read_to_string(s.config())
         .unwrap()
-        .replace("[serve]\n", "[serve]\nbounce_inbox = \"127.0.0.1:0\"\n");
+        .replace("[serve]\n", "[serve]\nbounce_inbox = \"127.0.0.1:0\"\n")
+        .replace(
+            "domain = \"bounces.acme.example\"\n",
+            "domain = \"bounces.acme.example\"\nfeedback_addresses = [\"fbl@acme.example\"]\n",
+        );
     std::fs::write(s.config(), text).unwrap();
     s
 }
@@ -85,6 +89,106 @@ impl Smtp {
             .unwrap();
         self.reply().await
     }
+}
+
+/// An RFC 3464 DSN for `final_rcpt`, sent to `to`.
+fn dsn(to: &str, final_rcpt: &str, status: &str, diag: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@mx.example.net\r\nTo: <{to}>\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n\
+         --b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n\
+         Final-Recipient: rfc822; {final_rcpt}\r\nAction: failed\r\nStatus: {status}\r\nDiagnostic-Code: smtp; {diag}\r\n\
+         --b--\r\n"
+    )
+}
+
+/// An RFC 5965 abuse report about the message whose Message-ID was `mid` (the recipient
+/// redacted, as feedback loops do).
+fn arf(mid: &str) -> String {
+    format!(
+        "From: fbl@provider.example\r\nTo: fbl@acme.example\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"a\"\r\n\r\n\
+         --a\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\
+         --a\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: test/1.0\r\nVersion: 1\r\n\r\n\
+         --a\r\nContent-Type: message/rfc822\r\n\r\nFrom: news@acme.example\r\nTo: redacted@provider.example\r\n\
+         Message-ID: {mid}\r\nSubject: Hi\r\n\r\nbody\r\n--a--\r\n"
+    )
+}
+
+/// One transaction from the null sender; returns the reply to the final dot.
+async fn deliver(inbox: SocketAddr, rcpt: &str, body: &str) -> String {
+    let (mut s, _) = Smtp::connect(inbox).await;
+    assert!(s.cmd("EHLO mta.example").await.starts_with("250"));
+    assert!(s.cmd("MAIL FROM:<>").await.starts_with("250"));
+    let r = s.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    assert!(r.starts_with("250"), "{rcpt}: {r}");
+    assert!(s.cmd("DATA").await.starts_with("354"));
+    let r = s.cmd(&format!("{body}.")).await;
+    let _ = s.cmd("QUIT").await;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_and_complaints_suppress_exactly_their_recipients() {
+    let setup = inbox_setup(free_port());
+    let (child, inbox) = spawn(&setup);
+    let k = keys();
+    let list: Vec<String> = ["hard@x.example", "forged@x.example", "soft@x.example", "complainer@x.example", "keep@x.example", "blocked@x.example"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let sink = crate::pipeline::start_sink(Vec::new()).await;
+    let f = crate::pipeline::Fixture::new();
+    let c = signed_campaign(&f, "spring", sink.addr, &list, "");
+    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let got = sink.received();
+    let verp = |a: &str| got.iter().find(|r| r.rcpt_to[0] == a).unwrap().mail_from.clone();
+    let mid = |a: &str| {
+        let r = got.iter().find(|r| r.rcpt_to[0] == a).unwrap();
+        crate::pipeline::header(&r.data, "Message-ID").unwrap().trim().to_string()
+    };
+    for (rcpt, body) in [
+        (verp("hard@x.example"), dsn(&verp("hard@x.example"), "hard@x.example", "5.1.1", "550 5.1.1 <hard@x.example>: user unknown")),
+        // The body names keep@: only the token's recipient may be suppressed.
+        (verp("forged@x.example"), dsn(&verp("forged@x.example"), "keep@x.example", "5.1.1", "550 5.1.1 user unknown")),
+        (verp("soft@x.example"), dsn(&verp("soft@x.example"), "soft@x.example", "4.2.2", "452 4.2.2 mailbox full")),
+        (verp("blocked@x.example"), dsn(&verp("blocked@x.example"), "blocked@x.example", "5.7.1", "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org")),
+        ("fbl@acme.example".to_string(), arf(&mid("complainer@x.example"))),
+    ] {
+        let r = deliver(inbox, &rcpt, &body).await;
+        assert!(r.starts_with("250"), "{rcpt}: {r}");
+    }
+    let rid = |a: &str| blast::token::rid_key(k.recipient_id(a));
+    let reasons = || -> std::collections::BTreeMap<String, String> {
+        let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        r.records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                (rec[0].split_whitespace().next().unwrap_or("").to_string(), rec[1].to_string())
+            })
+            .collect()
+    };
+    wait_until("three suppressions", || reasons().len() >= 3).await;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let l = reasons();
+    assert_eq!(l.get(&rid("hard@x.example")).map(String::as_str), Some("bounce"), "{l:?}");
+    assert_eq!(l.get(&rid("forged@x.example")).map(String::as_str), Some("bounce"), "{l:?}");
+    assert_eq!(l.get(&rid("complainer@x.example")).map(String::as_str), Some("complaint"), "{l:?}");
+    assert_eq!(l.len(), 3, "soft, blocklisted and keep@ untouched: {l:?}");
+
+    // The next campaign skips exactly them.
+    let sink2 = crate::pipeline::start_sink(Vec::new()).await;
+    let c2 = signed_campaign(&f, "summer", sink2.addr, &list, "");
+    let out = tokio::task::block_in_place(|| send_process(&setup, &c2).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut to: Vec<String> = sink2.received().iter().map(|r| r.rcpt_to[0].clone()).collect();
+    to.sort();
+    assert_eq!(to, ["blocked@x.example", "keep@x.example", "soft@x.example"]);
+    term(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,10 @@
 //! - `postmaster@` and `abuse@` the domain (RFC 5321 §4.5.1, RFC 2142): kept for a person;
 //! - anything else: `550 5.1.1`, so a forged token or a relay attempt gets nothing.
 //!
-//! Each message is stored durably ([`InboxStore`]) before the 250 and acted on after it:
-//! a mailto: unsubscribe suppresses the token's recipient id through the one owner of the
-//! suppression list. Raw messages stay in the store for audit.
+//! Each message is stored durably ([`InboxStore`]) before the 250 and acted on after it
+//! ([`process`], through the one owner of the suppression list): a mailto: unsubscribe
+//! suppresses the token's recipient id, a hard bounce or a complaint too (parsed by
+//! [`crate::bounce`]). Raw messages stay in the store for audit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::bounce::{Bounce, BounceClass};
 use crate::owner::Global;
 use crate::serve::submission::AcceptRequest;
 use crate::store::suppression::Entry;
@@ -186,43 +188,124 @@ impl InboxStore {
     }
 }
 
-/// Acts on a stored message: an unsubscribe suppresses its recipient id; bounces and
-/// feedback reports are kept for the bounce parser; role mail for a person. Returns what
-/// was done, for the store and the log.
-pub fn process(global: &Global, s: &Stored) -> Result<Vec<String>, String> {
+/// The suppression entry for a recipient id.
+fn entry(global: &Global, run: u32, reason: &str, at_ms: u64, detail: String) -> Entry {
+    let source = match global.run_name(run) {
+        Ok(Some(name)) => name,
+        _ => format!("run:{run:08x}"),
+    };
+    Entry {
+        reason: reason.into(),
+        at_ms,
+        source,
+        detail,
+    }
+}
+
+/// What a parsed report does to a recipient id: the suppression reason, or `None`
+/// (recorded only). Complaints act by their Feedback-Type: `abuse`, `fraud` (and a report
+/// that gives none) suppress as a complaint, `opt-out` as an unsubscribe; `auth-failure`,
+/// `not-spam` and `virus` are recorded only.
+fn reason_for(b: &Bounce) -> Option<&'static str> {
+    match b.class {
+        BounceClass::Hard => Some("bounce"),
+        BounceClass::Complaint => match b.feedback_type.as_deref().map(str::to_ascii_lowercase) {
+            None => Some("complaint"),
+            Some(t) if t == "abuse" || t == "fraud" => Some("complaint"),
+            Some(t) if t == "opt-out" || t == "opt_out" => Some("unsubscribe"),
+            Some(_) => None,
+        },
+        BounceClass::Soft | BounceClass::None => None,
+    }
+}
+
+fn describe(b: &Bounce) -> String {
+    let mut d = format!("{:?} {:?}", b.class, b.category).to_ascii_lowercase();
+    if let Some(s) = &b.status {
+        d.push(' ');
+        d.push_str(s);
+    }
+    if let Some(t) = &b.feedback_type {
+        d.push_str(" feedback-type ");
+        d.push_str(t);
+    }
+    if !b.reason.is_empty() {
+        d.push_str(": ");
+        d.extend(b.reason.chars().filter(|c| !c.is_control()).take(200));
+    }
+    d
+}
+
+/// Acts on a stored message `raw` (envelope `s`) through the one owner of the suppression
+/// list. Attribution: the token of the address it was sent to wins — a VERP bounce acts on
+/// that token's recipient only, whatever recipient its body names (a forged body must not
+/// suppress others); a feedback report sent to a registered address is attributed by the
+/// token in the returned original (its Message-ID, which feedback loops keep while they
+/// redact the recipient); a report without a valid token changes nothing. Soft bounces,
+/// blocklist and policy rejections never suppress. Returns what was done.
+pub fn process(global: &Global, rules: &Rules, s: &Stored, raw: &[u8]) -> Result<Vec<String>, String> {
     let mut effects = Vec::new();
+    let mut suppress: Vec<(String, Entry)> = Vec::new();
+    let parsed = || crate::bounce::parse(raw);
     for (rcpt, mb) in &s.rcpts {
         match mb {
             Mailbox::Unsubscribe { rid, run } => {
-                let source = match global.run_name(*run) {
-                    Ok(Some(name)) => name,
-                    _ => format!("run:{run:08x}"),
-                };
-                let entry = Entry {
-                    reason: "unsubscribe".into(),
-                    at_ms: s.at_ms,
-                    source,
-                    detail: "mailto".into(),
-                };
-                global
-                    .suppress(&[(rid.clone(), entry)], false)
-                    .map_err(|e| e.to_string())?;
+                suppress.push((rid.clone(), entry(global, *run, "unsubscribe", s.at_ms, "mailto".into())));
                 effects.push(format!("{rcpt}: suppressed {rid} (unsubscribe)"));
             }
-            Mailbox::Bounce { rid, .. } => {
-                effects.push(format!("{rcpt}: bounce for {rid} kept for parsing"))
+            Mailbox::Bounce { rid, run } => {
+                let results = parsed();
+                // The strongest verdict of the report, for the token's recipient only.
+                let act = results.iter().find_map(|b| reason_for(b).map(|r| (r, b)));
+                match (act, results.first()) {
+                    (Some((reason, b)), _) => {
+                        suppress.push((rid.clone(), entry(global, *run, reason, s.at_ms, describe(b))));
+                        effects.push(format!("{rcpt}: suppressed {rid} ({reason}: {})", describe(b)));
+                    }
+                    (None, Some(b)) => effects.push(format!("{rcpt}: {rid} not suppressed ({})", describe(b))),
+                    (None, None) => effects.push(format!("{rcpt}: not a bounce report; kept")),
+                }
             }
-            Mailbox::Feedback => effects.push(format!("{rcpt}: feedback report kept for parsing")),
+            Mailbox::Feedback => {
+                let results = parsed();
+                if results.is_empty() {
+                    effects.push(format!("{rcpt}: not a feedback report; kept"));
+                }
+                for b in &results {
+                    let token = b
+                        .verp_token
+                        .as_deref()
+                        .and_then(|t| rules.tokens.keys.verify(Purpose::Bounce, t).ok());
+                    match (token, reason_for(b)) {
+                        (Some(t), Some(reason)) => {
+                            let rid = t.rid_key();
+                            effects.push(format!("{rcpt}: suppressed {rid} ({reason}: {})", describe(b)));
+                            suppress.push((rid, entry(global, t.run, reason, s.at_ms, describe(b))));
+                        }
+                        (Some(t), None) => effects.push(format!("{rcpt}: {} recorded ({})", t.rid_key(), describe(b))),
+                        (None, _) => effects.push(format!("{rcpt}: unattributed (no valid token): {}", describe(b))),
+                    }
+                }
+            }
             Mailbox::Role => effects.push(format!("{rcpt}: kept for a person to read")),
         }
+    }
+    if !suppress.is_empty() {
+        // An entry already there (an earlier bounce, a manual one) is kept.
+        global.suppress(&suppress, false).map_err(|e| e.to_string())?;
     }
     Ok(effects)
 }
 
 /// Processes a stored message and records what was done (logged too).
-fn process_and_record(store: &InboxStore, global: &Global, stored: &Stored) {
+fn process_and_record(store: &InboxStore, global: &Global, rules: &Rules, stored: &Stored) {
     let id = stored.id;
-    match process(global, stored) {
+    let raw = match store.raw(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => Vec::new(),
+        Err(e) => return eprintln!("blast serve: inbox {id:016x}: cannot read it back: {e}"),
+    };
+    match process(global, rules, stored, &raw) {
         Ok(effects) => {
             for e in &effects {
                 eprintln!("blast serve: inbox {id:016x}: {e}");
@@ -246,11 +329,11 @@ pub async fn run(
     mut rx: mpsc::Receiver<AcceptRequest>,
 ) {
     {
-        let (st, g) = (store.clone(), global.clone());
+        let (st, g, r) = (store.clone(), global.clone(), rules.clone());
         let _ = tokio::task::spawn_blocking(move || {
             for s in st.list().unwrap_or_default() {
                 if s.effects.is_empty() && !s.rcpts.is_empty() {
-                    process_and_record(&st, &g, &s);
+                    process_and_record(&st, &g, &r, &s);
                 }
             }
         })
@@ -271,13 +354,13 @@ pub async fn run(
                 .collect(),
             effects: Vec::new(),
         };
-        let (st, g) = (store.clone(), global.clone());
+        let (st, g, r) = (store.clone(), global.clone(), rules.clone());
         let data = m.msg.data;
         let reply = req.reply;
         tokio::task::spawn_blocking(move || match st.put(stored.clone(), &data) {
             Ok(id) => {
                 let _ = reply.send(Ok(format!("{id:016x}")));
-                process_and_record(&st, &g, &Stored { id, ..stored });
+                process_and_record(&st, &g, &r, &Stored { id, ..stored });
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
