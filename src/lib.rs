@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
-//! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`,
+//! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`, `bounces`,
 //!   `preview`, `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
 //!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
