@@ -134,28 +134,79 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
     let setup = inbox_setup(free_port());
     let (child, inbox) = spawn(&setup);
     let k = keys();
-    let list: Vec<String> = ["hard@x.example", "forged@x.example", "soft@x.example", "complainer@x.example", "keep@x.example", "blocked@x.example"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let list: Vec<String> = [
+        "hard@x.example",
+        "forged@x.example",
+        "soft@x.example",
+        "complainer@x.example",
+        "keep@x.example",
+        "blocked@x.example",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let sink = crate::pipeline::start_sink(Vec::new()).await;
     let f = crate::pipeline::Fixture::new();
     let c = signed_campaign(&f, "spring", sink.addr, &list, "");
     let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let got = sink.received();
-    let verp = |a: &str| got.iter().find(|r| r.rcpt_to[0] == a).unwrap().mail_from.clone();
+    let verp = |a: &str| {
+        got.iter()
+            .find(|r| r.rcpt_to[0] == a)
+            .unwrap()
+            .mail_from
+            .clone()
+    };
     let mid = |a: &str| {
         let r = got.iter().find(|r| r.rcpt_to[0] == a).unwrap();
-        crate::pipeline::header(&r.data, "Message-ID").unwrap().trim().to_string()
+        crate::pipeline::header(&r.data, "Message-ID")
+            .unwrap()
+            .trim()
+            .to_string()
     };
     for (rcpt, body) in [
-        (verp("hard@x.example"), dsn(&verp("hard@x.example"), "hard@x.example", "5.1.1", "550 5.1.1 <hard@x.example>: user unknown")),
+        (
+            verp("hard@x.example"),
+            dsn(
+                &verp("hard@x.example"),
+                "hard@x.example",
+                "5.1.1",
+                "550 5.1.1 <hard@x.example>: user unknown",
+            ),
+        ),
         // The body names keep@: only the token's recipient may be suppressed.
-        (verp("forged@x.example"), dsn(&verp("forged@x.example"), "keep@x.example", "5.1.1", "550 5.1.1 user unknown")),
-        (verp("soft@x.example"), dsn(&verp("soft@x.example"), "soft@x.example", "4.2.2", "452 4.2.2 mailbox full")),
-        (verp("blocked@x.example"), dsn(&verp("blocked@x.example"), "blocked@x.example", "5.7.1", "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org")),
-        ("fbl@acme.example".to_string(), arf(&mid("complainer@x.example"))),
+        (
+            verp("forged@x.example"),
+            dsn(
+                &verp("forged@x.example"),
+                "keep@x.example",
+                "5.1.1",
+                "550 5.1.1 user unknown",
+            ),
+        ),
+        (
+            verp("soft@x.example"),
+            dsn(
+                &verp("soft@x.example"),
+                "soft@x.example",
+                "4.2.2",
+                "452 4.2.2 mailbox full",
+            ),
+        ),
+        (
+            verp("blocked@x.example"),
+            dsn(
+                &verp("blocked@x.example"),
+                "blocked@x.example",
+                "5.7.1",
+                "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org",
+            ),
+        ),
+        (
+            "fbl@acme.example".to_string(),
+            arf(&mid("complainer@x.example")),
+        ),
     ] {
         let r = deliver(inbox, &rcpt, &body).await;
         assert!(r.starts_with("250"), "{rcpt}: {r}");
@@ -168,16 +219,31 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
         r.records()
             .map(|rec| {
                 let rec = rec.unwrap();
-                (rec[0].split_whitespace().next().unwrap_or("").to_string(), rec[1].to_string())
+                (
+                    rec[0].split_whitespace().next().unwrap_or("").to_string(),
+                    rec[1].to_string(),
+                )
             })
             .collect()
     };
     wait_until("three suppressions", || reasons().len() >= 3).await;
     std::thread::sleep(std::time::Duration::from_millis(500));
     let l = reasons();
-    assert_eq!(l.get(&rid("hard@x.example")).map(String::as_str), Some("bounce"), "{l:?}");
-    assert_eq!(l.get(&rid("forged@x.example")).map(String::as_str), Some("bounce"), "{l:?}");
-    assert_eq!(l.get(&rid("complainer@x.example")).map(String::as_str), Some("complaint"), "{l:?}");
+    assert_eq!(
+        l.get(&rid("hard@x.example")).map(String::as_str),
+        Some("bounce"),
+        "{l:?}"
+    );
+    assert_eq!(
+        l.get(&rid("forged@x.example")).map(String::as_str),
+        Some("bounce"),
+        "{l:?}"
+    );
+    assert_eq!(
+        l.get(&rid("complainer@x.example")).map(String::as_str),
+        Some("complaint"),
+        "{l:?}"
+    );
     assert_eq!(l.len(), 3, "soft, blocklisted and keep@ untouched: {l:?}");
 
     // The next campaign skips exactly them.
@@ -185,9 +251,16 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
     let c2 = signed_campaign(&f, "summer", sink2.addr, &list, "");
     let out = tokio::task::block_in_place(|| send_process(&setup, &c2).output().unwrap());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let mut to: Vec<String> = sink2.received().iter().map(|r| r.rcpt_to[0].clone()).collect();
+    let mut to: Vec<String> = sink2
+        .received()
+        .iter()
+        .map(|r| r.rcpt_to[0].clone())
+        .collect();
     to.sort();
-    assert_eq!(to, ["blocked@x.example", "keep@x.example", "soft@x.example"]);
+    assert_eq!(
+        to,
+        ["blocked@x.example", "keep@x.example", "soft@x.example"]
+    );
     term(child);
 }
 

@@ -19,6 +19,11 @@ pub fn run(action: DkimAction) -> Result<i32> {
             bits,
             out,
         } => {
+            if domain.starts_with('[') {
+                return Err(Error::Config(format!(
+                    "--domain: {domain:?}: a DKIM domain is a domain, not an address literal"
+                )));
+            }
             let domain = crate::config::host_name(&domain)
                 .map_err(|e| Error::Config(format!("--domain: {e}")))?;
             check_selector(&selector).map_err(|e| Error::Config(format!("--selector: {e}")))?;

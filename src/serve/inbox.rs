@@ -243,14 +243,22 @@ fn describe(b: &Bounce) -> String {
 /// token in the returned original (its Message-ID, which feedback loops keep while they
 /// redact the recipient); a report without a valid token changes nothing. Soft bounces,
 /// blocklist and policy rejections never suppress. Returns what was done.
-pub fn process(global: &Global, rules: &Rules, s: &Stored, raw: &[u8]) -> Result<Vec<String>, String> {
+pub fn process(
+    global: &Global,
+    rules: &Rules,
+    s: &Stored,
+    raw: &[u8],
+) -> Result<Vec<String>, String> {
     let mut effects = Vec::new();
     let mut suppress: Vec<(String, Entry)> = Vec::new();
     let parsed = || crate::bounce::parse(raw);
     for (rcpt, mb) in &s.rcpts {
         match mb {
             Mailbox::Unsubscribe { rid, run } => {
-                suppress.push((rid.clone(), entry(global, *run, "unsubscribe", s.at_ms, "mailto".into())));
+                suppress.push((
+                    rid.clone(),
+                    entry(global, *run, "unsubscribe", s.at_ms, "mailto".into()),
+                ));
                 effects.push(format!("{rcpt}: suppressed {rid} (unsubscribe)"));
             }
             Mailbox::Bounce { rid, run } => {
@@ -259,10 +267,18 @@ pub fn process(global: &Global, rules: &Rules, s: &Stored, raw: &[u8]) -> Result
                 let act = results.iter().find_map(|b| reason_for(b).map(|r| (r, b)));
                 match (act, results.first()) {
                     (Some((reason, b)), _) => {
-                        suppress.push((rid.clone(), entry(global, *run, reason, s.at_ms, describe(b))));
-                        effects.push(format!("{rcpt}: suppressed {rid} ({reason}: {})", describe(b)));
+                        suppress.push((
+                            rid.clone(),
+                            entry(global, *run, reason, s.at_ms, describe(b)),
+                        ));
+                        effects.push(format!(
+                            "{rcpt}: suppressed {rid} ({reason}: {})",
+                            describe(b)
+                        ));
                     }
-                    (None, Some(b)) => effects.push(format!("{rcpt}: {rid} not suppressed ({})", describe(b))),
+                    (None, Some(b)) => {
+                        effects.push(format!("{rcpt}: {rid} not suppressed ({})", describe(b)))
+                    }
                     (None, None) => effects.push(format!("{rcpt}: not a bounce report; kept")),
                 }
             }
@@ -279,11 +295,22 @@ pub fn process(global: &Global, rules: &Rules, s: &Stored, raw: &[u8]) -> Result
                     match (token, reason_for(b)) {
                         (Some(t), Some(reason)) => {
                             let rid = t.rid_key();
-                            effects.push(format!("{rcpt}: suppressed {rid} ({reason}: {})", describe(b)));
-                            suppress.push((rid, entry(global, t.run, reason, s.at_ms, describe(b))));
+                            effects.push(format!(
+                                "{rcpt}: suppressed {rid} ({reason}: {})",
+                                describe(b)
+                            ));
+                            suppress
+                                .push((rid, entry(global, t.run, reason, s.at_ms, describe(b))));
                         }
-                        (Some(t), None) => effects.push(format!("{rcpt}: {} recorded ({})", t.rid_key(), describe(b))),
-                        (None, _) => effects.push(format!("{rcpt}: unattributed (no valid token): {}", describe(b))),
+                        (Some(t), None) => effects.push(format!(
+                            "{rcpt}: {} recorded ({})",
+                            t.rid_key(),
+                            describe(b)
+                        )),
+                        (None, _) => effects.push(format!(
+                            "{rcpt}: unattributed (no valid token): {}",
+                            describe(b)
+                        )),
                     }
                 }
             }
@@ -292,7 +319,9 @@ pub fn process(global: &Global, rules: &Rules, s: &Stored, raw: &[u8]) -> Result
     }
     if !suppress.is_empty() {
         // An entry already there (an earlier bounce, a manual one) is kept.
-        global.suppress(&suppress, false).map_err(|e| e.to_string())?;
+        global
+            .suppress(&suppress, false)
+            .map_err(|e| e.to_string())?;
     }
     Ok(effects)
 }
