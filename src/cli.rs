@@ -29,6 +29,10 @@ pub enum Command {
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
+        /// Send even when the circuit breaker stops the run (more than `[lane] breaker_share`
+        /// of the first recipients bounced as unknown addresses): only for a list you know.
+        #[arg(long)]
+        override_breaker: bool,
         /// A campaign with a `[schedule]` is run by `blast serve`; `--now` sends one run of it
         /// now, as its own run `<campaign>@<now>` in the campaign's state dir.
         #[arg(long)]

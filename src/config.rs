@@ -75,6 +75,10 @@ pub(crate) struct RawLane {
     pub(crate) wait_for_retries: Option<Spanned<String>>,
     /// `blast send` only: the CPU priority it runs at (0 = unchanged).
     pub(crate) nice: Option<Spanned<i32>>,
+    /// The circuit breaker: share of bad addresses among the first attempts (0 = off)…
+    pub(crate) breaker_share: Option<Spanned<f64>>,
+    /// …among this many first attempts.
+    pub(crate) breaker_window: Option<Spanned<u32>>,
     #[serde(default)]
     pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
@@ -348,6 +352,10 @@ pub struct LaneSettings {
     /// `blast send` runs at this nice value (0–19, default 10; 0 leaves it alone), with the
     /// lowest best-effort I/O priority when above 0: a bulk send gives way to `blast serve`.
     pub nice: i32,
+    /// The circuit breaker: `(share, window)` — more than `share` of the first `window`
+    /// attempts refused as bad addresses stops the run (exit 75). Default `(0.10, 1000)`;
+    /// `None`: off (`breaker_share = 0`, or `blast send --override-breaker`).
+    pub breaker: Option<(f64, u64)>,
 }
 
 impl LaneSettings {
@@ -1014,6 +1022,15 @@ pub(crate) fn lane_settings(
             }
             Some(n) if (0..=19).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => return loc.err(n.span(), &k("nice"), "must be 0 (unchanged) to 19 (yield the most)"),
+        },
+        breaker: {
+            let share = match &l.breaker_share {
+                None => 0.10,
+                Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => return loc.err(v.span(), &k("breaker_share"), "a share from 0 (off) to 1, e.g. 0.1"),
+            };
+            let window = at_least_one(loc, &l.breaker_window, &k("breaker_window"), 1000)?;
+            (share > 0.0).then_some((share, u64::from(window)))
         },
     })
 }

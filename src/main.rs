@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             retry_now,
             quiet,
+            override_breaker,
             now,
             run: resume,
             config: server,
@@ -118,6 +119,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 pruned,
                 retry_now,
                 quiet,
+                override_breaker,
             };
             let summary = send::send(&s, &opts, shutdown).await?;
             report::summary::print(&summary);

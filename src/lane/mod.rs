@@ -6,6 +6,7 @@
 //! writer → store. A domain out of tokens or in backoff never blocks the others: the
 //! dispatcher simply picks another domain's recipient.
 
+pub mod breaker;
 pub mod dispatch;
 pub mod domains;
 pub mod health;
@@ -95,6 +96,8 @@ pub(crate) struct LaneCtx {
     pub connect_failures: std::sync::atomic::AtomicU32,
     /// Where messages are built when they are signed (`None`: on the worker).
     pub pool: Option<Arc<crate::pool::CpuPool>>,
+    /// First-attempt bad-address share ([`breaker`]).
+    pub breaker: breaker::Breaker,
 }
 
 impl LaneCtx {
@@ -187,6 +190,7 @@ pub async fn run_with(
         claims: Default::default(),
         connect_failures: Default::default(),
         pool,
+        breaker: Default::default(),
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.

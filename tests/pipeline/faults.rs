@@ -535,3 +535,66 @@ async fn the_lane_runs_through_the_stub_transport() {
     let c = store.counts().unwrap();
     assert_eq!((c.get(State::Sent), c.get(State::Bounced)), (95, 5));
 }
+
+/// The circuit breaker: 30% of the first recipients refused as unknown addresses stops the
+/// run (exit 75, the reason printed) before the list is burnt through; a rerun with the
+/// override sends the rest, and nobody is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_stops_a_bad_list_and_the_override_resumes_it() {
+    let f = Fixture::new();
+    let mut list = Vec::new();
+    for i in 0..400 {
+        // Three in ten bad, spread through the list.
+        if i % 10 < 3 {
+            list.push(format!("gone{i}@stale.example"));
+        } else {
+            list.push(format!("ok{i}@stale.example"));
+        }
+    }
+    f.write("list.csv", csv_list(&list));
+    let bad: Vec<String> = list
+        .iter()
+        .filter(|a| a.starts_with("gone"))
+        .cloned()
+        .collect();
+    let sink = start_sink(user_unknown(&bad)).await;
+    // One connection, so the first attempts are the list's first rows.
+    let s = f.campaign(
+        "stale",
+        &campaign_toml("stale", sink.addr, &["list.csv"], "connections = 1\n"),
+    );
+    let first = send_ok(&s).await;
+    assert_eq!(
+        first.status(),
+        blast::run_status::RunStatus::Deferred,
+        "exit 75: {first:?}"
+    );
+    let why = first.stalled.clone().unwrap_or_default();
+    assert!(
+        why.contains("circuit breaker") && why.contains("--override-breaker"),
+        "{why}"
+    );
+    let done = first.counts.get(State::Sent) + first.counts.get(State::Bounced);
+    assert!(
+        done < 200,
+        "stopped early, not after the whole list: {done}"
+    );
+    // The override sends the rest.
+    let second = send_with(
+        &s,
+        SendOptions {
+            override_breaker: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.counts.get(State::Sent), 280, "{second:?}");
+    assert_eq!(second.counts.get(State::Bounced), 120);
+    let good: Vec<String> = list
+        .iter()
+        .filter(|a| a.starts_with("ok"))
+        .cloned()
+        .collect();
+    assert_exactly_once(&sink, &good);
+}
