@@ -626,6 +626,15 @@ transport = "outbox:out"
         /// Writes `rows` (`email,first_name`) as the list and imports it; returns the stats
         /// and the prune report's counts per reason.
         fn import(&self, rows: &[(&str, &str)]) -> (ImportStats, BTreeMap<String, u64>) {
+            self.import_with(rows, None)
+        }
+
+        /// [`Fixture::import`] checked against a suppression snapshot.
+        fn import_with(
+            &self,
+            rows: &[(&str, &str)],
+            supp: Option<&Snapshot>,
+        ) -> (ImportStats, BTreeMap<String, u64>) {
             let mut csv = String::from("email,first_name\n");
             for (e, n) in rows {
                 csv.push_str(&format!("{e},{n}\n"));
@@ -644,7 +653,7 @@ transport = "outbox:out"
                     feed: None,
                 },
                 &mut prune,
-                None,
+                supp,
                 &AtomicU64::new(0),
             )
             .unwrap();
@@ -781,25 +790,10 @@ transport = "outbox:out"
         snap.insert("ann@a.example".to_string(), e(&f.settings.id));
         snap.insert("bob@b.example".to_string(), e("another-campaign"));
         let snap = Snapshot::from_entries(snap);
-        let csv = "email,first_name\nann@a.example,Ann\nbob@b.example,Bob\n";
-        std::fs::write(f.dir.path().join("list.csv"), csv).unwrap();
-        let (_t, reader, fields) = load_inputs(&f.settings).unwrap();
-        let file_map = register_files(&f.store, &reader).unwrap();
-        let mut prune = PruneReport::create(&f.dir.path().join("p2.csv")).unwrap();
-        import(
-            &f.settings,
-            &f.store,
-            ImportSource {
-                reader,
-                file_map: &file_map,
-                fields: &fields,
-                feed: None,
-            },
-            &mut prune,
+        f.import_with(
+            &[("ann@a.example", "Ann"), ("bob@b.example", "Bob")],
             Some(&snap),
-            &AtomicU64::new(0),
-        )
-        .unwrap();
+        );
         let ann = f.get("ann@a.example");
         assert_eq!(ann.state, State::Bounced);
         assert_eq!(ann.last_reply, "550 5.1.1 gone");
@@ -828,28 +822,11 @@ transport = "outbox:out"
                 .into_iter()
                 .collect(),
         );
-        let run = |f: &Fixture, name: &str| {
-            let csv = "email,first_name\nAnn@A.example,Ann\nbob@b.example,Bob\n";
-            std::fs::write(f.dir.path().join("list.csv"), csv).unwrap();
-            let (_t, reader, fields) = load_inputs(&f.settings).unwrap();
-            let file_map = register_files(&f.store, &reader).unwrap();
-            let mut prune = PruneReport::create(&f.dir.path().join(name)).unwrap();
-            import(
-                &f.settings,
-                &f.store,
-                ImportSource {
-                    reader,
-                    file_map: &file_map,
-                    fields: &fields,
-                    feed: None,
-                },
-                &mut prune,
-                Some(&snap),
-                &AtomicU64::new(0),
-            )
-            .unwrap()
+        let run = |f: &Fixture| {
+            let rows = [("Ann@A.example", "Ann"), ("bob@b.example", "Bob")];
+            f.import_with(&rows, Some(&snap)).0
         };
-        let st = run(&f, "p1.csv");
+        let st = run(&f);
         assert!(st.id_hits.is_empty(), "no keys, no ids");
         assert_eq!(f.get("ann@a.example").state, State::Pending);
         f.settings.tokens = Some(std::sync::Arc::new(TokenSettings {
@@ -857,7 +834,7 @@ transport = "outbox:out"
             unsubscribe_url: None,
             bounce_domain: None,
         }));
-        let st = run(&f, "p2.csv");
+        let st = run(&f);
         assert_eq!(st.id_hits, vec![("ann@a.example".to_string(), rid, entry)]);
         let ann = f.get("ann@a.example");
         assert_eq!(ann.state, State::Skipped);
