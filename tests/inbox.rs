@@ -4,9 +4,8 @@
 //! other domain (never a relay); a mailto: unsubscribe suppresses the recipient, and the
 //! next campaign skips the address.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use blast::token::Purpose;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -29,17 +28,7 @@ fn inbox_setup(relay: SocketAddr) -> Setup {
 
 /// Starts serve; returns the inbox's address from its first line.
 fn spawn(setup: &Setup) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args(["serve", "--config"])
-        .arg(setup.config())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = setup.spawn_first_line();
     let addr = line
         .split("bounce inbox on ")
         .nth(1)

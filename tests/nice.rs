@@ -63,19 +63,7 @@ async fn send_runs_at_the_configured_nice_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_raises_the_priority_lane_only_when_permitted() {
     let setup = crate::serve::Setup::new(crate::serve::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args(["serve", "--config"])
-        .arg(setup.config())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut child, line) = setup.spawn_first_line();
     assert!(line.contains("submission on"), "{line}");
     let pid = child.id();
     let mut by_name: Vec<(String, i32)> = Vec::new();

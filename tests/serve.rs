@@ -65,6 +65,23 @@ impl Setup {
         (child, addr)
     }
 
+    /// Starts `blast serve` (stderr discarded) and returns its first stdout line, the one
+    /// that names every listener.
+    pub(crate) fn spawn_first_line(&self) -> (Child, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line)
+    }
+
     pub(crate) fn blast(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_blast"))
             .args(args)

@@ -5,7 +5,6 @@
 //! `blast send --config` skips the addresses and the list then shows them. An unsubscribe
 //! while a send holds its campaign store still reaches the next campaign.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -49,17 +48,7 @@ pub(crate) fn setup(relay: SocketAddr) -> Setup {
 
 /// Starts `blast serve`; returns the endpoint's address from its first line.
 fn spawn(setup: &Setup) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args(["serve", "--config"])
-        .arg(setup.config())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = setup.spawn_first_line();
     let addr = line
         .split("http://")
         .nth(1)
