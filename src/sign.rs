@@ -301,7 +301,7 @@ pub fn header_fields(msg: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
             pos = e;
             let field = &block[start..e];
             if let Some(colon) = field.iter().position(|&b| b == b':') {
-                let name = trim_ascii(&field[..colon]);
+                let name = field[..colon].trim_ascii();
                 if !name.is_empty() && !name.contains(&b' ') {
                     return Some((name, &field[colon + 1..]));
                 }
@@ -309,10 +309,6 @@ pub fn header_fields(msg: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         }
         None
     })
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    b.trim_ascii()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use mail_auth::dkim::generate::DkimKeyPair;
 
 use crate::cli::DkimAction;
+use crate::config::dkim::check_selector;
 use crate::error::{Error, Result};
 
 /// Runs a `blast dkim` action.
@@ -68,25 +69,6 @@ pub fn run(action: DkimAction) -> Result<i32> {
             println!("{}", txt_record(&selector, &domain, &key.record));
             Ok(0)
         }
-    }
-}
-
-/// A selector is one or more dot-separated DNS labels.
-fn check_selector(s: &str) -> std::result::Result<(), String> {
-    let ok = !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a selector (DNS labels: letters, digits, '-')"
-        ))
     }
 }
 

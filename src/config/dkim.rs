@@ -39,22 +39,30 @@ pub struct DkimSettings {
     pub warning: Option<String>,
 }
 
+/// A selector is one or more dot-separated DNS labels (letters, digits, `-`, not at either
+/// end of a label). `blast dkim keygen` checks its `--selector` with this too.
+pub(crate) fn check_selector(s: &str) -> std::result::Result<(), String> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !s.is_empty() && s.split('.').all(label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a selector (DNS labels: letters, digits, '-')"
+        ))
+    }
+}
+
 fn selector(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<String> {
     let s = v.get_ref().trim();
-    let ok = !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
-        Ok(s.to_string())
-    } else {
-        loc.err(
-            v.span(),
-            key,
-            format!("{s:?} is not a selector (DNS labels: letters, digits, '-')"),
-        )
+    match check_selector(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(m) => loc.err(v.span(), key, m),
     }
 }
 
@@ -202,6 +210,11 @@ mod tests {
         assert!(m.contains("dkim.key: missing"), "{m}");
         let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"bad sel\"\nkey = \"k.pem\"\n");
         assert!(m.contains("dkim.selector"), "{m}");
+        let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"-s1\"\nkey = \"k.pem\"\n");
+        assert!(
+            m.contains("dkim.selector"),
+            "the same label rules as keygen: {m}"
+        );
         let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"k.pem\"\ned25519_selector = \"e1\"\n");
         assert!(m.contains("dkim.ed25519_key: missing"), "{m}");
         let m = e("[dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey = \"ed.pem\"\n");
