@@ -800,11 +800,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         None => loc.base().join(".blast"),
     };
 
-    let default_helo = from
-        .address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_else(|| "localhost".into());
+    let default_helo = from.domain().unwrap_or("localhost").to_string();
     if let Some((d, t)) = l.dkim.iter().next() {
         return loc.err(
             t.span(),

@@ -23,6 +23,13 @@ pub struct NamedAddress {
     pub address: String,
 }
 
+impl NamedAddress {
+    /// The part after the last `@` (`None` for an address without one).
+    pub fn domain(&self) -> Option<&str> {
+        self.address.rsplit_once('@').map(|(_, d)| d)
+    }
+}
+
 /// Everything needed to build one message.
 #[derive(Debug, Clone)]
 pub struct Parts<'a> {

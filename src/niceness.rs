@@ -11,12 +11,13 @@ const IOPRIO_BE_LOWEST: libc::c_int = (2 << 13) | 7;
 /// `IOPRIO_WHO_PROCESS`: with a thread id, that one thread.
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 
-fn thread_ids() -> Vec<libc::pid_t> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return vec![0];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+/// The thread ids of process `pid` (`"self"` for this one), from `/proc`.
+fn thread_ids(pid: &str) -> Option<Vec<u32>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
 }
 
 /// Lowers every thread of this process to `nice` (0–19; 0 leaves CPU priority alone) and,
@@ -28,7 +29,8 @@ pub fn yield_to_others(nice: i32) -> Vec<String> {
         return problems;
     }
     let nice = nice.min(19);
-    for tid in thread_ids() {
+    // Without /proc: the calling thread (0) only.
+    for tid in thread_ids("self").unwrap_or_else(|| vec![0]) {
         // SAFETY: getpriority/setpriority/ioprio_set take plain integers and touch no memory
         // of ours; a thread that exited meanwhile makes them fail with ESRCH, which is fine.
         unsafe {
@@ -68,10 +70,9 @@ pub fn thread_nice(pid: u32, tid: u32) -> Option<i32> {
 
 /// The nice value of every thread of process `pid`.
 pub fn process_nice(pid: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    thread_ids(&pid.to_string())
+        .unwrap_or_default()
+        .into_iter()
         .filter_map(|tid| thread_nice(pid, tid))
         .collect()
 }

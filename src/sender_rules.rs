@@ -41,14 +41,6 @@ pub fn organisational(domain: &str) -> String {
     labels[n.saturating_sub(keep)..].join(".")
 }
 
-fn from_domain(s: &Settings) -> String {
-    s.from
-        .address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
 /// Whether a template source shows the reader a way to unsubscribe.
 fn shows_unsubscribe(src: &str) -> bool {
     src.contains("unsubscribe_url") || src.to_ascii_lowercase().contains("unsubscribe")
@@ -58,7 +50,7 @@ fn shows_unsubscribe(src: &str) -> bool {
 pub fn judge(s: &Settings) -> Verdict {
     let mut v = Verdict::default();
     let file = s.file.display();
-    let from = from_domain(s);
+    let from = s.from.domain().unwrap_or_default().to_ascii_lowercase();
     match &s.dkim {
         None => v.warnings.push(format!(
             "{file}: messages go out unsigned: Gmail and Yahoo reject or spam-folder bulk mail without an aligned DKIM signature; add [dkim] (keys from `blast dkim keygen`)"

@@ -100,7 +100,10 @@ pub struct Built {
 impl MessageSpec {
     /// The spec of campaign `s`, whose store lists `files`.
     pub fn new(s: &Settings, templates: Templates, files: Vec<ListFile>) -> MessageSpec {
-        let from_domain = domain_of(&s.from.address);
+        let from_domain = s
+            .from
+            .domain()
+            .map_or_else(|| "localhost".into(), str::to_ascii_lowercase);
         // Scheduled runs are `name@slot`: the list is the same one every run.
         let name = s.id.split('@').next().unwrap_or(&s.id);
         let has = |h: &str| s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(h));
@@ -237,13 +240,6 @@ struct RecipientTokens {
     mailto: Option<String>,
     verp: Option<String>,
     bounce: String,
-}
-
-fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `s` with everything but letters, digits, `-` and `_` replaced by `-` (a List-Id label, a
