@@ -38,6 +38,21 @@ fn spawn(setup: &Setup) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// Sends signed campaign `id` of `list` with `blast send --config` into a fresh sink;
+/// expects exit 0 and returns what the sink received.
+async fn send_campaign(
+    setup: &Setup,
+    f: &crate::pipeline::Fixture,
+    id: &str,
+    list: &[String],
+) -> Vec<blast::sink::Received> {
+    let sink = crate::pipeline::start_sink(Vec::new()).await;
+    let c = signed_campaign(f, id, sink.addr, list, "");
+    let out = tokio::task::block_in_place(|| send_process(setup, &c).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    sink.received()
+}
+
 /// A raw SMTP client: one command, its (possibly multi-line) reply.
 struct Smtp {
     rd: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -134,12 +149,8 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let sink = crate::pipeline::start_sink(Vec::new()).await;
     let f = crate::pipeline::Fixture::new();
-    let c = signed_campaign(&f, "spring", sink.addr, &list, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let got = sink.received();
+    let got = send_campaign(&setup, &f, "spring", &list).await;
     let verp = |a: &str| {
         got.iter()
             .find(|r| r.rcpt_to[0] == a)
@@ -236,15 +247,8 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
     assert_eq!(l.len(), 3, "soft, blocklisted and keep@ untouched: {l:?}");
 
     // The next campaign skips exactly them.
-    let sink2 = crate::pipeline::start_sink(Vec::new()).await;
-    let c2 = signed_campaign(&f, "summer", sink2.addr, &list, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c2).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let mut to: Vec<String> = sink2
-        .received()
-        .iter()
-        .map(|r| r.rcpt_to[0].clone())
-        .collect();
+    let got2 = send_campaign(&setup, &f, "summer", &list).await;
+    let mut to: Vec<String> = got2.iter().map(|r| r.rcpt_to[0].clone()).collect();
     to.sort();
     assert_eq!(
         to,
@@ -262,12 +266,8 @@ async fn inbox_takes_its_own_addresses_only_and_a_mailto_unsubscribe_suppresses(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let sink = crate::pipeline::start_sink(Vec::new()).await;
     let f = crate::pipeline::Fixture::new();
-    let c = signed_campaign(&f, "spring", sink.addr, &list, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let got = sink.received();
+    let got = send_campaign(&setup, &f, "spring", &list).await;
     let by = |a: &str| got.iter().find(|r| r.rcpt_to[0] == a).unwrap().clone();
     // The mailto: of the List-Unsubscribe header and the VERP return path, as sent.
     let lu = crate::pipeline::header(&by("mailto@x.example").data, "List-Unsubscribe").unwrap();
@@ -345,15 +345,8 @@ async fn inbox_takes_its_own_addresses_only_and_a_mailto_unsubscribe_suppresses(
     assert_eq!(l.len(), 1, "{l:?}");
 
     // The next campaign skips the address.
-    let sink2 = crate::pipeline::start_sink(Vec::new()).await;
-    let c2 = signed_campaign(&f, "summer", sink2.addr, &list, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c2).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let to: Vec<String> = sink2
-        .received()
-        .iter()
-        .map(|r| r.rcpt_to[0].clone())
-        .collect();
+    let got2 = send_campaign(&setup, &f, "summer", &list).await;
+    let to: Vec<String> = got2.iter().map(|r| r.rcpt_to[0].clone()).collect();
     assert!(!to.contains(&"mailto@x.example".to_string()), "{to:?}");
     assert_eq!(to.len(), 2, "{to:?}");
     term(child);
