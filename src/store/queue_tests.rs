@@ -11,6 +11,9 @@ fn msg(to: &[&str]) -> NewMessage {
     }
 }
 
+/// How long a reopen right after dropping a handle may wait for its lock: sled's background
+/// threads release it when they end, a moment after the drop (the same wait a restart has).
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
 #[test]
 fn survives_reopen_and_leaves_when_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,7 +23,8 @@ fn survives_reopen_and_leaves_when_done() {
         q.flush_now().unwrap();
         e.id
     };
-    let q = QueueStore::open(dir.path(), Duration::ZERO).unwrap();
+    // The dropped handle's sled threads may hold the file lock a moment longer.
+    let q = QueueStore::open(dir.path(), REOPEN_WAIT).unwrap();
     let mut e = q.get(id).unwrap().expect("durable");
     assert_eq!(e.rcpts.len(), 2);
     assert_eq!(q.data(id).unwrap().unwrap(), b"Subject: hi\r\n\r\nbody\r\n");
@@ -130,7 +134,7 @@ async fn a_full_segment_checkpoints_and_keeps_going() {
         ids.push(q.insert(big).unwrap().id);
         q.flush().await.unwrap();
     }
-    let q = QueueStore::open_with(dir.path(), Duration::ZERO, opts).unwrap();
+    let q = QueueStore::open_with(dir.path(), REOPEN_WAIT, opts).unwrap();
     for id in &ids {
         assert!(q.get(*id).unwrap().is_some(), "{id}");
     }
