@@ -39,7 +39,30 @@ fn next_now(jobs: &Jobs, ctx: &LaneCtx) -> Option<Job> {
 
 async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Outcome) {
     ctx.domains.finished(job.rec.domain());
+    watch_first_attempt(ctx, &job, &outcome);
     let _ = done.send(Done { job, outcome }).await;
+}
+
+/// Feeds the circuit breaker as each reply comes in, not when the writer commits it: the
+/// writer's groups can hold hundreds of results, and a stale list must stop within a few
+/// recipients of the breaker's sample, not a group later.
+fn watch_first_attempt(ctx: &LaneCtx, job: &Job, outcome: &Outcome) {
+    if job.rec.attempts != 0 {
+        return;
+    }
+    let bad = match outcome {
+        Outcome::Sent(_) => 0,
+        Outcome::Failed { class, .. } => u64::from(*class == Class::AddressPermanent),
+        _ => return,
+    };
+    let policy = ctx
+        .settings
+        .breaker
+        .map(|(share, window)| super::breaker::Policy { share, window });
+    if let Some(why) = ctx.breaker.record(policy, 1, bad) {
+        // Like a stalled relay: stop dispatching, finish what is in flight, exit 75.
+        ctx.set_stalled(why);
+    }
 }
 
 /// Runs one worker until the job channel closes.

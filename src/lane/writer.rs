@@ -53,9 +53,6 @@ pub(crate) async fn run(
         let settled = settle_claims(&ctx, &group);
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
-                                     // First attempts of this run's recipients, and how many were refused as bad
-                                     // addresses: the circuit breaker's input.
-        let (mut first, mut first_bad) = (0u64, 0u64);
         let mut requeued = Vec::new();
         let mut suppress: Vec<(String, SuppressionEntry)> = Vec::new();
         let now = now_ms();
@@ -70,7 +67,6 @@ pub(crate) async fn run(
                 Outcome::Sent(reply) => {
                     rec.state = State::Sent;
                     rec.attempts += 1;
-                    first += u64::from(rec.attempts == 1);
                     rec.last_reply = reply;
                     rec.class = Some(Class::Success);
                     ctx.domains.healthy(&domain);
@@ -78,10 +74,6 @@ pub(crate) async fn run(
                 }
                 Outcome::Failed { class, reply } => {
                     rec.attempts += 1;
-                    if rec.attempts == 1 {
-                        first += 1;
-                        first_bad += u64::from(class == Class::AddressPermanent);
-                    }
                     rec.last_reply = reply.clone();
                     rec.class = Some(class);
                     match class {
@@ -155,14 +147,6 @@ pub(crate) async fn run(
             writes.push((job.key, job.rec));
         }
         let n_done = group_len;
-        let policy = ctx
-            .settings
-            .breaker
-            .map(|(share, window)| super::breaker::Policy { share, window });
-        if let Some(why) = ctx.breaker.record(policy, first, first_bad) {
-            // Like a stalled relay: stop dispatching, finish what is in flight, exit 75.
-            ctx.set_stalled(why);
-        }
         report.suppressed += suppress_durably(&ctx, suppress).await;
         if !writes.is_empty() || !settled.is_empty() {
             let store = ctx.store.clone();
