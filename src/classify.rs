@@ -304,6 +304,15 @@ impl Category {
         }
     }
 
+    /// Whether the failure is the mailbox's own and temporary (full, inactive): the only
+    /// soft failures that add up to a suppression over several campaigns. A blocklisting, a
+    /// policy or content refusal, a routing or connection problem, an expiry says nothing
+    /// about the mailbox: counting those would suppress a provider's whole segment after
+    /// one long blocklisting.
+    pub fn counts_as_soft(self) -> bool {
+        matches!(self, Category::QuotaIssues | Category::InactiveMailbox)
+    }
+
     /// Whether the failure is about the address itself (the only bounces that suppress it).
     pub fn is_address_failure(self) -> bool {
         matches!(self, Category::InvalidRecipient | Category::BadDomain)

@@ -129,6 +129,8 @@ pub struct Settings {
     pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
     /// `[dkim]`: the signing keys, parsed once.
     pub dkim: Option<dkim::DkimSettings>,
+    /// blast.toml's `[bounces]` policy (`--config`, or serve's scheduler); defaults without.
+    pub bounce_policy: crate::bounce::policy::BouncePolicy,
 }
 
 impl Settings {
@@ -836,6 +838,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         suppression_dir: None,
         tokens: None,
         dkim,
+        bounce_policy: Default::default(),
     })
 }
 

@@ -56,6 +56,25 @@ pub enum Request {
         /// [`crate::token::run_id`].
         id: u32,
     },
+    /// Per-reason counts of what a run added to the list.
+    SourceCounts {
+        /// The run's name.
+        source: String,
+    },
+    /// Count soft failures (durably); suppress those that complete the policy.
+    SoftHits {
+        /// The failures.
+        hits: Vec<crate::store::suppression::SoftHit>,
+        /// When they add up.
+        policy: crate::store::suppression::SoftPolicy,
+    },
+    /// Forget the soft failures of mailboxes that accepted mail.
+    SoftReset {
+        /// Suppression keys.
+        keys: Vec<String>,
+    },
+    /// Every mailbox's soft failure count.
+    SoftCounts,
 }
 
 /// The reply.
@@ -88,6 +107,12 @@ pub struct Response {
     /// `run_name`: the name, if registered.
     #[serde(default)]
     pub run_name: Option<String>,
+    /// `source_counts`: reason → count.
+    #[serde(default)]
+    pub counts: Vec<(String, u64)>,
+    /// `soft_counts`: key → its count.
+    #[serde(default)]
+    pub soft: Vec<(String, crate::store::suppression::SoftCount)>,
 }
 
 impl Response {

@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 // serve's token keys, so a link or bounce of this campaign reaches serve.
                 let serve = blast::serve::config::load(&server)?;
                 s.tokens = serve.token_settings()?.map(Arc::new);
+                s.bounce_policy = serve.bounce_policy.clone();
                 s.suppression_dir = Some(serve.state_dir);
             }
             let mut run_slot = None;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::{self, Request, Response};
 use crate::error::{Error, Result};
-use crate::store::suppression::{self, Entry, Suppression};
+use crate::store::suppression::{self, Entry, SoftCount, SoftHit, SoftPolicy, Suppression};
 
 /// How long an open attempt waits for another process to let go of the store.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -212,12 +212,82 @@ impl Global {
         )
     }
 
-    /// Every entry in key order (without creating a store where there is none). Blocking.
-    pub fn list(&self) -> Result<Vec<(String, Entry)>> {
-        if matches!(self.mode, Mode::Shared(_))
+    /// Per-reason counts of what run `source` ever added to the list. Blocking.
+    pub fn source_counts(&self, source: &str) -> Result<Vec<(String, u64)>> {
+        if self.nothing_yet() {
+            return Ok(Vec::new());
+        }
+        self.with(
+            || Request::SourceCounts {
+                source: source.to_string(),
+            },
+            |r| Ok(r.counts),
+            |sp| sp.source_counts(source),
+        )
+    }
+
+    /// Counts soft failures, durably, and suppresses each mailbox whose failures complete
+    /// `policy`. Returns how many were suppressed. Blocking.
+    pub fn soft_hits(&self, hits: &[SoftHit], policy: SoftPolicy) -> Result<u64> {
+        if hits.is_empty() {
+            return Ok(0);
+        }
+        self.with(
+            || Request::SoftHits {
+                hits: hits.to_vec(),
+                policy,
+            },
+            |r| Ok(r.added),
+            |sp| {
+                let mut n = 0;
+                for h in hits {
+                    n += u64::from(sp.soft_hit(h, policy)?.is_some());
+                }
+                sp.flush()?;
+                Ok(n)
+            },
+        )
+    }
+
+    /// Forgets the soft failures of mailboxes that accepted mail again, durably. Blocking.
+    pub fn soft_reset(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.with(
+            || Request::SoftReset {
+                keys: keys.to_vec(),
+            },
+            |_| Ok(()),
+            |sp| {
+                sp.soft_reset(keys)?;
+                sp.flush()
+            },
+        )
+    }
+
+    /// Every mailbox with soft failures counted. Blocking.
+    pub fn soft_counts(&self) -> Result<Vec<(String, SoftCount)>> {
+        if self.nothing_yet() {
+            return Ok(Vec::new());
+        }
+        self.with(
+            || Request::SoftCounts,
+            |r| Ok(r.soft),
+            |sp| sp.soft_counts(),
+        )
+    }
+
+    /// No store and no serve: a read has nothing to find (and must not create a store).
+    fn nothing_yet(&self) -> bool {
+        matches!(self.mode, Mode::Shared(_))
             && !suppression::exists_in(&self.dir)
             && !control::path_in(&self.dir).exists()
-        {
+    }
+
+    /// Every entry in key order (without creating a store where there is none). Blocking.
+    pub fn list(&self) -> Result<Vec<(String, Entry)>> {
+        if self.nothing_yet() {
             return Ok(Vec::new());
         }
         self.with(

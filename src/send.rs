@@ -173,6 +173,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             shutdown: shutdown.clone(),
             stats: stats.clone(),
             feed: feed_rx,
+            soft_policy: s.bounce_policy.soft,
         },
     );
     let (report, import_out) = match (imported_early, finish_import) {

@@ -260,6 +260,16 @@ pub struct TokenSettings {
     pub bounce_domain: Option<String>,
 }
 
+/// The key a mailbox's soft-bounce count is kept under: its recipient id when there are
+/// token keys (a bounce that comes back names only its token, so a count kept by address
+/// could never meet it), else the normalised address.
+pub fn mailbox_key(tokens: Option<&TokenSettings>, normalised: &str) -> String {
+    match tokens {
+        Some(t) => rid_key(t.keys.recipient_id(normalised)),
+        None => normalised.to_string(),
+    }
+}
+
 /// The run id of a run's name: the same name gives the same id on every machine.
 pub fn run_id(name: &str) -> u32 {
     let d = digest::digest(&digest::SHA256, name.as_bytes());

@@ -20,6 +20,7 @@ pub mod autoreply;
 pub mod dsn;
 pub mod mime;
 pub mod original;
+pub mod policy;
 pub mod scan;
 pub mod ses;
 pub mod text;

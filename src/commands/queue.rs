@@ -104,7 +104,11 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SuppressRemove { .. }
         | Request::SuppressList
         | Request::RegisterRun { .. }
-        | Request::RunName { .. } => {
+        | Request::RunName { .. }
+        | Request::SourceCounts { .. }
+        | Request::SoftHits { .. }
+        | Request::SoftReset { .. }
+        | Request::SoftCounts => {
             unreachable!("`blast queue` sends no suppression requests")
         }
     }

@@ -98,6 +98,11 @@ pub(crate) struct LaneCtx {
     pub pool: Option<Arc<crate::pool::CpuPool>>,
     /// First-attempt bad-address share ([`breaker`]).
     pub breaker: breaker::Breaker,
+    /// Mailboxes with soft failures counted ([`crate::token::mailbox_key`]): a success to
+    /// one of them resets its count.
+    pub soft_keys: std::collections::HashSet<String>,
+    /// When soft failures add up ([`Inputs::soft_policy`]).
+    pub soft_policy: crate::store::suppression::SoftPolicy,
 }
 
 impl LaneCtx {
@@ -134,6 +139,8 @@ pub struct Inputs {
     /// With `feed`, an import into an empty store hands over its new recipients as it writes
     /// them, and the store is scanned only once the feed has closed.
     pub feed: Option<mpsc::Receiver<Job>>,
+    /// When soft failures add up to a suppression (blast.toml's `[bounces]`).
+    pub soft_policy: crate::store::suppression::SoftPolicy,
 }
 
 /// Sends every eligible recipient of the store through the lane until all are final, the
@@ -155,6 +162,7 @@ pub async fn run_with(
         shutdown,
         stats,
         feed,
+        soft_policy,
     } = inputs;
     // The lane's own stop: the caller's (Ctrl-C, SIGTERM) or the lane's (a fatal error, a
     // stalled destination), so the caller can tell an interrupt from a lane that gave up.
@@ -175,6 +183,19 @@ pub async fn run_with(
         ),
         None => None,
     };
+    // Small (only mailboxes with soft failures in their last campaigns); without it, a
+    // success could not reset a count. A list that cannot be read only costs the resets.
+    let soft_keys = {
+        let g = global.clone();
+        match tokio::task::spawn_blocking(move || g.soft_counts()).await {
+            Ok(Ok(v)) => v.into_iter().map(|(k, _)| k).collect(),
+            Ok(Err(e)) => {
+                eprintln!("blast: warning: cannot read the soft-bounce counts: {e}");
+                Default::default()
+            }
+            Err(_) => Default::default(),
+        }
+    };
     let ctx = Arc::new(LaneCtx {
         settings: settings.clone(),
         spec,
@@ -191,6 +212,8 @@ pub async fn run_with(
         connect_failures: Default::default(),
         pool,
         breaker: Default::default(),
+        soft_keys,
+        soft_policy,
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.

@@ -17,7 +17,7 @@ use crate::classify::Class;
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::record::{Record, State};
-use crate::store::suppression::Entry as SuppressionEntry;
+use crate::store::suppression::{Entry as SuppressionEntry, SoftHit};
 
 /// While the suppression list's owner cannot be reached, try again this often.
 const OWNER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -54,6 +54,7 @@ pub(crate) async fn run(
         let mut writes: Vec<(String, Record)> = Vec::with_capacity(group.len());
         let mut counted = [0u64; 5]; // sent, deferred, bounced, failed, skipped
         let mut requeued = Vec::new();
+        let mut soft = SoftNotes::default();
         let mut suppress: Vec<(String, SuppressionEntry)> = Vec::new();
         let now = now_ms();
         for d in group.drain(..) {
@@ -144,6 +145,7 @@ pub(crate) async fn run(
                     counted[4] += 1;
                 }
             }
+            soft.note(&ctx, &job.key, &job.rec, now);
             writes.push((job.key, job.rec));
         }
         let n_done = group_len;
@@ -168,6 +170,7 @@ pub(crate) async fn run(
                 continue;
             }
         }
+        soft.apply(&ctx).await;
         let s = &ctx.stats;
         s.sent.fetch_add(counted[0], Ordering::Relaxed);
         s.deferred.fetch_add(counted[1], Ordering::Relaxed);
@@ -198,6 +201,68 @@ fn next_retry(ctx: &LaneCtx, rec: &Record, now: u64) -> Option<u64> {
 }
 
 /// Deferred until `at`, or failed when there is no retry left; counted either way.
+/// A group's soft failures that can add up (full, inactive mailboxes that ran out of
+/// retries or were refused permanently) and its successes to mailboxes with a count.
+#[derive(Default)]
+struct SoftNotes {
+    hits: Vec<SoftHit>,
+    resets: Vec<String>,
+}
+
+impl SoftNotes {
+    fn note(&mut self, ctx: &LaneCtx, key: &str, rec: &Record, now: u64) {
+        let tokens = ctx.spec.tokens.as_deref();
+        match rec.state {
+            State::Sent if !ctx.soft_keys.is_empty() => {
+                let k = crate::token::mailbox_key(tokens, key);
+                if ctx.soft_keys.contains(&k) {
+                    self.resets.push(k);
+                }
+            }
+            State::Failed | State::Bounced if !rec.is_address_bounce() => {
+                let code = rec.last_reply.get(..3).and_then(|c| c.parse().ok());
+                if crate::classify::category(code, None, &rec.last_reply).counts_as_soft() {
+                    self.hits.push(SoftHit {
+                        key: crate::token::mailbox_key(tokens, key),
+                        campaign: ctx.spec.campaign.clone(),
+                        at_ms: now,
+                        detail: rec.last_reply.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Best effort, after the group is committed: a count that misses one campaign only
+    /// delays a suppression, and a missed reset only makes one more campaign count.
+    async fn apply(&mut self, ctx: &LaneCtx) {
+        if self.hits.is_empty() && self.resets.is_empty() {
+            return;
+        }
+        let (g, hits, resets) = (
+            ctx.global.clone(),
+            std::mem::take(&mut self.hits),
+            std::mem::take(&mut self.resets),
+        );
+        let policy = ctx.soft_policy;
+        let res = tokio::task::spawn_blocking(move || -> Result<u64> {
+            g.soft_reset(&resets)?;
+            g.soft_hits(&hits, policy)
+        })
+        .await;
+        match res {
+            Ok(Ok(n)) if n > 0 => eprintln!(
+                "blast: {n} mailboxes suppressed: full or inactive on {} campaigns in a row",
+                policy.campaigns
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("blast: warning: soft-bounce counts not updated: {e}"),
+            Err(e) => eprintln!("blast: warning: soft-bounce counts not updated: {e}"),
+        }
+    }
+}
+
 fn defer_or_fail(rec: &mut Record, at: Option<u64>, counted: &mut [u64; 5]) {
     match at {
         Some(t) => {

@@ -51,6 +51,8 @@ pub struct SchedulerConfig {
     pub events: Option<mpsc::UnboundedSender<Event>>,
     /// serve's token keys (`[serve] secret_file`): every run issues its tokens with them.
     pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
+    /// serve's `[bounces]` policy, for every run.
+    pub bounce_policy: crate::bounce::policy::BouncePolicy,
 }
 
 impl SchedulerConfig {
@@ -65,6 +67,7 @@ impl SchedulerConfig {
             max_attempts: 10,
             events: None,
             tokens: None,
+            bounce_policy: Default::default(),
         }
     }
 }
@@ -399,12 +402,13 @@ impl Scheduler {
         let Some(base) = self.dir.fresh(&rec.campaign) else {
             return; // Callers check the campaign is loaded.
         };
-        let run = run_settings(
+        let mut run = run_settings(
             &base,
             &self.cfg.state_dir,
             rec.slot(),
             self.cfg.tokens.as_ref(),
         );
+        run.bounce_policy = self.cfg.bounce_policy.clone();
         let fut = self.launcher.launch(run, self.shutdown.clone());
         let tx = self.done_tx.clone();
         let r = rec.clone();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::bounce::policy::BouncePolicy;
 use crate::config::{
     at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawLane,
 };
@@ -36,10 +37,16 @@ struct RawUnsubscribe {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBounces {
-    domain: Spanned<String>,
+    domain: Option<Spanned<String>>,
     /// Addresses providers send feedback-loop reports to (registered with them).
     #[serde(default)]
     feedback_addresses: Vec<Spanned<String>>,
+    soft_limit: Option<Spanned<u32>>,
+    soft_days: Option<Spanned<u32>>,
+    keep_days: Option<Spanned<u32>>,
+    hard_warn: Option<Spanned<f64>>,
+    #[serde(default)]
+    feedback_domains: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +143,38 @@ pub struct ServeSettings {
     /// `[bounces] feedback_addresses`: full addresses (lower case) the inbox accepts
     /// feedback-loop reports at.
     pub feedback_addresses: Vec<String>,
+    /// The rest of `[bounces]`: soft-bounce counting, how long bounces are kept, the lines
+    /// rates are judged by.
+    pub bounce_policy: BouncePolicy,
+}
+
+/// `[bounces] soft_limit`, `soft_days`, `keep_days`, `hard_warn`, `feedback_domains`.
+fn bounce_policy(loc: &Locator, b: Option<&RawBounces>) -> Result<BouncePolicy> {
+    let mut p = BouncePolicy::default();
+    let Some(b) = b else { return Ok(p) };
+    p.soft.campaigns = at_least_one(loc, &b.soft_limit, "bounces.soft_limit", p.soft.campaigns)?;
+    p.soft.min_days = b
+        .soft_days
+        .as_ref()
+        .map_or(p.soft.min_days, |d| *d.get_ref());
+    p.keep_days = at_least_one(loc, &b.keep_days, "bounces.keep_days", p.keep_days)?;
+    if let Some(w) = &b.hard_warn {
+        let v = *w.get_ref();
+        if !(v > 0.0 && v <= 1.0) {
+            return loc.err(
+                w.span(),
+                "bounces.hard_warn",
+                "a share above 0 and at most 1, e.g. 0.02",
+            );
+        }
+        p.hard_warn = v;
+    }
+    for d in &b.feedback_domains {
+        let v = d.get_ref().trim().to_ascii_lowercase();
+        let v = host_name(&v).or_else(|m| loc.err(d.span(), "bounces.feedback_domains", m))?;
+        p.feedback_domains.push(v);
+    }
+    Ok(p)
 }
 
 impl ServeSettings {
@@ -368,10 +407,13 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             )
         }
     };
-    let bounce_domain = match &raw.bounces {
+    let bounce_domain = match raw
+        .bounces
+        .as_ref()
+        .and_then(|b| b.get_ref().domain.as_ref())
+    {
         None => None,
-        Some(b) => {
-            let d = &b.get_ref().domain;
+        Some(d) => {
             let v = d.get_ref();
             if v.starts_with('[') {
                 return loc.err(
@@ -421,6 +463,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         }
         feedback_addresses.push(v);
     }
+    let bounce_policy = bounce_policy(&loc, raw.bounces.as_ref().map(|b| b.get_ref()))?;
     let secret_file = s.secret_file.as_ref().map(|f| loc.resolve(f.get_ref()));
     if secret_file.is_none() {
         // Links and return paths need tokens, tokens need keys: say so at load, not when the
@@ -430,7 +473,13 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
                 "unsubscribe.url",
                 raw.unsubscribe.as_ref().map(|u| u.span()),
             ),
-            ("bounces.domain", raw.bounces.as_ref().map(|b| b.span())),
+            (
+                "bounces.domain",
+                raw.bounces
+                    .as_ref()
+                    .and_then(|b| b.get_ref().domain.as_ref())
+                    .map(|d| d.span()),
+            ),
             ("serve.http", s.http.as_ref().map(|h| h.span())),
         ];
         if let Some((key, Some(span))) = needs.into_iter().find(|(_, sp)| sp.is_some()) {
@@ -450,6 +499,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         );
     }
     Ok(ServeSettings {
+        bounce_policy,
         bounce_inbox,
         feedback_addresses,
         http,

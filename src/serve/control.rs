@@ -190,6 +190,30 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
+        Request::SourceCounts { source } => {
+            return global_op(ctx, move |g, r| {
+                r.counts = g.source_counts(&source)?;
+                Ok(())
+            })
+            .await
+        }
+        Request::SoftHits { hits, policy } => {
+            return global_op(ctx, move |g, r| {
+                r.added = g.soft_hits(&hits, policy)?;
+                Ok(())
+            })
+            .await
+        }
+        Request::SoftReset { keys } => {
+            return global_op(ctx, move |g, _| g.soft_reset(&keys)).await
+        }
+        Request::SoftCounts => {
+            return global_op(ctx, |g, r| {
+                r.soft = g.soft_counts()?;
+                Ok(())
+            })
+            .await
+        }
         Request::Stats => {
             let g = Stats::get;
             resp.stats = vec![

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::bounce::policy::BouncePolicy;
 use crate::bounce::{Bounce, BounceClass};
 use crate::owner::Global;
 use crate::serve::submission::AcceptRequest;
-use crate::store::suppression::Entry;
+use crate::store::suppression::{Entry, SoftHit};
 use crate::token::{Purpose, Token, TokenSettings};
 
 /// What an inbox address is for.
@@ -50,21 +51,30 @@ pub enum Mailbox {
     Role,
 }
 
-/// Which addresses the inbox accepts.
+/// Which addresses the inbox accepts, and what their mail adds up to.
 pub struct Rules {
-    tokens: Arc<TokenSettings>,
+    /// `None` (an import without `[serve] secret_file`): no token verifies.
+    tokens: Option<Arc<TokenSettings>>,
     domain: String,
     feedback: Vec<String>,
+    /// `[bounces]`: soft-bounce counting and how long messages are kept.
+    pub policy: BouncePolicy,
 }
 
 impl Rules {
     /// Rules for `domain` (the `[bounces] domain`), with the token keys and the feedback-loop
     /// addresses.
-    pub fn new(tokens: Arc<TokenSettings>, domain: &str, feedback: &[String]) -> Rules {
+    pub fn new(
+        tokens: Option<Arc<TokenSettings>>,
+        domain: &str,
+        feedback: &[String],
+        policy: BouncePolicy,
+    ) -> Rules {
         Rules {
             tokens,
             domain: domain.to_ascii_lowercase(),
             feedback: feedback.to_vec(),
+            policy,
         }
     }
 
@@ -80,7 +90,7 @@ impl Rules {
         }
         let token = |prefix: &str, purpose: Purpose| -> Option<Token> {
             let t = local.strip_prefix(prefix)?;
-            self.tokens.keys.verify(purpose, t).ok()
+            self.tokens.as_ref()?.keys.verify(purpose, t).ok()
         };
         if let Some(t) = token("bounces+", Purpose::Bounce) {
             return Some(Mailbox::Bounce {
@@ -188,20 +198,6 @@ impl InboxStore {
     }
 }
 
-/// The suppression entry for a recipient id.
-fn entry(global: &Global, run: u32, reason: &str, at_ms: u64, detail: String) -> Entry {
-    let source = match global.run_name(run) {
-        Ok(Some(name)) => name,
-        _ => format!("run:{run:08x}"),
-    };
-    Entry {
-        reason: reason.into(),
-        at_ms,
-        source,
-        detail,
-    }
-}
-
 /// What a parsed report does to a recipient id: the suppression reason, or `None`
 /// (recorded only). Complaints act by their Feedback-Type: `abuse`, `fraud` (and a report
 /// that gives none) suppress as a complaint, `opt-out` as an unsubscribe; `auth-failure`,
@@ -239,9 +235,11 @@ fn describe(b: &Bounce) -> String {
 /// Acts on a stored message `raw` (envelope `s`) through the one owner of the suppression
 /// list. Attribution: the token of the address it was sent to wins — a VERP bounce acts on
 /// that token's recipient only, whatever recipient its body names (a forged body must not
-/// suppress others); a feedback report sent to a registered address is attributed by the
-/// token in the returned original (its Message-ID, which feedback loops keep while they
-/// redact the recipient); a report without a valid token changes nothing. Soft bounces,
+/// suppress others); a report sent to a registered feedback address (or imported without
+/// its envelope) is attributed by the token in the returned original (its Message-ID or
+/// Return-Path, which feedback loops keep while they redact the recipient); a report
+/// without a valid token changes nothing and is recorded as unattributed. Hard bounces and
+/// complaints suppress; a full or inactive mailbox counts towards the soft-bounce policy;
 /// blocklist and policy rejections never suppress. Returns what was done.
 pub fn process(
     global: &Global,
@@ -249,81 +247,143 @@ pub fn process(
     s: &Stored,
     raw: &[u8],
 ) -> Result<Vec<String>, String> {
-    let mut effects = Vec::new();
-    let mut suppress: Vec<(String, Entry)> = Vec::new();
-    let parsed = || crate::bounce::parse(raw);
+    let mut acts = Acts::new(global, s.at_ms);
+    let mut parsed: Option<Vec<Bounce>> = None;
     for (rcpt, mb) in &s.rcpts {
         match mb {
             Mailbox::Unsubscribe { rid, run } => {
-                suppress.push((
-                    rid.clone(),
-                    entry(global, *run, "unsubscribe", s.at_ms, "mailto".into()),
-                ));
-                effects.push(format!("{rcpt}: suppressed {rid} (unsubscribe)"));
+                acts.suppress(rcpt, rid, *run, "unsubscribe", "mailto".into());
             }
             Mailbox::Bounce { rid, run } => {
-                let results = parsed();
+                let results = parsed.get_or_insert_with(|| crate::bounce::parse(raw));
+                if results.is_empty() {
+                    acts.effects
+                        .push(format!("{rcpt}: not a bounce report; kept"));
+                }
                 // The strongest verdict of the report, for the token's recipient only.
-                let act = results.iter().find_map(|b| reason_for(b).map(|r| (r, b)));
-                match (act, results.first()) {
-                    (Some((reason, b)), _) => {
-                        suppress.push((
-                            rid.clone(),
-                            entry(global, *run, reason, s.at_ms, describe(b)),
-                        ));
-                        effects.push(format!(
-                            "{rcpt}: suppressed {rid} ({reason}: {})",
-                            describe(b)
-                        ));
-                    }
-                    (None, Some(b)) => {
-                        effects.push(format!("{rcpt}: {rid} not suppressed ({})", describe(b)))
-                    }
-                    (None, None) => effects.push(format!("{rcpt}: not a bounce report; kept")),
+                let strongest = results
+                    .iter()
+                    .find(|b| reason_for(b).is_some())
+                    .or_else(|| results.iter().find(|b| counts_as_soft(b)))
+                    .or(results.first());
+                if let Some(b) = strongest {
+                    acts.act(rcpt, rid, *run, b);
                 }
             }
             Mailbox::Feedback => {
-                let results = parsed();
+                let results = parsed.get_or_insert_with(|| crate::bounce::parse(raw));
                 if results.is_empty() {
-                    effects.push(format!("{rcpt}: not a feedback report; kept"));
+                    acts.effects
+                        .push(format!("{rcpt}: not a bounce or feedback report; kept"));
                 }
-                for b in &results {
-                    let token = b
-                        .verp_token
-                        .as_deref()
-                        .and_then(|t| rules.tokens.keys.verify(Purpose::Bounce, t).ok());
-                    match (token, reason_for(b)) {
-                        (Some(t), Some(reason)) => {
-                            let rid = t.rid_key();
-                            effects.push(format!(
-                                "{rcpt}: suppressed {rid} ({reason}: {})",
-                                describe(b)
-                            ));
-                            suppress
-                                .push((rid, entry(global, t.run, reason, s.at_ms, describe(b))));
-                        }
-                        (Some(t), None) => effects.push(format!(
-                            "{rcpt}: {} recorded ({})",
-                            t.rid_key(),
-                            describe(b)
-                        )),
-                        (None, _) => effects.push(format!(
+                for b in results.iter() {
+                    let token = b.verp_token.as_deref().and_then(|t| {
+                        let keys = &rules.tokens.as_ref()?.keys;
+                        keys.verify(Purpose::Bounce, t).ok()
+                    });
+                    match token {
+                        Some(t) => acts.act(rcpt, &t.rid_key(), t.run, b),
+                        None => acts.effects.push(format!(
                             "{rcpt}: unattributed (no valid token): {}",
                             describe(b)
                         )),
                     }
                 }
             }
-            Mailbox::Role => effects.push(format!("{rcpt}: kept for a person to read")),
+            Mailbox::Role => acts
+                .effects
+                .push(format!("{rcpt}: kept for a person to read")),
         }
     }
-    if !suppress.is_empty() {
-        // An entry already there (an earlier bounce, a manual one) is kept.
-        global
-            .suppress(&suppress, false)
-            .map_err(|e| e.to_string())?;
+    acts.commit(rules)
+}
+
+fn counts_as_soft(b: &Bounce) -> bool {
+    b.class == BounceClass::Soft && b.category.counts_as_soft()
+}
+
+/// What one message does, gathered, then applied through the owner in one go.
+struct Acts<'a> {
+    global: &'a Global,
+    at_ms: u64,
+    suppress: Vec<(String, Entry)>,
+    soft: Vec<SoftHit>,
+    effects: Vec<String>,
+}
+
+impl<'a> Acts<'a> {
+    fn new(global: &'a Global, at_ms: u64) -> Acts<'a> {
+        Acts {
+            global,
+            at_ms,
+            suppress: Vec::new(),
+            soft: Vec::new(),
+            effects: Vec::new(),
+        }
     }
-    Ok(effects)
+
+    /// The run's name (a campaign id, `campaign@slot`), or its number when not registered.
+    fn run_name(&self, run: u32) -> String {
+        match self.global.run_name(run) {
+            Ok(Some(name)) => name,
+            _ => format!("run:{run:08x}"),
+        }
+    }
+
+    fn suppress(&mut self, rcpt: &str, rid: &str, run: u32, reason: &str, detail: String) {
+        self.effects
+            .push(format!("{rcpt}: suppressed {rid} ({reason}: {detail})"));
+        let e = Entry {
+            reason: reason.into(),
+            at_ms: self.at_ms,
+            source: self.run_name(run),
+            detail,
+        };
+        self.suppress.push((rid.to_string(), e));
+    }
+
+    /// One parsed result for the recipient `rid` of run `run`.
+    fn act(&mut self, rcpt: &str, rid: &str, run: u32, b: &Bounce) {
+        if let Some(reason) = reason_for(b) {
+            self.suppress(rcpt, rid, run, reason, describe(b));
+        } else if counts_as_soft(b) {
+            self.soft.push(SoftHit {
+                key: rid.to_string(),
+                campaign: self.run_name(run),
+                at_ms: self.at_ms,
+                detail: describe(b),
+            });
+            self.effects.push(format!(
+                "{rcpt}: {rid} soft bounce counted ({})",
+                describe(b)
+            ));
+        } else {
+            self.effects.push(format!(
+                "{rcpt}: {rid} recorded, not suppressed ({})",
+                describe(b)
+            ));
+        }
+    }
+
+    fn commit(mut self, rules: &Rules) -> Result<Vec<String>, String> {
+        if !self.suppress.is_empty() {
+            // An entry already there (an earlier bounce, a manual one) is kept.
+            self.global
+                .suppress(&self.suppress, false)
+                .map_err(|e| e.to_string())?;
+        }
+        let n = self
+            .global
+            .soft_hits(&self.soft, rules.policy.soft)
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            self.effects.push(format!(
+                "suppressed {n}: full or inactive on {} campaigns in a row over at least {} days",
+                rules.policy.soft.campaigns, rules.policy.soft.min_days
+            ));
+        }
+        Ok(self.effects)
+    }
 }
 
 /// Processes a stored message and records what was done (logged too).
@@ -412,13 +472,14 @@ mod tests {
         let b = keys.issue(Purpose::Bounce, rid, 7);
         let u = keys.issue(Purpose::Unsubscribe, rid, 7);
         let r = Rules::new(
-            Arc::new(TokenSettings {
+            Some(Arc::new(TokenSettings {
                 keys,
                 unsubscribe_url: None,
                 bounce_domain: Some("bounces.acme.example".into()),
-            }),
+            })),
             "Bounces.Acme.Example",
             &["fbl@acme.example".to_string()],
+            BouncePolicy::default(),
         );
         let d = "@bounces.acme.example";
         assert_eq!(

@@ -118,9 +118,10 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     let inbox = match (s.bounce_inbox, &tokens, &s.bounce_domain) {
         (Some(listen), Some(t), Some(domain)) => {
             let rules = Arc::new(super::inbox::Rules::new(
-                t.clone(),
+                Some(t.clone()),
                 domain,
                 &s.feedback_addresses,
+                s.bounce_policy.clone(),
             ));
             let store = Arc::new(super::inbox::InboxStore::open(&s.state_dir)?);
             let (tx, rx) = mpsc::channel(256);

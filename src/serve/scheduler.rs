@@ -27,6 +27,7 @@ pub fn start(
     let task = s.campaigns_dir.as_ref().map(|dir| {
         let mut cfg = SchedulerConfig::new(dir.clone(), s.state_dir.clone());
         cfg.tokens = tokens;
+        cfg.bounce_policy = s.bounce_policy.clone();
         let run = schedule::run(
             cfg,
             Arc::new(SystemClock),
