@@ -169,6 +169,36 @@ pub enum BouncesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Store and act on bounces and feedback reports that reached a mailbox instead of the
+    /// bounce inbox: an .eml file, a maildir, a directory of messages, an mbox, or `-`
+    /// (stdin). The same message twice is acted on once.
+    Import {
+        /// The message file, maildir, directory or mbox; `-` reads stdin.
+        path: PathBuf,
+        /// The server config (its state dir, token keys and `[bounces]` policy).
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON summary instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The bounce inbox's stored messages (kept for `[bounces] keep_days`), oldest first.
+    List {
+        /// The server config.
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stored message: its envelope, what was done with it, and the raw message.
+    Show {
+        /// Its id (as `blast bounces list` prints it).
+        id: String,
+        /// The server config.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// `blast dkim` actions.

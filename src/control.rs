@@ -75,6 +75,20 @@ pub enum Request {
     },
     /// Every mailbox's soft failure count.
     SoftCounts,
+    /// Store and process one message in the bounce inbox (`blast bounces import`).
+    InboxPut {
+        /// Where it came from (a file name).
+        name: String,
+        /// The raw message, base64.
+        data_b64: String,
+    },
+    /// The bounce inbox's stored envelopes, oldest first.
+    InboxList,
+    /// One stored message.
+    InboxShow {
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// The reply.
@@ -113,6 +127,15 @@ pub struct Response {
     /// `soft_counts`: key → its count.
     #[serde(default)]
     pub soft: Vec<(String, crate::store::suppression::SoftCount)>,
+    /// `inbox_put`: what it did.
+    #[serde(default)]
+    pub import: Option<crate::serve::inbox_import::Summary>,
+    /// `inbox_list`, `inbox_show`: envelopes.
+    #[serde(default)]
+    pub inbox: Vec<crate::serve::inbox::Stored>,
+    /// `inbox_show`: the raw message, base64.
+    #[serde(default)]
+    pub raw_b64: Option<String>,
 }
 
 impl Response {

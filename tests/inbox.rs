@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use crate::serve::{free_port, term, wait_until, Setup, WAIT};
 use crate::unsubscribe::{keys, listed, send_process, setup, signed_campaign, token};
 
-fn inbox_setup(relay: SocketAddr) -> Setup {
+pub(crate) fn inbox_setup(relay: SocketAddr) -> Setup {
     let s = setup(relay);
     let text = std::fs::read_to_string(s.config())
         .unwrap()
@@ -27,7 +27,7 @@ fn inbox_setup(relay: SocketAddr) -> Setup {
 }
 
 /// Starts serve; returns the inbox's address from its first line.
-fn spawn(setup: &Setup) -> (Child, SocketAddr) {
+pub(crate) fn spawn(setup: &Setup) -> (Child, SocketAddr) {
     let (child, line) = setup.spawn_first_line();
     let addr = line
         .split("bounce inbox on ")
@@ -40,7 +40,7 @@ fn spawn(setup: &Setup) -> (Child, SocketAddr) {
 
 /// Sends signed campaign `id` of `list` with `blast send --config` into a fresh sink;
 /// expects exit 0 and returns what the sink received.
-async fn send_campaign(
+pub(crate) async fn send_campaign(
     setup: &Setup,
     f: &crate::pipeline::Fixture,
     id: &str,
@@ -96,7 +96,7 @@ impl Smtp {
 }
 
 /// An RFC 3464 DSN for `final_rcpt`, sent to `to`.
-fn dsn(to: &str, final_rcpt: &str, status: &str, diag: &str) -> String {
+pub(crate) fn dsn(to: &str, final_rcpt: &str, status: &str, diag: &str) -> String {
     format!(
         "From: MAILER-DAEMON@mx.example.net\r\nTo: <{to}>\r\nSubject: Undelivered Mail Returned to Sender\r\n\
          MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
@@ -109,7 +109,7 @@ fn dsn(to: &str, final_rcpt: &str, status: &str, diag: &str) -> String {
 
 /// An RFC 5965 abuse report about the message whose Message-ID was `mid` (the recipient
 /// redacted, as feedback loops do).
-fn arf(mid: &str) -> String {
+pub(crate) fn arf(mid: &str) -> String {
     format!(
         "From: fbl@provider.example\r\nTo: fbl@acme.example\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=feedback-report; boundary=\"a\"\r\n\r\n\

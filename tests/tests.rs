@@ -1,6 +1,7 @@
 //! The one integration test binary: real servers on 127.0.0.1:0, real stores on temp dirs.
 
 mod bounce;
+mod bounce_effects;
 mod check_lanes;
 mod commands;
 mod corpus;

@@ -1,12 +1,27 @@
-//! `blast bounces parse FILE [--json]`: what one received message says about its recipients
-//! (the results of [`crate::bounce::parse`]), printed and nothing else — no store is opened,
-//! so it is safe on any message, any time.
+//! `blast bounces`:
+//! - `parse FILE [--json]`: what one received message says about its recipients (the results
+//!   of [`crate::bounce::parse`]), printed and nothing else — no store is opened, so it is
+//!   safe on any message, any time;
+//! - `import PATH --config blast.toml`: bounces and reports from a mailbox, acted on as the
+//!   bounce inbox acts on its own mail ([`crate::serve::inbox_import`]);
+//! - `list` and `show ID`: the stored messages, kept for `[bounces] keep_days`.
+//!
+//! While `blast serve` runs an inbox it holds the store: these go through its control
+//! socket; otherwise the store is opened here.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
 
 use crate::bounce::{self, Bounce};
 use crate::cli::BouncesAction;
+use crate::control::{self, Request};
 use crate::error::{Error, Result};
+use crate::owner::Global;
+use crate::serve::control::NO_INBOX;
+use crate::serve::inbox::{InboxStore, Mailbox, Rules, Stored};
+use crate::serve::inbox_import::{self, Summary};
 
 /// Largest message read: far above any bounce, and it bounds a mistaken `-` on a huge pipe.
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
@@ -33,6 +48,9 @@ pub fn run(action: BouncesAction) -> Result<i32> {
             }
             Ok(0)
         }
+        BouncesAction::Import { path, config, json } => import(&path, &config, json),
+        BouncesAction::List { config, json } => list(&config, json),
+        BouncesAction::Show { id, config } => show(&id, &config),
     }
 }
 
@@ -69,4 +87,210 @@ fn print_table(name: &str, results: &[Bounce]) {
     if let Some(t) = results.iter().find_map(|b| b.verp_token.as_deref()) {
         println!("token candidate: {t}");
     }
+}
+
+/// Where the bounce inbox is: serve's (through its control socket) while serve runs one,
+/// else the store opened here.
+enum Inbox {
+    Serve(PathBuf),
+    Local(InboxStore, Global, Rules),
+}
+
+impl Inbox {
+    fn open(config: &Path) -> Result<Inbox> {
+        let s = crate::serve::config::load(config)?;
+        let probe = control::request_blocking(&s.state_dir, &Request::InboxList);
+        match probe {
+            Ok(Some(r)) if r.error.as_deref() != Some(NO_INBOX) => {
+                if let Some(e) = r.error {
+                    return Err(Error::Lane(format!("blast serve refused: {e}")));
+                }
+                return Ok(Inbox::Serve(s.state_dir));
+            }
+            _ => {}
+        }
+        let tokens = s.token_settings()?.map(std::sync::Arc::new);
+        let rules = Rules::new(
+            tokens,
+            s.bounce_domain.as_deref().unwrap_or(""),
+            &s.feedback_addresses,
+            s.bounce_policy.clone(),
+        );
+        let store = InboxStore::open(&s.state_dir)?;
+        Ok(Inbox::Local(store, Global::shared(&s.state_dir), rules))
+    }
+
+    fn ask(dir: &Path, req: &Request) -> Result<control::Response> {
+        match control::request_blocking(dir, req) {
+            Ok(Some(r)) => match r.error {
+                Some(e) => Err(Error::Lane(format!("blast serve refused: {e}"))),
+                None => Ok(r),
+            },
+            Ok(None) => Err(Error::Lane("blast serve stopped during the command".into())),
+            Err(e) => Err(Error::io("blast serve's control socket", e)),
+        }
+    }
+
+    fn import(&self, path: &Path) -> Result<Summary> {
+        match self {
+            Inbox::Local(store, global, rules) => {
+                Ok(inbox_import::import(store, global, rules, path))
+            }
+            Inbox::Serve(dir) => {
+                let mut sum = Summary::default();
+                let mut failed = None;
+                let errors = inbox_import::read_messages(path, |name, raw| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    let req = Request::InboxPut {
+                        name: name.to_string(),
+                        data_b64: base64::engine::general_purpose::STANDARD.encode(raw),
+                    };
+                    match Self::ask(dir, &req) {
+                        Ok(r) => sum.add(r.import.unwrap_or_default()),
+                        Err(e) => failed = Some(e),
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                sum.errors.extend(errors);
+                Ok(sum)
+            }
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Stored>> {
+        match self {
+            Inbox::Local(store, ..) => store.list().map_err(Error::Lane),
+            Inbox::Serve(dir) => Ok(Self::ask(dir, &Request::InboxList)?.inbox),
+        }
+    }
+
+    fn show(&self, id: u64) -> Result<Option<(Stored, Vec<u8>)>> {
+        match self {
+            Inbox::Local(store, ..) => {
+                let env = store.get(id).map_err(Error::Lane)?;
+                let raw = store.raw(id).map_err(Error::Lane)?.unwrap_or_default();
+                Ok(env.map(|e| (e, raw)))
+            }
+            Inbox::Serve(dir) => {
+                let r = Self::ask(dir, &Request::InboxShow { id })?;
+                let raw = r
+                    .raw_b64
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .unwrap_or_default();
+                Ok(r.inbox.into_iter().next().map(|e| (e, raw)))
+            }
+        }
+    }
+}
+
+fn import(path: &Path, config: &Path, json: bool) -> Result<i32> {
+    let inbox = Inbox::open(config)?;
+    let sum = inbox.import(path)?;
+    if json {
+        let text = serde_json::to_string_pretty(&sum)
+            .map_err(|e| Error::io("json", std::io::Error::other(e)))?;
+        println!("{text}");
+    } else {
+        for e in &sum.effects {
+            println!("{e}");
+        }
+        for e in &sum.errors {
+            eprintln!("blast: {e}");
+        }
+        println!(
+            "{} messages: {} new, {} imported before (not acted on again){}",
+            sum.messages,
+            sum.new,
+            sum.duplicates,
+            if sum.unprocessed > 0 {
+                format!(
+                    ", {} stored but not processed (done at the next import or serve start)",
+                    sum.unprocessed
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if sum.errors.is_empty() { 0 } else { 1 })
+}
+
+fn when(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn kind(mb: &Mailbox) -> &'static str {
+    match mb {
+        Mailbox::Bounce { .. } => "bounce",
+        Mailbox::Unsubscribe { .. } => "unsubscribe",
+        Mailbox::Feedback => "feedback",
+        Mailbox::Role => "role",
+    }
+}
+
+fn list(config: &Path, json: bool) -> Result<i32> {
+    let all = Inbox::open(config)?.list()?;
+    if json {
+        for s in &all {
+            println!("{}", serde_json::to_string(s).unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    if all.is_empty() {
+        println!("no stored messages");
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<19} {:<12} what was done",
+        "id", "received (UTC)", "to"
+    );
+    for s in &all {
+        let to = s.rcpts.first().map_or("-", |(_, mb)| kind(mb));
+        let done = match s.effects.first() {
+            None => "not processed yet".to_string(),
+            Some(e) if s.effects.len() > 1 => format!("{e} (+{} more)", s.effects.len() - 1),
+            Some(e) => e.clone(),
+        };
+        println!(
+            "{:016x} {:<19} {:<12} {}",
+            s.id,
+            when(s.at_ms),
+            to,
+            crate::bounce::scan::one_line(&done, 120)
+        );
+    }
+    Ok(0)
+}
+
+fn show(id: &str, config: &Path) -> Result<i32> {
+    let n = u64::from_str_radix(id.trim(), 16).map_err(|_| {
+        Error::Config(format!(
+            "{id:?}: not a message id (16 hex digits, as `blast bounces list` prints)"
+        ))
+    })?;
+    let Some((s, raw)) = Inbox::open(config)?.show(n)? else {
+        return Err(Error::Config(format!(
+            "no stored message {n:016x} (deleted after [bounces] keep_days, or never received)"
+        )));
+    };
+    println!("id:        {:016x}", s.id);
+    println!("received:  {} UTC from {}", when(s.at_ms), s.client);
+    println!("mail from: <{}>", s.mail_from);
+    for (r, mb) in &s.rcpts {
+        println!("to:        {r} ({})", kind(mb));
+    }
+    for e in &s.effects {
+        println!("done:      {e}");
+    }
+    println!();
+    std::io::stdout()
+        .write_all(&raw)
+        .map_err(|e| Error::io("stdout", e))?;
+    Ok(0)
 }

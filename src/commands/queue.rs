@@ -108,8 +108,11 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SourceCounts { .. }
         | Request::SoftHits { .. }
         | Request::SoftReset { .. }
-        | Request::SoftCounts => {
-            unreachable!("`blast queue` sends no suppression requests")
+        | Request::SoftCounts
+        | Request::InboxPut { .. }
+        | Request::InboxList
+        | Request::InboxShow { .. } => {
+            unreachable!("`blast queue` sends only queue requests")
         }
     }
     Ok(resp)

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::control::{path_in, request, Request, Response};
 use crate::lane::priority::{Cmd, Stats};
 use crate::owner::Global;
+use crate::serve::inbox::{InboxStore, Rules};
 use crate::store::queue::{format_id, QueueStore};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
@@ -27,7 +28,12 @@ struct Ctx {
     store: Arc<QueueStore>,
     /// The global state serve owns.
     global: Global,
+    /// The bounce inbox's store and rules, when serve runs one.
+    inbox: Option<Inbox>,
 }
+
+/// The bounce inbox, for `blast bounces import|list|show` while serve holds its store.
+pub type Inbox = (Arc<InboxStore>, Arc<Rules>);
 
 /// A request line is at most this long (a lane's suppressions for one commit group).
 const MAX_REQUEST: u64 = 16 << 20;
@@ -44,6 +50,7 @@ pub fn start(
     stats: Arc<Stats>,
     store: Arc<QueueStore>,
     global: Global,
+    inbox: Option<Inbox>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = path_in(state_dir);
     let _ = std::fs::remove_file(&path);
@@ -62,6 +69,7 @@ pub fn start(
         stats,
         store,
         global,
+        inbox,
     });
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
@@ -120,6 +128,39 @@ async fn global_op(
         Ok(Err(e)) => error(format!("suppression list: {e}")),
         Err(_) => error("serve is stopping".into()),
     }
+}
+
+/// What serve answers an inbox request with when it runs no inbox (the caller then opens the
+/// inbox store itself).
+pub const NO_INBOX: &str = "this serve runs no bounce inbox";
+
+fn inbox_op(
+    store: &InboxStore,
+    rules: &Rules,
+    global: &Global,
+    req: Request,
+) -> Result<Response, String> {
+    use base64::Engine;
+    let mut r = Response::default();
+    match req {
+        Request::InboxPut { name, data_b64 } => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(data_b64)
+                .map_err(|e| format!("{name}: not base64: {e}"))?;
+            r.import = Some(crate::serve::inbox_import::import_one(
+                store, global, rules, &name, raw,
+            ));
+        }
+        Request::InboxList => r.inbox = store.list()?,
+        Request::InboxShow { id } => {
+            r.inbox = store.get(id)?.into_iter().collect();
+            r.raw_b64 = store
+                .raw(id)?
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+        }
+        _ => unreachable!("inbox requests only"),
+    }
+    Ok(r)
 }
 
 async fn handle(req: Request, ctx: &Ctx) -> Response {
@@ -213,6 +254,19 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
                 Ok(())
             })
             .await
+        }
+        Request::InboxPut { .. } | Request::InboxList | Request::InboxShow { .. } => {
+            let Some((store, rules)) = ctx.inbox.clone() else {
+                return error(NO_INBOX.into());
+            };
+            let (g, req) = (ctx.global.clone(), req);
+            return match tokio::task::spawn_blocking(move || inbox_op(&store, &rules, &g, req))
+                .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => error(format!("bounce inbox: {e}")),
+                Err(_) => gone(),
+            };
         }
         Request::Stats => {
             let g = Stats::get;

@@ -27,6 +27,9 @@ use crate::serve::submission::AcceptRequest;
 use crate::store::suppression::{Entry, SoftHit};
 use crate::token::{Purpose, Token, TokenSettings};
 
+/// Old messages are looked for at most this often (and at start).
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What an inbox address is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -125,11 +128,23 @@ pub struct Stored {
     pub effects: Vec<String>,
 }
 
-/// The inbox's sled store in the serve state dir (`inbox/`): envelopes and raw messages.
+/// The inbox's sled store in the serve state dir (`inbox/`): envelopes and raw messages,
+/// and the digest of every message ever stored, so the same message twice (a sender that
+/// retried after a lost 250, an mbox imported again) is acted on once.
 pub struct InboxStore {
     db: sled::Db,
     meta: sled::Tree,
     raw: sled::Tree,
+    seen: sled::Tree,
+}
+
+/// What [`InboxStore::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// Stored under this id: to be processed.
+    New(u64),
+    /// The same bytes were stored before (under this id): nothing to do again.
+    Duplicate(u64),
 }
 
 impl InboxStore {
@@ -147,19 +162,64 @@ impl InboxStore {
             .map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
         let raw = db.open_tree("raw").map_err(err)?;
-        Ok(InboxStore { db, meta, raw })
+        let seen = db.open_tree("seen").map_err(err)?;
+        Ok(InboxStore {
+            db,
+            meta,
+            raw,
+            seen,
+        })
     }
 
-    /// Stores a message durably (flushed) and returns its id.
-    pub fn put(&self, mut s: Stored, data: &[u8]) -> Result<u64, String> {
+    /// Stores a message durably (flushed) unless the same bytes were stored before.
+    pub fn put(&self, mut s: Stored, data: &[u8]) -> Result<Put, String> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        if let Some(id) = self.seen.get(digest.as_ref()).map_err(|e| e.to_string())? {
+            let id = <[u8; 8]>::try_from(&id[..]).map_or(0, u64::from_be_bytes);
+            return Ok(Put::Duplicate(id));
+        }
         // Monotonic across restarts (sled persists it): ids sort by arrival.
         s.id = self.db.generate_id().map_err(|e| e.to_string())?;
         let key = s.id.to_be_bytes();
         let meta = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
         self.raw.insert(key, data).map_err(|e| e.to_string())?;
         self.meta.insert(key, meta).map_err(|e| e.to_string())?;
+        self.seen
+            .insert(digest.as_ref(), &key)
+            .map_err(|e| e.to_string())?;
         self.db.flush().map_err(|e| e.to_string())?;
-        Ok(s.id)
+        Ok(Put::New(s.id))
+    }
+
+    /// Deletes messages (raw and envelope) that arrived before `before_ms`; their digests
+    /// stay, so a late copy of one is still recognised. Returns how many went.
+    pub fn purge(&self, before_ms: u64) -> Result<u64, String> {
+        let mut n = 0;
+        for kv in self.meta.iter() {
+            let (k, v) = kv.map_err(|e| e.to_string())?;
+            let old = serde_json::from_slice::<Stored>(&v).map_or(true, |s| s.at_ms < before_ms);
+            // Ids grow with arrival: the first one young enough ends the scan.
+            if !old {
+                break;
+            }
+            self.raw.remove(&k).map_err(|e| e.to_string())?;
+            self.meta.remove(&k).map_err(|e| e.to_string())?;
+            n += 1;
+        }
+        if n > 0 {
+            self.db.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    /// One stored envelope.
+    pub fn get(&self, id: u64) -> Result<Option<Stored>, String> {
+        match self.meta.get(id.to_be_bytes()).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Records what processing did with message `id`.
@@ -386,25 +446,50 @@ impl<'a> Acts<'a> {
     }
 }
 
-/// Processes a stored message and records what was done (logged too).
-fn process_and_record(store: &InboxStore, global: &Global, rules: &Rules, stored: &Stored) {
+/// Processes a stored message and records what was done. `Err`: not processed (stored
+/// without effects, so it is done again at the next start).
+pub(crate) fn process_and_record(
+    store: &InboxStore,
+    global: &Global,
+    rules: &Rules,
+    stored: &Stored,
+) -> Result<Vec<String>, String> {
     let id = stored.id;
-    let raw = match store.raw(id) {
-        Ok(Some(r)) => r,
-        Ok(None) => Vec::new(),
-        Err(e) => return eprintln!("blast serve: inbox {id:016x}: cannot read it back: {e}"),
-    };
-    match process(global, rules, stored, &raw) {
+    let raw = store
+        .raw(id)
+        .map_err(|e| format!("cannot read it back: {e}"))?
+        .unwrap_or_default();
+    let effects =
+        process(global, rules, stored, &raw).map_err(|e| format!("not processed yet: {e}"))?;
+    if let Err(e) = store.set_effects(id, effects.clone()) {
+        eprintln!("blast: inbox {id:016x}: cannot record what was done: {e}");
+    }
+    Ok(effects)
+}
+
+/// [`process_and_record`], logged.
+fn process_logged(store: &InboxStore, global: &Global, rules: &Rules, stored: &Stored) {
+    let id = stored.id;
+    match process_and_record(store, global, rules, stored) {
         Ok(effects) => {
             for e in &effects {
                 eprintln!("blast serve: inbox {id:016x}: {e}");
             }
-            if let Err(e) = store.set_effects(id, effects) {
-                eprintln!("blast serve: inbox {id:016x}: cannot record what was done: {e}");
-            }
         }
-        // Stored without effects: done again at the next start.
-        Err(e) => eprintln!("blast serve: inbox {id:016x}: not processed yet: {e}"),
+        Err(e) => eprintln!("blast serve: inbox {id:016x}: {e}"),
+    }
+}
+
+/// Drops what is older than `[bounces] keep_days`, logged.
+fn purge_logged(store: &InboxStore, rules: &Rules) {
+    let keep = u64::from(rules.policy.keep_days) * 24 * 3600 * 1000;
+    match store.purge(crate::store::now_ms().saturating_sub(keep)) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "blast serve: inbox: {n} messages older than {} days deleted",
+            rules.policy.keep_days
+        ),
+        Err(e) => eprintln!("blast serve: inbox: cannot delete old messages: {e}"),
     }
 }
 
@@ -422,13 +507,20 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || {
             for s in st.list().unwrap_or_default() {
                 if s.effects.is_empty() && !s.rcpts.is_empty() {
-                    process_and_record(&st, &g, &r, &s);
+                    process_logged(&st, &g, &r, &s);
                 }
             }
+            purge_logged(&st, &r);
         })
         .await;
     }
+    let mut last_purge = std::time::Instant::now();
     while let Some(req) = rx.recv().await {
+        if last_purge.elapsed() >= PURGE_EVERY {
+            last_purge = std::time::Instant::now();
+            let (st, r) = (store.clone(), rules.clone());
+            tokio::task::spawn_blocking(move || purge_logged(&st, &r));
+        }
         let m = req.msg;
         let stored = Stored {
             id: 0,
@@ -447,9 +539,13 @@ pub async fn run(
         let data = m.msg.data;
         let reply = req.reply;
         tokio::task::spawn_blocking(move || match st.put(stored.clone(), &data) {
-            Ok(id) => {
+            Ok(Put::New(id)) => {
                 let _ = reply.send(Ok(format!("{id:016x}")));
-                process_and_record(&st, &g, &r, &Stored { id, ..stored });
+                process_logged(&st, &g, &r, &Stored { id, ..stored });
+            }
+            // A sender retrying after a lost 250: accepted again, acted on once.
+            Ok(Put::Duplicate(id)) => {
+                let _ = reply.send(Ok(format!("{id:016x} (already received)")));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));

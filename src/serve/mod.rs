@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod inbox;
+pub mod inbox_import;
 pub mod run;
 pub mod scheduler;
 pub mod submission;

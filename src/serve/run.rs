@@ -102,20 +102,8 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     )?;
     // serve owns the global state while it runs; everyone else asks it.
     let global = crate::owner::Global::held(&s.state_dir)?;
-    let control = control::start(
-        &s.state_dir,
-        lane.tx.clone(),
-        lane.stats.clone(),
-        lane.store.clone(),
-        global.clone(),
-    )
-    .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
-    let (accept_tx, accept_rx) = mpsc::channel(1024);
-    let bridge = tokio::spawn(bridge(accept_rx, lane.tx.clone()));
-    let submission = submission::start(listener, users.clone(), accept_tx)
-        .await
-        .map_err(|e| Error::io(format!("serve.submission {}", s.listener.listen), e))?;
-    let inbox = match (s.bounce_inbox, &tokens, &s.bounce_domain) {
+    // Opened before the control socket, which hands `blast bounces` requests to it.
+    let inbox_parts = match (s.bounce_inbox, &tokens, &s.bounce_domain) {
         (Some(listen), Some(t), Some(domain)) => {
             let rules = Arc::new(super::inbox::Rules::new(
                 Some(t.clone()),
@@ -124,6 +112,29 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
                 s.bounce_policy.clone(),
             ));
             let store = Arc::new(super::inbox::InboxStore::open(&s.state_dir)?);
+            Some((listen, store, rules))
+        }
+        // The config requires [bounces] domain (and so a secret file) beside bounce_inbox.
+        _ => None,
+    };
+    let control = control::start(
+        &s.state_dir,
+        lane.tx.clone(),
+        lane.stats.clone(),
+        lane.store.clone(),
+        global.clone(),
+        inbox_parts
+            .as_ref()
+            .map(|(_, st, r)| (st.clone(), r.clone())),
+    )
+    .map_err(|e| Error::io(format!("{}", control::path_in(&s.state_dir).display()), e))?;
+    let (accept_tx, accept_rx) = mpsc::channel(1024);
+    let bridge = tokio::spawn(bridge(accept_rx, lane.tx.clone()));
+    let submission = submission::start(listener, users.clone(), accept_tx)
+        .await
+        .map_err(|e| Error::io(format!("serve.submission {}", s.listener.listen), e))?;
+    let inbox = match inbox_parts {
+        Some((listen, store, rules)) => {
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(super::inbox::run(store, global.clone(), rules.clone(), rx));
             let settings = SubmissionSettings {
@@ -145,8 +156,7 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
                     })?,
             )
         }
-        // The config requires [bounces] domain (and so a secret file) beside bounce_inbox.
-        _ => None,
+        None => None,
     };
     let http = match (s.http, &tokens, s.unsubscribe_path()) {
         (Some(listen), Some(t), Some(path)) => Some(

@@ -1,0 +1,315 @@
+//! `blast bounces import PATH`: bounces and feedback reports that reached a mailbox instead
+//! of the bounce inbox (a provider's feedback loop into a shared mailbox, an old return
+//! path, a forwarded DSN) go through the same store and the same [`super::inbox::process`]
+//! as the inbox's own mail: an `.eml` file, a maildir (`cur/` and `new/`), a directory of
+//! message files, an mbox, or stdin (`-`, one message or an mbox). Importing the same
+//! message twice acts on it once (the store keeps every message's digest).
+//!
+//! A message's inbox address is read from the headers its delivery left (`Delivered-To`,
+//! `X-Original-To`, `Envelope-To`, `X-Envelope-To`, then `To` and `Cc`): a VERP address
+//! there attributes it as if it had come to the inbox. Without one it is attributed like a
+//! feedback-loop report, by the token in the returned original.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::inbox::{process_and_record, InboxStore, Mailbox, Put, Rules, Stored};
+use crate::owner::Global;
+
+/// Largest message or mbox read: it bounds a mistaken path to a huge file.
+const MAX_FILE: u64 = 256 * 1024 * 1024;
+/// Most messages taken from one PATH.
+const MAX_MESSAGES: usize = 1_000_000;
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Messages read.
+    pub messages: u64,
+    /// Stored and processed now.
+    pub new: u64,
+    /// Stored before (by an earlier import or the inbox): not acted on again.
+    pub duplicates: u64,
+    /// Stored but not processed (the suppression list unreachable): done at the next import
+    /// or serve start.
+    pub unprocessed: u64,
+    /// What processing did, a line per effect (`<message id>: …`).
+    pub effects: Vec<String>,
+    /// Files that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Stores and processes one message (`name`: where it came from).
+pub fn import_one(
+    store: &InboxStore,
+    global: &Global,
+    rules: &Rules,
+    name: &str,
+    raw: Vec<u8>,
+) -> Summary {
+    let mut sum = Summary::default();
+    add_one(&mut sum, store, global, rules, name, raw);
+    sum
+}
+
+impl Summary {
+    /// Adds another summary's counts and lines.
+    pub fn add(&mut self, o: Summary) {
+        self.messages += o.messages;
+        self.new += o.new;
+        self.duplicates += o.duplicates;
+        self.unprocessed += o.unprocessed;
+        self.effects.extend(o.effects);
+        self.errors.extend(o.errors);
+    }
+}
+
+fn add_one(
+    sum: &mut Summary,
+    store: &InboxStore,
+    global: &Global,
+    rules: &Rules,
+    name: &str,
+    raw: Vec<u8>,
+) {
+    sum.messages += 1;
+    let stored = Stored {
+        id: 0,
+        at_ms: crate::store::now_ms(),
+        mail_from: return_path(&raw).unwrap_or_default(),
+        client: format!("import:{name}"),
+        rcpts: mailboxes(rules, &raw),
+        effects: Vec::new(),
+    };
+    match store.put(stored.clone(), &raw) {
+        Ok(Put::Duplicate(_)) => sum.duplicates += 1,
+        Ok(Put::New(id)) => {
+            sum.new += 1;
+            match process_and_record(store, global, rules, &Stored { id, ..stored }) {
+                Ok(effects) => sum
+                    .effects
+                    .extend(effects.into_iter().map(|e| format!("{id:016x}: {e}"))),
+                Err(e) => {
+                    sum.unprocessed += 1;
+                    sum.errors.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        Err(e) => sum.errors.push(format!("{name}: cannot store it: {e}")),
+    }
+}
+
+/// Reads every message at `path` (`-`: stdin) and hands each to `each` (name, bytes);
+/// returns the files that could not be read.
+pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<String> {
+    let label = path.display().to_string();
+    let mut errors = Vec::new();
+    if label == "-" {
+        let mut data = Vec::new();
+        match std::io::stdin().take(MAX_FILE).read_to_end(&mut data) {
+            Ok(_) => for_each_in_file("stdin", data, &mut each),
+            Err(e) => errors.push(format!("stdin: {e}")),
+        }
+    } else if !path.exists() {
+        errors.push(format!("{label}: no such file or directory"));
+    } else {
+        walk(path, &mut each, &mut errors);
+    }
+    errors
+}
+
+/// Imports every message at `path` (`-`: stdin) into this process's open inbox store.
+pub fn import(store: &InboxStore, global: &Global, rules: &Rules, path: &Path) -> Summary {
+    let mut sum = Summary::default();
+    let errors = read_messages(path, |name, raw| {
+        add_one(&mut sum, store, global, rules, name, raw)
+    });
+    sum.errors.extend(errors);
+    sum
+}
+
+/// A maildir, a directory of messages (sorted by name), or one file.
+fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<String>) {
+    if path.is_dir() {
+        let sub: Vec<_> = ["new", "cur"].iter().map(|d| path.join(d)).collect();
+        let dirs: Vec<&Path> = if sub.iter().any(|d| d.is_dir()) {
+            sub.iter()
+                .filter(|d| d.is_dir())
+                .map(|d| d.as_path())
+                .collect()
+        } else {
+            vec![path]
+        };
+        for dir in dirs {
+            let mut files: Vec<_> = match std::fs::read_dir(dir) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            files.retain(|f| f.is_file());
+            files.sort();
+            for f in files {
+                read_file(&f, each, errors);
+            }
+        }
+    } else {
+        read_file(path, each, errors);
+    }
+}
+
+fn read_file(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<String>) {
+    let mut data = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE).read_to_end(&mut data));
+    match read {
+        Ok(_) => for_each_in_file(&path.display().to_string(), data, each),
+        Err(e) => errors.push(format!("{}: {e}", path.display())),
+    }
+}
+
+/// An mbox (it starts with a `From ` line) gives its messages, anything else is one message.
+fn for_each_in_file(name: &str, data: Vec<u8>, each: &mut impl FnMut(&str, Vec<u8>)) {
+    if !data.starts_with(b"From ") {
+        return each(name, data);
+    }
+    for (i, m) in split_mbox(&data).into_iter().take(MAX_MESSAGES).enumerate() {
+        each(&format!("{name}#{}", i + 1), m);
+    }
+}
+
+/// The messages of an mbox: split at `From ` lines that follow a blank line (or start the
+/// file), the `From ` line dropped, `>From ` (mboxrd and mboxo quoting) unquoted once.
+pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut cur: Option<Vec<u8>> = None;
+    let mut prev_blank = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if prev_blank && line.starts_with(b"From ") {
+            if let Some(m) = cur.take() {
+                out.push(trim_separator(m));
+            }
+            cur = Some(Vec::new());
+            prev_blank = false;
+            continue;
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        prev_blank = body.is_empty() || body == b"\r";
+        let Some(m) = cur.as_mut() else { continue };
+        let gt = line.iter().take_while(|&&b| b == b'>').count();
+        if gt > 0 && line[gt..].starts_with(b"From ") {
+            m.extend_from_slice(&line[1..]);
+        } else {
+            m.extend_from_slice(line);
+        }
+    }
+    if let Some(m) = cur {
+        out.push(trim_separator(m));
+    }
+    out
+}
+
+/// The blank line before the next `From ` belongs to the mbox, not the message.
+fn trim_separator(mut m: Vec<u8>) -> Vec<u8> {
+    if m.ends_with(b"\n\n") {
+        m.pop();
+    } else if m.ends_with(b"\r\n\r\n") {
+        m.truncate(m.len() - 2);
+    }
+    m
+}
+
+/// The top-level header fields, unfolded, as (lower-case name, value).
+fn headers(raw: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in raw.split(|&b| b == b'\n').take(2000) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Addresses in a header value (`Name <a@b>, c@d`).
+fn addresses(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')'))
+        .filter(|t| t.contains('@') && !t.starts_with('@') && !t.ends_with('@'))
+}
+
+/// The `Return-Path` (the envelope sender a delivery recorded).
+fn return_path(raw: &[u8]) -> Option<String> {
+    let h = headers(raw);
+    let (_, v) = h.iter().find(|(n, _)| n == "return-path")?;
+    Some(v.trim_matches(['<', '>', ' ']).to_string())
+}
+
+/// The inbox addresses a delivered message was sent to; none: a report to attribute by
+/// its contents.
+pub fn mailboxes(rules: &Rules, raw: &[u8]) -> Vec<(String, Mailbox)> {
+    let h = headers(raw);
+    let mut out: Vec<(String, Mailbox)> = Vec::new();
+    // Envelope headers first: `To` of a bounce is the return path too, but a forwarded
+    // message's `To` is someone else's.
+    for names in [
+        &[
+            "delivered-to",
+            "x-original-to",
+            "envelope-to",
+            "x-envelope-to",
+        ][..],
+        &["to", "cc"][..],
+    ] {
+        for (_, v) in h.iter().filter(|(n, _)| names.contains(&n.as_str())) {
+            for a in addresses(v) {
+                if let Some(mb) = rules.mailbox(a) {
+                    if !out.iter().any(|(x, _)| x.eq_ignore_ascii_case(a)) {
+                        out.push((a.to_ascii_lowercase(), mb));
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            return out;
+        }
+    }
+    vec![("(imported)".to_string(), Mailbox::Feedback)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbox_splits_at_from_lines_after_blank_lines_and_unquotes() {
+        let mbox = b"From MAILER-DAEMON Mon Jan  1 00:00:00 2026\nSubject: a\n\nbody a\n>From here\nFrom inside a line\n\nFrom x@y Tue Jan  2 00:00:00 2026\nSubject: b\n\nbody b\n";
+        let m = split_mbox(mbox);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&m[0]),
+            "Subject: a\n\nbody a\nFrom here\nFrom inside a line\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&m[1]), "Subject: b\n\nbody b\n");
+    }
+
+    #[test]
+    fn headers_unfold_and_addresses_come_out_of_names() {
+        let raw = b"To: \"Bounce\" <bounces+abc@b.example>,\r\n  other@x.example\r\nX-Original-To: Q@B.example\r\n\r\nTo: body@not.header\r\n";
+        let h = headers(raw);
+        assert_eq!(h.len(), 2);
+        let to: Vec<_> = addresses(&h[0].1).collect();
+        assert_eq!(to, vec!["bounces+abc@b.example", "other@x.example"]);
+    }
+}

@@ -1,0 +1,274 @@
+//! What bounces add up to, end to end with the real binary: `blast bounces import` of an
+//! .eml, a maildir and an mbox (acted on once however often imported; stored for `list` and
+//! `show`; through serve's socket while serve runs an inbox), and soft bounces that suppress
+//! a mailbox only after full-mailbox replies on several campaigns in a row.
+
+use crate::inbox::{arf, dsn, inbox_setup, send_campaign, spawn};
+use crate::serve::{free_port, term, Setup};
+use crate::unsubscribe::{keys, send_process, signed_campaign};
+
+/// The suppression list as key → reason (a recipient-id key without its note).
+fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
+    let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            let key = rec[0].split_whitespace().next().unwrap_or("").to_string();
+            (key, rec[1].to_string())
+        })
+        .collect()
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn import(setup: &Setup, path: &std::path::Path) -> String {
+    let o =
+        tokio::task::block_in_place(|| setup.blast(&["bounces", "import", path.to_str().unwrap()]));
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    out_text(&o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_serve() {
+    let setup = inbox_setup(free_port());
+    let k = keys();
+    let rid = |a: &str| blast::token::rid_key(k.recipient_id(a));
+    let list: Vec<String> = [
+        "hard@x.example",
+        "full@x.example",
+        "complainer@x.example",
+        "late@x.example",
+        "keep@x.example",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let f = crate::pipeline::Fixture::new();
+    let got = send_campaign(&setup, &f, "spring", &list).await;
+    let verp = |a: &str| {
+        got.iter()
+            .find(|r| r.rcpt_to[0] == a)
+            .unwrap()
+            .mail_from
+            .clone()
+    };
+    let mid = |a: &str| {
+        let r = got.iter().find(|r| r.rcpt_to[0] == a).unwrap();
+        crate::pipeline::header(&r.data, "Message-ID")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let dir = f.dir.path();
+
+    // One .eml: a hard bounce delivered to the VERP address.
+    let eml = dir.join("hard.eml");
+    let hard = dsn(
+        &verp("hard@x.example"),
+        "hard@x.example",
+        "5.1.1",
+        "550 5.1.1 user unknown",
+    );
+    std::fs::write(
+        &eml,
+        format!("Delivered-To: {}\r\n{hard}", verp("hard@x.example")),
+    )
+    .unwrap();
+    // A maildir: a full mailbox (counted, not suppressed) and a message that is no bounce.
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(dir.join("Maildir").join(d)).unwrap();
+    }
+    let full = dsn(
+        &verp("full@x.example"),
+        "full@x.example",
+        "4.2.2",
+        "452 4.2.2 mailbox full",
+    );
+    std::fs::write(dir.join("Maildir/new/1.eml"), full).unwrap();
+    std::fs::write(
+        dir.join("Maildir/cur/2.eml"),
+        "From: a@b.example\r\nSubject: hello\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    // An mbox: a feedback report attributed by the original's Message-ID (the recipient is
+    // redacted), and a report nobody can attribute.
+    let mbox = dir.join("fbl.mbox");
+    let complaint = arf(&mid("complainer@x.example")).replace("\r\n", "\n");
+    let stray = arf("<not-a-token@acme.example>").replace("\r\n", "\n");
+    std::fs::write(
+        &mbox,
+        format!("From fbl@provider.example Mon Nov 30 10:00:00 2026\n{complaint}\nFrom fbl@provider.example Mon Nov 30 10:01:00 2026\n{stray}"),
+    )
+    .unwrap();
+
+    let o = import(&setup, &eml);
+    assert!(o.contains("1 messages: 1 new"), "{o}");
+    let o = import(&setup, &dir.join("Maildir"));
+    assert!(
+        o.contains("2 messages: 2 new") && o.contains("soft bounce counted"),
+        "{o}"
+    );
+    let o = import(&setup, &mbox);
+    assert!(
+        o.contains("2 messages: 2 new") && o.contains("unattributed"),
+        "{o}"
+    );
+    let l = listed(&setup);
+    let reason = |a: &str| l.get(&rid(a)).cloned();
+    assert_eq!(reason("hard@x.example").as_deref(), Some("bounce"), "{l:?}");
+    assert_eq!(
+        reason("complainer@x.example").as_deref(),
+        Some("complaint"),
+        "{l:?}"
+    );
+    assert_eq!(
+        l.len(),
+        2,
+        "the full mailbox and the stray report suppress nothing: {l:?}"
+    );
+
+    // Again: every message recognised, nothing acted on twice.
+    for p in [&eml, &mbox] {
+        let o = import(&setup, p);
+        assert!(
+            o.contains("new, ") && o.contains(" 0 new") && o.contains("imported before"),
+            "{o}"
+        );
+    }
+    let counts = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    assert_eq!(listed(&setup).len(), 2, "{}", out_text(&counts));
+
+    // list and show read what was stored.
+    let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "list"]));
+    let text = out_text(&o);
+    assert_eq!(
+        text.lines().count(),
+        1 + 5,
+        "a header and 5 messages: {text}"
+    );
+    let first_id = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "show", &first_id]));
+    let shown = out_text(&o);
+    assert!(
+        shown.contains("suppressed") && shown.contains("Final-Recipient: rfc822; hard@x.example"),
+        "{shown}"
+    );
+
+    // With serve running (it holds the inbox store), the import goes through it.
+    let (child, _) = spawn(&setup);
+    let late = dir.join("late.eml");
+    std::fs::write(
+        &late,
+        dsn(
+            &verp("late@x.example"),
+            "late@x.example",
+            "5.1.1",
+            "550 5.1.1 gone",
+        ),
+    )
+    .unwrap();
+    let o = import(&setup, &late);
+    assert!(o.contains("1 new"), "{o}");
+    let o = import(&setup, &late);
+    assert!(o.contains("0 new"), "{o}");
+    assert_eq!(
+        listed(&setup)
+            .get(&rid("late@x.example"))
+            .map(String::as_str),
+        Some("bounce")
+    );
+    let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "list"]));
+    assert_eq!(out_text(&o).lines().count(), 1 + 6);
+    term(child);
+
+    // A path that is not there is an error that names it.
+    let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "import", "/nonexistent/box"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out_text(&o).contains("/nonexistent/box"),
+        "{}",
+        out_text(&o)
+    );
+}
+
+/// `[bounces] soft_days = 0` so that three campaigns in a row count at once (the 15-day
+/// spread is the store's unit test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mailbox_on_three_campaigns_in_a_row_suppresses_and_a_success_resets() {
+    let setup = inbox_setup(free_port());
+    let cfg = std::fs::read_to_string(setup.config())
+        .unwrap()
+        .replace("[bounces]\n", "[bounces]\nsoft_limit = 3\nsoft_days = 0\n");
+    std::fs::write(setup.config(), cfg).unwrap();
+    let k = keys();
+    let rid = |a: &str| blast::token::rid_key(k.recipient_id(a));
+    let list: Vec<String> = ["full@x.example", "flaky@x.example", "ok@x.example"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let f = crate::pipeline::Fixture::new();
+    let full = |a: &str| {
+        blast::sink::Rule::new(
+            a.to_string(),
+            blast::sink::Action::RcptReply(552, "5.2.2 mailbox full".into()),
+        )
+    };
+    // flaky@ is full in campaigns 1, 3 and 4 and takes mail in campaign 2: its count restarts.
+    for (n, flaky_full) in [(1, true), (2, false), (3, true)] {
+        let mut rules = vec![full("full@x.example")];
+        if flaky_full {
+            rules.push(full("flaky@x.example"));
+        }
+        let sink = crate::pipeline::start_sink(rules).await;
+        let c = signed_campaign(&f, &format!("c{n}"), sink.addr, &list, "");
+        let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
+        assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+        let l = listed(&setup);
+        if n < 3 {
+            assert!(l.is_empty(), "campaign {n}: nothing suppressed yet: {l:?}");
+        } else {
+            assert_eq!(
+                l.get(&rid("full@x.example")).map(String::as_str),
+                Some("bounce"),
+                "{l:?}"
+            );
+            assert_eq!(l.len(), 1, "flaky@ has 2 in a row since its success: {l:?}");
+        }
+    }
+    // The fourth campaign skips full@; flaky@ is full again, its second in a row since the
+    // success: still not suppressed.
+    let sink = crate::pipeline::start_sink(vec![full("flaky@x.example")]).await;
+    let c = signed_campaign(&f, "c4", sink.addr, &list, "");
+    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    let mut to: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.rcpt_to[0].clone())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["ok@x.example"],
+        "flaky@ refused at RCPT, full@ skipped"
+    );
+    let l = listed(&setup);
+    assert!(!l.contains_key(&rid("flaky@x.example")), "{l:?}");
+    assert_eq!(l.len(), 1, "{l:?}");
+}
