@@ -66,6 +66,11 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The server config the campaign was sent with (`blast send --config`): its global
+        /// list holds the campaign's bounces, unsubscribes and complaints, and its
+        /// `[bounces]` policy sets the warning lines.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print one rendered message (the first sendable row) as it will go out.
     Preview {

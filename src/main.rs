@@ -137,7 +137,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             config,
         } => commands::check::run(&campaign, pruned, config.as_deref()).await,
-        Command::Status { campaign, json } => commands::status::run(&campaign, json),
+        Command::Status {
+            campaign,
+            json,
+            config,
+        } => commands::status::run(&campaign, json, config.as_deref()),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress {
             campaign,

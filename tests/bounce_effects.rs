@@ -45,9 +45,9 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     let list: Vec<String> = [
         "hard@x.example",
         "full@x.example",
-        "complainer@x.example",
+        "complainer@yahoo.com",
         "late@x.example",
-        "keep@x.example",
+        "keep@yahoo.com",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -102,7 +102,7 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     // An mbox: a feedback report attributed by the original's Message-ID (the recipient is
     // redacted), and a report nobody can attribute.
     let mbox = dir.join("fbl.mbox");
-    let complaint = arf(&mid("complainer@x.example")).replace("\r\n", "\n");
+    let complaint = arf(&mid("complainer@yahoo.com")).replace("\r\n", "\n");
     let stray = arf("<not-a-token@acme.example>").replace("\r\n", "\n");
     std::fs::write(
         &mbox,
@@ -126,7 +126,7 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     let reason = |a: &str| l.get(&rid(a)).cloned();
     assert_eq!(reason("hard@x.example").as_deref(), Some("bounce"), "{l:?}");
     assert_eq!(
-        reason("complainer@x.example").as_deref(),
+        reason("complainer@yahoo.com").as_deref(),
         Some("complaint"),
         "{l:?}"
     );
@@ -146,6 +146,40 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     }
     let counts = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
     assert_eq!(listed(&setup).len(), 2, "{}", out_text(&counts));
+
+    // The campaign's rates: one hard bounce in 5, one complaint among the 2 delivered to a
+    // receiver that sends feedback reports (Yahoo), an alarm.
+    let status = f.dir.path().join("spring.toml");
+    let o = tokio::task::block_in_place(|| {
+        setup.blast(&["status", status.to_str().unwrap(), "--json"])
+    });
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out_text(&o)));
+    let r = &v["rates"];
+    assert_eq!(r["hard_bounces"], 1, "{v}");
+    assert_eq!(r["complaints"], 1, "{v}");
+    assert_eq!(r["feedback_delivered"], 2, "{v}");
+    assert_eq!(r["complaint_rate"], 0.5, "{v}");
+    assert!(
+        r["alerts"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("warning: hard bounce rate 20.00%"),
+        "{v}"
+    );
+    assert!(
+        r["alerts"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("ALARM: complaint rate 50.00%"),
+        "{v}"
+    );
+    let o = tokio::task::block_in_place(|| setup.blast(&["status", status.to_str().unwrap()]));
+    let text = out_text(&o);
+    assert!(
+        text.contains("complaints 1 (50.00% of 2 delivered to feedback-loop receivers)"),
+        "{text}"
+    );
 
     // list and show read what was stored.
     let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "list"]));

@@ -18,6 +18,7 @@ pub mod dkim;
 pub mod lanes;
 pub mod preview;
 pub mod queue;
+pub mod rates;
 pub mod schedule;
 pub mod status;
 pub mod suppress;

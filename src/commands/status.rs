@@ -1,4 +1,5 @@
-//! `blast status CAMPAIGN [--json]`: counts per state, the top domains, the last errors, and
+//! `blast status CAMPAIGN [--json] [--config blast.toml]`: counts per state, the bounce,
+//! unsubscribe and complaint rates ([`super::rates`]), the top domains, the last errors, and
 //! a warning per domain that rejected the sender or the message (5.7.x blocklist, DMARC,
 //! content…): those recipients are bounced for the campaign but not suppressed, and the cause
 //! is usually on the sending side, so a postmaster must hear about it.
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::commands::rates;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::report;
@@ -74,9 +76,14 @@ pub fn warnings_json(w: &[Warning]) -> serde_json::Value {
         .into()
 }
 
-/// Runs `blast status`.
-pub fn run(campaign: &Path, json: bool) -> Result<i32> {
-    let s = config::load(campaign)?;
+/// Runs `blast status` (`server`: the blast.toml the campaign was sent with).
+pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
+    let mut s = config::load(campaign)?;
+    if let Some(server) = server {
+        let sv = crate::serve::config::load(server)?;
+        s.bounce_policy = sv.bounce_policy;
+        s.suppression_dir = Some(sv.state_dir);
+    }
     let dir = send::store_dir(&s);
     if !dir.exists() {
         return Err(Error::Config(format!(
@@ -119,9 +126,11 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
     let mut warnings = Warnings::default();
     let mut domains: BTreeMap<String, [u64; 3]> = BTreeMap::new();
     let mut errors: Vec<(u64, String)> = Vec::new();
+    let mut tally = rates::Tally::default();
     for kv in st.iter() {
         let (_, r) = kv?;
         warnings.note(&r);
+        tally.note(&r, &s.bounce_policy);
         let slot = match r.state {
             State::Sent => 0,
             State::Deferred => 1,
@@ -144,15 +153,22 @@ pub fn run(campaign: &Path, json: bool) -> Result<i32> {
         }
     }
     let warnings = warnings.finish();
+    let counts = crate::owner::Global::shared(s.suppression_state_dir()).source_counts(&s.id)?;
+    let rates = rates::rates(&tally, &counts, &s.bounce_policy);
     if json {
         let mut v = report::summary::counts_json(&s.id, &c, false);
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("warnings".into(), warnings_json(&warnings));
+            m.insert(
+                "rates".into(),
+                serde_json::to_value(&rates).unwrap_or_default(),
+            );
         }
         println!("{v}");
         return Ok(0);
     }
     print_table(&s.id, c.total, |st| c.get(st));
+    rates::print(&rates, &tally);
     let mut top: Vec<_> = domains.into_iter().collect();
     top.sort_by_key(|d| std::cmp::Reverse(d.1.iter().sum::<u64>()));
     if !top.is_empty() {
