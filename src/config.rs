@@ -79,6 +79,8 @@ pub(crate) struct RawLane {
     pub(crate) breaker_share: Option<Spanned<f64>>,
     /// …among this many first attempts.
     pub(crate) breaker_window: Option<Spanned<u32>>,
+    /// The complaint breaker: share of complaints among the campaign's deliveries (0 = off).
+    pub(crate) complaint_share: Option<Spanned<f64>>,
     #[serde(default)]
     pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
@@ -358,6 +360,11 @@ pub struct LaneSettings {
     /// attempts refused as bad addresses stops the run (exit 75). Default `(0.10, 1000)`;
     /// `None`: off (`breaker_share = 0`, or `blast send --override-breaker`).
     pub breaker: Option<(f64, u64)>,
+    /// The complaint breaker: more than this share of the campaign's deliveries reported as
+    /// complaints (once at least [`crate::lane::complaints::MIN_COMPLAINTS`] are in) stops the
+    /// run (exit 75). Default 0.003, the limit Gmail and Yahoo enforce; `None`: off
+    /// (`complaint_share = 0`, or `blast send --override-breaker`).
+    pub complaint_share: Option<f64>,
 }
 
 impl LaneSettings {
@@ -1030,6 +1037,11 @@ pub(crate) fn lane_settings(
             };
             let window = at_least_one(loc, &l.breaker_window, &k("breaker_window"), 1000)?;
             (share > 0.0).then_some((share, u64::from(window)))
+        },
+        complaint_share: match &l.complaint_share {
+            None => Some(crate::bounce::policy::COMPLAINT_ALARM),
+            Some(v) if (0.0..=1.0).contains(v.get_ref()) => (*v.get_ref() > 0.0).then_some(*v.get_ref()),
+            Some(v) => return loc.err(v.span(), &k("complaint_share"), "a share from 0 (off) to 1, e.g. 0.003"),
         },
     })
 }

@@ -46,6 +46,11 @@ pub enum Request {
     },
     /// Every suppression entry.
     SuppressList,
+    /// List entries under new keys (recipient ids met as addresses), durably.
+    SuppressMove {
+        /// (from key, to key, entry).
+        moves: Vec<(String, String, Suppressed)>,
+    },
     /// Record a run that issues tokens (run id → name), durably.
     RegisterRun {
         /// The run's name (campaign id, or `campaign@slot`).

@@ -487,16 +487,11 @@ pub(crate) fn settle_id_hits(
 ) -> Result<u64> {
     let mut added = 0;
     for chunk in hits.chunks(5_000) {
-        let entries: Vec<_> = chunk
+        let moves: Vec<_> = chunk
             .iter()
-            .map(|(k, _, e)| (k.clone(), e.clone()))
+            .map(|(k, rid, e)| (crate::token::rid_key(*rid), k.clone(), e.clone()))
             .collect();
-        added += global.suppress(&entries, false)?;
-        let ids: Vec<String> = chunk
-            .iter()
-            .map(|(_, rid, _)| crate::token::rid_key(*rid))
-            .collect();
-        global.unsuppress(&ids)?;
+        added += global.move_entries(&moves)?;
     }
     Ok(added)
 }

@@ -184,6 +184,29 @@ impl Global {
         )
     }
 
+    /// Lists each entry under its new key in place of the old one (recipient ids met as
+    /// addresses), durably, without counting them again. Returns how many new keys.
+    /// Blocking.
+    pub fn move_entries(&self, moves: &[(String, String, Entry)]) -> Result<u64> {
+        if moves.is_empty() {
+            return Ok(0);
+        }
+        self.with(
+            || Request::SuppressMove {
+                moves: moves.to_vec(),
+            },
+            |r| Ok(r.added),
+            |sp| {
+                let mut n = 0;
+                for (from, to, e) in moves {
+                    n += u64::from(sp.move_entry(from, to, e)?);
+                }
+                sp.flush()?;
+                Ok(n)
+            },
+        )
+    }
+
     /// Records that run `name` issues tokens (its run id → its name), durably, so a
     /// one-click can name the campaign instead of a number. Blocking.
     pub fn register_run(&self, name: &str) -> Result<()> {

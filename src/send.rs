@@ -61,6 +61,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let s = if opts.override_breaker {
         let mut c = s.clone();
         c.lane.breaker = None;
+        c.lane.complaint_share = None;
         overridden = c;
         &overridden
     } else {

@@ -306,3 +306,59 @@ async fn full_mailbox_on_three_campaigns_in_a_row_suppresses_and_a_success_reset
     assert!(!l.contains_key(&rid("flaky@x.example")), "{l:?}");
     assert_eq!(l.len(), 1, "{l:?}");
 }
+
+/// Complaints that arrive for a campaign stop its next run before it sends anything
+/// (exit 75 with the reason); `--override-breaker` sends the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complaint_breaker_stops_the_run_and_the_override_resumes_it() {
+    let setup = inbox_setup(free_port());
+    let first: Vec<String> = (0..10).map(|i| format!("r{i}@yahoo.com")).collect();
+    let f = crate::pipeline::Fixture::new();
+    let sink = crate::pipeline::start_sink(Vec::new()).await;
+    let c = signed_campaign(&f, "hot", sink.addr, &first, "");
+    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    // Five of the ten complain (the reports carry the messages' Message-IDs).
+    let mut mbox = String::new();
+    for r in sink.received().iter().take(5) {
+        let mid = crate::pipeline::header(&r.data, "Message-ID").unwrap();
+        mbox.push_str("From fbl@yahoo.com Mon Nov 30 10:00:00 2026\n");
+        mbox.push_str(&arf(mid.trim()).replace("\r\n", "\n"));
+        mbox.push('\n');
+    }
+    let path = f.dir.path().join("fbl.mbox");
+    std::fs::write(&path, mbox).unwrap();
+    let o = import(&setup, &path);
+    assert!(o.contains("5 messages: 5 new"), "{o}");
+
+    // Ten more rows: the rerun imports them and stops before sending any.
+    let mut all = first.clone();
+    all.extend((10..20).map(|i| format!("r{i}@yahoo.com")));
+    f.write("hot.csv", crate::pipeline::csv_list(&all));
+    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
+    let text = out_text(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(
+        text.contains("complaint breaker: 5 complaints for 10 messages delivered")
+            && text.contains("--override-breaker"),
+        "{text}"
+    );
+    assert_eq!(sink.received().len(), 10, "nothing more sent");
+
+    let out = tokio::task::block_in_place(|| {
+        send_process(&setup, &c)
+            .arg("--override-breaker")
+            .output()
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    let mut to: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.rcpt_to[0].clone())
+        .collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 20, "the 10 new rows sent");
+    assert_eq!(sink.received().len(), 20, "nobody twice");
+}

@@ -103,6 +103,7 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         Request::SuppressAdd { .. }
         | Request::SuppressRemove { .. }
         | Request::SuppressList
+        | Request::SuppressMove { .. }
         | Request::RegisterRun { .. }
         | Request::RunName { .. }
         | Request::SourceCounts { .. }

@@ -7,6 +7,7 @@
 //! dispatcher simply picks another domain's recipient.
 
 pub mod breaker;
+pub mod complaints;
 pub mod dispatch;
 pub mod domains;
 pub mod health;
@@ -222,6 +223,9 @@ pub async fn run_with(
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel::<Job>();
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
 
+    let mut complaint = complaints::Watch::default();
+    complaint.check(&ctx).await;
+    let complaint_watch = tokio::spawn(complaint.watch(ctx.clone()));
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = tokio::spawn(writer::run(
         ctx.clone(),
@@ -255,6 +259,7 @@ pub async fn run_with(
         .map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
     dispatched?;
     watcher.abort();
+    complaint_watch.abort();
     let mut report = report;
     report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     report.stalled = ctx.stalled.lock().unwrap_or_else(|p| p.into_inner()).take();

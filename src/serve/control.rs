@@ -214,6 +214,13 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
+        Request::SuppressMove { moves } => {
+            return global_op(ctx, move |g, r| {
+                r.added = g.move_entries(&moves)?;
+                Ok(())
+            })
+            .await
+        }
         Request::SuppressList => {
             return global_op(ctx, |g, r| {
                 r.suppressed = g.list()?;

@@ -276,6 +276,19 @@ impl Suppression {
         Ok(swapped.is_ok())
     }
 
+    /// Lists `entry` under `to` in place of `from` (a recipient id met as an address): the
+    /// same event under a better key, so not counted again. `to` first: a crash in between
+    /// leaves both, never neither. Returns whether `to` was new (not flushed).
+    pub fn move_entry(&self, from: &str, to: &str, entry: &Entry) -> Result<bool> {
+        let v = serde_json::to_vec(entry).map_err(|e| store_err(&self.path, e))?;
+        let swapped = self
+            .tree
+            .compare_and_swap(to.as_bytes(), None as Option<&[u8]>, Some(v))
+            .map_err(|e| store_err(&self.path, e))?;
+        self.remove(from)?;
+        Ok(swapped.is_ok())
+    }
+
     /// Adds (or replaces) an entry. `key` is a normalised address or `@domain`.
     pub fn add(&self, key: &str, entry: &Entry) -> Result<()> {
         let v = serde_json::to_vec(entry).map_err(|e| store_err(&self.path, e))?;
