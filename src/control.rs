@@ -55,7 +55,12 @@ pub enum Request {
     RegisterRun {
         /// The run's name (campaign id, or `campaign@slot`).
         name: String,
+        /// Its campaign store's directory.
+        #[serde(default)]
+        dir: Option<PathBuf>,
     },
+    /// Every run's store dir, most recent first.
+    RunDirs,
     /// The name of a registered run id.
     RunName {
         /// [`crate::token::run_id`].
@@ -132,6 +137,9 @@ pub struct Response {
     /// `soft_counts`: key → its count.
     #[serde(default)]
     pub soft: Vec<(String, crate::store::suppression::SoftCount)>,
+    /// `run_dirs`: (name, where).
+    #[serde(default)]
+    pub run_dirs: Vec<(String, crate::store::suppression::RunDir)>,
     /// `inbox_put`: what it did.
     #[serde(default)]
     pub import: Option<crate::serve::inbox_import::Summary>,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::{self, Request, Response};
 use crate::error::{Error, Result};
-use crate::store::suppression::{self, Entry, SoftCount, SoftHit, SoftPolicy, Suppression};
+use crate::store::suppression::{self, Entry, RunDir, SoftCount, SoftHit, SoftPolicy, Suppression};
 
 /// How long an open attempt waits for another process to let go of the store.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -209,9 +209,12 @@ impl Global {
 
     /// Records that run `name` issues tokens (its run id → its name), durably, so a
     /// one-click can name the campaign instead of a number. Blocking.
-    pub fn register_run(&self, name: &str) -> Result<()> {
+    /// `dir`: the run's campaign store, so a bounce without a token can be matched to a
+    /// message the run sent ([`Global::run_dirs`]).
+    pub fn register_run(&self, name: &str, dir: Option<&Path>) -> Result<()> {
         let req = || Request::RegisterRun {
             name: name.to_string(),
+            dir: dir.map(Path::to_path_buf),
         };
         self.with(
             req,
@@ -219,11 +222,21 @@ impl Global {
             |sp| {
                 if sp.run_name(crate::token::run_id(name))?.as_deref() != Some(name) {
                     sp.register_run(name)?;
-                    sp.flush()?;
                 }
-                Ok(())
+                if let Some(d) = dir {
+                    sp.register_run_dir(name, d, crate::store::now_ms())?;
+                }
+                sp.flush()
             },
         )
+    }
+
+    /// Every registered run's store dir, most recently started first. Blocking.
+    pub fn run_dirs(&self) -> Result<Vec<(String, RunDir)>> {
+        if self.nothing_yet() {
+            return Ok(Vec::new());
+        }
+        self.with(|| Request::RunDirs, |r| Ok(r.run_dirs), |sp| sp.run_dirs())
     }
 
     /// The name of a run id registered by [`Global::register_run`]. Blocking.

@@ -101,10 +101,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         let (s2, st, stats, global) = (s.clone(), store.clone(), stats.clone(), global.clone());
         let retry_now = opts.retry_now;
         tokio::task::spawn_blocking(move || -> Result<_> {
-            if s2.tokens.is_some() {
-                // Its tokens name the run by a 32-bit id; serve's endpoint records the name.
-                global.register_run(&s2.id)?;
-            }
+            // Its tokens name the run by a 32-bit id (serve's endpoint records the name), and
+            // a bounce without a token is matched against the store it names.
+            global.register_run(&s2.id, Some(&store_dir(&s2)))?;
             // A copy, so the import does not hold the list (or serve) while it reads.
             let supp = global.snapshot()?;
             let mut imported = import(

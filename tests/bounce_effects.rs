@@ -112,6 +112,36 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
 
     let o = import(&setup, &eml);
     assert!(o.contains("1 messages: 1 new"), "{o}");
+    // Forwarded by a person: no VERP address left, no token in it; the Final-Recipient
+    // is one the campaign mailed (acted on) or one it never mailed (changes nothing).
+    let forwarded = |rcpt: &str| {
+        dsn(
+            "postmaster@acme.example",
+            rcpt,
+            "5.1.1",
+            "550 5.1.1 user unknown",
+        )
+        .replace("To: <postmaster@acme.example>", "To: ops@acme.example")
+    };
+    let fwd = dir.join("fwd");
+    std::fs::create_dir_all(&fwd).unwrap();
+    std::fs::write(fwd.join("a.eml"), forwarded("full@x.example")).unwrap();
+    std::fs::write(fwd.join("b.eml"), forwarded("stranger@x.example")).unwrap();
+    let o = import(&setup, &fwd);
+    assert!(
+        o.contains("suppressed") && o.contains("no run of ours sent to stranger@x.example"),
+        "{o}"
+    );
+    assert_eq!(
+        listed(&setup)
+            .get(&rid("full@x.example"))
+            .map(String::as_str),
+        Some("bounce")
+    );
+    let o = tokio::task::block_in_place(|| {
+        setup.blast(&["suppress", "remove", &rid("full@x.example")])
+    });
+    assert!(o.status.success(), "{}", out_text(&o));
     let o = import(&setup, &dir.join("Maildir"));
     assert!(
         o.contains("2 messages: 2 new") && o.contains("soft bounce counted"),
@@ -147,7 +177,8 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     let counts = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
     assert_eq!(listed(&setup).len(), 2, "{}", out_text(&counts));
 
-    // The campaign's rates: one hard bounce in 5, one complaint among the 2 delivered to a
+    // The campaign's rates: two hard bounces in 5 (the one removed by hand still happened),
+    // one complaint among the 2 delivered to a
     // receiver that sends feedback reports (Yahoo), an alarm.
     let status = f.dir.path().join("spring.toml");
     let o = tokio::task::block_in_place(|| {
@@ -156,7 +187,7 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     let v: serde_json::Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out_text(&o)));
     let r = &v["rates"];
-    assert_eq!(r["hard_bounces"], 1, "{v}");
+    assert_eq!(r["hard_bounces"], 2, "{v}");
     assert_eq!(r["complaints"], 1, "{v}");
     assert_eq!(r["feedback_delivered"], 2, "{v}");
     assert_eq!(r["complaint_rate"], 0.5, "{v}");
@@ -164,7 +195,7 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
         r["alerts"][0]
             .as_str()
             .unwrap()
-            .starts_with("warning: hard bounce rate 20.00%"),
+            .starts_with("warning: hard bounce rate 40.00%"),
         "{v}"
     );
     assert!(
@@ -186,8 +217,8 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     let text = out_text(&o);
     assert_eq!(
         text.lines().count(),
-        1 + 5,
-        "a header and 5 messages: {text}"
+        1 + 7,
+        "a header and 7 messages: {text}"
     );
     let first_id = text
         .lines()
@@ -228,7 +259,7 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
         Some("bounce")
     );
     let o = tokio::task::block_in_place(|| setup.blast(&["bounces", "list"]));
-    assert_eq!(out_text(&o).lines().count(), 1 + 6);
+    assert_eq!(out_text(&o).lines().count(), 1 + 8);
     term(child);
 
     // A path that is not there is an error that names it.

@@ -105,6 +105,7 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SuppressList
         | Request::SuppressMove { .. }
         | Request::RegisterRun { .. }
+        | Request::RunDirs
         | Request::RunName { .. }
         | Request::SourceCounts { .. }
         | Request::SoftHits { .. }

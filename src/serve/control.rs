@@ -228,8 +228,15 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
-        Request::RegisterRun { name } => {
-            return global_op(ctx, move |g, _| g.register_run(&name)).await
+        Request::RegisterRun { name, dir } => {
+            return global_op(ctx, move |g, _| g.register_run(&name, dir.as_deref())).await
+        }
+        Request::RunDirs => {
+            return global_op(ctx, |g, r| {
+                r.run_dirs = g.run_dirs()?;
+                Ok(())
+            })
+            .await
         }
         Request::RunName { id } => {
             return global_op(ctx, move |g, r| {

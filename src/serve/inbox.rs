@@ -24,6 +24,7 @@ use crate::bounce::policy::BouncePolicy;
 use crate::bounce::{Bounce, BounceClass};
 use crate::owner::Global;
 use crate::serve::submission::AcceptRequest;
+use crate::store::campaign::CampaignStore;
 use crate::store::suppression::{Entry, SoftHit};
 use crate::token::{Purpose, Token, TokenSettings};
 
@@ -309,10 +310,12 @@ pub fn process(
 ) -> Result<Vec<String>, String> {
     let mut acts = Acts::new(global, s.at_ms);
     let mut parsed: Option<Vec<Bounce>> = None;
+    let mut stores: Option<Vec<(String, CampaignStore)>> = None;
     for (rcpt, mb) in &s.rcpts {
         match mb {
             Mailbox::Unsubscribe { rid, run } => {
-                acts.suppress(rcpt, rid, *run, "unsubscribe", "mailto".into());
+                let source = acts.run_name(*run);
+                acts.suppress(rcpt, rid, source, "unsubscribe", "mailto".into());
             }
             Mailbox::Bounce { rid, run } => {
                 let results = parsed.get_or_insert_with(|| crate::bounce::parse(raw));
@@ -327,7 +330,8 @@ pub fn process(
                     .or_else(|| results.iter().find(|b| counts_as_soft(b)))
                     .or(results.first());
                 if let Some(b) = strongest {
-                    acts.act(rcpt, rid, *run, b);
+                    let source = acts.run_name(*run);
+                    acts.act(rcpt, rid, source, b);
                 }
             }
             Mailbox::Feedback => {
@@ -341,10 +345,21 @@ pub fn process(
                         let keys = &rules.tokens.as_ref()?.keys;
                         keys.verify(Purpose::Bounce, t).ok()
                     });
-                    match token {
-                        Some(t) => acts.act(rcpt, &t.rid_key(), t.run, b),
+                    if let Some(t) = token {
+                        let source = acts.run_name(t.run);
+                        acts.act(rcpt, &t.rid_key(), source, b);
+                        continue;
+                    }
+                    // No token: the Final-Recipient, if a run of ours sent to it.
+                    let sent = b
+                        .recipient
+                        .as_deref()
+                        .and_then(|a| sent_to(global, rules, a, &mut stores));
+                    match sent {
+                        Some((key, run)) => acts.act(rcpt, &key, run, b),
                         None => acts.effects.push(format!(
-                            "{rcpt}: unattributed (no valid token): {}",
+                            "{rcpt}: unattributed (no valid token, and no run of ours sent to {}): {}",
+                            b.recipient.as_deref().unwrap_or("an unnamed recipient"),
                             describe(b)
                         )),
                     }
@@ -356,6 +371,47 @@ pub fn process(
         }
     }
     acts.commit(rules)
+}
+
+/// Runs looked at for a bounce without a token: the most recently started ones.
+const RECENT_RUNS: usize = 20;
+
+/// The suppression key of `address` and the run that sent to it, if one of the
+/// [`RECENT_RUNS`] most recent runs did (its store has the address as sent). A run whose
+/// store is open elsewhere (still sending) is not looked at: the bounce stays unattributed
+/// rather than waiting on it. `stores` keeps the opened stores for the rest of a message.
+fn sent_to(
+    global: &Global,
+    rules: &Rules,
+    address: &str,
+    stores: &mut Option<Vec<(String, CampaignStore)>>,
+) -> Option<(String, String)> {
+    let policy = crate::list::hygiene::Policy {
+        allow_role: true,
+        smtputf8: true,
+    };
+    let key = crate::list::hygiene::check(address, &policy).ok()?.key;
+    let open = stores.get_or_insert_with(|| {
+        global
+            .run_dirs()
+            .unwrap_or_default()
+            .into_iter()
+            .take(RECENT_RUNS)
+            .filter_map(|(name, d)| {
+                let st = CampaignStore::open(&d.dir, std::time::Duration::from_millis(50)).ok()?;
+                Some((name, st))
+            })
+            .collect()
+    });
+    let run = open.iter().find_map(|(name, st)| {
+        let r = st.get(&key).ok()??;
+        (r.attempts > 0 && r.state != crate::store::record::State::Pending).then(|| name.clone())
+    })?;
+    // With token keys, the list and the soft counts key a mailbox by its recipient id.
+    Some((
+        crate::token::mailbox_key(rules.tokens.as_deref(), &key),
+        run,
+    ))
 }
 
 fn counts_as_soft(b: &Bounce) -> bool {
@@ -390,26 +446,26 @@ impl<'a> Acts<'a> {
         }
     }
 
-    fn suppress(&mut self, rcpt: &str, rid: &str, run: u32, reason: &str, detail: String) {
+    fn suppress(&mut self, rcpt: &str, rid: &str, source: String, reason: &str, detail: String) {
         self.effects
             .push(format!("{rcpt}: suppressed {rid} ({reason}: {detail})"));
         let e = Entry {
             reason: reason.into(),
             at_ms: self.at_ms,
-            source: self.run_name(run),
+            source,
             detail,
         };
         self.suppress.push((rid.to_string(), e));
     }
 
-    /// One parsed result for the recipient `rid` of run `run`.
-    fn act(&mut self, rcpt: &str, rid: &str, run: u32, b: &Bounce) {
+    /// One parsed result for the recipient `rid` (a suppression key) of run `source`.
+    fn act(&mut self, rcpt: &str, rid: &str, source: String, b: &Bounce) {
         if let Some(reason) = reason_for(b) {
-            self.suppress(rcpt, rid, run, reason, describe(b));
+            self.suppress(rcpt, rid, source, reason, describe(b));
         } else if counts_as_soft(b) {
             self.soft.push(SoftHit {
                 key: rid.to_string(),
-                campaign: self.run_name(run),
+                campaign: source,
                 at_ms: self.at_ms,
                 detail: describe(b),
             });

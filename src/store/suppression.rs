@@ -74,6 +74,15 @@ pub struct SoftCount {
     pub campaigns: Vec<(String, u64)>,
 }
 
+/// Where a run keeps its campaign store, and when it last started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDir {
+    /// The campaign store's directory.
+    pub dir: PathBuf,
+    /// When the run last started (ms since the epoch).
+    pub at_ms: u64,
+}
+
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// An open suppression store.
@@ -87,6 +96,9 @@ pub struct Suppression {
     /// Run id ([`crate::token::run_id`]) → run name, for runs that issued tokens: a one-click
     /// names its run by id, and the list records the name.
     runs: sled::Tree,
+    /// Run name → [`RunDir`]: where each run's campaign store is, so a bounce that carries
+    /// no token can still be matched to a message blast sent.
+    run_dirs: sled::Tree,
     db: sled::Db,
     path: PathBuf,
 }
@@ -116,6 +128,7 @@ impl Suppression {
         check_version(&meta, &path, SUPPRESSION_FORMAT)?;
         let tree = db.open_tree("entries").map_err(|e| store_err(&path, e))?;
         let runs = db.open_tree("runs").map_err(|e| store_err(&path, e))?;
+        let run_dirs = db.open_tree("run_dirs").map_err(|e| store_err(&path, e))?;
         let counts = db.open_tree("counts").map_err(|e| store_err(&path, e))?;
         let soft = db.open_tree("soft").map_err(|e| store_err(&path, e))?;
         let sp = Suppression {
@@ -123,6 +136,7 @@ impl Suppression {
             counts,
             soft,
             runs,
+            run_dirs,
             db,
             path,
         };
@@ -330,6 +344,32 @@ impl Suppression {
             .insert(id, name.as_bytes())
             .map_err(|e| store_err(&self.path, e))?;
         Ok(())
+    }
+
+    /// Records where run `name` keeps its campaign store (not flushed).
+    pub fn register_run_dir(&self, name: &str, dir: &Path, at_ms: u64) -> Result<()> {
+        let v = serde_json::to_vec(&RunDir {
+            dir: dir.to_path_buf(),
+            at_ms,
+        })
+        .map_err(|e| store_err(&self.path, e))?;
+        self.run_dirs
+            .insert(name.as_bytes(), v)
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Every run's store dir, most recently started first.
+    pub fn run_dirs(&self) -> Result<Vec<(String, RunDir)>> {
+        let mut out = Vec::new();
+        for kv in self.run_dirs.iter() {
+            let (k, v) = kv.map_err(|e| store_err(&self.path, e))?;
+            if let Ok(d) = serde_json::from_slice::<RunDir>(&v) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), d));
+            }
+        }
+        out.sort_by_key(|(_, d)| std::cmp::Reverse(d.at_ms));
+        Ok(out)
     }
 
     /// The name of a registered run.
