@@ -72,6 +72,25 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A campaign's report: sends over time against the configured rate, outcomes, top
+    /// domains, bounce categories, the complaint rate against the 0.1% / 0.3% lines, the
+    /// prune summary. HTML is one self-contained file (inline SVG, no external assets).
+    Report {
+        /// The campaign file.
+        campaign: PathBuf,
+        /// `html` (default), `csv` or `json`.
+        #[arg(long, default_value = "html", value_parser = ["html", "csv", "json"])]
+        format: String,
+        /// Where to write it (default: html to STATE/ID/report.html, csv and json to stdout).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// One row per recipient too.
+        #[arg(long)]
+        recipients: bool,
+        /// The server config the campaign was sent with (its global list and `[bounces]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print one rendered message (the first sendable row) as it will go out.
     Preview {
         /// The campaign file.

@@ -142,6 +142,19 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             json,
             config,
         } => commands::status::run(&campaign, json, config.as_deref()),
+        Command::Report {
+            campaign,
+            format,
+            output,
+            recipients,
+            config,
+        } => commands::report::run(
+            &campaign,
+            &format,
+            output.as_deref(),
+            recipients,
+            config.as_deref(),
+        ),
         Command::Preview { campaign } => commands::preview::run(&campaign),
         Command::Suppress {
             campaign,

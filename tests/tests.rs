@@ -12,6 +12,7 @@ mod nice;
 mod pipeline;
 mod priority;
 mod render_message;
+mod report;
 mod schedule;
 mod sender_rules;
 mod serve;

@@ -76,22 +76,50 @@ pub fn warnings_json(w: &[Warning]) -> serde_json::Value {
         .into()
 }
 
-/// Runs `blast status` (`server`: the blast.toml the campaign was sent with).
-pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
+/// The campaign's settings, with the global list and `[bounces]` policy of `server` (the
+/// blast.toml it was sent with) when given.
+pub fn settings(campaign: &Path, server: Option<&Path>) -> Result<config::Settings> {
     let mut s = config::load(campaign)?;
     if let Some(server) = server {
         let sv = crate::serve::config::load(server)?;
         s.bounce_policy = sv.bounce_policy;
         s.suppression_dir = Some(sv.state_dir);
     }
+    Ok(s)
+}
+
+/// Opens the store of a campaign that is not being sent (`blast report`).
+pub fn open_finished(campaign: &Path, s: &config::Settings) -> Result<CampaignStore> {
+    let dir = send::store_dir(s);
+    if !dir.exists() {
+        return Err(not_sent(campaign, s, &dir));
+    }
+    CampaignStore::open(&dir, Duration::from_millis(200)).map_err(|e| match e {
+        Error::Locked(_) => Error::Lane(format!(
+            "{}: campaign {} is being sent right now; `blast status` shows its progress, and the \
+             report can be made once the send ends",
+            campaign.display(),
+            s.id
+        )),
+        e => e,
+    })
+}
+
+fn not_sent(campaign: &Path, s: &config::Settings, dir: &Path) -> Error {
+    Error::Config(format!(
+        "{}: campaign {} has not been sent yet (no state in {})",
+        campaign.display(),
+        s.id,
+        dir.display()
+    ))
+}
+
+/// Runs `blast status` (`server`: the blast.toml the campaign was sent with).
+pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
+    let s = settings(campaign, server)?;
     let dir = send::store_dir(&s);
     if !dir.exists() {
-        return Err(Error::Config(format!(
-            "{}: campaign {} has not been sent yet (no state in {})",
-            campaign.display(),
-            s.id,
-            dir.display()
-        )));
+        return Err(not_sent(campaign, &s, &dir));
     }
     let st = match CampaignStore::open(&dir, Duration::from_millis(200)) {
         Ok(st) => st,
@@ -122,72 +150,30 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
-    let c = st.counts()?;
-    let mut warnings = Warnings::default();
-    let mut domains: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-    let mut errors: Vec<(u64, String)> = Vec::new();
-    let mut tally = rates::Tally::default();
-    for kv in st.iter() {
-        let (_, r) = kv?;
-        warnings.note(&r);
-        tally.note(&r, &s.bounce_policy);
-        let slot = match r.state {
-            State::Sent => 0,
-            State::Deferred => 1,
-            State::Bounced => 2,
-            _ => {
-                if r.state == State::Failed {
-                    errors.push((r.updated_ms, error_line(&r)));
-                }
-                continue;
-            }
-        };
-        domains.entry(r.domain().to_string()).or_default()[slot] += 1;
-        if slot > 0 {
-            errors.push((r.updated_ms, error_line(&r)));
-        }
-        // Keep memory bounded on big campaigns: only the latest few matter.
-        if errors.len() > 1000 {
-            errors.sort_by_key(|e| std::cmp::Reverse(e.0));
-            errors.truncate(10);
-        }
-    }
-    let warnings = warnings.finish();
-    let counts = crate::owner::Global::shared(s.suppression_state_dir()).source_counts(&s.id)?;
-    let rates = rates::rates(&tally, &counts, &s.bounce_policy);
+    let g = report::gather::gather(&s, &st)?;
     if json {
-        let mut v = report::summary::counts_json(&s.id, &c, false);
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("warnings".into(), warnings_json(&warnings));
-            m.insert(
-                "rates".into(),
-                serde_json::to_value(&rates).unwrap_or_default(),
-            );
-        }
-        println!("{v}");
+        println!("{}", g.json(&s.id));
         return Ok(0);
     }
+    let c = &g.counts;
     print_table(&s.id, c.total, |st| c.get(st));
-    rates::print(&rates, &tally);
-    let mut top: Vec<_> = domains.into_iter().collect();
-    top.sort_by_key(|d| std::cmp::Reverse(d.1.iter().sum::<u64>()));
-    if !top.is_empty() {
+    rates::print(&g.rates, &g.tally);
+    if !g.domains.is_empty() {
         println!(
             "  {:<30} {:>8} {:>8} {:>8}",
             "domain", "sent", "deferred", "bounced"
         );
-        for (d, [a, b, c]) in top.iter().take(10) {
+        for (d, [a, b, c, _]) in g.domains.iter().take(10) {
             println!("  {d:<30} {a:>8} {b:>8} {c:>8}");
         }
     }
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+    if !g.errors.is_empty() {
         println!("  last errors:");
-        for (_, e) in errors.iter().take(10) {
+        for (_, e) in &g.errors {
             println!("    {e}");
         }
     }
-    for w in &warnings {
+    for w in &g.warnings {
         println!(
             "warning: {}: {} sender/message-level rejections (not suppressed), last: {}",
             w.domain, w.count, w.last
@@ -226,8 +212,4 @@ fn print_running(id: &str, v: &serde_json::Value) {
         run("failed_this_run")
     );
     println!("  (domains and last errors are shown once it ends)");
-}
-
-fn error_line(r: &Record) -> String {
-    format!("{} ({}): {}", r.address, r.state.name(), r.last_reply)
 }
