@@ -47,6 +47,8 @@ struct RawCampaign {
     headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     allow_role_accounts: Option<bool>,
     in_flight: Option<InFlightPolicy>,
+    /// Rewrite the HTML part's links to serve's click redirect (`[tracking] url`).
+    track_clicks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +119,9 @@ pub struct Settings {
     pub headers: Vec<(String, String)>,
     /// Hygiene policy (role accounts, SMTPUTF8).
     pub policy: Policy,
+    /// `[campaign] track_clicks`: links of the HTML part go through serve's click redirect
+    /// (needs `[tracking] url` in the server config). Default off.
+    pub track_clicks: bool,
     /// What to do with recipients found `in_flight` after a crash.
     pub in_flight: InFlightPolicy,
     /// The blast lane.
@@ -835,6 +840,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         email_column: c.email_column.unwrap_or_else(|| "email".into()),
         state_dir,
         headers,
+        track_clicks: c.track_clicks.unwrap_or(false),
         policy: Policy {
             allow_role: c.allow_role_accounts.unwrap_or(false),
             smtputf8: l.smtputf8.unwrap_or(false),

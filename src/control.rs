@@ -61,6 +61,11 @@ pub enum Request {
     },
     /// Every run's store dir, most recent first.
     RunDirs,
+    /// Count events (clicks) per (source, what).
+    CountEvents {
+        /// (run name, event).
+        events: Vec<(String, String)>,
+    },
     /// The name of a registered run id.
     RunName {
         /// [`crate::token::run_id`].

@@ -828,6 +828,7 @@ transport = "outbox:out"
             keys,
             unsubscribe_url: None,
             bounce_domain: None,
+            click_url: None,
         }));
         let st = run(&f);
         assert_eq!(st.id_hits, vec![("ann@a.example".to_string(), rid, entry)]);

@@ -52,6 +52,7 @@
 pub mod bounce;
 pub mod classify;
 pub mod cli;
+pub mod clicks;
 pub mod commands;
 pub mod config;
 pub mod control;

@@ -231,6 +231,25 @@ impl Global {
         )
     }
 
+    /// Counts events that are not list entries (clicks), per (run name, event). Blocking.
+    pub fn count_events(&self, events: &[(String, String)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.with(
+            || Request::CountEvents {
+                events: events.to_vec(),
+            },
+            |_| Ok(()),
+            |sp| {
+                for (source, what) in events {
+                    sp.bump(source, what)?;
+                }
+                sp.flush()
+            },
+        )
+    }
+
     /// Every registered run's store dir, most recently started first. Blocking.
     pub fn run_dirs(&self) -> Result<Vec<(String, RunDir)>> {
         if self.nothing_yet() {

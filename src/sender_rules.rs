@@ -96,6 +96,30 @@ pub fn judge(s: &Settings) -> Verdict {
             }
         }
     }
+    if s.track_clicks {
+        match s.tokens.as_ref().and_then(|t| t.click_url.as_deref()) {
+            None => v.errors.push(format!(
+                "{file}: campaign.track_clicks needs [tracking] url in blast.toml (send with --config blast.toml): links go through serve's redirect"
+            )),
+            Some(u) => {
+                let host = u["https://".len()..]
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or_default();
+                if organisational(host) != organisational(&from) {
+                    v.errors.push(format!(
+                        "{file}: the tracking host {host} is not aligned with the From domain {from}: links to another organisation's domain are a phishing signal; use a host under {}",
+                        organisational(&from)
+                    ));
+                }
+            }
+        }
+        if s.html.is_none() {
+            v.warnings.push(format!(
+                "{file}: campaign.track_clicks: no html part, nothing to track (text links are not rewritten)"
+            ));
+        }
+    }
     for (part, src) in [("text", &s.text), ("html", &s.html)] {
         if let Some((path, src)) = src {
             if !shows_unsubscribe(src) {

@@ -28,6 +28,8 @@ pub enum Purpose {
     Unsubscribe = 1,
     /// The VERP return path (and the Message-ID, which feedback reports keep).
     Bounce = 2,
+    /// A tracked link: the tag also covers the link's URL ([`Keys::issue_bound`]).
+    Click = 3,
 }
 
 /// A verified (or freshly issued) token's contents.
@@ -227,6 +229,43 @@ impl Keys {
         base32_encode(&raw)
     }
 
+    /// Issues a token whose tag also covers `bound` (a tracked link's URL): the token is
+    /// only good together with exactly those bytes.
+    pub fn issue_bound(&self, purpose: Purpose, rid: u64, run: u32, bound: &[u8]) -> String {
+        let k = &self.keys[self.active];
+        let mut raw = [0u8; RAW_LEN];
+        raw[0] = k.id;
+        raw[1..9].copy_from_slice(&rid.to_be_bytes());
+        raw[9..13].copy_from_slice(&run.to_be_bytes());
+        let tag = tag_bound(&k.key, purpose, &raw[..13], bound);
+        raw[13..].copy_from_slice(&tag);
+        base32_encode(&raw)
+    }
+
+    /// Checks a token issued by [`Keys::issue_bound`] with `bound`.
+    pub fn verify_bound(
+        &self,
+        purpose: Purpose,
+        token: &str,
+        bound: &[u8],
+    ) -> Result<Token, TokenError> {
+        let raw = base32_decode(token).ok_or(TokenError::Malformed)?;
+        let k = self
+            .keys
+            .iter()
+            .find(|k| k.id == raw[0])
+            .ok_or(TokenError::UnknownKey)?;
+        let want = tag_bound(&k.key, purpose, &raw[..13], bound);
+        if !constant_time_eq(&want, &raw[13..]) {
+            return Err(TokenError::BadTag);
+        }
+        Ok(Token {
+            key_id: raw[0],
+            rid: u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes")),
+            run: u32::from_be_bytes(raw[9..13].try_into().expect("4 bytes")),
+        })
+    }
+
     /// Checks a token for `purpose` (case-insensitive: MTAs may change the case of a local
     /// part). Retired keys verify too.
     pub fn verify(&self, purpose: Purpose, token: &str) -> Result<Token, TokenError> {
@@ -258,6 +297,9 @@ pub struct TokenSettings {
     pub unsubscribe_url: Option<String>,
     /// The VERP domain: `bounces+TOKEN@` and `unsub+TOKEN@` it.
     pub bounce_domain: Option<String>,
+    /// `[tracking] url`: public base of the click redirect, ending in `/` (`None`: no click
+    /// tracking).
+    pub click_url: Option<String>,
 }
 
 /// The key a mailbox's soft-bounce count is kept under: its recipient id when there are
@@ -280,6 +322,16 @@ fn tag(key: &hmac::Key, purpose: Purpose, body: &[u8]) -> [u8; 8] {
     let mut ctx = hmac::Context::with_key(key);
     ctx.update(&[purpose as u8]);
     ctx.update(body);
+    ctx.sign().as_ref()[..8].try_into().expect("8 bytes")
+}
+
+/// [`tag`] over `bound` too, length-prefixed so no two (body, bound) pairs collide.
+fn tag_bound(key: &hmac::Key, purpose: Purpose, body: &[u8], bound: &[u8]) -> [u8; 8] {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(&[purpose as u8]);
+    ctx.update(body);
+    ctx.update(&(bound.len() as u64).to_be_bytes());
+    ctx.update(bound);
     ctx.sign().as_ref()[..8].try_into().expect("8 bytes")
 }
 

@@ -154,6 +154,7 @@ async fn campaign_messages_verify_with_dkimpy_and_carry_one_click_unsubscribe() 
         keys,
         unsubscribe_url: Some("https://news.acme.example/u/".into()),
         bounce_domain: Some("bounces.acme.example".into()),
+        click_url: None,
     }));
     let sum = send_ok(&s).await;
     assert_eq!(sum.counts.get(blast::store::record::State::Sent), 6);

@@ -3,6 +3,7 @@
 mod bounce;
 mod bounce_effects;
 mod check_lanes;
+mod clicks;
 mod commands;
 mod corpus;
 mod dkim;

@@ -47,7 +47,7 @@ pub(crate) fn setup(relay: SocketAddr) -> Setup {
 }
 
 /// Starts `blast serve`; returns the endpoint's address from its first line.
-fn spawn(setup: &Setup) -> (Child, SocketAddr) {
+pub(crate) fn spawn(setup: &Setup) -> (Child, SocketAddr) {
     let (child, line) = setup.spawn_first_line();
     let addr = line
         .split("http://")
@@ -489,6 +489,7 @@ async fn a_scheduled_run_skips_a_recipient_id_on_the_list() {
         // tokens (VERP) and computes recipient ids.
         unsubscribe_url: None,
         bounce_domain: Some("bounces.acme.example".into()),
+        click_url: None,
     };
     let clock = TestClock::new(crate::schedule::utc("2026-01-05T10:01:00Z"));
     let mut serve = crate::schedule::Serve::start_with(

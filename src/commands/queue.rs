@@ -106,6 +106,7 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SuppressMove { .. }
         | Request::RegisterRun { .. }
         | Request::RunDirs
+        | Request::CountEvents { .. }
         | Request::RunName { .. }
         | Request::SourceCounts { .. }
         | Request::SoftHits { .. }

@@ -65,6 +65,9 @@ pub struct Rates {
     pub feedback_delivered: u64,
     /// complaints ÷ feedback_delivered; `None` when nothing went to such a receiver.
     pub complaint_rate: Option<f64>,
+    /// Clicks on tracked links (`[campaign] track_clicks`), all links together. Security
+    /// scanners that follow every link count too.
+    pub clicks: u64,
     /// Lines to print: `warning: …` or `ALARM: …`.
     pub alerts: Vec<String>,
 }
@@ -119,6 +122,7 @@ pub fn rates(t: &Tally, counts: &[(String, u64)], policy: &BouncePolicy) -> Rate
         complaints,
         feedback_delivered: t.feedback_delivered,
         complaint_rate,
+        clicks: get("click"),
         alerts,
     }
 }
@@ -142,6 +146,9 @@ pub fn print(r: &Rates, t: &Tally) {
             None => "no mail went to a receiver that sends feedback reports".into(),
         }
     );
+    if r.clicks > 0 {
+        println!("  clicks on tracked links {}", r.clicks);
+    }
     if t.gmail_delivered > 0 {
         println!(
             "  ({} delivered to Gmail, which sends no feedback reports: its complaint rate is only \

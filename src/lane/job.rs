@@ -84,6 +84,9 @@ pub struct MessageSpec {
     pub feedback_id: Option<String>,
     /// DKIM keys (`None`: unsigned).
     pub signer: Option<Arc<Signer>>,
+    /// `[campaign] track_clicks` with serve's `[tracking] url`: the HTML part's links are
+    /// rewritten ([`crate::clicks`]).
+    pub track_clicks: bool,
 }
 
 /// A message ready for the transport.
@@ -126,6 +129,7 @@ impl MessageSpec {
             feedback_id: (!has("Feedback-ID"))
                 .then(|| format!("{}:{}:{from_domain}", dot_atom(name), dot_atom(&list))),
             signer: s.dkim.as_ref().map(|d| d.signer.clone()),
+            track_clicks: s.track_clicks,
         }
     }
 
@@ -154,10 +158,22 @@ impl MessageSpec {
             .map(|u| ("unsubscribe_url", u))
             .into_iter()
             .collect();
-        let rendered = self
+        let mut rendered = self
             .templates
             .render_with(Row { columns, values }, &extra)
             .map_err(|e| format!("render: {e}"))?;
+        if let (true, Some(t), Some(ts)) = (self.track_clicks, &t, &self.tokens) {
+            if let (Some(base), Some(html)) = (ts.click_url.as_deref(), rendered.html.as_deref()) {
+                let tracker = crate::clicks::Tracker {
+                    keys: &ts.keys,
+                    base,
+                    rid: t.rid,
+                    run: self.run,
+                    skip: ts.unsubscribe_url.as_deref(),
+                };
+                rendered.html = Some(crate::clicks::rewrite(html, &tracker));
+            }
+        }
         let mut list_headers: Vec<(&str, String)> = Vec::with_capacity(4);
         if let Some(v) = &self.list_id {
             list_headers.push(("List-Id", v.clone()));
@@ -220,6 +236,7 @@ impl MessageSpec {
         let bounce = ts.keys.issue(Purpose::Bounce, rid, self.run);
         let unsub = ts.keys.issue(Purpose::Unsubscribe, rid, self.run);
         Some(RecipientTokens {
+            rid,
             url: ts.unsubscribe_url.as_ref().map(|u| format!("{u}{unsub}")),
             mailto: ts
                 .bounce_domain
@@ -236,6 +253,7 @@ impl MessageSpec {
 
 /// One recipient's token-bearing addresses.
 struct RecipientTokens {
+    rid: u64,
     url: Option<String>,
     mailto: Option<String>,
     verp: Option<String>,

@@ -101,6 +101,8 @@ pub struct Report {
     pub rates: Rates,
     /// Bounced and failed recipients by category, most first.
     pub categories: Vec<(String, u64)>,
+    /// Clicks per tracked link, most first.
+    pub links: Vec<(String, u64)>,
     /// The prune report's summary, when there is one.
     pub prune: Option<Prune>,
     /// Every recipient, with `--recipients`.
@@ -211,6 +213,15 @@ pub fn build(
         domains,
         rates: g.rates.clone(),
         categories,
+        links: {
+            let mut l: Vec<(String, u64)> = g
+                .source_counts
+                .iter()
+                .filter_map(|(k, n)| Some((k.strip_prefix("click:")?.to_string(), *n)))
+                .collect();
+            l.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            l
+        },
         prune: prune_summary(&crate::send::campaign_dir(s).join("pruned.csv")),
         recipients,
     })
@@ -270,6 +281,10 @@ pub fn to_csv(r: &Report) -> String {
     }
     for (k, n) in &r.categories {
         row("category", k, "recipients", n.to_string());
+    }
+    row("rates", "clicks", "", r.rates.clicks.to_string());
+    for (url, n) in &r.links {
+        row("link", url, "clicks", n.to_string());
     }
     if let Some(p) = &r.prune {
         row("prune", "total", "", p.total.to_string());

@@ -37,6 +37,8 @@ pub struct Gathered {
     pub first_ms: u64,
     /// See `first_ms`.
     pub last_ms: u64,
+    /// What the campaign added to the global state, per reason (and `click:URL`).
+    pub source_counts: Vec<(String, u64)>,
 }
 
 impl Gathered {
@@ -124,5 +126,6 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
         categories,
         first_ms: if first_ms == u64::MAX { 0 } else { first_ms },
         last_ms,
+        source_counts: global,
     })
 }

@@ -276,6 +276,18 @@ pub fn render(r: &Report) -> String {
     );
     let cats: Vec<(String, u64)> = r.categories.iter().map(|(k, v)| (k.clone(), *v)).collect();
     h.push_str(&bars("chart-categories", &cats, "#c66"));
+    if !r.links.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Clicks</h2><p><span id=\"clicks\">{}</span> clicks on tracked links (link scanners that follow every link count too).</p>\
+             <table id=\"links\"><tr><th>link</th><th>clicks</th></tr>",
+            r.rates.clicks
+        );
+        for (url, n) in &r.links {
+            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(url));
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Pruned before sending</h2>");
     match &r.prune {
         None => h.push_str("<p class=\"muted\">No prune report found.</p>"),

@@ -26,6 +26,7 @@ struct RawServeFile {
     priority: Spanned<RawLane>,
     unsubscribe: Option<Spanned<RawUnsubscribe>>,
     bounces: Option<Spanned<RawBounces>>,
+    tracking: Option<Spanned<RawUnsubscribe>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +144,8 @@ pub struct ServeSettings {
     /// `[bounces] feedback_addresses`: full addresses (lower case) the inbox accepts
     /// feedback-loop reports at.
     pub feedback_addresses: Vec<String>,
+    /// `[tracking] url`: public https base of the click redirect, ending in `/`.
+    pub click_url: Option<String>,
     /// The rest of `[bounces]`: soft-bounce counting, how long bounces are kept, the lines
     /// rates are judged by.
     pub bounce_policy: BouncePolicy,
@@ -184,6 +187,11 @@ impl ServeSettings {
         self.unsubscribe_url.as_deref().map(url_path)
     }
 
+    /// The path the click redirect answers under (`/c/` for `https://click.acme.example/c/`).
+    pub fn click_path(&self) -> Option<String> {
+        self.click_url.as_deref().map(url_path)
+    }
+
     /// What campaigns sent under this config issue tokens with: the keys of `secret_file`
     /// (read now; refused when group or others may read it) with the unsubscribe URL and the
     /// bounce domain. `None` without a secret file. Errors name the file, never a secret.
@@ -198,6 +206,7 @@ impl ServeSettings {
             keys,
             unsubscribe_url: self.unsubscribe_url.clone(),
             bounce_domain: self.bounce_domain.clone(),
+            click_url: self.click_url.clone(),
         }))
     }
 }
@@ -210,9 +219,9 @@ fn url_path(url: &str) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-/// Checks `[unsubscribe] url`: https, a host, a plain path (no query, fragment, user info or
+/// Checks `[unsubscribe] url` (and `[tracking] url`): https, a host, a plain path (no query, fragment, user info or
 /// characters that would need escaping); returned ending in `/` so a token can be appended.
-fn unsubscribe_url(v: &str) -> std::result::Result<String, String> {
+fn https_base(v: &str) -> std::result::Result<String, String> {
     let rest = v.strip_prefix("https://").ok_or_else(|| {
         format!("{v:?} must be an https:// URL (mail providers only follow https one-click links)")
     })?;
@@ -401,10 +410,26 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         None => None,
         Some(u) => {
             let url = &u.get_ref().url;
-            Some(
-                unsubscribe_url(url.get_ref())
-                    .or_else(|m| loc.err(url.span(), "unsubscribe.url", m))?,
-            )
+            Some(https_base(url.get_ref()).or_else(|m| loc.err(url.span(), "unsubscribe.url", m))?)
+        }
+    };
+    let click_url = match &raw.tracking {
+        None => None,
+        Some(u) => {
+            let url = &u.get_ref().url;
+            let v =
+                https_base(url.get_ref()).or_else(|m| loc.err(url.span(), "tracking.url", m))?;
+            if unsubscribe_url
+                .as_deref()
+                .is_some_and(|u| url_path(u) == url_path(&v))
+            {
+                return loc.err(
+                    url.span(),
+                    "tracking.url",
+                    "needs a path of its own (not [unsubscribe] url's): both are served by [serve] http",
+                );
+            }
+            Some(v)
         }
     };
     let bounce_domain = match raw
@@ -481,6 +506,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
                     .map(|d| d.span()),
             ),
             ("serve.http", s.http.as_ref().map(|h| h.span())),
+            ("tracking.url", raw.tracking.as_ref().map(|t| t.span())),
         ];
         if let Some((key, Some(span))) = needs.into_iter().find(|(_, sp)| sp.is_some()) {
             return loc.err(
@@ -498,7 +524,15 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "needs [unsubscribe] url (its path is where the endpoint answers)",
         );
     }
+    if let (Some(t), None) = (&raw.tracking, &s.http) {
+        return loc.err(
+            t.span(),
+            "tracking.url",
+            "needs [serve] http (the redirect is served by its listener)",
+        );
+    }
     Ok(ServeSettings {
+        click_url,
         bounce_policy,
         bounce_inbox,
         feedback_addresses,

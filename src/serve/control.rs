@@ -231,6 +231,9 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
         Request::RegisterRun { name, dir } => {
             return global_op(ctx, move |g, _| g.register_run(&name, dir.as_deref())).await
         }
+        Request::CountEvents { events } => {
+            return global_op(ctx, move |g, _| g.count_events(&events)).await
+        }
         Request::RunDirs => {
             return global_op(ctx, |g, r| {
                 r.run_dirs = g.run_dirs()?;

@@ -85,6 +85,7 @@ struct App {
 pub async fn start(
     listen: SocketAddr,
     path: &str,
+    click_path: Option<&str>,
     tokens: Arc<TokenSettings>,
     global: Global,
     stop: Arc<Shutdown>,
@@ -96,8 +97,11 @@ pub async fn start(
         global,
         limiter: Mutex::new(Limiter::new(PER_WINDOW, WINDOW, MAX_CLIENTS)),
     });
-    let router = Router::new()
-        .route(&format!("{path}{{token}}"), get(page).post(unsubscribe))
+    let mut router = Router::new().route(&format!("{path}{{token}}"), get(page).post(unsubscribe));
+    if let Some(c) = click_path {
+        router = router.route(&format!("{c}{{token}}"), get(click));
+    }
+    let router = router
         .fallback(|| async { not_found() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
@@ -139,6 +143,51 @@ fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(ip)
+}
+
+/// A tracked link: `GET CLICK_PATH/TOKEN?u=URL` → `302` to the URL when the token is a click
+/// token bound to exactly that URL ([`crate::clicks`]), else `404` (never an open redirect).
+/// The click is counted after the answer, per run and per link.
+async fn click(
+    State(app): State<Arc<App>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    let u = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("u="))
+        .unwrap_or("");
+    let Some((t, url)) = crate::clicks::verify(&app.tokens.keys, &token, u) else {
+        if !app.allow(client_ip(peer, &headers)) {
+            return too_many();
+        }
+        return not_found();
+    };
+    let Ok(location) = HeaderValue::from_str(&url) else {
+        return not_found();
+    };
+    let global = app.global.clone();
+    tokio::task::spawn_blocking(move || {
+        let source = match global.run_name(t.run) {
+            Ok(Some(name)) => name,
+            _ => format!("run:{:08x}", t.run),
+        };
+        let events = [
+            (source.clone(), "click".to_string()),
+            (source, format!("click:{url}")),
+        ];
+        if let Err(e) = global.count_events(&events) {
+            eprintln!("blast serve: click not counted: {e}");
+        }
+    });
+    let mut r = StatusCode::FOUND.into_response();
+    r.headers_mut().insert(header::LOCATION, location);
+    private(r.headers_mut());
+    r
 }
 
 async fn page(

@@ -628,6 +628,7 @@ mod tests {
                 keys,
                 unsubscribe_url: None,
                 bounce_domain: Some("bounces.acme.example".into()),
+                click_url: None,
             })),
             "Bounces.Acme.Example",
             &["fbl@acme.example".to_string()],

@@ -160,17 +160,24 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     };
     let http = match (s.http, &tokens, s.unsubscribe_path()) {
         (Some(listen), Some(t), Some(path)) => Some(
-            super::http::start(listen, &path, t.clone(), global, Arc::default())
-                .await
-                .map_err(|e| {
-                    Error::io(
-                        format!(
-                            "{}: serve.http: cannot listen on {listen}",
-                            s.file.display()
-                        ),
-                        e,
-                    )
-                })?,
+            super::http::start(
+                listen,
+                &path,
+                s.click_path().as_deref(),
+                t.clone(),
+                global,
+                Arc::default(),
+            )
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "{}: serve.http: cannot listen on {listen}",
+                        s.file.display()
+                    ),
+                    e,
+                )
+            })?,
         ),
         // The config requires a secret file and an [unsubscribe] url beside `http`.
         _ => None,

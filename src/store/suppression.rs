@@ -157,7 +157,13 @@ impl Suppression {
     }
 
     fn count(&self, e: &Entry) -> Result<()> {
-        let key = format!("{}\0{}", e.source, e.reason);
+        self.bump(&e.source, &e.reason)
+    }
+
+    /// Counts one event of `source` that is not a list entry (a click: `click` and
+    /// `click:URL`), beside the entries' counts (not flushed).
+    pub fn bump(&self, source: &str, reason: &str) -> Result<()> {
+        let key = format!("{source}\0{reason}");
         self.counts
             .update_and_fetch(key.as_bytes(), |old| {
                 let n = old
