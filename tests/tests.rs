@@ -6,6 +6,7 @@ mod commands;
 mod corpus;
 mod dkim;
 mod durability;
+mod errors;
 mod inbox;
 mod nice;
 mod pipeline;
