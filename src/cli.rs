@@ -23,7 +23,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Import the lists, prune, render and send (resumes if run again).
-    #[command(after_help = "Example:\n  blast send campaigns/spring.toml --quiet")]
+    #[command(
+        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl"
+    )]
     Send {
         /// The campaign file.
         campaign: PathBuf,
@@ -33,9 +35,14 @@ pub enum Command {
         /// Retry deferred recipients now instead of at their retry time.
         #[arg(long)]
         retry_now: bool,
-        /// No progress display.
+        /// No progress display on stderr (errors and the summary still go there).
         #[arg(long, short)]
         quiet: bool,
+        /// One JSON object per line every second on stdout (done, total, importing, sent,
+        /// deferred, bounced, failed, skipped, rate_now, rate_avg, eta_s, limit, domains…),
+        /// and a last one with `"final": true` whose figures are the store's counts.
+        #[arg(long)]
+        json_progress: bool,
         /// Send even when the circuit breaker stops the run (more than `[lane] breaker_share`
         /// of the first recipients bounced as unknown addresses): only for a list you know.
         #[arg(long)]

@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             retry_now,
             quiet,
+            json_progress,
             override_breaker,
             now,
             run: resume,
@@ -119,6 +120,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 pruned,
                 retry_now,
                 quiet,
+                json_progress,
                 override_breaker,
             };
             let summary = send::send(&s, &opts, shutdown).await?;

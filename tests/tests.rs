@@ -11,6 +11,7 @@ mod inbox;
 mod nice;
 mod pipeline;
 mod priority;
+mod progress;
 mod render_message;
 mod schedule;
 mod sender_rules;
