@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Example:\n  blast check campaigns/spring.toml && blast preview campaigns/spring.toml \\\n    && blast send campaigns/spring.toml\n\n`blast COMMAND --help` shows each command's options and an example."
+    after_help = "Example:\n  blast check campaigns/spring.toml && blast preview campaigns/spring.toml --row 1 \\\n    && blast send campaigns/spring.toml\n\n`blast COMMAND --help` shows each command's options and an example."
 )]
 pub struct Cli {
     /// The command.
@@ -24,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Import the lists, prune, render and send (resumes if run again).
     #[command(
-        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl"
+        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl\n  blast send campaigns/spring.toml --proof me@acme.example --row 3"
     )]
     Send {
         /// The campaign file.
@@ -59,6 +59,13 @@ pub enum Command {
         /// shared with `blast serve` and its scheduled runs (default: the campaign's state dir).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Send one proof of a row's message to ADDRESS (subject "[PROOF] …", placeholder
+        /// unsubscribe links) through the lane, and nothing else: no campaign state changes.
+        #[arg(long, value_name = "ADDRESS")]
+        proof: Option<String>,
+        /// With `--proof`: the Nth data row (default: the first that can be sent).
+        #[arg(long, requires = "proof")]
+        row: Option<u64>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
     #[command(after_help = "Example:\n  blast check campaigns/spring.toml --config blast.toml")]
@@ -83,11 +90,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print one rendered message (the first sendable row) as it will go out.
-    #[command(after_help = "Example:\n  blast preview campaigns/spring.toml > first.eml")]
+    /// Print one row's message as it will go out (headers, both parts, DKIM signature), with
+    /// placeholder tokens; which columns it used goes to stderr. Changes nothing.
+    #[command(
+        after_help = "Example:\n  blast preview campaigns/spring.toml --to ann@example.com --html ann.html --open > ann.eml"
+    )]
     Preview {
         /// The campaign file.
         campaign: PathBuf,
+        /// The Nth data row of the lists (1 = the first after the header, counting on through
+        /// several lists); default: the first row that can be sent.
+        #[arg(long, conflicts_with = "to")]
+        row: Option<u64>,
+        /// The row of this address.
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
+        /// Also write the rendered HTML part to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Open the HTML part in a browser ($BROWSER, else xdg-open).
+        #[arg(long)]
+        open: bool,
     },
     /// Manage the suppression list (addresses never mailed again).
     #[command(

@@ -84,6 +84,8 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             now,
             run: resume,
             config: server,
+            proof,
+            row,
         } => {
             let mut s = config::load(&campaign)?;
             if let Some(server) = server {
@@ -92,6 +94,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 let serve = blast::serve::config::load(&server)?;
                 s.tokens = serve.token_settings()?.map(Arc::new);
                 s.suppression_dir = Some(serve.state_dir);
+            }
+            if let Some(to) = proof {
+                // Before anything that touches state: a proof opens no store.
+                let pick = commands::preview::pick(row, None);
+                return commands::preview::proof(&s, &to, &pick).await;
             }
             let mut run_slot = None;
             if s.schedule.is_some() {
@@ -139,7 +146,20 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             config,
         } => commands::check::run(&campaign, pruned, config.as_deref()).await,
         Command::Status { campaign, json } => commands::status::run(&campaign, json),
-        Command::Preview { campaign } => commands::preview::run(&campaign),
+        Command::Preview {
+            campaign,
+            row,
+            to,
+            html,
+            open,
+        } => commands::preview::run(
+            &campaign,
+            &commands::preview::PreviewOptions {
+                pick: commands::preview::pick(row, to),
+                html,
+                open,
+            },
+        ),
         Command::Suppress {
             campaign,
             config,

@@ -10,6 +10,7 @@ mod errors;
 mod inbox;
 mod nice;
 mod pipeline;
+mod preview;
 mod priority;
 mod progress;
 mod render_message;

@@ -84,7 +84,28 @@ pub struct MessageSpec {
     pub feedback_id: Option<String>,
     /// DKIM keys (`None`: unsigned).
     pub signer: Option<Arc<Signer>>,
+    /// Build previews and proofs: no working token anywhere ([`Proof`]).
+    pub proof: Proof,
 }
+
+/// Whether a message is built for the list or to be looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proof {
+    /// The real message, with the recipient's tokens.
+    #[default]
+    Off,
+    /// `blast preview`: the message as it goes out, but every token (unsubscribe link and
+    /// mailto, VERP return path, Message-ID) is [`PROOF_TOKEN`], which no verifier accepts.
+    Preview,
+    /// `blast send --proof`: as `Preview`, and the subject starts with `[PROOF] ` and an
+    /// `X-Blast-Proof` header says what it is.
+    Proof,
+}
+
+/// What stands in for a token in previews and proofs: clearly marked, and not 34 base32
+/// characters, so [`crate::token::Keys::verify`] refuses it as malformed — a colleague who
+/// clicks "unsubscribe" in a proof unsubscribes nobody.
+pub const PROOF_TOKEN: &str = "proof-not-a-token";
 
 /// A message ready for the transport.
 #[derive(Debug, Clone)]
@@ -126,6 +147,7 @@ impl MessageSpec {
             feedback_id: (!has("Feedback-ID"))
                 .then(|| format!("{}:{}:{from_domain}", dot_atom(name), dot_atom(&list))),
             signer: s.dkim.as_ref().map(|d| d.signer.clone()),
+            proof: Proof::Off,
         }
     }
 
@@ -148,6 +170,19 @@ impl MessageSpec {
         columns: &[String],
         values: &[String],
     ) -> Result<Built, String> {
+        self.build_row_rendered(key, address, columns, values)
+            .map(|(b, _)| b)
+    }
+
+    /// [`MessageSpec::build_row`], also returning the rendered parts (`blast preview --html`
+    /// writes the HTML part as rendered, before MIME encoding).
+    pub fn build_row_rendered(
+        &self,
+        key: &str,
+        address: &str,
+        columns: &[String],
+        values: &[String],
+    ) -> Result<(Built, crate::render::Rendered), String> {
         let t = self.tokens_for(key);
         let unsub_url = t.as_ref().and_then(|t| t.url.as_deref());
         let extra: Vec<(&str, &str)> = unsub_url
@@ -182,6 +217,22 @@ impl MessageSpec {
         if let Some(v) = &self.feedback_id {
             list_headers.push(("Feedback-ID", v.clone()));
         }
+        if self.proof == Proof::Proof {
+            list_headers.push((
+                "X-Blast-Proof",
+                format!(
+                    "a proof of campaign {}; not sent to the list, links are placeholders",
+                    self.campaign
+                ),
+            ));
+        }
+        let proof_subject;
+        let subject = if self.proof == Proof::Proof {
+            proof_subject = format!("[PROOF] {}", rendered.subject);
+            &proof_subject
+        } else {
+            &rendered.subject
+        };
         let id = match &t {
             Some(t) => t.bounce.clone(),
             None => stable_id(&self.campaign, key),
@@ -190,7 +241,7 @@ impl MessageSpec {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
             to: address,
-            subject: &rendered.subject,
+            subject,
             text: rendered.text.as_deref(),
             html: rendered.html.as_deref(),
             headers: &rendered.headers,
@@ -207,15 +258,30 @@ impl MessageSpec {
             Some(v) => v,
             None => self.from.address.clone(),
         };
-        Ok(Built {
-            msg,
-            mail_from,
-            envid: id,
-        })
+        Ok((
+            Built {
+                msg,
+                mail_from,
+                envid: id,
+            },
+            rendered,
+        ))
     }
 
     fn tokens_for(&self, key: &str) -> Option<RecipientTokens> {
         let ts = self.tokens.as_ref()?;
+        if self.proof != Proof::Off {
+            let p = PROOF_TOKEN;
+            return Some(RecipientTokens {
+                url: ts.unsubscribe_url.as_ref().map(|u| format!("{u}{p}")),
+                mailto: ts.bounce_domain.as_ref().map(|d| format!("unsub+{p}@{d}")),
+                verp: ts
+                    .bounce_domain
+                    .as_ref()
+                    .map(|d| format!("bounces+{p}@{d}")),
+                bounce: format!("{p}.{}", stable_id(&self.campaign, key)),
+            });
+        }
         let rid = ts.keys.recipient_id(key);
         let bounce = ts.keys.issue(Purpose::Bounce, rid, self.run);
         let unsub = ts.keys.issue(Purpose::Unsubscribe, rid, self.run);

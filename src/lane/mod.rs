@@ -29,7 +29,7 @@ use crate::owner::Global;
 use crate::shutdown::Shutdown;
 use crate::store::campaign::CampaignStore;
 use crate::transport::Connector;
-pub use job::{Done, Job, MessageSpec, Outcome};
+pub use job::{Done, Job, MessageSpec, Outcome, Proof};
 
 /// Live counters for progress display (updated after results are durably committed).
 /// `sent`…`skipped` count this run's results; `deferred_now` is a gauge.
