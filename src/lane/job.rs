@@ -340,3 +340,73 @@ fn stable_id(campaign: &str, key: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Keys, TokenSettings};
+
+    /// A preview's (and a proof's) tokens are the placeholder, which the verifier refuses;
+    /// the real build's token verifies.
+    #[test]
+    fn previews_carry_no_working_token() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("t.txt"),
+            "Hi {{first_name}} {{unsubscribe_url}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("l.csv"),
+            "email,first_name\nann@a.example,Ann\n",
+        )
+        .unwrap();
+        let src = "[campaign]\nid = \"p\"\nfrom = \"news@acme.example\"\nsubject = \"S {{first_name}}\"\n\
+                   text = \"t.txt\"\nlists = [\"l.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n";
+        let mut s = crate::config::parse(&d.path().join("c.toml"), src).unwrap();
+        let file = Keys::generate_file(1);
+        let keys = Keys::parse(&file).unwrap();
+        s.tokens = Some(Arc::new(TokenSettings {
+            keys: Keys::parse(&file).unwrap(),
+            unsubscribe_url: Some("https://u.example/u/".into()),
+            bounce_domain: Some("b.example".into()),
+        }));
+        let (templates, _, _) = crate::import::load_inputs(&s).unwrap();
+        let mut spec = MessageSpec::new(&s, templates, Vec::new());
+        let cols = ["email".to_string(), "first_name".to_string()];
+        let vals = ["ann@a.example".to_string(), "Ann".to_string()];
+        let build = |spec: &MessageSpec| {
+            let (b, r) = spec
+                .build_row_rendered("ann@a.example", "ann@a.example", &cols, &vals)
+                .unwrap();
+            (b, r.text.unwrap())
+        };
+        let (real, text) = build(&spec);
+        let token = text.trim().rsplit('/').next().unwrap().to_string();
+        assert!(keys.verify(Purpose::Unsubscribe, &token).is_ok(), "{text}");
+        assert!(real.mail_from.starts_with("bounces+") && !real.mail_from.contains(PROOF_TOKEN));
+
+        for mode in [Proof::Preview, Proof::Proof] {
+            spec.proof = mode;
+            let (b, text) = build(&spec);
+            let msg = String::from_utf8_lossy(&b.msg);
+            assert!(
+                text.contains(&format!("https://u.example/u/{PROOF_TOKEN}")),
+                "{text}"
+            );
+            assert!(!msg.contains(&token), "no real token in a {mode:?}");
+            assert_eq!(b.mail_from, format!("bounces+{PROOF_TOKEN}@b.example"));
+            assert!(
+                msg.contains(&format!("<mailto:unsub+{PROOF_TOKEN}@b.example>")),
+                "{msg}"
+            );
+            assert!(keys.verify(Purpose::Unsubscribe, PROOF_TOKEN).is_err());
+            assert!(keys.verify(Purpose::Bounce, PROOF_TOKEN).is_err());
+            assert_eq!(
+                msg.contains("Subject: [PROOF] S Ann"),
+                mode == Proof::Proof,
+                "{msg}"
+            );
+        }
+    }
+}
