@@ -60,37 +60,37 @@ impl Progress {
     }
 }
 
-/// The terminal's lines: one indicatif line per display line, all in one `MultiProgress`.
+/// The terminal's lines: one indicatif bar in a `MultiProgress` whose message is every
+/// display line. One message per tick means one redraw per tick (a bar per line would
+/// redraw the block once per line changed: 8 draws a tick, beyond the 10-a-second cap).
 struct Screen {
-    multi: MultiProgress,
-    lines: Vec<ProgressBar>,
+    _multi: MultiProgress,
+    bar: ProgressBar,
+    /// Lines shown so far at most: the block never shrinks (blank lines pad it), so nothing
+    /// below it is drawn over.
+    height: usize,
 }
 
 impl Screen {
     fn new() -> Screen {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
         Screen {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
-            lines: Vec::new(),
+            _multi: multi,
+            bar,
+            height: 0,
         }
     }
 
-    fn show(&mut self, text: Vec<String>) {
-        // Lines are added as domains appear and kept (blank) after, so the block never
-        // shrinks and nothing below it is redrawn over.
-        while self.lines.len() < text.len() {
-            let b = self.multi.add(ProgressBar::new_spinner());
-            b.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
-            self.lines.push(b);
-        }
-        for (i, b) in self.lines.iter().enumerate() {
-            b.set_message(text.get(i).cloned().unwrap_or_default());
-        }
+    fn show(&mut self, mut text: Vec<String>) {
+        self.height = self.height.max(text.len());
+        text.resize(self.height, String::new());
+        self.bar.set_message(text.join("\n"));
     }
 
     fn finish(self) {
-        for b in &self.lines {
-            b.finish();
-        }
+        self.bar.finish();
     }
 }
 
