@@ -346,3 +346,64 @@ async fn a_terminal_shows_the_total_growing_then_final_then_the_summary() {
     assert_eq!(relay.count(), 20_000);
     assert_eq!(figure(&status(&toml), "sent"), 20_000);
 }
+
+/// While the lane only waits for retries, the JSON lines say so, `deferred` is the recipients
+/// waiting (all 40 not yet done), and the average rate holds instead of sinking with the wall
+/// clock (retry times have ±10% jitter, so the check is over lines with the same `done`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_retries_holds_the_average_and_says_so() {
+    let once = Rule {
+        times: Some(1),
+        ..Rule::new(
+            "*@d7.example",
+            Action::RcptReply(451, "4.3.0 try later".into()),
+        )
+    };
+    let relay = sink(vec![once]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = campaign(dir.path(), relay.addr, &list(2_000, 2_000), "");
+    // The retry comes 5 s after the first attempt: the lane sleeps meanwhile.
+    let t = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("retry = [\"200ms\", \"400ms\"]", "retry = [\"5s\"]");
+    std::fs::write(&toml, t).unwrap();
+    let o = send(&["send", toml.to_str().unwrap(), "--json-progress", "--quiet"]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let waiting: Vec<&serde_json::Value> =
+        objs.iter().filter(|v| !v["waiting_s"].is_null()).collect();
+    assert!(!waiting.is_empty(), "a line said the lane waits: {objs:?}");
+    let mut by_done: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for v in &waiting {
+        let (done, deferred) = (figure(v, "done"), figure(v, "deferred"));
+        assert!(
+            deferred <= 40 && done + deferred == 2_000,
+            "all not done are deferred: {v}"
+        );
+        assert!(
+            v["eta_s"].is_null(),
+            "no ETA while only retries are left: {v}"
+        );
+        by_done.entry(done).or_default().push(figure(v, "rate_avg"));
+    }
+    let held: Vec<&Vec<u64>> = by_done.values().filter(|a| a.len() >= 2).collect();
+    assert!(!held.is_empty(), "two lines in one wait: {by_done:?}");
+    for avgs in held {
+        let (lo, hi) = (avgs.iter().min().unwrap(), avgs.iter().max().unwrap());
+        assert!(hi - lo <= 1, "the average holds while waiting: {by_done:?}");
+    }
+    let last = objs.last().unwrap();
+    assert_eq!(
+        (figure(last, "sent"), figure(last, "deferred")),
+        (2_000, 0),
+        "{last}"
+    );
+}

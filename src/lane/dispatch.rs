@@ -217,13 +217,17 @@ pub(crate) async fn run(
                 let live = &ctx.stats.live;
                 live.waiting_until_ms
                     .store(now + wait_ms, Ordering::Relaxed);
+                live.waiting_since_ms.store(now_ms(), Ordering::Relaxed);
                 let t0 = Instant::now();
                 let stop = tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => false,
                     _ = ctx.shutdown.wait() => true,
                 };
-                live.add_idle(t0.elapsed());
+                // Ended before it is added: a frame in between undercounts the wait for a
+                // moment instead of counting it twice.
+                live.waiting_since_ms.store(0, Ordering::Relaxed);
                 live.waiting_until_ms.store(0, Ordering::Relaxed);
+                live.add_idle(t0.elapsed());
                 if stop {
                     break;
                 }

@@ -36,6 +36,9 @@ pub struct Live {
     pub idle_ms: AtomicU64,
     /// While the lane sleeps until the next retry is due: that time (ms since the epoch), else 0.
     pub waiting_until_ms: AtomicU64,
+    /// When that sleep began (ms since the epoch), else 0: the sleep counts as waiting while
+    /// it lasts, not only once [`Live::idle_ms`] has it.
+    pub waiting_since_ms: AtomicU64,
 }
 
 /// One domain's change in a commit group.
@@ -100,6 +103,17 @@ impl Live {
             .take(n)
             .map(|(k, d)| (k.clone(), d.clone()))
             .collect()
+    }
+
+    /// Waiting time so far: what [`Live::idle_ms`] holds plus the sleep going on now.
+    pub fn idle(&self) -> std::time::Duration {
+        let since = self.waiting_since_ms.load(Ordering::Relaxed);
+        let now = if since > 0 {
+            crate::store::now_ms().saturating_sub(since)
+        } else {
+            0
+        };
+        std::time::Duration::from_millis(self.idle_ms.load(Ordering::Relaxed) + now)
     }
 
     /// Adds waiting time the average rate leaves out.

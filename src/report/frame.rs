@@ -155,7 +155,7 @@ impl Sampler {
             _ => 0,
         };
         let elapsed = now.duration_since(self.started);
-        let idle = Duration::from_millis(s.live.idle_ms.load(Ordering::Relaxed));
+        let idle = s.live.idle();
         let active = elapsed.saturating_sub(idle);
         let rate_avg = if active >= Duration::from_secs(1) {
             per_sec(done, active)
