@@ -58,6 +58,18 @@ pub(crate) fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(c, e)
 }
 
+/// The lane's limits as the display shows them: the global rate, and the default per-domain
+/// rate when there is one (`2000/s, 20/s per domain`).
+fn limit(l: &crate::config::LaneSettings) -> String {
+    let global = l
+        .rate
+        .map_or_else(|| "unlimited".to_string(), |r| r.to_string());
+    match l.per_domain_default {
+        Some(d) => format!("{global}, {d} per domain"),
+        None => global,
+    }
+}
+
 /// Runs `blast send`.
 pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> Result<Summary> {
     let started = Instant::now();
@@ -180,10 +192,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         snapshot: campaign_dir(s).join("status.json"),
         store: store.clone(),
         base,
-        limit: s
-            .lane
-            .rate
-            .map_or_else(|| "unlimited".to_string(), |r| r.to_string()),
+        limit: limit(&s.lane),
     });
     let lane_run = lane::run(
         &s.lane,

@@ -407,3 +407,55 @@ async fn waiting_for_retries_holds_the_average_and_says_so() {
         "{last}"
     );
 }
+
+/// A domain that answers with a rate-limit reply is shown throttled, with the reply, while it
+/// backs off; the lane's limits are on every line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_domain_is_shown_with_its_reply() {
+    let once = Rule {
+        times: Some(1),
+        ..Rule::new(
+            "u3@d3.example",
+            Action::RcptReply(450, "4.7.0 rate limit exceeded, slow down".into()),
+        )
+    };
+    let relay = sink(vec![once]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = campaign(
+        dir.path(),
+        relay.addr,
+        &list(2_000, 2_000),
+        "backoff = \"3s\"\n[lane.per_domain]\ndefault = \"500/s\"\n",
+    );
+    let o = send(&["send", toml.to_str().unwrap(), "--json-progress", "--quiet"]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let throttled = objs.iter().find_map(|v| {
+        v["domains"]
+            .as_array()?
+            .iter()
+            .find(|d| d["domain"] == "d3.example" && !d["throttled"].is_null())
+            .cloned()
+    });
+    let d = throttled.unwrap_or_else(|| panic!("d3.example shown throttled: {objs:?}"));
+    assert!(
+        d["throttled"]
+            .as_str()
+            .unwrap()
+            .contains("4.7.0 rate limit exceeded"),
+        "{d}"
+    );
+    assert!(objs
+        .iter()
+        .all(|v| v["limit"] == "unlimited, 500/s per domain"));
+    let last = objs.last().unwrap();
+    assert_eq!(figure(last, "sent"), 2_000, "{last}");
+}
