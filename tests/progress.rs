@@ -459,3 +459,60 @@ async fn a_throttled_domain_is_shown_with_its_reply() {
     let last = objs.last().unwrap();
     assert_eq!(figure(last, "sent"), 2_000, "{last}");
 }
+
+/// A resumed run starts from the store's counts: its first JSON line already shows the
+/// recipients a previous run left deferred, and the last one equals the store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_starts_from_the_store_counts() {
+    let once = Rule {
+        times: Some(1),
+        ..Rule::new(
+            "*@d7.example",
+            Action::RcptReply(451, "4.3.0 try later".into()),
+        )
+    };
+    let relay = sink(vec![once]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = campaign(dir.path(), relay.addr, &list(1_000, 1_000), "");
+    // Retries an hour away, and no waiting for them: the first run ends with 20 deferred.
+    let t = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("retry = [\"200ms\", \"400ms\"]", "retry = [\"1h\"]")
+        .replace("wait_for_retries = \"30s\"", "wait_for_retries = \"1s\"");
+    std::fs::write(&toml, t).unwrap();
+    let path = toml.to_str().unwrap();
+    let o = send(&["send", path, "--quiet"]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(figure(&status(&toml), "deferred"), 20);
+
+    let o = send(&["send", path, "--retry-now", "--quiet", "--json-progress"]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let first = objs.first().expect("a line");
+    // Campaign-wide figures from the first line on (the run itself has 20 to settle).
+    assert!(figure(first, "sent") >= 980, "{first}");
+    assert_eq!(figure(first, "total"), 20, "{first}");
+    assert!(
+        figure(first, "deferred") + figure(first, "done") == 20,
+        "the 20 deferred at the start are counted as deferred until settled: {first}"
+    );
+    let last = objs.last().unwrap();
+    let st = status(&toml);
+    for k in ["sent", "deferred", "bounced", "failed", "skipped"] {
+        assert_eq!(figure(last, k), figure(&st, k), "{k}: {last} vs {st}");
+    }
+    assert_eq!(figure(last, "sent"), 1_000);
+}
