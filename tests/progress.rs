@@ -516,3 +516,42 @@ async fn a_resumed_run_starts_from_the_store_counts() {
     }
     assert_eq!(figure(last, "sent"), 1_000);
 }
+
+/// A relay that answers 421 is shown backing off, with its reply, on the lane's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_backing_off_is_shown_with_its_reply() {
+    let once = Rule {
+        times: Some(1),
+        ..Rule::new("u5@d5.example", Action::Reply421AtRcpt)
+    };
+    let relay = sink(vec![once]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = campaign(
+        dir.path(),
+        relay.addr,
+        &list(2_000, 2_000),
+        "backoff = \"500ms\"\n",
+    );
+    let o = send(&["send", toml.to_str().unwrap(), "--json-progress", "--quiet"]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let relay_note = objs
+        .iter()
+        .find_map(|v| v["relay"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("a line shows the relay backing off: {objs:?}"));
+    assert!(relay_note.contains("421"), "{relay_note}");
+    let last = objs.last().unwrap();
+    assert_eq!(
+        figure(last, "sent"),
+        2_000,
+        "nothing lost to the 421: {last}"
+    );
+}

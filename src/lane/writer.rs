@@ -140,7 +140,6 @@ pub(crate) async fn run(
                 Outcome::Postponed(why) => {
                     // As a requeue, but without spending anything: the destination was the
                     // problem, not the recipient.
-                    ctx.stats.live.relay_trouble(&why);
                     job.rec.last_reply = why;
                     requeued.push(job);
                     continue;
