@@ -139,7 +139,9 @@ fn lane(f: &Frame) -> String {
     if let Some(w) = f.waiting {
         s.push_str(&format!(" · waiting for retries, next in {}", duration(w)));
     } else if let Some(r) = &f.relay {
-        s.push_str(&format!(" · relay backing off: {}", one_line(r)));
+        // Shown for 10 s after the relay's last 421 or refused connection, however short its
+        // backoff: the reply is what a person needs to see, and it stays readable.
+        s.push_str(&format!(" · relay trouble (last 10 s): {}", one_line(r)));
     } else if f.last {
         s.push_str(" · done");
     } else {
