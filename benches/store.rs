@@ -32,7 +32,6 @@ use blast::store::campaign::CampaignStore;
 use common::Rng;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 /// The allocator of the `blast` binary (src/main.rs), so the figures are what `blast send` does.
@@ -212,7 +211,7 @@ fn run_import(
     let (_templates, reader, fields) = send::load_inputs(s).expect("load inputs");
     let file_map = import::register_files(store, &reader).expect("register files");
     let mut prune = PruneReport::create(prune_path).expect("prune report");
-    let eligible = AtomicU64::new(0);
+    let live = blast::lane::Stats::default();
     let stats = import::import(
         s,
         store,
@@ -224,11 +223,11 @@ fn run_import(
         },
         &mut prune,
         None,
-        &eligible,
+        &live,
     )
     .expect("import");
     let (_, counts) = prune.finish().expect("finish prune report");
-    (stats, eligible.into_inner(), counts)
+    (stats, live.eligible.into_inner(), counts)
 }
 
 /// A number from the environment (`_` separators allowed), or `default`.

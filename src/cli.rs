@@ -6,7 +6,13 @@ use clap::{Parser, Subcommand};
 
 /// blast: bulk email campaigns through a throttled blast lane.
 #[derive(Parser, Debug)]
-#[command(name = "blast", version, about, long_about = None)]
+#[command(
+    name = "blast",
+    version,
+    about,
+    long_about = None,
+    after_help = "Example:\n  blast check campaigns/spring.toml && blast preview campaigns/spring.toml --row 1 \\\n    && blast send campaigns/spring.toml\n\n`blast COMMAND --help` shows each command's options and an example."
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -17,6 +23,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Import the lists, prune, render and send (resumes if run again).
+    #[command(
+        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl\n  blast send campaigns/spring.toml --proof me@acme.example --row 3"
+    )]
     Send {
         /// The campaign file.
         campaign: PathBuf,
@@ -26,9 +35,14 @@ pub enum Command {
         /// Retry deferred recipients now instead of at their retry time.
         #[arg(long)]
         retry_now: bool,
-        /// No progress display.
+        /// No progress display on stderr (errors and the summary still go there).
         #[arg(long, short)]
         quiet: bool,
+        /// One JSON object per line every second on stdout (done, total, importing, sent,
+        /// deferred, bounced, failed, skipped, rate_now, rate_avg, eta_s, limit, domains…),
+        /// and a last one with `"final": true` whose figures are the store's counts.
+        #[arg(long)]
+        json_progress: bool,
         /// Send even when the circuit breaker stops the run (more than `[lane] breaker_share`
         /// of the first recipients bounced as unknown addresses): only for a list you know.
         #[arg(long)]
@@ -45,8 +59,16 @@ pub enum Command {
         /// shared with `blast serve` and its scheduled runs (default: the campaign's state dir).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Send one proof of a row's message to ADDRESS (subject "[PROOF] …", placeholder
+        /// unsubscribe links) through the lane, and nothing else: no campaign state changes.
+        #[arg(long, value_name = "ADDRESS")]
+        proof: Option<String>,
+        /// With `--proof`: the Nth data row (default: the first that can be sent).
+        #[arg(long, requires = "proof")]
+        row: Option<u64>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
+    #[command(after_help = "Example:\n  blast check campaigns/spring.toml --config blast.toml")]
     Check {
         /// The campaign file.
         campaign: PathBuf,
@@ -60,6 +82,7 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Counts per state (works while a send runs).
+    #[command(after_help = "Example:\n  blast status campaigns/spring.toml --json")]
     Status {
         /// The campaign file.
         campaign: PathBuf,
@@ -91,12 +114,32 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Print one rendered message (the first sendable row) as it will go out.
+    /// Print one row's message as it will go out (headers, both parts, DKIM signature), with
+    /// placeholder tokens; which columns it used goes to stderr. Changes nothing.
+    #[command(
+        after_help = "Example:\n  blast preview campaigns/spring.toml --to ann@example.com --html ann.html --open > ann.eml"
+    )]
     Preview {
         /// The campaign file.
         campaign: PathBuf,
+        /// The Nth data row of the lists (1 = the first after the header, counting on through
+        /// several lists); default: the first row that can be sent.
+        #[arg(long, conflicts_with = "to")]
+        row: Option<u64>,
+        /// The row of this address.
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
+        /// Also write the rendered HTML part to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Open the HTML part in a browser ($BROWSER, else xdg-open).
+        #[arg(long)]
+        open: bool,
     },
     /// Manage the suppression list (addresses never mailed again).
+    #[command(
+        after_help = "Example:\n  blast suppress --campaign campaigns/spring.toml add ann@example.com --reason asked\n  blast suppress --config blast.toml export suppressed.csv"
+    )]
     Suppress {
         /// The campaign file whose state dir holds the list.
         #[arg(long, global = true, conflicts_with = "config")]
@@ -110,6 +153,9 @@ pub enum Command {
         action: SuppressAction,
     },
     /// Scheduled campaigns: upcoming slots, past runs, pause/resume.
+    #[command(
+        after_help = "Example:\n  blast schedule list --config blast.toml\n  blast schedule runs weekly --config blast.toml --json"
+    )]
     Schedule {
         /// The server config whose `state_dir` and `campaigns_dir` to use (default
         /// `blast.toml` when it exists; `--state-dir`/`--campaigns-dir` override it).
@@ -120,15 +166,22 @@ pub enum Command {
         action: ScheduleAction,
     },
     /// Run a local SMTP sink that writes .eml files (for trying blast out).
+    #[command(
+        after_help = "Example:\n  blast sink --listen 127.0.0.1:2525 --maildir out/ --rule 'rcpt:*@bad.example=550 5.1.1 no such user'"
+    )]
     Sink(crate::sink::SinkArgs),
     /// Run the server: SMTP submission for transactional mail, delivered through the
     /// priority lane (and scheduled campaigns through the blast lane).
+    #[command(after_help = "Example:\n  blast serve --config blast.toml")]
     Serve {
         /// The server config.
         #[arg(long, default_value = "blast.toml")]
         config: PathBuf,
     },
     /// The priority queue of `blast serve`: list, retry or drop queued messages.
+    #[command(
+        after_help = "Example:\n  blast queue list --config blast.toml\n  blast queue retry 0123456789abcdef --config blast.toml"
+    )]
     Queue {
         /// The server config (names the state dir).
         #[arg(long, default_value = "blast.toml", global = true)]
@@ -138,18 +191,25 @@ pub enum Command {
         action: QueueAction,
     },
     /// DKIM keys: `blast dkim keygen` writes a private key and prints the DNS record.
+    #[command(
+        after_help = "Example:\n  blast dkim keygen --domain news.acme.example --selector s2026 -o keys/s2026.pem"
+    )]
     Dkim {
         /// What to do.
         #[command(subcommand)]
         action: DkimAction,
     },
     /// Bounce messages: `blast bounces parse FILE` shows what one message says, changing nothing.
+    #[command(after_help = "Example:\n  blast bounces parse bounce.eml --json")]
     Bounces {
         /// What to do.
         #[command(subcommand)]
         action: BouncesAction,
     },
     /// Manage the users allowed to submit mail to `blast serve`.
+    #[command(
+        after_help = "Example:\n  blast user add app --domain acme.example --password-file app.pw"
+    )]
     User {
         /// What to do.
         #[command(subcommand)]
@@ -161,22 +221,28 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum QueueAction {
     /// Every queued message with its recipients' states.
+    #[command(after_help = "Example:\n  blast queue list --json --config blast.toml")]
     List {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Try deferred messages now (one id, or all).
+    #[command(
+        after_help = "Example:\n  blast queue retry --config blast.toml     # every deferred message"
+    )]
     Retry {
         /// Queue id (as `list` prints it); all when omitted.
         id: Option<String>,
     },
     /// Remove a message from the queue without delivering it.
+    #[command(after_help = "Example:\n  blast queue drop 0123456789abcdef --config blast.toml")]
     Drop {
         /// Queue id.
         id: String,
     },
     /// The priority lane's counters.
+    #[command(after_help = "Example:\n  blast queue stats --config blast.toml")]
     Stats,
 }
 
@@ -186,6 +252,7 @@ pub enum BouncesAction {
     /// Parse one message (a DSN, a feedback report, an MTA's text bounce, an auto-reply) and
     /// print its results: recipient, class (hard | soft | complaint | none), category, action,
     /// reason, status. Changes nothing.
+    #[command(after_help = "Example:\n  blast bounces parse - --json < bounce.eml")]
     Parse {
         /// The message file (.eml, raw RFC 5322); `-` reads stdin.
         file: PathBuf,
@@ -230,6 +297,9 @@ pub enum BouncesAction {
 pub enum DkimAction {
     /// Write a new private key (mode 0600, never overwriting) and print the TXT record to
     /// publish at SELECTOR._domainkey.DOMAIN.
+    #[command(
+        after_help = "Example:\n  blast dkim keygen --domain news.acme.example --selector ed2026 --ed25519 -o keys/ed2026.pem"
+    )]
     Keygen {
         /// The signing domain (`d=`), normally the From domain or its parent.
         #[arg(long)]
@@ -254,6 +324,9 @@ pub enum DkimAction {
 pub enum UserAction {
     /// Add a user, or replace its password and domains. The password is read from
     /// --password-file, else $BLAST_PASSWORD, else one line of stdin (never from arguments).
+    #[command(
+        after_help = "Example:\n  blast user add app --domain acme.example --domain .acme.example --password-file app.pw"
+    )]
     Add {
         /// The login name.
         name: String,
@@ -273,6 +346,9 @@ pub enum UserAction {
 #[derive(Subcommand, Debug)]
 pub enum SuppressAction {
     /// Add addresses (or `@domain` for a whole domain).
+    #[command(
+        after_help = "Example:\n  blast suppress --campaign campaigns/spring.toml add ann@example.com @spam.example"
+    )]
     Add {
         /// Addresses.
         addresses: Vec<String>,
@@ -281,15 +357,22 @@ pub enum SuppressAction {
         reason: String,
     },
     /// Remove addresses.
+    #[command(
+        after_help = "Example:\n  blast suppress --campaign campaigns/spring.toml remove ann@example.com"
+    )]
     Remove {
         /// Addresses.
         addresses: Vec<String>,
     },
     /// List every entry as CSV (`address,reason,at_ms,source,detail`) on stdout.
+    #[command(after_help = "Example:\n  blast suppress --config blast.toml list")]
     List,
     /// Import a CSV: the `export` header (`address,reason,at_ms,source,detail`), or a single
     /// `address`/`email` column. Invalid rows are reported with file:line and skipped;
     /// addresses already listed keep their entry. Safe to run again.
+    #[command(
+        after_help = "Example:\n  blast suppress --config blast.toml import unsubscribed.csv --reason unsubscribed"
+    )]
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -298,6 +381,7 @@ pub enum SuppressAction {
         reason: String,
     },
     /// Export every entry as CSV (`address,reason,at_ms,source,detail`).
+    #[command(after_help = "Example:\n  blast suppress --config blast.toml export suppressed.csv")]
     Export {
         /// Write here instead of stdout.
         file: Option<PathBuf>,
@@ -308,6 +392,7 @@ pub enum SuppressAction {
 #[derive(Subcommand, Debug)]
 pub enum ScheduleAction {
     /// The next 5 slots of each scheduled campaign, in its time zone and in UTC.
+    #[command(after_help = "Example:\n  blast schedule list --campaigns-dir campaigns/")]
     List {
         /// The directory of campaign files `blast serve` watches.
         #[arg(long)]
@@ -317,6 +402,7 @@ pub enum ScheduleAction {
         state_dir: Option<PathBuf>,
     },
     /// Past runs of a campaign with their counts (reads serve's snapshot while serve runs).
+    #[command(after_help = "Example:\n  blast schedule runs weekly --config blast.toml")]
     Runs {
         /// Campaign id.
         campaign: String,
@@ -328,6 +414,7 @@ pub enum ScheduleAction {
         json: bool,
     },
     /// Stop running a campaign's slots (they are recorded as skipped) until `resume`.
+    #[command(after_help = "Example:\n  blast schedule pause weekly --config blast.toml")]
     Pause {
         /// Campaign id.
         campaign: String,
@@ -336,6 +423,7 @@ pub enum ScheduleAction {
         state_dir: Option<PathBuf>,
     },
     /// Run a paused campaign again from its next slot.
+    #[command(after_help = "Example:\n  blast schedule resume weekly --config blast.toml")]
     Resume {
         /// Campaign id.
         campaign: String,
@@ -343,4 +431,33 @@ pub enum ScheduleAction {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every command's `--help` ends with an example: a person copies a working line
+    /// instead of assembling one from the option list.
+    #[test]
+    fn every_help_ends_with_an_example() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", c.get_name());
+            let ok = c.get_after_help().is_some_and(|h| {
+                h.to_string().starts_with("Example:\n  blast ")
+                    || h.to_string().contains("\n  blast ")
+            });
+            if !ok && c.get_name() != "help" {
+                missing.push(here.clone());
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+        Cli::command().debug_assert();
+    }
 }

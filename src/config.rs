@@ -425,8 +425,14 @@ impl Locator<'_> {
                 .and_then(|s| key_at(self.src, s))
                 .map(|k| format!("{k}: "))
                 .unwrap_or_default();
+            // A missing field's span is its table's header (or the whole file): pointing a
+            // caret at `[campaign]` would suggest that line is wrong.
+            let excerpt = match e.span() {
+                Some(s) if !e.message().starts_with("missing field") => self.excerpt(&s),
+                _ => String::new(),
+            };
             Error::Config(format!(
-                "{}:{line}: {key}{}",
+                "{}:{line}: {key}{}{excerpt}",
                 self.path.display(),
                 e.message().trim()
             ))
@@ -440,10 +446,18 @@ impl Locator<'_> {
         msg: impl fmt::Display,
     ) -> Result<T> {
         Err(Error::Config(format!(
-            "{}:{}: {key}: {msg}",
+            "{}:{}: {key}: {msg}{}",
             self.path.display(),
-            self.line(span.start)
+            self.line(span.start),
+            self.excerpt(&span)
         )))
+    }
+
+    /// The line holding `span` and a caret line under it (`\n  10 | rate = "fast"\n     |
+    /// ^^^^^^`), so a person sees which value is meant without opening the file. Empty for a
+    /// span outside the source (a key that is missing altogether has no line to show).
+    pub(crate) fn excerpt(&self, span: &std::ops::Range<usize>) -> String {
+        excerpt(self.src, span)
     }
 
     pub(crate) fn base(&self) -> PathBuf {
@@ -461,6 +475,39 @@ impl Locator<'_> {
             self.base().join(p)
         }
     }
+}
+
+/// See [`Locator::excerpt`]. Columns count characters, and a tab is shown as one space, so
+/// the caret lines up on a terminal whatever its tab stops.
+pub(crate) fn excerpt(src: &str, span: &std::ops::Range<usize>) -> String {
+    let start = span.start;
+    if start >= src.len() || !src.is_char_boundary(start) {
+        return String::new();
+    }
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+    let text = src[line_start..line_end].trim_end_matches('\r');
+    // Very long lines (a list of 50 domains) are cut: the caret must stay on screen.
+    const MAX: usize = 120;
+    let col = src[line_start..start].chars().count();
+    let end = span.end.clamp(start, line_start + text.len());
+    let width = src.get(start..end).map_or(1, |s| s.chars().count()).max(1);
+    let skip = col.saturating_sub(MAX / 2);
+    let shown: String = text
+        .chars()
+        .skip(skip)
+        .take(MAX)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let width = width.min(MAX.saturating_sub(col - skip)).max(1);
+    let lineno = src[..start].matches('\n').count() + 1;
+    let gutter = lineno.to_string().len();
+    format!(
+        "\n {lineno} | {shown}\n {:gutter$} | {}{}",
+        "",
+        " ".repeat(col - skip),
+        "^".repeat(width)
+    )
 }
 
 /// The dotted key (`lane.burst`, `lane.retry[1]`, `campaign.headers.X-Tag`) whose key or value
@@ -1107,10 +1154,34 @@ mod tests {
     }
 
     #[test]
+    fn excerpt_puts_a_caret_under_the_span() {
+        let src = "a = 1\nrate = \"fast\"\n";
+        let at = src.find("\"fast").unwrap();
+        assert_eq!(
+            excerpt(src, &(at..at + 6)),
+            "\n 2 | rate = \"fast\"\n   |        ^^^^^^"
+        );
+        // An empty span still gets one caret; a span past the end shows nothing.
+        assert!(excerpt(src, &(0..0)).ends_with("|\x20^"));
+        assert_eq!(excerpt(src, &(999..1000)), "");
+        // A multi-line span is underlined to the end of its first line only.
+        let src = "retry = [\n  \"5m\",\n]";
+        let e = excerpt(src, &(8..src.len()));
+        assert!(e.ends_with("|         ^"), "{e}");
+    }
+
+    #[test]
     fn type_errors_name_the_key() {
         let e = err("", "connections = \"many\"");
         assert!(
-            e.ends_with("b.toml:10: lane.connections: invalid type: string \"many\", expected u32"),
+            e.contains(
+                "b.toml:10: lane.connections: invalid type: string \"many\", expected u32\n"
+            ),
+            "{e}"
+        );
+        // The offending line, with a caret under the value.
+        assert!(
+            e.ends_with("\n 10 | connections = \"many\"\n    |               ^^^^^^"),
             "{e}"
         );
         let e = err("", "retry = [\"5m\", 100]");

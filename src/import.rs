@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::config::{InFlightPolicy, Settings};
 use crate::error::{Error, Result};
@@ -117,15 +117,16 @@ pub struct ImportSource<'a> {
 
 /// Streams the lists into the store: hygiene, suppression, dedupe (first occurrence wins),
 /// prune report. Idempotent: existing recipients keep their state.
-/// `file_map` comes from [`register_files`]; `eligible` is raised as pending recipients are
-/// written, so a send running beside the import knows its total.
+/// `file_map` comes from [`register_files`]; `stats.eligible` is raised as pending recipients
+/// are written (and `stats.skipped_import` as suppressed new ones are), so a send running
+/// beside the import knows its total so far.
 pub fn import(
     s: &Settings,
     store: &CampaignStore,
     source: ImportSource<'_>,
     prune: &mut PruneReport,
     supp: Option<&Snapshot>,
-    eligible: &AtomicU64,
+    stats: &crate::lane::Stats,
 ) -> Result<ImportStats> {
     let ImportSource {
         mut reader,
@@ -136,7 +137,14 @@ pub fn import(
     // Runs on a writer thread once (a share of) a batch is stored: only stored recipients may
     // be sent.
     let handover = |batch: &bulk::Batch| {
-        eligible.fetch_add(count_pending(batch), Ordering::Relaxed);
+        stats
+            .eligible
+            .fetch_add(count_pending(batch), Ordering::Relaxed);
+        let skipped = batch
+            .iter()
+            .filter(|(_, r)| r.state == State::Skipped)
+            .count() as u64;
+        stats.skipped_import.fetch_add(skipped, Ordering::Relaxed);
         if let Some(f) = &feed {
             for (key, rec) in batch.iter().filter(|(_, r)| r.state == State::Pending) {
                 let job = Job {
@@ -649,7 +657,7 @@ transport = "outbox:out"
                 },
                 &mut prune,
                 supp,
-                &AtomicU64::new(0),
+                &crate::lane::Stats::default(),
             )
             .unwrap();
             (st, prune.finish().unwrap().1)

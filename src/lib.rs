@@ -5,7 +5,7 @@
 //!
 //! - [`cli`]        clap definitions of every command
 //! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`, `bounces`,
-//!   `preview`, `queue`, `schedule`, `user`: what `main` runs
+//!   `preview` (and `send --proof`), `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
 //!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
@@ -40,7 +40,8 @@
 //!   `check` and `send` both refuse or warn about
 //! - [`send`]       the `blast send` orchestration (import → lane → summary)
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
-//! - [`report`]     progress bars / plain progress lines, the run's [`report::summary::Summary`]
+//! - [`report`]     live progress (one frame of figures → terminal lines, plain lines, JSON lines),
+//!   the run's [`report::summary::Summary`]
 //! - [`shutdown`]   [`shutdown::Shutdown`], the cooperative stop passed in to lanes and listeners;
 //!   [`shutdown::signal`]: SIGINT or SIGTERM
 //! - [`sink`]       a local SMTP sink with fault injection (`blast sink`, tests, benches)

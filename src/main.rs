@@ -79,10 +79,13 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             pruned,
             retry_now,
             quiet,
+            json_progress,
             override_breaker,
             now,
             run: resume,
             config: server,
+            proof,
+            row,
         } => {
             let mut s = config::load(&campaign)?;
             if let Some(server) = server {
@@ -92,6 +95,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 s.tokens = serve.token_settings()?.map(Arc::new);
                 s.bounce_policy = serve.bounce_policy.clone();
                 s.suppression_dir = Some(serve.state_dir);
+            }
+            if let Some(to) = proof {
+                // Before anything that touches state: a proof opens no store.
+                let pick = commands::preview::pick(row, None);
+                return commands::preview::proof(&s, &to, &pick).await;
             }
             let mut run_slot = None;
             if s.schedule.is_some() {
@@ -120,6 +128,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 pruned,
                 retry_now,
                 quiet,
+                json_progress,
                 override_breaker,
             };
             let summary = send::send(&s, &opts, shutdown).await?;
@@ -155,7 +164,20 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             recipients,
             config.as_deref(),
         ),
-        Command::Preview { campaign } => commands::preview::run(&campaign),
+        Command::Preview {
+            campaign,
+            row,
+            to,
+            html,
+            open,
+        } => commands::preview::run(
+            &campaign,
+            &commands::preview::PreviewOptions {
+                pick: commands::preview::pick(row, to),
+                html,
+                open,
+            },
+        ),
         Command::Suppress {
             campaign,
             config,

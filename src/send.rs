@@ -15,6 +15,8 @@ use crate::import::{
 use crate::lane::{self, Job, MessageSpec, Stats};
 use crate::list::prune::PruneReport;
 use crate::owner::Global;
+use crate::report::frame::Baseline;
+use crate::report::progress::ProgressOptions;
 use crate::report::summary::Summary;
 use crate::shutdown::Shutdown;
 use crate::store::campaign::CampaignStore;
@@ -26,8 +28,10 @@ pub struct SendOptions {
     pub pruned: Option<PathBuf>,
     /// Retry deferred recipients now instead of at their retry time.
     pub retry_now: bool,
-    /// No progress display.
+    /// No progress display on stderr.
     pub quiet: bool,
+    /// One JSON progress object per second on stdout ([`crate::report::json`]).
+    pub json_progress: bool,
     /// Send even when the circuit breaker would stop the run (a list known to be good).
     pub override_breaker: bool,
 }
@@ -52,6 +56,18 @@ pub(crate) fn prune_path(s: &Settings, opt: &Option<PathBuf>) -> PathBuf {
 pub(crate) fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let c = format!("{ctx} {}", p.display());
     move |e| Error::io(c, e)
+}
+
+/// The lane's limits as the display shows them: the global rate, and the default per-domain
+/// rate when there is one (`2000/s, 20/s per domain`).
+fn limit(l: &crate::config::LaneSettings) -> String {
+    let global = l
+        .rate
+        .map_or_else(|| "unlimited".to_string(), |r| r.to_string());
+    match l.per_domain_default {
+        Some(d) => format!("{global}, {d} per domain"),
+        None => global,
+    }
 }
 
 /// Runs `blast send`.
@@ -88,6 +104,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     // is sent.
     let fresh = store.is_empty();
     let stats = Arc::new(Stats::default());
+    stats.importing.store(fresh, Ordering::Relaxed);
     let (feed_tx, feed_rx) = if fresh {
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(10_000);
         (Some(tx), Some(rx))
@@ -117,8 +134,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
                 },
                 &mut prune,
                 Some(&supp),
-                &stats.eligible,
+                &stats,
             )?;
+            stats.importing.store(false, Ordering::Relaxed);
             drop(supp);
             settle_id_hits(&global, std::mem::take(&mut imported.id_hits))?;
             let (removed, recovered, restored) = if imported.fresh {
@@ -152,18 +170,30 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     };
     let mut finish_import = Some(Box::pin(finish_import));
     let mut imported_early = None;
+    let mut base = Baseline::default();
     if !fresh {
         imported_early = Some(finish_import.take().expect("not yet awaited").await?);
+        // A resumed run: the display's campaign-wide figures start from the store's.
+        let st = store.clone();
+        let counts = tokio::task::spawn_blocking(move || st.counts())
+            .await
+            .map_err(|e| Error::Lane(format!("count task failed: {e}")))??;
+        base = Baseline::from_counts(&counts);
+        stats.deferred_now.store(base.deferred, Ordering::Relaxed);
+        stats.skipped_import.store(0, Ordering::Relaxed);
     }
 
     let spec = Arc::new(MessageSpec::new(s, templates, store.files()?));
-    let progress = crate::report::progress::spawn(
-        s.id.clone(),
-        stats.clone(),
-        opts.quiet,
-        campaign_dir(s).join("status.json"),
-        store.clone(),
-    );
+    let progress = crate::report::progress::spawn(ProgressOptions {
+        campaign: s.id.clone(),
+        stats: stats.clone(),
+        quiet: opts.quiet,
+        json: opts.json_progress,
+        snapshot: campaign_dir(s).join("status.json"),
+        store: store.clone(),
+        base,
+        limit: limit(&s.lane),
+    });
     let lane_run = lane::run(
         &s.lane,
         lane::Inputs {
@@ -189,10 +219,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let pruned = prune
         .finish()
         .map_err(io("cannot write prune report", &ppath))?;
-    progress.finish().await;
-
     let suppressed = report.suppressed + restored;
     let counts = store.counts()?;
+    progress.finish(Some(&counts)).await;
     let interrupted = shutdown.stopping();
     let summary = Summary {
         campaign: s.id.clone(),

@@ -115,7 +115,10 @@ pub(crate) async fn run(
             // The destination asked us to back off (421) or cannot be reached: hold every
             // recipient; nothing is claimed meanwhile.
             let w = w.min(Duration::from_millis(50));
+            let t0 = Instant::now();
             wait_for(&mut requeue, &mut buf, w).await;
+            // Not sending time: the average rate on the display leaves it out.
+            ctx.stats.live.add_idle(t0.elapsed());
             continue;
         }
 
@@ -211,9 +214,22 @@ pub(crate) async fn run(
                 break;
             }
             if wait_ms > 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
-                    _ = ctx.shutdown.wait() => break,
+                let live = &ctx.stats.live;
+                live.waiting_until_ms
+                    .store(now + wait_ms, Ordering::Relaxed);
+                live.waiting_since_ms.store(now_ms(), Ordering::Relaxed);
+                let t0 = Instant::now();
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => false,
+                    _ = ctx.shutdown.wait() => true,
+                };
+                // Ended before it is added: a frame in between undercounts the wait for a
+                // moment instead of counting it twice.
+                live.waiting_since_ms.store(0, Ordering::Relaxed);
+                live.waiting_until_ms.store(0, Ordering::Relaxed);
+                live.add_idle(t0.elapsed());
+                if stop {
+                    break;
                 }
             }
             cursor = None;

@@ -87,7 +87,28 @@ pub struct MessageSpec {
     /// `[campaign] track_clicks` with serve's `[tracking] url`: the HTML part's links are
     /// rewritten ([`crate::clicks`]).
     pub track_clicks: bool,
+    /// Build previews and proofs: no working token anywhere ([`Proof`]).
+    pub proof: Proof,
 }
+
+/// Whether a message is built for the list or to be looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proof {
+    /// The real message, with the recipient's tokens.
+    #[default]
+    Off,
+    /// `blast preview`: the message as it goes out, but every token (unsubscribe link and
+    /// mailto, VERP return path, Message-ID) is [`PROOF_TOKEN`], which no verifier accepts.
+    Preview,
+    /// `blast send --proof`: as `Preview`, and the subject starts with `[PROOF] ` and an
+    /// `X-Blast-Proof` header says what it is.
+    Proof,
+}
+
+/// What stands in for a token in previews and proofs: clearly marked, and not 34 base32
+/// characters, so [`crate::token::Keys::verify`] refuses it as malformed — a colleague who
+/// clicks "unsubscribe" in a proof unsubscribes nobody.
+pub const PROOF_TOKEN: &str = "proof-not-a-token";
 
 /// A message ready for the transport.
 #[derive(Debug, Clone)]
@@ -130,6 +151,7 @@ impl MessageSpec {
                 .then(|| format!("{}:{}:{from_domain}", dot_atom(name), dot_atom(&list))),
             signer: s.dkim.as_ref().map(|d| d.signer.clone()),
             track_clicks: s.track_clicks,
+            proof: Proof::Off,
         }
     }
 
@@ -152,6 +174,19 @@ impl MessageSpec {
         columns: &[String],
         values: &[String],
     ) -> Result<Built, String> {
+        self.build_row_rendered(key, address, columns, values)
+            .map(|(b, _)| b)
+    }
+
+    /// [`MessageSpec::build_row`], also returning the rendered parts (`blast preview --html`
+    /// writes the HTML part as rendered, before MIME encoding).
+    pub fn build_row_rendered(
+        &self,
+        key: &str,
+        address: &str,
+        columns: &[String],
+        values: &[String],
+    ) -> Result<(Built, crate::render::Rendered), String> {
         let t = self.tokens_for(key);
         let unsub_url = t.as_ref().and_then(|t| t.url.as_deref());
         let extra: Vec<(&str, &str)> = unsub_url
@@ -162,7 +197,8 @@ impl MessageSpec {
             .templates
             .render_with(Row { columns, values }, &extra)
             .map_err(|e| format!("render: {e}"))?;
-        if let (true, Some(t), Some(ts)) = (self.track_clicks, &t, &self.tokens) {
+        let tracked = self.track_clicks && self.proof == Proof::Off;
+        if let (true, Some(t), Some(ts)) = (tracked, &t, &self.tokens) {
             if let (Some(base), Some(html)) = (ts.click_url.as_deref(), rendered.html.as_deref()) {
                 let tracker = crate::clicks::Tracker {
                     keys: &ts.keys,
@@ -198,6 +234,22 @@ impl MessageSpec {
         if let Some(v) = &self.feedback_id {
             list_headers.push(("Feedback-ID", v.clone()));
         }
+        if self.proof == Proof::Proof {
+            list_headers.push((
+                "X-Blast-Proof",
+                format!(
+                    "a proof of campaign {}; not sent to the list, links are placeholders",
+                    self.campaign
+                ),
+            ));
+        }
+        let proof_subject;
+        let subject = if self.proof == Proof::Proof {
+            proof_subject = format!("[PROOF] {}", rendered.subject);
+            &proof_subject
+        } else {
+            &rendered.subject
+        };
         let id = match &t {
             Some(t) => t.bounce.clone(),
             None => stable_id(&self.campaign, key),
@@ -206,7 +258,7 @@ impl MessageSpec {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
             to: address,
-            subject: &rendered.subject,
+            subject,
             text: rendered.text.as_deref(),
             html: rendered.html.as_deref(),
             headers: &rendered.headers,
@@ -223,15 +275,32 @@ impl MessageSpec {
             Some(v) => v,
             None => self.from.address.clone(),
         };
-        Ok(Built {
-            msg,
-            mail_from,
-            envid: id,
-        })
+        Ok((
+            Built {
+                msg,
+                mail_from,
+                envid: id,
+            },
+            rendered,
+        ))
     }
 
     fn tokens_for(&self, key: &str) -> Option<RecipientTokens> {
         let ts = self.tokens.as_ref()?;
+        if self.proof != Proof::Off {
+            let p = PROOF_TOKEN;
+            return Some(RecipientTokens {
+                // Never used: a proof's links are not tracked (a click would be counted).
+                rid: 0,
+                url: ts.unsubscribe_url.as_ref().map(|u| format!("{u}{p}")),
+                mailto: ts.bounce_domain.as_ref().map(|d| format!("unsub+{p}@{d}")),
+                verp: ts
+                    .bounce_domain
+                    .as_ref()
+                    .map(|d| format!("bounces+{p}@{d}")),
+                bounce: format!("{p}.{}", stable_id(&self.campaign, key)),
+            });
+        }
         let rid = ts.keys.recipient_id(key);
         let bounce = ts.keys.issue(Purpose::Bounce, rid, self.run);
         let unsub = ts.keys.issue(Purpose::Unsubscribe, rid, self.run);
@@ -291,4 +360,75 @@ fn stable_id(campaign: &str, key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Keys, TokenSettings};
+
+    /// A preview's (and a proof's) tokens are the placeholder, which the verifier refuses;
+    /// the real build's token verifies.
+    #[test]
+    fn previews_carry_no_working_token() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("t.txt"),
+            "Hi {{first_name}} {{unsubscribe_url}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("l.csv"),
+            "email,first_name\nann@a.example,Ann\n",
+        )
+        .unwrap();
+        let src = "[campaign]\nid = \"p\"\nfrom = \"news@acme.example\"\nsubject = \"S {{first_name}}\"\n\
+                   text = \"t.txt\"\nlists = [\"l.csv\"]\n\n[lane]\ntransport = \"outbox:out\"\n";
+        let mut s = crate::config::parse(&d.path().join("c.toml"), src).unwrap();
+        let file = Keys::generate_file(1);
+        let keys = Keys::parse(&file).unwrap();
+        s.tokens = Some(Arc::new(TokenSettings {
+            keys: Keys::parse(&file).unwrap(),
+            unsubscribe_url: Some("https://u.example/u/".into()),
+            bounce_domain: Some("b.example".into()),
+            click_url: None,
+        }));
+        let (templates, _, _) = crate::import::load_inputs(&s).unwrap();
+        let mut spec = MessageSpec::new(&s, templates, Vec::new());
+        let cols = ["email".to_string(), "first_name".to_string()];
+        let vals = ["ann@a.example".to_string(), "Ann".to_string()];
+        let build = |spec: &MessageSpec| {
+            let (b, r) = spec
+                .build_row_rendered("ann@a.example", "ann@a.example", &cols, &vals)
+                .unwrap();
+            (b, r.text.unwrap())
+        };
+        let (real, text) = build(&spec);
+        let token = text.trim().rsplit('/').next().unwrap().to_string();
+        assert!(keys.verify(Purpose::Unsubscribe, &token).is_ok(), "{text}");
+        assert!(real.mail_from.starts_with("bounces+") && !real.mail_from.contains(PROOF_TOKEN));
+
+        for mode in [Proof::Preview, Proof::Proof] {
+            spec.proof = mode;
+            let (b, text) = build(&spec);
+            let msg = String::from_utf8_lossy(&b.msg);
+            assert!(
+                text.contains(&format!("https://u.example/u/{PROOF_TOKEN}")),
+                "{text}"
+            );
+            assert!(!msg.contains(&token), "no real token in a {mode:?}");
+            assert_eq!(b.mail_from, format!("bounces+{PROOF_TOKEN}@b.example"));
+            assert!(
+                msg.contains(&format!("<mailto:unsub+{PROOF_TOKEN}@b.example>")),
+                "{msg}"
+            );
+            assert!(keys.verify(Purpose::Unsubscribe, PROOF_TOKEN).is_err());
+            assert!(keys.verify(Purpose::Bounce, PROOF_TOKEN).is_err());
+            assert_eq!(
+                msg.contains("Subject: [PROOF] S Ann"),
+                mode == Proof::Proof,
+                "{msg}"
+            );
+        }
+    }
 }

@@ -12,13 +12,14 @@ pub mod dispatch;
 pub mod domains;
 pub mod health;
 pub mod job;
+pub mod live;
 pub mod priority;
 pub mod retry;
 pub mod throttle;
 pub mod worker;
 pub mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -29,15 +30,26 @@ use crate::owner::Global;
 use crate::shutdown::Shutdown;
 use crate::store::campaign::CampaignStore;
 use crate::transport::Connector;
-pub use job::{Done, Job, MessageSpec, Outcome};
+pub use job::{Done, Job, MessageSpec, Outcome, Proof};
 
 /// Live counters for progress display (updated after results are durably committed).
+/// `sent`…`skipped` count this run's results; `deferred_now` is a gauge.
 #[derive(Default, Debug)]
 pub struct Stats {
     /// Accepted by the server.
     pub sent: AtomicU64,
-    /// Deferred for a later retry.
+    /// Deferral attempts in this run (one recipient deferred twice counts twice; the display
+    /// shows [`Stats::deferred_now`]).
     pub deferred: AtomicU64,
+    /// Recipients deferred right now: the store's deferred count at the start of the run,
+    /// raised when a recipient is deferred, lowered when a deferred one gets a final result.
+    pub deferred_now: AtomicU64,
+    /// New recipients the import stored as skipped (suppressed) in this run.
+    pub skipped_import: AtomicU64,
+    /// The import is still reading the lists (so `eligible` is still growing).
+    pub importing: AtomicBool,
+    /// Per-domain activity, relay trouble, waiting time.
+    pub live: live::Live,
     /// Bounced (address or sender/message).
     pub bounced: AtomicU64,
     /// Retries exhausted.

@@ -137,7 +137,10 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
             report(&ctx, &done, job, outcome(&ctx, o)).await;
         }
         match sess.broken() {
-            Some(Broken::Closing(r)) => ctx.health.closing(s.backoff, r),
+            Some(Broken::Closing(r)) => {
+                ctx.health.closing(s.backoff, r);
+                ctx.stats.live.relay_trouble(r);
+            }
             Some(Broken::Fatal(w)) => ctx.set_fatal(w.clone()),
             _ => {}
         }
@@ -227,8 +230,10 @@ async fn connect_failed(
     }
     if throttled {
         ctx.health.closing(ctx.settings.backoff, &what);
+        ctx.stats.live.relay_trouble(&what);
     } else {
         ctx.health.connect_failed(&what);
+        ctx.stats.live.relay_trouble(&what);
     }
     // The recipient did nothing wrong: back to pending, no retry spent. The dispatcher holds
     // it while the destination is backed off, and the run ends (exit 75) if the relay stays

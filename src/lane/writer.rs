@@ -7,11 +7,13 @@
 //! address is suppressed, whatever happens next. If the owner cannot be reached, the writer
 //! waits (and with it the lane, through the bounded channels) instead of committing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::live::DomainDelta;
 use super::{retry, Done, Job, LaneCtx, LaneReport, Outcome};
 use crate::classify::Class;
 use crate::error::{Error, Result};
@@ -56,10 +58,15 @@ pub(crate) async fn run(
         let mut requeued = Vec::new();
         let mut soft = SoftNotes::default();
         let mut suppress: Vec<(String, SuppressionEntry)> = Vec::new();
+        let mut live: HashMap<String, DomainDelta> = HashMap::new();
+        let mut deferred_delta: i64 = 0;
         let now = now_ms();
         for d in group.drain(..) {
             let Done { mut job, outcome } = d;
             let domain = job.rec.domain().to_string();
+            // The state the store holds for it (pending or deferred): requeues keep it, so a
+            // deferred recipient that gets a final result leaves the deferred gauge.
+            let was_deferred = job.rec.state == State::Deferred;
             let rec = &mut job.rec;
             // Never earlier than its claim: a record written at or after the claim's time
             // carries that claim's result (what a rerun tells from "in flight").
@@ -99,6 +106,8 @@ pub(crate) async fn run(
                         Class::Transient | Class::Throttling => {
                             let at = if class == Class::Throttling {
                                 let until = ctx.domains.throttled(&domain, ctx.settings.backoff);
+                                live.entry(domain.clone()).or_default().throttled =
+                                    Some((until, reply.clone()));
                                 let wait =
                                     until.saturating_duration_since(std::time::Instant::now());
                                 // A throttled recipient still has to respect the retry budget.
@@ -115,12 +124,12 @@ pub(crate) async fn run(
                 }
                 Outcome::Requeue(why) => {
                     if job.requeues < MAX_REQUEUES {
-                        // Pending again (never delivered, or the ambiguous lost-reply case,
-                        // which is resent by design). The record on disk was never rewritten
+                        // Sent again (never delivered, or the ambiguous lost-reply case,
+                        // which is resent by design); its state stays the store's, pending
+                        // or deferred. The record on disk was never rewritten
                         // for the claim, so once its claim marker goes it is what the next run
                         // sends; a re-claim puts it under a new marker before its next MAIL.
                         job.requeues += 1;
-                        job.rec.state = State::Pending;
                         requeued.push(job);
                         continue;
                     }
@@ -132,7 +141,6 @@ pub(crate) async fn run(
                 Outcome::Postponed(why) => {
                     // As a requeue, but without spending anything: the destination was the
                     // problem, not the recipient.
-                    job.rec.state = State::Pending;
                     job.rec.last_reply = why;
                     requeued.push(job);
                     continue;
@@ -144,6 +152,16 @@ pub(crate) async fn run(
                     rec.last_reply = why;
                     counted[4] += 1;
                 }
+            }
+            let now_deferred = job.rec.state == State::Deferred;
+            deferred_delta += i64::from(now_deferred) - i64::from(was_deferred);
+            let e = live.entry(domain).or_default();
+            e.deferred += i64::from(now_deferred) - i64::from(was_deferred);
+            match job.rec.state {
+                State::Sent => e.sent += 1,
+                State::Bounced => e.bounced += 1,
+                State::Failed => e.failed += 1,
+                _ => {}
             }
             soft.note(&ctx, &job.key, &job.rec, now);
             writes.push((job.key, job.rec));
@@ -179,6 +197,8 @@ pub(crate) async fn run(
         s.skipped.fetch_add(counted[4], Ordering::Relaxed);
         s.requeued
             .fetch_add(requeued.len() as u64, Ordering::Relaxed);
+        add_signed(&s.deferred_now, deferred_delta);
+        s.live.apply(live);
         for j in requeued {
             // Back to the dispatcher before `outstanding` drops, so it never sees an empty
             // lane while a requeued job is in transit.
@@ -187,6 +207,13 @@ pub(crate) async fn run(
         outstanding.fetch_sub(n_done, Ordering::SeqCst);
     }
     Ok(report)
+}
+
+/// `gauge += delta`, never below zero.
+fn add_signed(gauge: &std::sync::atomic::AtomicU64, delta: i64) {
+    let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_add_signed(delta))
+    });
 }
 
 /// The retry time from the lane's schedule, or `None` when the budget is spent.

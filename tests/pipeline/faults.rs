@@ -466,7 +466,6 @@ async fn the_lane_runs_through_the_stub_transport() {
     use blast::owner::Global;
     use blast::store::campaign::CampaignStore;
     use blast::transport::{stub::Stub, Connector};
-    use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
 
     let f = Fixture::new();
@@ -496,7 +495,7 @@ async fn the_lane_runs_through_the_stub_transport() {
         },
         &mut prune,
         None,
-        &AtomicU64::new(0),
+        &blast::lane::Stats::default(),
     )
     .unwrap();
     let stub = Arc::new(Stub::new(Box::new(|rcpt: &str| {
