@@ -159,7 +159,8 @@ fn relay(t: &TransportSpec) -> Option<(String, u16)> {
         TransportSpec::Smtp { host, port, .. } => {
             Some((host.trim_end_matches('.').to_ascii_lowercase(), *port))
         }
-        TransportSpec::Outbox(_) => None,
+        // Direct delivery has no relay to share; like an outbox, it is not compared (yet).
+        TransportSpec::Outbox(_) | TransportSpec::Mx => None,
     }
 }
 

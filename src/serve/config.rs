@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawLane,
+    at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawDns, RawLane,
 };
 use crate::error::{Error, Result};
 use crate::token::{Keys, TokenSettings};
@@ -25,6 +25,7 @@ struct RawServeFile {
     priority: Spanned<RawLane>,
     unsubscribe: Option<Spanned<RawUnsubscribe>>,
     bounces: Option<Spanned<RawBounces>>,
+    dns: Option<RawDns>,
 }
 
 #[derive(Deserialize)]
@@ -239,7 +240,14 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "the priority lane has no rate limits (rate, burst and per_domain belong to a campaign's [lane])",
         );
     }
-    let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", "localhost".into())?;
+    let mut priority = lane_settings(
+        &loc,
+        &p,
+        pspan.clone(),
+        "priority",
+        "localhost".into(),
+        raw.dns.as_ref(),
+    )?;
     let mut priority_dkim = Vec::new();
     for (domain, t) in &p.dkim {
         let section = format!("priority.dkim.{domain:?}");
@@ -449,6 +457,10 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "needs [unsubscribe] url (its path is where the endpoint answers)",
         );
     }
+    let state_dir = loc.resolve(s.state_dir.as_deref().unwrap_or(".blast"));
+    if priority.accounting.is_none() {
+        priority.accounting = Some(state_dir.join("accounting.jsonl"));
+    }
     Ok(ServeSettings {
         bounce_inbox,
         feedback_addresses,
@@ -457,7 +469,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         unsubscribe_url,
         bounce_domain,
         file: path.to_path_buf(),
-        state_dir: loc.resolve(s.state_dir.as_deref().unwrap_or(".blast")),
+        state_dir,
         users: loc.resolve(s.users.as_deref().unwrap_or("users.txt")),
         listener,
         campaigns_dir: s.campaigns_dir.as_deref().map(|d| loc.resolve(d)),
