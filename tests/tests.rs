@@ -7,6 +7,7 @@ mod corpus;
 mod dkim;
 mod durability;
 mod inbox;
+mod mx;
 mod nice;
 mod pipeline;
 mod priority;
