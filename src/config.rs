@@ -1149,6 +1149,54 @@ mod tests {
     }
 
     #[test]
+    fn mx_keys_are_checked_with_file_line_and_key() {
+        let e = err("", "mx_port = 2525");
+        assert!(
+            e.contains(":10: lane.mx_port: only for transport = \"mx\""),
+            "{e}"
+        );
+        let e = err(
+            "",
+            "[dns]\nnameservers = [\"127.0.0.1:53\", \"resolver.lan\"]",
+        );
+        assert!(
+            e.contains(":11: dns.nameservers[1]: expected an IP address"),
+            "{e}"
+        );
+        let s = parse_with("", "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]").unwrap();
+        let want: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        ];
+        assert_eq!(s.lane.nameservers, want);
+        // Direct delivery needs no relay and takes no AUTH.
+        let mx = |lane: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("t.txt"), "Hi\n").unwrap();
+            let src = format!(
+                "[campaign]\nid = \"c1\"\nfrom = \"news@acme.example\"\nsubject = \"S\"\n\
+                 text = \"t.txt\"\nlists = [\"l.csv\"]\n[lane]\ntransport = \"mx\"\n{lane}\n"
+            );
+            parse(&dir.path().join("c.toml"), &src)
+        };
+        let s = mx("mx_port = 2525\naccounting = \"acct.jsonl\"").unwrap();
+        assert_eq!(s.lane.transport, TransportSpec::Mx);
+        assert_eq!(s.lane.mx_port, 2525);
+        assert_eq!(s.lane.starttls, StartTls::Opportunistic);
+        assert!(s.lane.accounting.unwrap().ends_with("acct.jsonl"));
+        let e = mx("mx_port = 70000").unwrap_err().to_string();
+        assert!(
+            e.contains(":9: lane.mx_port: a port from 1 to 65535"),
+            "{e}"
+        );
+        std::env::set_var("BLAST_CONFIG_TEST_MX_PW", "pw");
+        let e = mx("username = \"u\"\npassword_env = \"BLAST_CONFIG_TEST_MX_PW\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":9: lane.username: AUTH is for a relay"), "{e}");
+    }
+
+    #[test]
     fn a_header_named_twice_in_different_case_is_refused() {
         // TOML keys are case-sensitive, header names are not: both would go out, two
         // List-Ids (RFC 2919 allows one) or two of any other.

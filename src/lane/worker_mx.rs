@@ -48,6 +48,10 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 Ok(None) => {
                     park(&ctx, &mut session).await;
                     close_all(ctx.mx_pool.expired(POOL_IDLE)).await;
+                    // Quiet now: what was buffered reaches the file.
+                    if let Some(a) = &mx.accounting {
+                        a.flush();
+                    }
                     continue;
                 }
                 Ok(Some(j)) => j,

@@ -33,6 +33,11 @@ pub async fn attempt(ctx: &Ctx, mx: &Mx, env: &Envelope, data: &[u8]) -> Vec<Rcp
             out[i] = Some(o);
         }
     }
+    // Transactional volumes are small and a postmaster reads the file while serve runs:
+    // each message's lines reach it at once (written, not fsynced).
+    if let Some(a) = &mx.accounting {
+        a.flush();
+    }
     out.into_iter()
         .map(|o| o.unwrap_or_else(|| Broken::Lost("no result".into()).not_sent()))
         .collect()
