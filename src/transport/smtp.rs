@@ -245,7 +245,20 @@ impl Connection {
                     c.stream = upgrade(s, &ep.host, ep.starttls == StartTls::Required, t).await?;
                     c.tls = true;
                     c.caps = Capabilities::default();
-                    c.ehlo(&ep.helo, ep.timeouts.command).await?;
+                    // TLS 1.3 servers refuse a client (say, for want of a client certificate)
+                    // after our side of the handshake is done: the alert arrives with the
+                    // first read. That is a failed handshake too, not a lost connection.
+                    c.ehlo(&ep.helo, ep.timeouts.command)
+                        .await
+                        .map_err(|e| match e {
+                            SmtpError::Io(io) if ep.starttls == StartTls::Opportunistic => {
+                                SmtpError::Tls(format!(
+                                    "{}: {io} (right after the handshake)",
+                                    ep.host
+                                ))
+                            }
+                            e => e,
+                        })?;
                 }
             } else if ep.starttls == StartTls::Required {
                 return Err(SmtpError::Policy(format!(

@@ -6,8 +6,12 @@
 //! - `mod.rs`    dnsmasq, the SERVFAIL responder, the two sinks, the campaign file
 //! - `deliver.rs` preference, fallback, implicit MX, null MX, confirmed NXDOMAIN, SERVFAIL,
 //!   shared hosts, exactly once, accounting; the NXDOMAIN-share pause; opportunistic TLS
+//! - `tls.rs`    a failed handshake retried in plaintext; `starttls = "required"` verifies
+//! - `priority.rs` the priority lane: one transaction per domain, a DSN for a null MX
 
 mod deliver;
+mod priority;
+mod tls;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
