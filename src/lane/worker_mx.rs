@@ -120,14 +120,13 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 }
             ) && !throttled.iter().any(|d| d == job.rec.domain())
             {
+                // A host saying 421 slows down the domains it was carrying, never the whole
+                // lane: other domains' hosts are other receivers. Once per domain (each call
+                // doubles the backoff), and before the job goes back to the dispatcher.
+                ctx.domains.throttled(job.rec.domain(), s.backoff);
                 throttled.push(job.rec.domain().to_string());
             }
             report(&ctx, &done, job, outcome(&ctx, o)).await;
-        }
-        // A host saying 421 slows down the domains it was carrying, never the whole lane:
-        // other domains' hosts are other receivers.
-        for d in throttled {
-            ctx.domains.throttled(&d, s.backoff);
         }
         if !sess.reusable(s.max_messages_per_connection, s.max_connection_age) {
             if let Some(c) = session.take() {

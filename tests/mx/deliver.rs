@@ -221,3 +221,45 @@ async fn mx_opportunistic_tls_with_any_certificate() {
     assert!(s2.received().iter().all(|r| r.tls));
     assert!(accounting(&f, "tls").iter().all(|l| l["tls"] == true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_a_421_backs_off_that_domain_and_the_others_go_on() {
+    let dns = Dns::start(&[
+        mx("slow.test", "mx.slow.test", 10),
+        a("mx.slow.test", "127.0.0.2"),
+        mx("fast.test", "mx.fast.test", 10),
+        a("mx.fast.test", "127.0.0.3"),
+    ]);
+    // Only .2 answers slow.test's first RCPT with 421 and closes; .3 never does.
+    let (s2, s3, port) = two_sinks(|| SinkConfig {
+        rules: vec![blast::sink::Rule {
+            times: Some(1),
+            ..blast::sink::Rule::new("*@slow.test", blast::sink::Action::Reply421AtRcpt)
+        }],
+        ..Default::default()
+    })
+    .await;
+    let f = Fixture::new();
+    let slow = addrs("u", "slow.test", 4);
+    let fast = addrs("u", "fast.test", 4);
+    let all: Vec<String> = slow.iter().chain(&fast).cloned().collect();
+    f.write("list.csv", csv_list(&all));
+    let s = f.campaign("four21", &campaign_toml("four21", dns.addr, port, ""));
+    let summary = send_within(&s, SendOptions::default(), LIMIT)
+        .await
+        .expect("send");
+    assert_eq!(summary.exit_code(), 0, "{:?}", records(&s));
+    assert_exactly_once(&s2, &slow);
+    assert_exactly_once(&s3, &fast);
+    // The 421 is in the accounting file, and the retry after it spent no attempt.
+    let lines = accounting(&f, "four21");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["reply"].as_str().unwrap().contains("421")),
+        "{lines:#?}"
+    );
+    for r in records(&s).values() {
+        assert_eq!((r.state, r.attempts), (State::Sent, 1), "{}", r.address);
+    }
+}
