@@ -126,6 +126,23 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
         assert!(reply.contains("4.4.3"), "{reply}");
     }
     assert_eq!(summary.exit_code(), 75, "deferred recipients remain");
+    // Looked up once per domain, never once per message (3 recipients each); NXDOMAIN
+    // twice: the first answer and the one that confirmed it.
+    for d in [
+        "pref.test",
+        "down.test",
+        "one.test",
+        "two.test",
+        "null.test",
+    ] {
+        assert_eq!(dns.queries("MX", d), 1, "{d}");
+    }
+    assert_eq!(dns.queries("MX", "nx.test"), 2);
+    assert_eq!(
+        dns.queries("A", "mx.shared.test"),
+        1,
+        "one host, two domains: one lookup"
+    );
 
     // One accounting line per attempt: every recipient once (none was tried twice here).
     let lines = accounting(&f, "direct");

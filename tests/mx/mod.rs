@@ -28,6 +28,8 @@ const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 pub struct Dns {
     child: Child,
     pub addr: SocketAddr,
+    /// dnsmasq's query log (`--log-queries`).
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Dns {
@@ -56,6 +58,7 @@ impl Dns {
              .ci/run installs it)"
         );
         let port = free_udp_port();
+        let log = tempfile::NamedTempFile::new().expect("dnsmasq log file");
         let child = Command::new(DNSMASQ)
             .args([
                 "-k",
@@ -67,6 +70,8 @@ impl Dns {
                 "--bind-interfaces",
                 "--local=/test/",
                 &format!("--port={port}"),
+                "--log-queries",
+                &format!("--log-facility={}", log.path().display()),
             ])
             .args(args)
             .stdin(Stdio::null())
@@ -75,7 +80,7 @@ impl Dns {
             .spawn()
             .expect("start dnsmasq");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut dns = Dns { child, addr };
+        let mut dns = Dns { child, addr, log };
         // Ready once it accepts TCP on its port (it listens on both); bounded.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -97,6 +102,15 @@ impl Dns {
             std::thread::sleep(Duration::from_millis(20));
         }
         dns
+    }
+}
+
+impl Dns {
+    /// How many queries of `qtype` for `name` dnsmasq has logged.
+    pub fn queries(&self, qtype: &str, name: &str) -> usize {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let needle = format!("query[{qtype}] {name} from");
+        log.lines().filter(|l| l.contains(&needle)).count()
     }
 }
 
