@@ -42,6 +42,11 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
         mx("down.test", "mx3.down.test", 20),
         a("mx.down.test", "127.0.0.4"),
         a("mx3.down.test", "127.0.0.3"),
+        // The preferred host accepts the connection and never greets → timeout, next host.
+        mx("mute.test", "mx.mute.test", 10),
+        mx("mute.test", "mx3.mute.test", 20),
+        a("mx.mute.test", "127.0.0.5"),
+        a("mx3.mute.test", "127.0.0.3"),
         // No MX: the domain's own address.
         a("imp.test", "127.0.0.3"),
         // Two domains on one MX host.
@@ -55,10 +60,13 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
         // nx.test has no record at all: NXDOMAIN (dnsmasq is authoritative for .test).
     ]);
     let (s2, s3, port) = two_sinks(SinkConfig::default).await;
+    // Never accepted, never answered: the kernel completes the handshake, nobody greets.
+    let _mute = std::net::TcpListener::bind(("127.0.0.5", port)).expect("bind 127.0.0.5");
     let f = Fixture::new();
     let domains = [
         "pref.test",
         "down.test",
+        "mute.test",
         "imp.test",
         "one.test",
         "two.test",
@@ -78,14 +86,14 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
     assert_eq!(summary.fatal, None);
     assert_eq!(
         summary.stalled, None,
-        "8 domains: below the resolver-fault minimum"
+        "9 domains: below the resolver-fault minimum"
     );
 
     let at2: Vec<String> = ["pref.test", "one.test", "two.test"]
         .iter()
         .flat_map(|d| by_domain[*d].clone())
         .collect();
-    let at3: Vec<String> = ["down.test", "imp.test"]
+    let at3: Vec<String> = ["down.test", "mute.test", "imp.test"]
         .iter()
         .flat_map(|d| by_domain[*d].clone())
         .collect();
@@ -103,7 +111,14 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
             })
             .collect()
     };
-    for d in ["pref.test", "down.test", "imp.test", "one.test", "two.test"] {
+    for d in [
+        "pref.test",
+        "down.test",
+        "mute.test",
+        "imp.test",
+        "one.test",
+        "two.test",
+    ] {
         assert!(
             state(d).iter().all(|(st, _)| *st == State::Sent),
             "{d}: {:?}",
@@ -143,6 +158,10 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
         1,
         "one host, two domains: one lookup"
     );
+    // source_ip is IPv4: no AAAA asked for at all.
+    assert_eq!(dns.queries("AAAA", "mx2.pref.test"), 0);
+    assert_eq!(dns.queries("AAAA", "imp.test"), 0);
+    assert_eq!(dns.queries("A", "mx2.pref.test"), 1);
 
     // One accounting line per attempt: every recipient once (none was tried twice here).
     let lines = accounting(&f, "direct");
@@ -161,6 +180,7 @@ async fn mx_preference_fallback_implicit_null_nxdomain_servfail() {
     assert!(p["reply"].as_str().unwrap().starts_with("250"), "{p}");
     assert!(p["time"].as_str().unwrap().ends_with('Z'), "{p}");
     assert_eq!(line("u1@down.test")["mx_host"], "mx3.down.test");
+    assert_eq!(line("u1@mute.test")["mx_host"], "mx3.mute.test");
     assert_eq!(line("u2@imp.test")["mx_host"], "imp.test");
     assert_eq!(line("u0@two.test")["mx_host"], "mx.shared.test");
     let n = line("u0@null.test");
