@@ -666,3 +666,62 @@ mod tests {
         assert_eq!(c.get("s.test", t0 + Duration::from_secs(5)), None);
     }
 }
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    fn resolver() -> Arc<Resolver> {
+        // Never asked: the tally is fed directly.
+        Resolver::new(
+            &["127.0.0.1:9".parse().unwrap()],
+            true,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    fn feed(r: &Resolver, ok: usize, nx: usize) {
+        for i in 0..ok {
+            r.record(&format!("ok{i}.test"), Found::NullMx, Duration::ZERO);
+        }
+        for i in 0..nx {
+            r.record(
+                &format!("nx{i}.test"),
+                Found::NoSuchDomain("NXDOMAIN".into()),
+                Duration::ZERO,
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn more_than_five_percent_nxdomain_of_twenty_domains_is_a_fault() {
+        let r = resolver();
+        feed(&r, 19, 1);
+        assert_eq!(r.fault(), None, "1 of 20 is exactly 5%: not more");
+        feed(&r, 0, 2);
+        let why = r.fault().expect("2 of 21 is a fault");
+        assert!(why.contains("2 of 21 domains answered NXDOMAIN"), "{why}");
+        assert!(why.contains("127.0.0.1:9"), "names the resolver: {why}");
+    }
+
+    #[tokio::test]
+    async fn below_the_minimum_nothing_is_a_fault() {
+        let r = resolver();
+        feed(&r, 10, 9);
+        assert_eq!(r.fault(), None);
+        // Temporary failures are not answers: they count neither way.
+        for i in 0..5 {
+            r.record(
+                &format!("sf{i}.test"),
+                Found::Temporary("SERVFAIL".into()),
+                Duration::ZERO,
+            );
+        }
+        assert_eq!(r.fault(), None);
+        // A domain that answers after an NXDOMAIN leaves the NXDOMAIN count.
+        r.record("nx0.test", Found::NullMx, Duration::ZERO);
+        r.record("ok19.test", Found::NullMx, Duration::ZERO);
+        assert_eq!(r.fault().map(|_| ()), Some(()), "8 of 20");
+    }
+}

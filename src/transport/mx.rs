@@ -292,3 +292,100 @@ impl<T> Pool<T> {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::MxHost;
+
+    fn set(hosts: &[(&str, u16)]) -> MxSet {
+        MxSet {
+            hosts: hosts
+                .iter()
+                .map(|(n, p)| MxHost {
+                    name: n.to_string(),
+                    preference: *p,
+                    addrs: vec![],
+                })
+                .collect(),
+            implicit: false,
+        }
+    }
+
+    /// A session that says it is connected to `host` (a stub underneath: no network).
+    async fn session(host: &str, permit: Option<OwnedSemaphorePermit>) -> Session<()> {
+        let stub = super::super::Connector::Stub(Default::default());
+        let mut s: Session<()> = stub.open().await.unwrap();
+        s.peer = Some(Peer {
+            host: Arc::from(host),
+            addr: None,
+            local: None,
+            tls: false,
+        });
+        s.permit = permit;
+        s
+    }
+
+    #[test]
+    fn dns_answers_become_routes() {
+        use crate::dns::Answer;
+        let now = Instant::now();
+        let refused = |a: Option<Answer>| match Route::of("d.test", a) {
+            Route::Refuse { class, reply } => (class, reply),
+            r => panic!("{r:?}"),
+        };
+        let (class, reply) = refused(Some(Answer::NullMx));
+        assert_eq!(
+            class,
+            Class::AddressPermanent,
+            "a null MX suppresses: {reply}"
+        );
+        assert!(reply.starts_with("550 5.1.10"), "{reply}");
+        let nx = |confirmed| Answer::NoSuchDomain {
+            why: "d.test: NXDOMAIN".into(),
+            confirmed,
+            retry_at: now,
+        };
+        let (class, reply) = refused(Some(nx(true)));
+        assert_eq!(class, Class::AddressPermanent);
+        assert!(reply.starts_with("550 5.1.2"), "{reply}");
+        assert!(matches!(
+            Route::of("d.test", Some(nx(false))),
+            Route::Wait(_)
+        ));
+        assert!(matches!(Route::of("d.test", None), Route::Wait(_)));
+        let (class, reply) = refused(Some(Answer::Temporary("SERVFAIL".into())));
+        assert_eq!(class, Class::Transient);
+        assert!(reply.starts_with("451 4.4.3"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_to_the_most_preferred_host_is_taken_first() {
+        let pool: Pool<()> = Pool::new(4);
+        let hour = Duration::from_secs(3600);
+        assert!(pool.put(session("mx2.a.test", None).await, hour).is_empty());
+        assert!(pool.put(session("mx1.a.test", None).await, hour).is_empty());
+        let a = set(&[("mx1.a.test", 10), ("mx2.a.test", 20)]);
+        let got = pool.take(&a).unwrap();
+        assert_eq!(&*got.peer().unwrap().host, "mx1.a.test");
+        assert!(pool.take(&set(&[("other.test", 10)])).is_none());
+        assert_eq!(&*pool.take(&a).unwrap().peer().unwrap().host, "mx2.a.test");
+        assert!(pool.take(&a).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_idle_sessions_and_evicts_the_oldest() {
+        let pool: Pool<()> = Pool::new(2);
+        let hour = Duration::from_secs(3600);
+        let (p1, none) = pool.permit().await;
+        assert!(p1.is_some() && none.is_none());
+        pool.put(session("old.test", p1).await, hour);
+        let (p2, _) = pool.permit().await;
+        pool.put(session("new.test", p2).await, hour);
+        // Both permits are held by idle sessions: the oldest gives its permit up.
+        let (p3, evicted) = pool.permit().await;
+        assert!(p3.is_some());
+        assert_eq!(&*evicted.unwrap().peer().unwrap().host, "old.test");
+        assert!(pool.take(&set(&[("new.test", 0)])).is_some());
+    }
+}
