@@ -26,13 +26,6 @@ fn fits(s: &Session<Job>, set: &MxSet) -> bool {
     s.peer().is_some_and(|p| set.contains(&p.host))
 }
 
-fn text(o: &RcptOutcome) -> &str {
-    match o {
-        RcptOutcome::Delivered(r) | RcptOutcome::Refused { reply: r, .. } => r,
-        RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why,
-    }
-}
-
 /// Runs one worker until the job channel closes.
 pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>) {
     let mx = ctx.connector.mx().expect("an mx lane").clone();
@@ -111,7 +104,7 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
             let o = res
                 .pop()
                 .unwrap_or_else(|| Broken::Lost("no result".into()).not_sent());
-            mx.account(&job.rec.address, sess.peer(), text(&o));
+            mx.account(&job.rec.address, sess.peer(), o.text());
             if matches!(
                 o,
                 RcptOutcome::NotSent {

@@ -89,6 +89,16 @@ pub enum RcptOutcome {
     Unknown(String),
 }
 
+impl RcptOutcome {
+    /// The reply, or why there was none (what records, logs and the accounting file say).
+    pub fn text(&self) -> &str {
+        match self {
+            RcptOutcome::Delivered(r) | RcptOutcome::Refused { reply: r, .. } => r,
+            RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why,
+        }
+    }
+}
+
 /// Why a session can carry no more transactions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broken {

@@ -104,13 +104,6 @@ fn is_temp(o: &RcptOutcome) -> bool {
     }
 }
 
-fn text(o: &RcptOutcome) -> String {
-    match o {
-        RcptOutcome::Delivered(r) | RcptOutcome::Refused { reply: r, .. } => r.clone(),
-        RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why.clone(),
-    }
-}
-
 /// Runs one worker until the lane stops.
 pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch>>>) {
     let connector = ctx.connector.clone();
@@ -205,7 +198,7 @@ fn apply(
     for (&i, res) in todo.iter().zip(results) {
         let r = &mut entry.rcpts[i];
         r.attempts += 1;
-        r.last_reply = text(&res);
+        r.last_reply = res.text().to_string();
         if matches!(res, RcptOutcome::Delivered(_)) {
             r.status = RcptStatus::Sent;
             Stats::add(&ctx.stats.delivered, 1);

@@ -132,11 +132,7 @@ fn finish(
     res: Vec<RcptOutcome>,
 ) -> Vec<RcptOutcome> {
     for (r, o) in env.rcpts.iter().zip(&res) {
-        let text = match o {
-            RcptOutcome::Delivered(t) | RcptOutcome::Refused { reply: t, .. } => t,
-            RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why,
-        };
-        mx.account(r, peer, text);
+        mx.account(r, peer, o.text());
     }
     res
 }
