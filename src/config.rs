@@ -30,6 +30,14 @@ struct RawFile {
     lane: Spanned<RawLane>,
     schedule: Option<schedule::RawSchedule>,
     dkim: Option<dkim::RawDkim>,
+    dns: Option<RawDns>,
+}
+
+/// `[dns]`: the resolver `transport = "mx"` asks (campaign.toml and blast.toml).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) nameservers: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +93,10 @@ pub(crate) struct RawLane {
     pub(crate) complaint_share: Option<Spanned<f64>>,
     #[serde(default)]
     pub(crate) per_domain: BTreeMap<String, Spanned<Limit>>,
+    /// `transport = "mx"`: the port MX hosts are reached on (25; loopback tests use another).
+    pub(crate) mx_port: Option<Spanned<u32>>,
+    /// The accounting file (JSON lines, one per attempt).
+    pub(crate) accounting: Option<Spanned<String>>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
     #[serde(default)]
     pub(crate) dkim: BTreeMap<String, Spanned<dkim::RawDkim>>,
@@ -172,6 +184,8 @@ pub enum TransportSpec {
     },
     /// Write one .eml file per message into this directory.
     Outbox(PathBuf),
+    /// Direct delivery to each recipient domain's MX hosts (`transport = "mx"`).
+    Mx,
 }
 
 /// STARTTLS policy: `starttls = "off" | "opportunistic" | "required"`.
@@ -370,6 +384,14 @@ pub struct LaneSettings {
     /// run (exit 75). Default 0.003, the limit Gmail and Yahoo enforce; `None`: off
     /// (`complaint_share = 0`, or `blast send --override-breaker`).
     pub complaint_share: Option<f64>,
+    /// `transport = "mx"`: the port of every MX host. Default 25.
+    pub mx_port: u16,
+    /// `[dns] nameservers`: the resolver for MX lookups; empty = the system's (resolv.conf).
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// The accounting file (one JSON line per attempt). `None` in the file: the lane's
+    /// default (`STATE_DIR/ID/accounting.jsonl` for a campaign, `STATE_DIR/accounting.jsonl`
+    /// for serve's priority lane), filled in where the lane is started.
+    pub accounting: Option<PathBuf>,
 }
 
 impl LaneSettings {
@@ -628,13 +650,13 @@ fn parse_transport(loc: &Locator, v: &Spanned<String>, key: &str) -> Result<Tran
     } else if let Some(r) = s.strip_prefix("smtps://") {
         (r, true, 465)
     } else if s == "mx" {
-        return loc.err(v.span(), key, "direct MX delivery is not implemented yet; use a relay (smtp://host:port) or outbox:DIR");
+        return Ok(TransportSpec::Mx);
     } else {
         return loc.err(
             v.span(),
             key,
             format!(
-                "expected \"smtp://host:port\", \"smtps://host:port\" or \"outbox:DIR\", got {s:?}"
+                "expected \"smtp://host:port\", \"smtps://host:port\", \"mx\" or \"outbox:DIR\", got {s:?}"
             ),
         );
     };
@@ -869,7 +891,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
             "a campaign's signing keys go in its own [dkim] table",
         );
     }
-    let lane = lane_settings(loc, &l, lane_span, "lane", default_helo)?;
+    let lane = lane_settings(loc, &l, lane_span, "lane", default_helo, raw.dns.as_ref())?;
     let dkim = match &raw.dkim {
         None => None,
         Some(d) => Some(self::dkim::validate(loc, d, "dkim", None)?),
@@ -910,9 +932,27 @@ pub(crate) fn lane_settings(
     lane_span: std::ops::Range<usize>,
     section: &str,
     default_helo: String,
+    dns: Option<&RawDns>,
 ) -> Result<LaneSettings> {
     let k = |key: &str| format!("{section}.{key}");
     let transport = parse_transport(loc, &l.transport, &k("transport"))?;
+    let is_mx = transport == TransportSpec::Mx;
+    let mx_port = match &l.mx_port {
+        None => 25,
+        Some(p) if !is_mx => {
+            return loc.err(
+                p.span(),
+                &k("mx_port"),
+                "only for transport = \"mx\" (a relay's port goes in its URL)",
+            )
+        }
+        Some(p) => match u16::try_from(*p.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => return loc.err(p.span(), &k("mx_port"), "a port from 1 to 65535"),
+        },
+    };
+    let nameservers = nameservers(loc, dns)?;
+    let accounting = l.accounting.as_ref().map(|a| loc.resolve(a.get_ref()));
     let source_ip = match &l.source_ip {
         Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| {
             loc.err(
@@ -991,6 +1031,13 @@ pub(crate) fn lane_settings(
             )
         }
     };
+    if let (true, Some(u)) = (is_mx, &l.username) {
+        return loc.err(
+            u.span(),
+            &k("username"),
+            "AUTH is for a relay; MX hosts take mail without it (transport = \"mx\")",
+        );
+    }
     if auth.is_some() && starttls != StartTls::Required && !relay_is_loopback {
         if let TransportSpec::Smtp {
             implicit_tls: false,
@@ -1096,7 +1143,42 @@ pub(crate) fn lane_settings(
             Some(v) if (0.0..=1.0).contains(v.get_ref()) => (*v.get_ref() > 0.0).then_some(*v.get_ref()),
             Some(v) => return loc.err(v.span(), &k("complaint_share"), "a share from 0 (off) to 1, e.g. 0.003"),
         },
+        mx_port,
+        nameservers,
+        accounting,
     })
+}
+
+/// `[dns] nameservers = ["127.0.0.1:5353", "192.0.2.53"]` (port 53 when left out).
+fn nameservers(loc: &Locator, dns: Option<&RawDns>) -> Result<Vec<std::net::SocketAddr>> {
+    let mut out = Vec::new();
+    for (i, v) in dns
+        .and_then(|d| d.nameservers.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let s = v.get_ref().trim();
+        let parsed = s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            let ip = s.trim_start_matches('[').trim_end_matches(']');
+            ip.parse::<IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Some(a) => out.push(a),
+            None => {
+                return loc.err(
+                    v.span(),
+                    &format!("dns.nameservers[{i}]"),
+                    format!(
+                    "expected an IP address with an optional port (\"127.0.0.1:5353\"), got {s:?}"
+                ),
+                )
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1132,6 +1214,54 @@ mod tests {
 
     fn err(campaign: &str, lane: &str) -> String {
         parse_with(campaign, lane).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mx_keys_are_checked_with_file_line_and_key() {
+        let e = err("", "mx_port = 2525");
+        assert!(
+            e.contains(":10: lane.mx_port: only for transport = \"mx\""),
+            "{e}"
+        );
+        let e = err(
+            "",
+            "[dns]\nnameservers = [\"127.0.0.1:53\", \"resolver.lan\"]",
+        );
+        assert!(
+            e.contains(":11: dns.nameservers[1]: expected an IP address"),
+            "{e}"
+        );
+        let s = parse_with("", "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]").unwrap();
+        let want: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        ];
+        assert_eq!(s.lane.nameservers, want);
+        // Direct delivery needs no relay and takes no AUTH.
+        let mx = |lane: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("t.txt"), "Hi\n").unwrap();
+            let src = format!(
+                "[campaign]\nid = \"c1\"\nfrom = \"news@acme.example\"\nsubject = \"S\"\n\
+                 text = \"t.txt\"\nlists = [\"l.csv\"]\n[lane]\ntransport = \"mx\"\n{lane}\n"
+            );
+            parse(&dir.path().join("c.toml"), &src)
+        };
+        let s = mx("mx_port = 2525\naccounting = \"acct.jsonl\"").unwrap();
+        assert_eq!(s.lane.transport, TransportSpec::Mx);
+        assert_eq!(s.lane.mx_port, 2525);
+        assert_eq!(s.lane.starttls, StartTls::Opportunistic);
+        assert!(s.lane.accounting.unwrap().ends_with("acct.jsonl"));
+        let e = mx("mx_port = 70000").unwrap_err().to_string();
+        assert!(
+            e.contains(":9: lane.mx_port: a port from 1 to 65535"),
+            "{e}"
+        );
+        std::env::set_var("BLAST_CONFIG_TEST_MX_PW", "pw");
+        let e = mx("username = \"u\"\npassword_env = \"BLAST_CONFIG_TEST_MX_PW\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":9: lane.username: AUTH is for a relay"), "{e}");
     }
 
     #[test]

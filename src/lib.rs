@@ -30,9 +30,12 @@
 //!   oversigned), keys parsed once; per From domain for the priority lane
 //! - [`token`]      recipient tokens (VERP, mailto and one-click unsubscribe): HMAC keys with
 //!   rotation, recipient ids, lowercase base32
+//! - [`dns`]        MX resolution for `transport = "mx"`: the `[dns]` resolver, a TTL cache with
+//!   a floor and negative caching, NXDOMAIN confirmation, the resolver-fault tally
 //! - [`transport`]  the seam both lanes send through: `Connector` → `Session` (one SMTP
-//!   transaction, pipelined across messages), smtp client (STARTTLS, AUTH), outbox (.eml
-//!   files), an in-memory stub, wire encoding, TLS configs (client and server)
+//!   transaction, pipelined across messages), smtp client (STARTTLS, AUTH), direct-to-MX
+//!   (host order, per-host pools, the accounting file), outbox (.eml files), an in-memory
+//!   stub, wire encoding, TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
 //!   destination health (421 backoff, stalled relay), retry schedule;
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
@@ -57,6 +60,7 @@ pub mod clicks;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod error;
 pub mod import;
 pub mod lane;

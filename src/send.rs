@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Settings;
+use crate::config::{Settings, TransportSpec};
 use crate::error::{Error, Result};
 use crate::import::{
     import, reconcile, register_files, restore_suppressions, settle_id_hits, ImportSource,
@@ -194,8 +194,14 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         base,
         limit: limit(&s.lane),
     });
+    // Direct delivery's accounting file defaults to the campaign's own directory (beside its
+    // store), so each run of a scheduled campaign has its own.
+    let mut lane_settings = s.lane.clone();
+    if lane_settings.accounting.is_none() && lane_settings.transport == TransportSpec::Mx {
+        lane_settings.accounting = Some(campaign_dir(s).join("accounting.jsonl"));
+    }
     let lane_run = lane::run(
-        &s.lane,
+        &lane_settings,
         lane::Inputs {
             global,
             spec,

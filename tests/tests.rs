@@ -10,6 +10,7 @@ mod dkim;
 mod durability;
 mod errors;
 mod inbox;
+mod mx;
 mod nice;
 mod pipeline;
 mod preview;

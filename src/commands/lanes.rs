@@ -159,7 +159,7 @@ fn relay(t: &TransportSpec) -> Option<(String, u16)> {
         TransportSpec::Smtp { host, port, .. } => {
             Some((host.trim_end_matches('.').to_ascii_lowercase(), *port))
         }
-        TransportSpec::Outbox(_) => None,
+        TransportSpec::Outbox(_) | TransportSpec::Mx => None,
     }
 }
 
@@ -167,10 +167,12 @@ fn relay(t: &TransportSpec) -> Option<(String, u16)> {
 /// lane goes over the network, so it has no address or relay to share.
 fn network_warnings(blast: &LaneSettings, priority: &LaneSettings) -> Vec<Warning> {
     let mut out = Vec::new();
-    let (Some((bh, bp)), Some((ph, pp))) = (relay(&blast.transport), relay(&priority.transport))
-    else {
+    // Direct delivery has no relay to share, but its source IP and HELO are what receivers
+    // see, so they are compared as a relay lane's are.
+    let on_network = |t: &TransportSpec| !matches!(t, TransportSpec::Outbox(_));
+    if !on_network(&blast.transport) || !on_network(&priority.transport) {
         return out;
-    };
+    }
     match (blast.source_ip, priority.source_ip) {
         (Some(b), Some(p)) if b == p => out.push(Warning {
             kind: Kind::SourceIp,
@@ -196,23 +198,26 @@ fn network_warnings(blast: &LaneSettings, priority: &LaneSettings) -> Vec<Warnin
         // One set, one default: the default may or may not be that address; the OS decides.
         _ => {}
     }
-    if bh == ph {
-        let at = if bp == pp {
-            format!("{bh}:{bp}")
-        } else {
-            format!("{bh} (ports {bp} and {pp})")
-        };
-        out.push(Warning {
-            kind: Kind::Relay,
-            what: format!("both lanes relay through {at}"),
-            why: "the priority lane keeps its own connections, but the relay's per-client \
+    if let (Some((bh, bp)), Some((ph, pp))) = (relay(&blast.transport), relay(&priority.transport))
+    {
+        if bh == ph {
+            let at = if bp == pp {
+                format!("{bh}:{bp}")
+            } else {
+                format!("{bh} (ports {bp} and {pp})")
+            };
+            out.push(Warning {
+                kind: Kind::Relay,
+                what: format!("both lanes relay through {at}"),
+                why: "the priority lane keeps its own connections, but the relay's per-client \
                   limits (rate, connections, quota) are shared, and receivers see both lanes \
                   coming from the relay's addresses unless it sends each from its own"
-                .into(),
-            fix: "use a separate relay (or a relay account and IP pool of its own) for the \
+                    .into(),
+                fix: "use a separate relay (or a relay account and IP pool of its own) for the \
                   blast lane: transport in the campaign's [lane]"
-                .into(),
-        });
+                    .into(),
+            });
+        }
     }
     if blast.helo.eq_ignore_ascii_case(&priority.helo) {
         out.push(Warning {

@@ -248,7 +248,14 @@ pub async fn proof(s: &Settings, address: &str, pick: &Pick) -> Result<i32> {
     let (built, _) = p
         .built
         .map_err(|e| Error::Config(format!("row {}: {e}", p.row)))?;
-    let connector = Connector::for_lane(&s.lane);
+    let connector = Connector::for_lane(&s.lane)?;
+    if matches!(connector, Connector::Mx(_)) {
+        return Err(Error::Config(format!(
+            "{}: --proof goes through a relay or an outbox: with transport = \"mx\", send the proof \
+             through your relay (a copy of the campaign with transport = \"smtp://…\")",
+            s.file.display()
+        )));
+    }
     let env = Envelope {
         mail_from: built.mail_from,
         rcpts: vec![to.clone()],

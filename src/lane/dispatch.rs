@@ -111,6 +111,12 @@ pub(crate) async fn run(
             ));
             break;
         }
+        // A resolver answering NXDOMAIN for many domains is broken, not the list: pause
+        // (exit 75) before any of them is bounced.
+        if let Some(why) = ctx.connector.mx().and_then(|m| m.resolver.fault()) {
+            ctx.set_stalled(why);
+            break;
+        }
         if let Some(w) = ctx.health.blocked() {
             // The destination asked us to back off (421) or cannot be reached: hold every
             // recipient; nothing is claimed meanwhile.
@@ -140,6 +146,11 @@ pub(crate) async fn run(
                 (s.inflight >= cap).then_some(Duration::from_millis(5))
             });
             if let Some(w) = blocked {
+                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                buf.rr.push_back(domain);
+                continue;
+            }
+            if let Some(w) = dns_wait(&ctx, &domain, now) {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
                 continue;
@@ -243,6 +254,26 @@ pub(crate) async fn run(
         wait_for(&mut requeue, &mut buf, w).await;
     }
     Ok(())
+}
+
+/// Direct delivery: how long `domain` must wait for DNS before it is dispatched — while its
+/// MX lookup runs (in the background, so other domains go on), and while an NXDOMAIN waits
+/// for its confirming lookup. `None`: dispatch (the worker acts on the answer).
+fn dns_wait(ctx: &LaneCtx, domain: &str, now: Instant) -> Option<Duration> {
+    let mx = ctx.connector.mx()?;
+    match mx.resolver.poll(domain) {
+        None => Some(Duration::from_millis(2)),
+        Some(crate::dns::Answer::NoSuchDomain {
+            confirmed: false,
+            retry_at,
+            ..
+        }) => Some(
+            retry_at
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        ),
+        Some(_) => None,
+    }
 }
 
 async fn wait_for(requeue: &mut mpsc::UnboundedReceiver<Job>, buf: &mut Buffer, d: Duration) {

@@ -2,6 +2,9 @@
 //! rate limits ([`throttle`], [`dispatch`]), connection workers that render and pipeline
 //! messages ([`worker`]), and one writer that records results with group commit ([`writer`]).
 //!
+//! Direct delivery (`transport = "mx"`) has its own workers ([`worker_mx`]: sessions per MX
+//! host); the dispatcher looks each domain's MX up before dispatching it.
+//!
 //! Data flows one way: store → dispatcher → (bounded channel) → workers → (bounded channel) →
 //! writer → store. A domain out of tokens or in backoff never blocks the others: the
 //! dispatcher simply picks another domain's recipient.
@@ -17,6 +20,7 @@ pub mod priority;
 pub mod retry;
 pub mod throttle;
 pub mod worker;
+pub mod worker_mx;
 pub mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,6 +120,8 @@ pub(crate) struct LaneCtx {
     pub soft_keys: std::collections::HashSet<String>,
     /// When soft failures add up ([`Inputs::soft_policy`]).
     pub soft_policy: crate::store::suppression::SoftPolicy,
+    /// Direct delivery: idle sessions per MX host, under the `connections` cap.
+    pub mx_pool: crate::transport::mx::Pool<Job>,
 }
 
 impl LaneCtx {
@@ -159,7 +165,7 @@ pub struct Inputs {
 /// Sends every eligible recipient of the store through the lane until all are final, the
 /// remaining ones are deferred beyond `wait_for_retries`, or a stop is requested.
 pub async fn run(settings: &LaneSettings, inputs: Inputs) -> Result<LaneReport> {
-    run_with(Connector::for_lane(settings), settings, inputs).await
+    run_with(Connector::for_lane(settings)?, settings, inputs).await
 }
 
 /// [`run`] through a given transport (tests and benches pass [`Connector::Stub`]).
@@ -227,6 +233,7 @@ pub async fn run_with(
         breaker: Default::default(),
         soft_keys,
         soft_policy,
+        mx_pool: crate::transport::mx::Pool::new(workers),
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
@@ -248,7 +255,14 @@ pub async fn run_with(
     let mut handles = Vec::new();
     for _ in 0..workers {
         let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
-        handles.push(tokio::spawn(async move { worker::run(c, rx, tx).await }));
+        let mx = c.connector.mx().is_some();
+        handles.push(tokio::spawn(async move {
+            if mx {
+                worker_mx::run(c, rx, tx).await
+            } else {
+                worker::run(c, rx, tx).await
+            }
+        }));
     }
     drop(done_tx);
     // Few queued claim batches: while a commit is slow (a busy disk), the dispatcher blocks

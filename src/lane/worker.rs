@@ -15,12 +15,12 @@ use crate::classify::Class;
 use crate::transport::smtp::SmtpError;
 use crate::transport::{outbox, Broken, Connector, Envelope, RcptOutcome, Session};
 
-type Jobs = Arc<Mutex<mpsc::Receiver<Job>>>;
+pub(super) type Jobs = Arc<Mutex<mpsc::Receiver<Job>>>;
 
 /// Idle connections are closed after this long without work.
-const IDLE: Duration = Duration::from_secs(5);
+pub(super) const IDLE: Duration = Duration::from_secs(5);
 
-async fn next_blocking(jobs: &Jobs, idle: Duration) -> Result<Option<Job>, ()> {
+pub(super) async fn next_blocking(jobs: &Jobs, idle: Duration) -> Result<Option<Job>, ()> {
     let mut rx = jobs.lock().await;
     match tokio::time::timeout(idle, rx.recv()).await {
         Ok(Some(j)) => Ok(Some(j)),
@@ -30,14 +30,14 @@ async fn next_blocking(jobs: &Jobs, idle: Duration) -> Result<Option<Job>, ()> {
 }
 
 /// The next waiting job, if one is waiting and no stop is asked.
-fn next_now(jobs: &Jobs, ctx: &LaneCtx) -> Option<Job> {
+pub(super) fn next_now(jobs: &Jobs, ctx: &LaneCtx) -> Option<Job> {
     if ctx.shutdown.stopping() {
         return None;
     }
     jobs.try_lock().ok()?.try_recv().ok()
 }
 
-async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Outcome) {
+pub(super) async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Outcome) {
     ctx.domains.finished(job.rec.domain());
     watch_first_attempt(ctx, &job, &outcome);
     let _ = done.send(Done { job, outcome }).await;
@@ -158,7 +158,12 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
 /// Renders (and signs) `job`'s message and submits it; a render error skips the recipient.
 /// With DKIM the build runs on the lane's CPU pool: an RSA signature takes the best part of a
 /// millisecond, which on the reactor would stall every other connection's replies.
-async fn submit(ctx: &Arc<LaneCtx>, done: &mpsc::Sender<Done>, sess: &mut Session<Job>, job: Job) {
+pub(super) async fn submit(
+    ctx: &Arc<LaneCtx>,
+    done: &mpsc::Sender<Done>,
+    sess: &mut Session<Job>,
+    job: Job,
+) {
     let built = match &ctx.pool {
         Some(pool) => {
             let (c, key, rec) = (ctx.clone(), job.key.clone(), job.rec.clone());
@@ -188,7 +193,7 @@ async fn submit(ctx: &Arc<LaneCtx>, done: &mpsc::Sender<Done>, sess: &mut Sessio
 }
 
 /// What the lane does with a recipient's transport outcome.
-fn outcome(ctx: &LaneCtx, o: RcptOutcome) -> Outcome {
+pub(super) fn outcome(ctx: &LaneCtx, o: RcptOutcome) -> Outcome {
     match o {
         RcptOutcome::Delivered(r) => {
             ctx.health.delivered();

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::bounce::policy::BouncePolicy;
 use crate::config::{
-    at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawLane,
+    at_least_one, duration, host_name, lane_settings, LaneSettings, Locator, RawDns, RawLane,
 };
 use crate::error::{Error, Result};
 use crate::token::{Keys, TokenSettings};
@@ -27,6 +27,7 @@ struct RawServeFile {
     unsubscribe: Option<Spanned<RawUnsubscribe>>,
     bounces: Option<Spanned<RawBounces>>,
     tracking: Option<Spanned<RawUnsubscribe>>,
+    dns: Option<RawDns>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +288,14 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "the priority lane has no rate limits (rate, burst and per_domain belong to a campaign's [lane])",
         );
     }
-    let mut priority = lane_settings(&loc, &p, pspan.clone(), "priority", "localhost".into())?;
+    let mut priority = lane_settings(
+        &loc,
+        &p,
+        pspan.clone(),
+        "priority",
+        "localhost".into(),
+        raw.dns.as_ref(),
+    )?;
     let mut priority_dkim = Vec::new();
     for (domain, t) in &p.dkim {
         let section = format!("priority.dkim.{domain:?}");
@@ -531,6 +539,10 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
             "needs [serve] http (the redirect is served by its listener)",
         );
     }
+    let state_dir = loc.resolve(s.state_dir.as_deref().unwrap_or(".blast"));
+    if priority.accounting.is_none() {
+        priority.accounting = Some(state_dir.join("accounting.jsonl"));
+    }
     Ok(ServeSettings {
         click_url,
         bounce_policy,
@@ -541,7 +553,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         unsubscribe_url,
         bounce_domain,
         file: path.to_path_buf(),
-        state_dir: loc.resolve(s.state_dir.as_deref().unwrap_or(".blast")),
+        state_dir,
         users: loc.resolve(s.users.as_deref().unwrap_or("users.txt")),
         listener,
         campaigns_dir: s.campaigns_dir.as_deref().map(|d| loc.resolve(d)),

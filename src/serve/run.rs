@@ -286,6 +286,7 @@ pub fn main(config: &Path) -> Result<i32> {
         let relay = match &s.priority.transport {
             TransportSpec::Smtp { host, port, .. } => format!("smtp://{host}:{port}"),
             TransportSpec::Outbox(d) => format!("outbox:{}", d.display()),
+            TransportSpec::Mx => "mx (direct)".to_string(),
         };
         let http = match (&serve.http, s.unsubscribe_path()) {
             (Some(h), Some(path)) => format!(" · one-click unsubscribe on http://{}{path}", h.local_addr),

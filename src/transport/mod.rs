@@ -6,10 +6,14 @@
 //! - [`smtp`]: our own client connection (a socket we create: TCP_NODELAY, the lane's source
 //!   IP; STARTTLS, AUTH)
 //! - [`session`]: one SMTP transaction, pipelined across messages
+//! - [`mx`]: `transport = "mx"`, direct delivery: MX host order, per-host session pool,
+//!   opportunistic TLS with a plaintext retry; [`accounting`]: its one-line-per-attempt file
 //! - [`outbox`]: `outbox:DIR`, one .eml file per message
 //! - [`stub`]: an in-memory transport for tests and benches
 //! - [`wire`]: the wire encoding every transport relies on
 
+pub mod accounting;
+pub mod mx;
 pub mod outbox;
 pub mod session;
 pub mod smtp;
@@ -85,6 +89,16 @@ pub enum RcptOutcome {
     Unknown(String),
 }
 
+impl RcptOutcome {
+    /// The reply, or why there was none (what records, logs and the accounting file say).
+    pub fn text(&self) -> &str {
+        match self {
+            RcptOutcome::Delivered(r) | RcptOutcome::Refused { reply: r, .. } => r,
+            RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why,
+        }
+    }
+}
+
 /// Why a session can carry no more transactions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broken {
@@ -116,11 +130,26 @@ impl Broken {
     }
 }
 
+/// Which server a session talks to (for the accounting file and the per-host pool).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The host name connected to (an MX host, or the relay).
+    pub host: Arc<str>,
+    /// Its address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Our side's address: the source IP the server sees.
+    pub local: Option<std::net::IpAddr>,
+    /// STARTTLS (or implicit TLS) is on.
+    pub tls: bool,
+}
+
 /// Where a lane's sessions go.
 #[derive(Clone)]
 pub enum Connector {
     /// An SMTP relay.
     Smtp(Endpoint),
+    /// Each recipient domain's MX hosts.
+    Mx(Arc<mx::Mx>),
     /// `outbox:DIR`.
     Outbox(PathBuf),
     /// In memory (tests, benches).
@@ -128,13 +157,25 @@ pub enum Connector {
 }
 
 impl Connector {
-    /// The transport a lane's settings name.
-    pub fn for_lane(s: &LaneSettings) -> Connector {
-        match &s.transport {
+    /// The transport a lane's settings name (direct delivery starts its resolver and opens
+    /// its accounting file here, so a bad one stops the lane before anything is claimed).
+    pub fn for_lane(s: &LaneSettings) -> crate::error::Result<Connector> {
+        Ok(match &s.transport {
             TransportSpec::Smtp { .. } => {
                 Connector::Smtp(Endpoint::for_lane(s).expect("an smtp transport has an endpoint"))
             }
             TransportSpec::Outbox(dir) => Connector::Outbox(dir.clone()),
+            TransportSpec::Mx => Connector::Mx(Arc::new(
+                mx::Mx::for_lane(s).map_err(crate::error::Error::Lane)?,
+            )),
+        })
+    }
+
+    /// The direct-delivery transport, if that is what this is.
+    pub fn mx(&self) -> Option<&Arc<mx::Mx>> {
+        match self {
+            Connector::Mx(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -142,6 +183,7 @@ impl Connector {
     pub fn describe(&self) -> String {
         match self {
             Connector::Smtp(ep) => format!("relay {}:{}", ep.host, ep.port),
+            Connector::Mx(m) => format!("MX hosts (port {})", m.port()),
             Connector::Outbox(d) => format!("outbox {}", d.display()),
             Connector::Stub(_) => "stub".into(),
         }
@@ -150,18 +192,30 @@ impl Connector {
     /// Connections worth opening at most: writing files gains nothing past a few.
     pub fn max_sessions(&self, configured: usize) -> usize {
         match self {
-            Connector::Smtp(_) | Connector::Stub(_) => configured,
+            Connector::Smtp(_) | Connector::Mx(_) | Connector::Stub(_) => configured,
             Connector::Outbox(_) => configured.min(4),
         }
     }
 
-    /// Opens a session (connect, greet, EHLO, STARTTLS, AUTH for SMTP).
+    /// Opens a session (connect, greet, EHLO, STARTTLS, AUTH for SMTP). Direct delivery
+    /// opens its sessions per MX host set instead ([`mx::Pool::open`]).
     pub async fn open<T>(&self) -> Result<Session<T>, SmtpError> {
         let kind = match self {
-            Connector::Smtp(ep) => Kind::Smtp(Box::new(SmtpSession::new(
-                Connection::open(ep).await?,
-                ep.timeouts,
-            ))),
+            Connector::Smtp(ep) => {
+                let conn = Connection::open(ep).await?;
+                let peer = Peer {
+                    host: Arc::from(ep.host.as_str()),
+                    addr: conn.peer(),
+                    local: conn.local().map(|a| a.ip()),
+                    tls: conn.tls,
+                };
+                return Ok(Session::smtp(conn, ep.timeouts, Some(peer)));
+            }
+            Connector::Mx(_) => {
+                return Err(SmtpError::Policy(
+                    "direct delivery opens sessions per MX host set".into(),
+                ))
+            }
             Connector::Outbox(dir) => Kind::Outbox {
                 dir: dir.clone(),
                 done: Default::default(),
@@ -176,6 +230,8 @@ impl Connector {
             kind,
             opened: Instant::now(),
             used: 0,
+            peer: None,
+            permit: None,
         })
     }
 }
@@ -201,9 +257,28 @@ pub struct Session<T> {
     kind: Kind<T>,
     opened: Instant,
     used: u32,
+    peer: Option<Peer>,
+    /// A place under the pool's connection cap ([`mx::Pool`]), freed when the session goes.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T> Session<T> {
+    /// A session on an open SMTP connection.
+    pub fn smtp(conn: Connection, t: crate::config::Timeouts, peer: Option<Peer>) -> Session<T> {
+        Session {
+            kind: Kind::Smtp(Box::new(SmtpSession::new(conn, t))),
+            opened: Instant::now(),
+            used: 0,
+            peer,
+            permit: None,
+        }
+    }
+
+    /// The server this session talks to (`None` for an outbox or the stub).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
     /// Queues a transaction (see [`SmtpSession::submit`]); `tag` comes back with its result.
     pub async fn submit(&mut self, tag: T, env: &Envelope, msg: Vec<u8>) {
         self.used += 1;

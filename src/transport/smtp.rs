@@ -60,6 +60,10 @@ pub enum SmtpError {
     /// Configuration and server do not fit (STARTTLS required but not offered, AUTH not offered).
     #[error("{0}")]
     Policy(String),
+    /// An opportunistic TLS handshake failed (the connection is unusable; a plaintext retry
+    /// on a new one may work).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 impl SmtpError {
@@ -143,7 +147,7 @@ impl Endpoint {
                 auth: s.auth.clone(),
                 timeouts: s.timeouts,
             }),
-            crate::config::TransportSpec::Outbox(_) => None,
+            crate::config::TransportSpec::Outbox(_) | crate::config::TransportSpec::Mx => None,
         }
     }
 }
@@ -184,30 +188,22 @@ impl Connection {
                     continue;
                 }
             }
-            let sock = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            sock.set_nodelay(true)?;
-            if let Some(src) = ep.source_ip {
-                sock.bind(SocketAddr::new(src, 0))?;
-            }
-            match tokio::time::timeout(t, sock.connect(addr)).await {
-                Ok(Ok(s)) => {
+            match connect_tcp(addr, ep.source_ip, t).await {
+                Ok(s) => {
                     tcp = Some(s);
                     break;
                 }
-                Ok(Err(e)) => last = e,
-                Err(_) => {
-                    last = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connect to {addr} timed out"),
-                    )
-                }
+                Err(e) => last = e,
             }
         }
         let tcp = tcp.ok_or(last)?;
+        Connection::establish(tcp, ep).await
+    }
+
+    /// The SMTP set-up on a connected socket: greeting, EHLO, STARTTLS, AUTH as `ep` says
+    /// (its `host` is the TLS server name).
+    pub async fn establish(tcp: TcpStream, ep: &Endpoint) -> Result<Connection, SmtpError> {
+        let t = ep.timeouts.connect;
         let mut stream = Stream::Plain(tcp);
         let mut tls = false;
         if ep.implicit_tls {
@@ -249,7 +245,20 @@ impl Connection {
                     c.stream = upgrade(s, &ep.host, ep.starttls == StartTls::Required, t).await?;
                     c.tls = true;
                     c.caps = Capabilities::default();
-                    c.ehlo(&ep.helo, ep.timeouts.command).await?;
+                    // TLS 1.3 servers refuse a client (say, for want of a client certificate)
+                    // after our side of the handshake is done: the alert arrives with the
+                    // first read. That is a failed handshake too, not a lost connection.
+                    c.ehlo(&ep.helo, ep.timeouts.command)
+                        .await
+                        .map_err(|e| match e {
+                            SmtpError::Io(io) if ep.starttls == StartTls::Opportunistic => {
+                                SmtpError::Tls(format!(
+                                    "{}: {io} (right after the handshake)",
+                                    ep.host
+                                ))
+                            }
+                            e => e,
+                        })?;
                 }
             } else if ep.starttls == StartTls::Required {
                 return Err(SmtpError::Policy(format!(
@@ -289,12 +298,25 @@ impl Connection {
     }
 
     fn peer_is_loopback(&self) -> bool {
-        let peer = match &self.stream {
-            Stream::Plain(s) => s.peer_addr(),
-            Stream::Tls(s) => s.get_ref().0.peer_addr(),
-            Stream::Detached => return false,
-        };
-        peer.map(|a| a.ip().is_loopback()).unwrap_or(false)
+        self.peer().is_some_and(|a| a.ip().is_loopback())
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        match &self.stream {
+            Stream::Plain(s) => s.peer_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.peer_addr().ok(),
+            Stream::Detached => None,
+        }
+    }
+
+    /// The address this side is bound to (the source IP the server sees, before any NAT).
+    pub fn local(&self) -> Option<SocketAddr> {
+        match &self.stream {
+            Stream::Plain(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Detached => None,
+        }
     }
 
     async fn ehlo(&mut self, helo: &str, t: Duration) -> Result<(), SmtpError> {
@@ -458,8 +480,32 @@ async fn upgrade(s: Stream, host: &str, verify: bool, t: Duration) -> Result<Str
             if verify {
                 SmtpError::Policy(format!("TLS handshake with {host} failed: {e}"))
             } else {
-                SmtpError::Io(e)
+                SmtpError::Tls(format!("{host}: {e}"))
             }
         })?;
     Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// A TCP connection to `addr` with TCP_NODELAY, bound to `source` when given, within `t`.
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    t: Duration,
+) -> io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_nodelay(true)?;
+    if let Some(src) = source {
+        sock.bind(SocketAddr::new(src, 0))?;
+    }
+    match tokio::time::timeout(t, sock.connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect to {addr} timed out"),
+        )),
+    }
 }

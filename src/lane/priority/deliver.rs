@@ -22,7 +22,7 @@ use crate::transport::smtp::SmtpError;
 use crate::transport::{Broken, Connector, Envelope, RcptOutcome, Session};
 
 /// An idle worker closes its connection after this long (relays drop idle sessions anyway).
-const IDLE: Duration = Duration::from_secs(30);
+pub(super) const IDLE: Duration = Duration::from_secs(30);
 
 /// What every worker shares.
 pub struct Ctx {
@@ -48,6 +48,11 @@ pub struct Ctx {
     pub pool: Option<Arc<CpuPool>>,
     /// From domains already warned about (no key): one log line each, not one per message.
     pub unsigned_warned: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Where sessions go (one for all workers: direct delivery shares its resolver, cache
+    /// and accounting file).
+    pub connector: Connector,
+    /// Direct delivery: idle sessions per MX host, under the `connections` cap.
+    pub mx_pool: crate::transport::mx::Pool<()>,
 }
 
 impl Ctx {
@@ -99,16 +104,9 @@ fn is_temp(o: &RcptOutcome) -> bool {
     }
 }
 
-fn text(o: &RcptOutcome) -> String {
-    match o {
-        RcptOutcome::Delivered(r) | RcptOutcome::Refused { reply: r, .. } => r.clone(),
-        RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => why.clone(),
-    }
-}
-
 /// Runs one worker until the lane stops.
 pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch>>>) {
-    let connector = Connector::for_lane(&ctx.settings);
+    let connector = ctx.connector.clone();
     let mut pooled: Option<Session<()>> = None;
     loop {
         ctx.idle.fetch_add(1, Ordering::SeqCst);
@@ -120,6 +118,9 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
         let d = match next {
             Err(_) => {
                 if let Some(p) = pooled.take() {
+                    p.close().await;
+                }
+                for p in ctx.mx_pool.expired(IDLE) {
                     p.close().await;
                 }
                 continue;
@@ -165,13 +166,19 @@ pub async fn run(ctx: Arc<Ctx>, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Dispatch
         };
         let signed = ctx.signed(entry.id, &data).await;
         let wire = signed.as_deref().unwrap_or(&data);
-        let results = attempt(&ctx, &connector, &mut pooled, &env, wire).await;
+        let results = match connector.mx() {
+            Some(mx) => super::direct::attempt(&ctx, mx, &env, wire).await,
+            None => attempt(&ctx, &connector, &mut pooled, &env, wire).await,
+        };
         let dsns = apply(&ctx, &mut entry, &todo, results, &data);
         if ctx.writer.send(Cmd::Update { entry, dsns }).await.is_err() {
             break;
         }
     }
     if let Some(p) = pooled.take() {
+        p.close().await;
+    }
+    for p in ctx.mx_pool.expired(Duration::ZERO) {
         p.close().await;
     }
 }
@@ -191,7 +198,7 @@ fn apply(
     for (&i, res) in todo.iter().zip(results) {
         let r = &mut entry.rcpts[i];
         r.attempts += 1;
-        r.last_reply = text(&res);
+        r.last_reply = res.text().to_string();
         if matches!(res, RcptOutcome::Delivered(_)) {
             r.status = RcptStatus::Sent;
             Stats::add(&ctx.stats.delivered, 1);

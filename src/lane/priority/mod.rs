@@ -9,6 +9,7 @@
 //! → sched.
 
 pub mod deliver;
+pub mod direct;
 pub mod dsn;
 pub mod sched;
 pub mod writer;
@@ -127,6 +128,8 @@ pub fn start(
         stats.clone(),
         log.clone(),
     )));
+    let settings_for_connector = settings.clone();
+    let connections = settings.connections;
     let ctx = Arc::new(deliver::Ctx {
         settings,
         store: store.clone(),
@@ -146,6 +149,8 @@ pub fn start(
         },
         signers,
         unsigned_warned: Default::default(),
+        connector: crate::transport::Connector::for_lane(&settings_for_connector)?,
+        mx_pool: crate::transport::mx::Pool::new(connections),
     });
     for _ in 0..ctx.settings.connections {
         tasks.push(tokio::spawn(deliver::run(ctx.clone(), jobs.clone())));
