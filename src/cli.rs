@@ -95,6 +95,9 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    #[command(
+        after_help = "Example:\n  blast report campaigns/spring.toml --config blast.toml\n  blast report campaigns/spring.toml --format csv --recipients -o spring.csv"
+    )]
     /// A campaign's report: sends over time against the configured rate, outcomes, top
     /// domains, bounce categories, the complaint rate against the 0.1% / 0.3% lines, the
     /// prune summary. HTML is one self-contained file (inline SVG, no external assets).
@@ -260,6 +263,9 @@ pub enum BouncesAction {
         #[arg(long)]
         json: bool,
     },
+    #[command(
+        after_help = "Example:\n  blast bounces import ~/Maildir/.bounces --config blast.toml\n  blast bounces import - --config blast.toml < fbl.mbox"
+    )]
     /// Store and act on bounces and feedback reports that reached a mailbox instead of the
     /// bounce inbox: an .eml file, a maildir, a directory of messages, an mbox, or `-`
     /// (stdin). The same message twice is acted on once.
@@ -273,6 +279,7 @@ pub enum BouncesAction {
         #[arg(long)]
         json: bool,
     },
+    #[command(after_help = "Example:\n  blast bounces list --config blast.toml")]
     /// The bounce inbox's stored messages (kept for `[bounces] keep_days`), oldest first.
     List {
         /// The server config.
@@ -282,6 +289,7 @@ pub enum BouncesAction {
         #[arg(long)]
         json: bool,
     },
+    #[command(after_help = "Example:\n  blast bounces show 00000000001e8480 --config blast.toml")]
     /// One stored message: its envelope, what was done with it, and the raw message.
     Show {
         /// Its id (as `blast bounces list` prints it).

@@ -30,18 +30,19 @@ impl Watch {
     /// checks before it dispatches anything, so a rerun of a campaign that tripped it sends
     /// nothing.
     pub(crate) async fn check(&mut self, ctx: &Arc<LaneCtx>) -> bool {
-        let Some(share) = ctx.settings.complaint_share else {
-            return false;
-        };
+        let share = ctx.settings.complaint_share;
         let (c, earlier) = (ctx.clone(), self.earlier);
         let checked = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
-            let n = c
-                .global
-                .source_counts(&c.spec.campaign)?
-                .into_iter()
-                .find(|(r, _)| r == "complaint")
-                .map_or(0, |x| x.1);
-            if n < MIN_COMPLAINTS {
+            let counts = c.global.source_counts(&c.spec.campaign)?;
+            let get = |r: &str| counts.iter().find(|(k, _)| k == r).map_or(0, |x| x.1);
+            let n = get("complaint");
+            // The progress display shows them too.
+            c.stats
+                .unsubscribed
+                .store(get("unsubscribe"), Ordering::Relaxed);
+            c.stats.complaints.store(n, Ordering::Relaxed);
+            c.stats.feedback_known.store(true, Ordering::Relaxed);
+            if n < MIN_COMPLAINTS || share.is_none() {
                 return Ok((n, None));
             }
             let earlier = match earlier {
@@ -60,6 +61,7 @@ impl Watch {
             return false;
         };
         self.earlier = Some(e);
+        let Some(share) = share else { return false };
         let delivered = e + ctx.stats.sent.load(Ordering::Relaxed);
         if n as f64 <= share * delivered as f64 {
             return false;
@@ -77,9 +79,6 @@ impl Watch {
 
     /// Checks every few seconds until the lane stops (or the caller aborts it).
     pub(crate) async fn watch(mut self, ctx: Arc<LaneCtx>) {
-        if ctx.settings.complaint_share.is_none() {
-            return;
-        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}

@@ -64,6 +64,13 @@ pub struct Stats {
     pub requeued: AtomicU64,
     /// Eligible when the run started.
     pub eligible: AtomicU64,
+    /// The campaign's unsubscribes and complaints so far (from the global state, read every
+    /// few seconds by [`complaints`]); shown once `feedback_known` is set.
+    pub unsubscribed: AtomicU64,
+    /// See `unsubscribed`.
+    pub complaints: AtomicU64,
+    /// The counts above have been read at least once.
+    pub feedback_known: AtomicBool,
 }
 
 impl Stats {

@@ -205,8 +205,14 @@ impl Sampler {
             waiting,
             relay: s.live.recent_relay_trouble(RELAY_NOTE),
             domains,
-            unsubscribed: None,
-            complaints: None,
+            unsubscribed: s
+                .feedback_known
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| ld(&s.unsubscribed)),
+            complaints: s
+                .feedback_known
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| ld(&s.complaints)),
             last: false,
         }
     }
