@@ -5,6 +5,7 @@ mod bounce_effects;
 mod check_lanes;
 mod clicks;
 mod commands;
+mod config_reference;
 mod corpus;
 mod dkim;
 mod durability;

@@ -60,11 +60,14 @@ fn minute_chart(r: &Report) -> String {
         return "<p class=\"muted\">Nothing was sent yet.</p>".into();
     }
     let max_sent = data.iter().map(|m| m.sent).max().unwrap_or(0) as f64;
-    let top = max_sent
-        .max(r.configured_per_minute.unwrap_or(0.0))
-        .max(1.0);
+    // A configured rate far above what was sent would flatten the bars to nothing: then
+    // the scale is the data's and the rate is named instead of drawn.
+    let rate_on_scale = r
+        .configured_per_minute
+        .filter(|c| *c <= 10.0 * max_sent.max(1.0));
+    let top = max_sent.max(rate_on_scale.unwrap_or(0.0)).max(1.0) * 1.05;
     let n = data.len() as f64;
-    let bw = ((w - left) / n).max(1.0);
+    let bw = ((w - left) / n).clamp(1.0, 40.0);
     let y = |v: f64| h - bottom - (v / top) * (h - bottom - 10.0);
     let mut s = format!(
         "<svg id=\"chart-per-minute\" role=\"img\" aria-label=\"sends per minute\" width=\"{w}\" height=\"{h}\" \
@@ -90,7 +93,14 @@ fn minute_chart(r: &Report) -> String {
             m.failed
         );
     }
-    if let Some(rate) = r.configured_per_minute {
+    if let (None, Some(rate)) = (rate_on_scale, r.configured_per_minute) {
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"14\" fill=\"#d33\">configured {rate:.0}/min (far above, not drawn)</text>",
+            left + 4.0
+        );
+    }
+    if let Some(rate) = rate_on_scale {
         let _ = write!(
             s,
             "<line id=\"configured-rate\" x1=\"{left}\" y1=\"{:.1}\" x2=\"{w}\" y2=\"{:.1}\" stroke=\"#d33\" stroke-dasharray=\"6 4\"/>\
