@@ -201,6 +201,13 @@ fn import(path: &Path, config: &Path, json: bool) -> Result<i32> {
         for e in &sum.errors {
             eprintln!("blast: {e}");
         }
+        if sum.resumed > 0 {
+            println!(
+                "{} messages stored earlier but not processed then (an import interrupted, or \
+                 the suppression list unreachable): processed now",
+                sum.resumed
+            );
+        }
         println!(
             "{} messages: {} new, {} imported before (not acted on again){}",
             sum.messages,

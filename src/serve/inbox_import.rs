@@ -20,6 +20,9 @@ use crate::owner::Global;
 
 /// Largest message or mbox read: it bounds a mistaken path to a huge file.
 const MAX_FILE: u64 = 256 * 1024 * 1024;
+/// Largest single message imported: far above any bounce (a returned original with its
+/// attachments), and what serve's control socket takes in one request.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Most messages taken from one PATH.
 const MAX_MESSAGES: usize = 1_000_000;
 
@@ -35,6 +38,10 @@ pub struct Summary {
     /// Stored but not processed (the suppression list unreachable): done at the next import
     /// or serve start.
     pub unprocessed: u64,
+    /// Stored earlier but left unprocessed (an import killed, the list unreachable then):
+    /// processed now.
+    #[serde(default)]
+    pub resumed: u64,
     /// What processing did, a line per effect (`<message id>: …`).
     pub effects: Vec<String>,
     /// Files that could not be read.
@@ -61,6 +68,7 @@ impl Summary {
         self.new += o.new;
         self.duplicates += o.duplicates;
         self.unprocessed += o.unprocessed;
+        self.resumed += o.resumed;
         self.effects.extend(o.effects);
         self.errors.extend(o.errors);
     }
@@ -101,6 +109,35 @@ fn add_one(
     }
 }
 
+/// Processes the stored messages that have no effects recorded (what serve does at start).
+pub fn resume(sum: &mut Summary, store: &InboxStore, global: &Global, rules: &Rules) {
+    let left = match store.list() {
+        Ok(all) => all,
+        Err(e) => {
+            return sum
+                .errors
+                .push(format!("cannot list the stored messages: {e}"))
+        }
+    };
+    for s in left
+        .iter()
+        .filter(|s| s.effects.is_empty() && !s.rcpts.is_empty())
+    {
+        let id = s.id;
+        match process_and_record(store, global, rules, s) {
+            Ok(effects) => {
+                sum.resumed += 1;
+                sum.effects
+                    .extend(effects.into_iter().map(|e| format!("{id:016x}: {e}")));
+            }
+            Err(e) => {
+                sum.unprocessed += 1;
+                sum.errors.push(format!("stored message {id:016x}: {e}"));
+            }
+        }
+    }
+}
+
 /// Reads every message at `path` (`-`: stdin) and hands each to `each` (name, bytes);
 /// returns the files that could not be read.
 pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<String> {
@@ -121,8 +158,11 @@ pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<St
 }
 
 /// Imports every message at `path` (`-`: stdin) into this process's open inbox store.
+/// Messages an earlier import stored but did not process (killed in between, or the list
+/// unreachable) are processed first: importing them again finds them stored and would not.
 pub fn import(store: &InboxStore, global: &Global, rules: &Rules, path: &Path) -> Summary {
     let mut sum = Summary::default();
+    resume(&mut sum, store, global, rules);
     let errors = read_messages(path, |name, raw| {
         add_one(&mut sum, store, global, rules, name, raw)
     });
@@ -302,6 +342,46 @@ mod tests {
             "Subject: a\n\nbody a\nFrom here\nFrom inside a line\n"
         );
         assert_eq!(String::from_utf8_lossy(&m[1]), "Subject: b\n\nbody b\n");
+    }
+
+    /// An import killed (or refused by the list's owner) after a message was stored and
+    /// before it was acted on: importing the same file again finds it stored, so the next
+    /// import must process what was left, not count it as done.
+    #[test]
+    fn the_next_import_processes_messages_an_earlier_one_left_unprocessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InboxStore::open(dir.path()).unwrap();
+        let global = Global::shared(dir.path());
+        let rules = Rules::new(
+            None,
+            "bounces.acme.example",
+            &[],
+            crate::bounce::policy::BouncePolicy::default(),
+        );
+        let raw = b"To: postmaster@bounces.acme.example\r\nSubject: hello\r\n\r\nhi\r\n".to_vec();
+        let file = dir.path().join("m.eml");
+        std::fs::write(&file, &raw).unwrap();
+        // What the killed import left: stored, nothing done.
+        let stored = Stored {
+            id: 0,
+            at_ms: crate::store::now_ms(),
+            mail_from: String::new(),
+            client: "import:m.eml".into(),
+            rcpts: mailboxes(&rules, &raw),
+            effects: Vec::new(),
+        };
+        let Put::New(id) = store.put(stored, &raw).unwrap() else {
+            panic!("new")
+        };
+        let sum = import(&store, &global, &rules, &file);
+        assert_eq!((sum.new, sum.duplicates, sum.resumed), (0, 1, 1), "{sum:?}");
+        let done = store.get(id).unwrap().unwrap().effects;
+        assert!(
+            done.iter().any(|e| e.contains("kept for a person")),
+            "{done:?}"
+        );
+        let sum = import(&store, &global, &rules, &file);
+        assert_eq!(sum.resumed, 0, "done once: {sum:?}");
     }
 
     #[test]
