@@ -393,3 +393,25 @@ async fn complaint_breaker_stops_the_run_and_the_override_resumes_it() {
     assert_eq!(to.len(), 20, "the 10 new rows sent");
     assert_eq!(sink.received().len(), 20, "nobody twice");
 }
+
+/// A bounce that returns its original with attachments is large: serve's own inbox takes
+/// 25 MiB, and so must an import through serve's control socket. Before, a 13 MB message
+/// broke the socket's request limit and the whole import ended on "Broken pipe", the
+/// messages after it never imported and no summary printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_imports_through_a_running_serve_and_the_rest_follow() {
+    let setup = inbox_setup(free_port());
+    let (child, _) = spawn(&setup);
+    let dir = tempfile::tempdir().unwrap();
+    let head = "To: postmaster@bounces.acme.example\r\nSubject: big\r\n\r\n";
+    let body = format!("{}\r\n", "A".repeat(76)).repeat(13 << 20 >> 7 << 1);
+    std::fs::write(dir.path().join("a.eml"), format!("{head}{body}")).unwrap();
+    std::fs::write(
+        dir.path().join("b.eml"),
+        "To: postmaster@bounces.acme.example\r\nSubject: small\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let o = import(&setup, dir.path());
+    assert!(o.contains("2 messages: 2 new"), "{o}");
+    assert_eq!(term(child).code(), Some(0));
+}

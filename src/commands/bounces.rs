@@ -137,24 +137,40 @@ impl Inbox {
                 Ok(inbox_import::import(store, global, rules, path))
             }
             Inbox::Serve(dir) => {
+                // One message serve refuses is said and the rest go on; once serve is gone
+                // the rest are not tried (the summary says what was done before).
                 let mut sum = Summary::default();
-                let mut failed = None;
+                let mut gone = false;
                 let errors = inbox_import::read_messages(path, |name, raw| {
-                    if failed.is_some() {
+                    if gone {
                         return;
                     }
                     let req = Request::InboxPut {
                         name: name.to_string(),
                         data_b64: base64::engine::general_purpose::STANDARD.encode(raw),
                     };
-                    match Self::ask(dir, &req) {
-                        Ok(r) => sum.add(r.import.unwrap_or_default()),
-                        Err(e) => failed = Some(e),
+                    match control::request_blocking(dir, &req) {
+                        Ok(Some(r)) => match r.error {
+                            Some(e) => {
+                                sum.messages += 1;
+                                sum.errors
+                                    .push(format!("{name}: blast serve refused it: {e}"));
+                            }
+                            None => sum.add(r.import.unwrap_or_default()),
+                        },
+                        other => {
+                            gone = true;
+                            let why = match other {
+                                Err(e) => format!(" ({e})"),
+                                _ => String::new(),
+                            };
+                            sum.errors.push(format!(
+                                "{name} and the rest: not imported: blast serve stopped during \
+                                 the import{why} (run it again)"
+                            ));
+                        }
                     }
                 });
-                if let Some(e) = failed {
-                    return Err(e);
-                }
                 sum.errors.extend(errors);
                 Ok(sum)
             }

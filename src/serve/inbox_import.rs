@@ -145,8 +145,9 @@ pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<St
     let mut errors = Vec::new();
     if label == "-" {
         let mut data = Vec::new();
-        match std::io::stdin().take(MAX_FILE).read_to_end(&mut data) {
-            Ok(_) => for_each_in_file("stdin", data, &mut each),
+        match std::io::stdin().take(MAX_FILE + 1).read_to_end(&mut data) {
+            Ok(_) if data.len() as u64 > MAX_FILE => errors.push(too_big("stdin")),
+            Ok(_) => for_each_in_file("stdin", data, &mut each, &mut errors),
             Err(e) => errors.push(format!("stdin: {e}")),
         }
     } else if !path.exists() {
@@ -203,20 +204,47 @@ fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<Stri
 
 fn read_file(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<String>) {
     let mut data = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE).read_to_end(&mut data));
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut data));
+    let name = path.display().to_string();
     match read {
-        Ok(_) => for_each_in_file(&path.display().to_string(), data, each),
-        Err(e) => errors.push(format!("{}: {e}", path.display())),
+        // Not cut short: the rest of an mbox would be lost without a word.
+        Ok(_) if data.len() as u64 > MAX_FILE => errors.push(too_big(&name)),
+        Ok(_) => for_each_in_file(&name, data, each, errors),
+        Err(e) => errors.push(format!("{name}: {e}")),
     }
 }
 
+fn too_big(name: &str) -> String {
+    format!(
+        "{name}: larger than {} MiB: not read (split the mbox)",
+        MAX_FILE >> 20
+    )
+}
+
 /// An mbox (it starts with a `From ` line) gives its messages, anything else is one message.
-fn for_each_in_file(name: &str, data: Vec<u8>, each: &mut impl FnMut(&str, Vec<u8>)) {
+/// A message over [`MAX_MESSAGE`] is not imported (said in `errors`).
+fn for_each_in_file(
+    name: &str,
+    data: Vec<u8>,
+    each: &mut impl FnMut(&str, Vec<u8>),
+    errors: &mut Vec<String>,
+) {
+    let mut one = |name: &str, m: Vec<u8>| {
+        if m.len() > MAX_MESSAGE {
+            errors.push(format!(
+                "{name}: {} bytes, larger than {} MiB: not imported",
+                m.len(),
+                MAX_MESSAGE >> 20
+            ));
+        } else {
+            each(name, m);
+        }
+    };
     if !data.starts_with(b"From ") {
-        return each(name, data);
+        return one(name, data);
     }
     for (i, m) in split_mbox(&data).into_iter().take(MAX_MESSAGES).enumerate() {
-        each(&format!("{name}#{}", i + 1), m);
+        one(&format!("{name}#{}", i + 1), m);
     }
 }
 
