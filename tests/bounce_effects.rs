@@ -415,3 +415,39 @@ async fn a_large_message_imports_through_a_running_serve_and_the_rest_follow() {
     assert!(o.contains("2 messages: 2 new"), "{o}");
     assert_eq!(term(child).code(), Some(0));
 }
+
+/// serve started while an import without it runs (a cron job importing a mailbox): the
+/// import held the inbox store, so serve refused to start at all ("could not acquire
+/// lock on .blast/inbox/db"). Now the import lets go of the store every few seconds,
+/// serve waits for it and takes it, and the rest of the import goes through serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_while_an_import_runs_and_the_import_finishes_through_it() {
+    let setup = inbox_setup(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("many.mbox");
+    let n = 3000;
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "From x@y Mon Nov 30 10:00:00 2026\nTo: postmaster@bounces.acme.example\nSubject: m{i}\n\nhi {i}\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(&mbox, text).unwrap();
+    let importer = std::process::Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["bounces", "import", mbox.to_str().unwrap(), "--config"])
+        .arg(setup.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (child, _) = tokio::task::block_in_place(|| spawn(&setup));
+    let o = tokio::task::block_in_place(|| importer.wait_with_output().unwrap());
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("{n} messages: {n} new")), "{text}");
+    let o = import(&setup, &mbox);
+    assert!(o.contains(&format!("{n} messages: 0 new")), "{o}");
+    assert_eq!(term(child).code(), Some(0));
+}
