@@ -191,8 +191,18 @@ fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<Stri
                     continue;
                 }
             };
-            files.retain(|f| f.is_file());
             files.sort();
+            // Not walked into (a folder of folders is not one mailbox), but said: an import
+            // of a directory that only holds directories must not report "0 messages" as if
+            // there were nothing.
+            for d in files.iter().filter(|f| f.is_dir()) {
+                errors.push(format!(
+                    "{}: a directory inside {}: not imported (give its own path)",
+                    d.display(),
+                    dir.display()
+                ));
+            }
+            files.retain(|f| f.is_file());
             for f in files {
                 read_file(&f, each, errors);
             }
@@ -240,10 +250,20 @@ fn for_each_in_file(
             each(name, m);
         }
     };
-    if !data.starts_with(b"From ") {
+    // An mbox may start with blank lines (or a byte-order mark) before its first `From `.
+    let body = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&data);
+    let lead = body
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(body.len());
+    if !body[lead..].starts_with(b"From ") {
         return one(name, data);
     }
-    for (i, m) in split_mbox(&data).into_iter().take(MAX_MESSAGES).enumerate() {
+    for (i, m) in split_mbox(&body[lead..])
+        .into_iter()
+        .take(MAX_MESSAGES)
+        .enumerate()
+    {
         one(&format!("{name}#{}", i + 1), m);
     }
 }
@@ -410,6 +430,21 @@ mod tests {
         );
         let sum = import(&store, &global, &rules, &file);
         assert_eq!(sum.resumed, 0, "done once: {sum:?}");
+    }
+
+    #[test]
+    fn an_mbox_with_leading_blank_lines_is_an_mbox_and_subdirectories_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = b"\r\nFrom a@b Mon Nov 30 10:00:00 2026\r\nSubject: one\r\n\r\nx\r\n\r\nFrom a@b Mon Nov 30 10:00:00 2026\r\nSubject: two\r\n\r\ny\r\n";
+        std::fs::write(dir.path().join("m.mbox"), mbox).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/x.eml"), b"Subject: x\r\n\r\nx\r\n").unwrap();
+        let mut got = Vec::new();
+        let errors = read_messages(dir.path(), |name, raw| got.push((name.to_string(), raw)));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1].1.starts_with(b"Subject: two"), "{got:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("sub: a directory"), "{errors:?}");
     }
 
     #[test]
