@@ -195,12 +195,19 @@ fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<Stri
             // Not walked into (a folder of folders is not one mailbox), but said: an import
             // of a directory that only holds directories must not report "0 messages" as if
             // there were nothing.
-            for d in files.iter().filter(|f| f.is_dir()) {
-                errors.push(format!(
-                    "{}: a directory inside {}: not imported (give its own path)",
-                    d.display(),
-                    dir.display()
-                ));
+            for d in files.iter().filter(|f| !f.is_file()) {
+                errors.push(if d.is_dir() {
+                    format!(
+                        "{}: a directory inside {}: not imported (give its own path)",
+                        d.display(),
+                        dir.display()
+                    )
+                } else {
+                    format!(
+                        "{}: not a regular file (a dangling link?): not imported",
+                        d.display()
+                    )
+                });
             }
             files.retain(|f| f.is_file());
             for f in files {
@@ -240,7 +247,9 @@ fn for_each_in_file(
     errors: &mut Vec<String>,
 ) {
     let mut one = |name: &str, m: Vec<u8>| {
-        if m.len() > MAX_MESSAGE {
+        if m.iter().all(u8::is_ascii_whitespace) {
+            errors.push(format!("{name}: empty: not a message"));
+        } else if m.len() > MAX_MESSAGE {
             errors.push(format!(
                 "{name}: {} bytes, larger than {} MiB: not imported",
                 m.len(),
@@ -445,6 +454,19 @@ mod tests {
         assert!(got[1].1.starts_with(b"Subject: two"), "{got:?}");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("sub: a directory"), "{errors:?}");
+        // Nothing to store: an empty file, a dangling link.
+        std::fs::write(dir.path().join("sub/empty.eml"), b"\r\n").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("sub/gone.eml")).unwrap();
+        let mut got = 0;
+        let errors = read_messages(&dir.path().join("sub"), |_, _| got += 1);
+        assert_eq!(got, 1, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("empty.eml: empty"))
+                && errors
+                    .iter()
+                    .any(|e| e.contains("gone.eml: not a regular file")),
+            "{errors:?}"
+        );
     }
 
     #[test]
