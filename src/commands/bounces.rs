@@ -140,6 +140,7 @@ impl Inbox {
             Inbox::Local(store, global, rules) => {
                 let dir = global.dir().to_path_buf();
                 inbox_import::resume(&mut sum, &store, &global, &rules);
+                inbox_import::purge_old(&mut sum, &store, &rules);
                 let mut store = Some(store);
                 let mut since = std::time::Instant::now();
                 let (mut via_serve, mut gone) = (false, false);
