@@ -393,3 +393,61 @@ async fn complaint_breaker_stops_the_run_and_the_override_resumes_it() {
     assert_eq!(to.len(), 20, "the 10 new rows sent");
     assert_eq!(sink.received().len(), 20, "nobody twice");
 }
+
+/// A bounce that returns its original with attachments is large: serve's own inbox takes
+/// 25 MiB, and so must an import through serve's control socket. Before, a 13 MB message
+/// broke the socket's request limit and the whole import ended on "Broken pipe", the
+/// messages after it never imported and no summary printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_imports_through_a_running_serve_and_the_rest_follow() {
+    let setup = inbox_setup(free_port());
+    let (child, _) = spawn(&setup);
+    let dir = tempfile::tempdir().unwrap();
+    let head = "To: postmaster@bounces.acme.example\r\nSubject: big\r\n\r\n";
+    let body = format!("{}\r\n", "A".repeat(76)).repeat(13 << 20 >> 7 << 1);
+    std::fs::write(dir.path().join("a.eml"), format!("{head}{body}")).unwrap();
+    std::fs::write(
+        dir.path().join("b.eml"),
+        "To: postmaster@bounces.acme.example\r\nSubject: small\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let o = import(&setup, dir.path());
+    assert!(o.contains("2 messages: 2 new"), "{o}");
+    assert_eq!(term(child).code(), Some(0));
+}
+
+/// serve started while an import without it runs (a cron job importing a mailbox): the
+/// import held the inbox store, so serve refused to start at all ("could not acquire
+/// lock on .blast/inbox/db"). Now the import lets go of the store every few seconds,
+/// serve waits for it and takes it, and the rest of the import goes through serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_while_an_import_runs_and_the_import_finishes_through_it() {
+    let setup = inbox_setup(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("many.mbox");
+    let n = 3000;
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "From x@y Mon Nov 30 10:00:00 2026\nTo: postmaster@bounces.acme.example\nSubject: m{i}\n\nhi {i}\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(&mbox, text).unwrap();
+    let importer = std::process::Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["bounces", "import", mbox.to_str().unwrap(), "--config"])
+        .arg(setup.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (child, _) = tokio::task::block_in_place(|| spawn(&setup));
+    let o = tokio::task::block_in_place(|| importer.wait_with_output().unwrap());
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("{n} messages: {n} new")), "{text}");
+    let o = import(&setup, &mbox);
+    assert!(o.contains(&format!("{n} messages: 0 new")), "{o}");
+    assert_eq!(term(child).code(), Some(0));
+}

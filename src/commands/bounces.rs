@@ -131,34 +131,51 @@ impl Inbox {
         }
     }
 
-    fn import(&self, path: &Path) -> Result<Summary> {
-        match self {
+    /// Imports every message at `path`. Opened here, the store is let go every
+    /// [`crate::owner::MAX_HOLD`]: a serve starting meanwhile waits for it (and for the
+    /// global state), takes it, and the rest of the import goes through serve's socket.
+    fn import(self, path: &Path) -> Result<Summary> {
+        let mut sum = Summary::default();
+        let errors = match self {
             Inbox::Local(store, global, rules) => {
-                Ok(inbox_import::import(store, global, rules, path))
+                let dir = global.dir().to_path_buf();
+                inbox_import::resume(&mut sum, &store, &global, &rules);
+                inbox_import::purge_old(&mut sum, &store, &rules);
+                let mut store = Some(store);
+                let mut since = std::time::Instant::now();
+                let (mut via_serve, mut gone) = (false, false);
+                inbox_import::read_messages(path, |name, raw| {
+                    if !via_serve && since.elapsed() >= crate::owner::MAX_HOLD {
+                        store = None;
+                        match reacquire(&dir) {
+                            Ok(Some(st)) => store = Some(st),
+                            Ok(None) => via_serve = true,
+                            Err(e) => sum.errors.push(format!("{name}: {e}")),
+                        }
+                        since = std::time::Instant::now();
+                    }
+                    if via_serve {
+                        put_via_serve(&dir, name, raw, &mut sum, &mut gone);
+                    } else if let Some(st) = &store {
+                        sum.add(inbox_import::import_one(st, &global, &rules, name, raw));
+                    } else {
+                        sum.messages += 1;
+                        sum.errors.push(format!(
+                            "{name}: not imported: the bounce inbox's store could not be \
+                             opened again (run the import again)"
+                        ));
+                    }
+                })
             }
             Inbox::Serve(dir) => {
-                let mut sum = Summary::default();
-                let mut failed = None;
-                let errors = inbox_import::read_messages(path, |name, raw| {
-                    if failed.is_some() {
-                        return;
-                    }
-                    let req = Request::InboxPut {
-                        name: name.to_string(),
-                        data_b64: base64::engine::general_purpose::STANDARD.encode(raw),
-                    };
-                    match Self::ask(dir, &req) {
-                        Ok(r) => sum.add(r.import.unwrap_or_default()),
-                        Err(e) => failed = Some(e),
-                    }
-                });
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                sum.errors.extend(errors);
-                Ok(sum)
+                let mut gone = false;
+                inbox_import::read_messages(path, |name, raw| {
+                    put_via_serve(&dir, name, raw, &mut sum, &mut gone)
+                })
             }
-        }
+        };
+        sum.errors.extend(errors);
+        Ok(sum)
     }
 
     fn list(&self) -> Result<Vec<Stored>> {
@@ -187,6 +204,66 @@ impl Inbox {
     }
 }
 
+/// Whether serve runs an inbox on `dir` (and answers).
+fn serve_has_inbox(dir: &Path) -> bool {
+    matches!(
+        control::request_blocking(dir, &Request::InboxList),
+        Ok(Some(r)) if r.error.is_none()
+    )
+}
+
+/// After letting go of the inbox store: the store again (`Some`), or `None` when a serve
+/// took it meanwhile and answers on its socket.
+fn reacquire(dir: &Path) -> Result<Option<InboxStore>> {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if serve_has_inbox(dir) {
+            return Ok(None);
+        }
+        match InboxStore::open(dir) {
+            Ok(st) => return Ok(Some(st)),
+            Err(e @ Error::Locked(_)) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(Error::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One message through serve's socket. A message serve refuses is said and the rest go
+/// on; once serve is gone (`gone`) the rest are not tried, and the summary says what was
+/// done before.
+fn put_via_serve(dir: &Path, name: &str, raw: Vec<u8>, sum: &mut Summary, gone: &mut bool) {
+    if *gone {
+        return;
+    }
+    let req = Request::InboxPut {
+        name: name.to_string(),
+        data_b64: base64::engine::general_purpose::STANDARD.encode(raw),
+    };
+    match control::request_blocking(dir, &req) {
+        Ok(Some(r)) => match r.error {
+            Some(e) => {
+                sum.messages += 1;
+                sum.errors
+                    .push(format!("{name}: blast serve refused it: {e}"));
+            }
+            None => sum.add(r.import.unwrap_or_default()),
+        },
+        other => {
+            *gone = true;
+            let why = match other {
+                Err(e) => format!(" ({e})"),
+                _ => String::new(),
+            };
+            sum.errors.push(format!(
+                "{name} and the rest: not imported: blast serve stopped during the \
+                 import{why} (run it again)"
+            ));
+        }
+    }
+}
+
 fn import(path: &Path, config: &Path, json: bool) -> Result<i32> {
     let inbox = Inbox::open(config)?;
     let sum = inbox.import(path)?;
@@ -200,6 +277,13 @@ fn import(path: &Path, config: &Path, json: bool) -> Result<i32> {
         }
         for e in &sum.errors {
             eprintln!("blast: {e}");
+        }
+        if sum.resumed > 0 {
+            println!(
+                "{} messages stored earlier but not processed then (an import interrupted, or \
+                 the suppression list unreachable): processed now",
+                sum.resumed
+            );
         }
         println!(
             "{} messages: {} new, {} imported before (not acted on again){}",

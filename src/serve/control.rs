@@ -35,8 +35,10 @@ struct Ctx {
 /// The bounce inbox, for `blast bounces import|list|show` while serve holds its store.
 pub type Inbox = (Arc<InboxStore>, Arc<Rules>);
 
-/// A request line is at most this long (a lane's suppressions for one commit group).
-const MAX_REQUEST: u64 = 16 << 20;
+/// A request line is at most this long (a lane's suppressions for one commit group; an
+/// imported message of up to [`crate::serve::inbox_import::MAX_MESSAGE`] bytes in base64).
+const MAX_REQUEST: u64 =
+    (crate::serve::inbox_import::MAX_MESSAGE as u64).div_ceil(3) * 4 + (1 << 20);
 
 /// At most this many control connections are answered at once; more wait.
 const MAX_CONNECTIONS: usize = 16;

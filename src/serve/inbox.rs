@@ -151,16 +151,46 @@ pub enum Put {
 impl InboxStore {
     /// Opens (or creates) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> crate::error::Result<InboxStore> {
+        Self::open_wait(state_dir, std::time::Duration::ZERO)
+    }
+
+    /// [`InboxStore::open`], waiting up to `wait` while another process holds the store (a
+    /// `blast bounces import` lets go of it every few seconds for a serve that is starting).
+    pub fn open_wait(
+        state_dir: &Path,
+        wait: std::time::Duration,
+    ) -> crate::error::Result<InboxStore> {
         let dir = state_dir.join("inbox");
         let err = |e: sled::Error| crate::error::Error::Store {
             path: dir.clone(),
             message: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(16 << 20)
-            .open()
-            .map_err(err)?;
+        let deadline = std::time::Instant::now() + wait;
+        let db = loop {
+            match sled::Config::new()
+                .path(&dir)
+                .cache_capacity(16 << 20)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if crate::store::is_lock_error(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(crate::error::Error::Locked(format!(
+                            "the bounce inbox's store {} is held by another blast process \
+                             (a `blast bounces import` still running?){}",
+                            dir.display(),
+                            if wait.is_zero() {
+                                String::new()
+                            } else {
+                                format!(" and was not let go within {wait:?}")
+                            }
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
         let meta = db.open_tree("meta").map_err(err)?;
         let raw = db.open_tree("raw").map_err(err)?;
         let seen = db.open_tree("seen").map_err(err)?;

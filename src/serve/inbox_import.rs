@@ -20,6 +20,9 @@ use crate::owner::Global;
 
 /// Largest message or mbox read: it bounds a mistaken path to a huge file.
 const MAX_FILE: u64 = 256 * 1024 * 1024;
+/// Largest single message imported: far above any bounce (a returned original with its
+/// attachments), and what serve's control socket takes in one request.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Most messages taken from one PATH.
 const MAX_MESSAGES: usize = 1_000_000;
 
@@ -35,6 +38,10 @@ pub struct Summary {
     /// Stored but not processed (the suppression list unreachable): done at the next import
     /// or serve start.
     pub unprocessed: u64,
+    /// Stored earlier but left unprocessed (an import killed, the list unreachable then):
+    /// processed now.
+    #[serde(default)]
+    pub resumed: u64,
     /// What processing did, a line per effect (`<message id>: …`).
     pub effects: Vec<String>,
     /// Files that could not be read.
@@ -61,6 +68,7 @@ impl Summary {
         self.new += o.new;
         self.duplicates += o.duplicates;
         self.unprocessed += o.unprocessed;
+        self.resumed += o.resumed;
         self.effects.extend(o.effects);
         self.errors.extend(o.errors);
     }
@@ -101,6 +109,45 @@ fn add_one(
     }
 }
 
+/// Deletes stored messages older than `[bounces] keep_days` (serve does it hourly; an
+/// import without serve must too, or the messages are kept for ever).
+pub fn purge_old(sum: &mut Summary, store: &InboxStore, rules: &Rules) {
+    let keep = u64::from(rules.policy.keep_days) * 24 * 3600 * 1000;
+    if let Err(e) = store.purge(crate::store::now_ms().saturating_sub(keep)) {
+        sum.errors
+            .push(format!("cannot delete messages older than keep_days: {e}"));
+    }
+}
+
+/// Processes the stored messages that have no effects recorded (what serve does at start).
+pub fn resume(sum: &mut Summary, store: &InboxStore, global: &Global, rules: &Rules) {
+    let left = match store.list() {
+        Ok(all) => all,
+        Err(e) => {
+            return sum
+                .errors
+                .push(format!("cannot list the stored messages: {e}"))
+        }
+    };
+    for s in left
+        .iter()
+        .filter(|s| s.effects.is_empty() && !s.rcpts.is_empty())
+    {
+        let id = s.id;
+        match process_and_record(store, global, rules, s) {
+            Ok(effects) => {
+                sum.resumed += 1;
+                sum.effects
+                    .extend(effects.into_iter().map(|e| format!("{id:016x}: {e}")));
+            }
+            Err(e) => {
+                sum.unprocessed += 1;
+                sum.errors.push(format!("stored message {id:016x}: {e}"));
+            }
+        }
+    }
+}
+
 /// Reads every message at `path` (`-`: stdin) and hands each to `each` (name, bytes);
 /// returns the files that could not be read.
 pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<String> {
@@ -108,8 +155,9 @@ pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<St
     let mut errors = Vec::new();
     if label == "-" {
         let mut data = Vec::new();
-        match std::io::stdin().take(MAX_FILE).read_to_end(&mut data) {
-            Ok(_) => for_each_in_file("stdin", data, &mut each),
+        match std::io::stdin().take(MAX_FILE + 1).read_to_end(&mut data) {
+            Ok(_) if data.len() as u64 > MAX_FILE => errors.push(too_big("stdin")),
+            Ok(_) => for_each_in_file("stdin", data, &mut each, &mut errors),
             Err(e) => errors.push(format!("stdin: {e}")),
         }
     } else if !path.exists() {
@@ -121,8 +169,12 @@ pub fn read_messages(path: &Path, mut each: impl FnMut(&str, Vec<u8>)) -> Vec<St
 }
 
 /// Imports every message at `path` (`-`: stdin) into this process's open inbox store.
+/// Messages an earlier import stored but did not process (killed in between, or the list
+/// unreachable) are processed first: importing them again finds them stored and would not.
 pub fn import(store: &InboxStore, global: &Global, rules: &Rules, path: &Path) -> Summary {
     let mut sum = Summary::default();
+    resume(&mut sum, store, global, rules);
+    purge_old(&mut sum, store, rules);
     let errors = read_messages(path, |name, raw| {
         add_one(&mut sum, store, global, rules, name, raw)
     });
@@ -150,8 +202,25 @@ fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<Stri
                     continue;
                 }
             };
-            files.retain(|f| f.is_file());
             files.sort();
+            // Not walked into (a folder of folders is not one mailbox), but said: an import
+            // of a directory that only holds directories must not report "0 messages" as if
+            // there were nothing.
+            for d in files.iter().filter(|f| !f.is_file()) {
+                errors.push(if d.is_dir() {
+                    format!(
+                        "{}: a directory inside {}: not imported (give its own path)",
+                        d.display(),
+                        dir.display()
+                    )
+                } else {
+                    format!(
+                        "{}: not a regular file (a dangling link?): not imported",
+                        d.display()
+                    )
+                });
+            }
+            files.retain(|f| f.is_file());
             for f in files {
                 read_file(&f, each, errors);
             }
@@ -163,20 +232,59 @@ fn walk(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<Stri
 
 fn read_file(path: &Path, each: &mut impl FnMut(&str, Vec<u8>), errors: &mut Vec<String>) {
     let mut data = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE).read_to_end(&mut data));
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut data));
+    let name = path.display().to_string();
     match read {
-        Ok(_) => for_each_in_file(&path.display().to_string(), data, each),
-        Err(e) => errors.push(format!("{}: {e}", path.display())),
+        // Not cut short: the rest of an mbox would be lost without a word.
+        Ok(_) if data.len() as u64 > MAX_FILE => errors.push(too_big(&name)),
+        Ok(_) => for_each_in_file(&name, data, each, errors),
+        Err(e) => errors.push(format!("{name}: {e}")),
     }
 }
 
+fn too_big(name: &str) -> String {
+    format!(
+        "{name}: larger than {} MiB: not read (split the mbox)",
+        MAX_FILE >> 20
+    )
+}
+
 /// An mbox (it starts with a `From ` line) gives its messages, anything else is one message.
-fn for_each_in_file(name: &str, data: Vec<u8>, each: &mut impl FnMut(&str, Vec<u8>)) {
-    if !data.starts_with(b"From ") {
-        return each(name, data);
+/// A message over [`MAX_MESSAGE`] is not imported (said in `errors`).
+fn for_each_in_file(
+    name: &str,
+    data: Vec<u8>,
+    each: &mut impl FnMut(&str, Vec<u8>),
+    errors: &mut Vec<String>,
+) {
+    let mut one = |name: &str, m: Vec<u8>| {
+        if m.iter().all(u8::is_ascii_whitespace) {
+            errors.push(format!("{name}: empty: not a message"));
+        } else if m.len() > MAX_MESSAGE {
+            errors.push(format!(
+                "{name}: {} bytes, larger than {} MiB: not imported",
+                m.len(),
+                MAX_MESSAGE >> 20
+            ));
+        } else {
+            each(name, m);
+        }
+    };
+    // An mbox may start with blank lines (or a byte-order mark) before its first `From `.
+    let body = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&data);
+    let lead = body
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(body.len());
+    if !body[lead..].starts_with(b"From ") {
+        return one(name, data);
     }
-    for (i, m) in split_mbox(&data).into_iter().take(MAX_MESSAGES).enumerate() {
-        each(&format!("{name}#{}", i + 1), m);
+    for (i, m) in split_mbox(&body[lead..])
+        .into_iter()
+        .take(MAX_MESSAGES)
+        .enumerate()
+    {
+        one(&format!("{name}#{}", i + 1), m);
     }
 }
 
@@ -302,6 +410,92 @@ mod tests {
             "Subject: a\n\nbody a\nFrom here\nFrom inside a line\n"
         );
         assert_eq!(String::from_utf8_lossy(&m[1]), "Subject: b\n\nbody b\n");
+    }
+
+    /// An import killed (or refused by the list's owner) after a message was stored and
+    /// before it was acted on: importing the same file again finds it stored, so the next
+    /// import must process what was left, not count it as done.
+    #[test]
+    fn the_next_import_processes_messages_an_earlier_one_left_unprocessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InboxStore::open(dir.path()).unwrap();
+        let global = Global::shared(dir.path());
+        let rules = Rules::new(
+            None,
+            "bounces.acme.example",
+            &[],
+            crate::bounce::policy::BouncePolicy::default(),
+        );
+        let raw = b"To: postmaster@bounces.acme.example\r\nSubject: hello\r\n\r\nhi\r\n".to_vec();
+        let file = dir.path().join("m.eml");
+        std::fs::write(&file, &raw).unwrap();
+        // What the killed import left: stored, nothing done.
+        let stored = Stored {
+            id: 0,
+            at_ms: crate::store::now_ms(),
+            mail_from: String::new(),
+            client: "import:m.eml".into(),
+            rcpts: mailboxes(&rules, &raw),
+            effects: Vec::new(),
+        };
+        let Put::New(id) = store.put(stored, &raw).unwrap() else {
+            panic!("new")
+        };
+        let sum = import(&store, &global, &rules, &file);
+        assert_eq!((sum.new, sum.duplicates, sum.resumed), (0, 1, 1), "{sum:?}");
+        let done = store.get(id).unwrap().unwrap().effects;
+        assert!(
+            done.iter().any(|e| e.contains("kept for a person")),
+            "{done:?}"
+        );
+        let sum = import(&store, &global, &rules, &file);
+        assert_eq!(sum.resumed, 0, "done once: {sum:?}");
+        // Older than keep_days: an import without serve deletes it too (its digest stays).
+        let old = Stored {
+            id: 0,
+            at_ms: crate::store::now_ms() - 31 * 24 * 3600 * 1000,
+            mail_from: String::new(),
+            client: "import:old.eml".into(),
+            rcpts: Vec::new(),
+            effects: vec!["kept".into()],
+        };
+        // (In a store of its own: ids grow with arrival, and the purge stops at the first
+        // message young enough.)
+        let dir2 = tempfile::tempdir().unwrap();
+        let store2 = InboxStore::open(dir2.path()).unwrap();
+        let Put::New(old_id) = store2.put(old, b"Subject: old\r\n\r\nold\r\n").unwrap() else {
+            panic!("new")
+        };
+        import(&store2, &Global::shared(dir2.path()), &rules, &file);
+        assert!(store2.get(old_id).unwrap().is_none(), "kept past keep_days");
+    }
+
+    #[test]
+    fn an_mbox_with_leading_blank_lines_is_an_mbox_and_subdirectories_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = b"\r\nFrom a@b Mon Nov 30 10:00:00 2026\r\nSubject: one\r\n\r\nx\r\n\r\nFrom a@b Mon Nov 30 10:00:00 2026\r\nSubject: two\r\n\r\ny\r\n";
+        std::fs::write(dir.path().join("m.mbox"), mbox).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/x.eml"), b"Subject: x\r\n\r\nx\r\n").unwrap();
+        let mut got = Vec::new();
+        let errors = read_messages(dir.path(), |name, raw| got.push((name.to_string(), raw)));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1].1.starts_with(b"Subject: two"), "{got:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("sub: a directory"), "{errors:?}");
+        // Nothing to store: an empty file, a dangling link.
+        std::fs::write(dir.path().join("sub/empty.eml"), b"\r\n").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("sub/gone.eml")).unwrap();
+        let mut got = 0;
+        let errors = read_messages(&dir.path().join("sub"), |_, _| got += 1);
+        assert_eq!(got, 1, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("empty.eml: empty"))
+                && errors
+                    .iter()
+                    .any(|e| e.contains("gone.eml: not a regular file")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -100,8 +100,6 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
         log,
         Arc::new(signers),
     )?;
-    // serve owns the global state while it runs; everyone else asks it.
-    let global = crate::owner::Global::held(&s.state_dir)?;
     // Opened before the control socket, which hands `blast bounces` requests to it.
     let inbox_parts = match (s.bounce_inbox, &tokens, &s.bounce_domain) {
         (Some(listen), Some(t), Some(domain)) => {
@@ -111,12 +109,19 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
                 &s.feedback_addresses,
                 s.bounce_policy.clone(),
             ));
-            let store = Arc::new(super::inbox::InboxStore::open(&s.state_dir)?);
-            Some((listen, store, rules))
+            // An import running without serve holds it, and lets go every few seconds (it
+            // needs the global state meanwhile: taken after this).
+            let store = super::inbox::InboxStore::open_wait(
+                &s.state_dir,
+                std::time::Duration::from_secs(60),
+            )?;
+            Some((listen, Arc::new(store), rules))
         }
         // The config requires [bounces] domain (and so a secret file) beside bounce_inbox.
         _ => None,
     };
+    // serve owns the global state while it runs; everyone else asks it.
+    let global = crate::owner::Global::held(&s.state_dir)?;
     let control = control::start(
         &s.state_dir,
         lane.tx.clone(),

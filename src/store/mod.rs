@@ -37,7 +37,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn is_lock_error(e: &sled::Error) -> bool {
+pub(crate) fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("lock"))
 }
