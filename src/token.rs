@@ -219,25 +219,22 @@ impl Keys {
 
     /// Issues a token with the active key.
     pub fn issue(&self, purpose: Purpose, rid: u64, run: u32) -> String {
-        let k = &self.keys[self.active];
-        let mut raw = [0u8; RAW_LEN];
-        raw[0] = k.id;
-        raw[1..9].copy_from_slice(&rid.to_be_bytes());
-        raw[9..13].copy_from_slice(&run.to_be_bytes());
-        let tag = tag(&k.key, purpose, &raw[..13]);
-        raw[13..].copy_from_slice(&tag);
-        base32_encode(&raw)
+        self.sign(purpose, rid, run, None)
     }
 
     /// Issues a token whose tag also covers `bound` (a tracked link's URL): the token is
     /// only good together with exactly those bytes.
     pub fn issue_bound(&self, purpose: Purpose, rid: u64, run: u32, bound: &[u8]) -> String {
+        self.sign(purpose, rid, run, Some(bound))
+    }
+
+    fn sign(&self, purpose: Purpose, rid: u64, run: u32, bound: Option<&[u8]>) -> String {
         let k = &self.keys[self.active];
         let mut raw = [0u8; RAW_LEN];
         raw[0] = k.id;
         raw[1..9].copy_from_slice(&rid.to_be_bytes());
         raw[9..13].copy_from_slice(&run.to_be_bytes());
-        let tag = tag_bound(&k.key, purpose, &raw[..13], bound);
+        let tag = tag(&k.key, purpose, &raw[..13], bound);
         raw[13..].copy_from_slice(&tag);
         base32_encode(&raw)
     }
@@ -249,33 +246,28 @@ impl Keys {
         token: &str,
         bound: &[u8],
     ) -> Result<Token, TokenError> {
-        let raw = base32_decode(token).ok_or(TokenError::Malformed)?;
-        let k = self
-            .keys
-            .iter()
-            .find(|k| k.id == raw[0])
-            .ok_or(TokenError::UnknownKey)?;
-        let want = tag_bound(&k.key, purpose, &raw[..13], bound);
-        if !constant_time_eq(&want, &raw[13..]) {
-            return Err(TokenError::BadTag);
-        }
-        Ok(Token {
-            key_id: raw[0],
-            rid: u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes")),
-            run: u32::from_be_bytes(raw[9..13].try_into().expect("4 bytes")),
-        })
+        self.check(purpose, token, Some(bound))
     }
 
     /// Checks a token for `purpose` (case-insensitive: MTAs may change the case of a local
     /// part). Retired keys verify too.
     pub fn verify(&self, purpose: Purpose, token: &str) -> Result<Token, TokenError> {
+        self.check(purpose, token, None)
+    }
+
+    fn check(
+        &self,
+        purpose: Purpose,
+        token: &str,
+        bound: Option<&[u8]>,
+    ) -> Result<Token, TokenError> {
         let raw = base32_decode(token).ok_or(TokenError::Malformed)?;
         let k = self
             .keys
             .iter()
             .find(|k| k.id == raw[0])
             .ok_or(TokenError::UnknownKey)?;
-        let want = tag(&k.key, purpose, &raw[..13]);
+        let want = tag(&k.key, purpose, &raw[..13], bound);
         if !constant_time_eq(&want, &raw[13..]) {
             return Err(TokenError::BadTag);
         }
@@ -318,20 +310,16 @@ pub fn run_id(name: &str) -> u32 {
     u32::from_be_bytes(d.as_ref()[..4].try_into().expect("4 bytes"))
 }
 
-fn tag(key: &hmac::Key, purpose: Purpose, body: &[u8]) -> [u8; 8] {
+/// HMAC-SHA256 over the purpose byte, the token body and — for a bound token — the bound
+/// bytes, length-prefixed so no two (body, bound) pairs collide; truncated to 64 bits.
+fn tag(key: &hmac::Key, purpose: Purpose, body: &[u8], bound: Option<&[u8]>) -> [u8; 8] {
     let mut ctx = hmac::Context::with_key(key);
     ctx.update(&[purpose as u8]);
     ctx.update(body);
-    ctx.sign().as_ref()[..8].try_into().expect("8 bytes")
-}
-
-/// [`tag`] over `bound` too, length-prefixed so no two (body, bound) pairs collide.
-fn tag_bound(key: &hmac::Key, purpose: Purpose, body: &[u8], bound: &[u8]) -> [u8; 8] {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(&[purpose as u8]);
-    ctx.update(body);
-    ctx.update(&(bound.len() as u64).to_be_bytes());
-    ctx.update(bound);
+    if let Some(b) = bound {
+        ctx.update(&(b.len() as u64).to_be_bytes());
+        ctx.update(b);
+    }
     ctx.sign().as_ref()[..8].try_into().expect("8 bytes")
 }
 

@@ -3,7 +3,7 @@
 //! `show`; through serve's socket while serve runs an inbox), and soft bounces that suppress
 //! a mailbox only after full-mailbox replies on several campaigns in a row.
 
-use crate::inbox::{arf, dsn, inbox_setup, send_campaign, spawn};
+use crate::inbox::{arf, dsn, inbox_setup, message_id_of, send_campaign, spawn, verp_of};
 use crate::serve::{free_port, term, Setup};
 use crate::unsubscribe::{keys, send_process, signed_campaign};
 
@@ -30,6 +30,12 @@ fn out_text(o: &std::process::Output) -> String {
     )
 }
 
+/// `blast send --config` of campaign `c` (and `extra` arguments); expects exit 0.
+fn send_ok(setup: &Setup, c: &std::path::Path, extra: &[&str]) {
+    let out = tokio::task::block_in_place(|| send_process(setup, c).args(extra).output().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+}
+
 fn import(setup: &Setup, path: &std::path::Path) -> String {
     let o =
         tokio::task::block_in_place(|| setup.blast(&["bounces", "import", path.to_str().unwrap()]));
@@ -54,20 +60,8 @@ async fn import_acts_once_on_eml_maildir_and_mbox_and_goes_through_a_running_ser
     .collect();
     let f = crate::pipeline::Fixture::new();
     let got = send_campaign(&setup, &f, "spring", &list).await;
-    let verp = |a: &str| {
-        got.iter()
-            .find(|r| r.rcpt_to[0] == a)
-            .unwrap()
-            .mail_from
-            .clone()
-    };
-    let mid = |a: &str| {
-        let r = got.iter().find(|r| r.rcpt_to[0] == a).unwrap();
-        crate::pipeline::header(&r.data, "Message-ID")
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let verp = |a: &str| verp_of(&got, a);
+    let mid = |a: &str| message_id_of(&got, a);
     let dir = f.dir.path();
 
     // One .eml: a hard bounce delivered to the VERP address.
@@ -302,8 +296,7 @@ async fn full_mailbox_on_three_campaigns_in_a_row_suppresses_and_a_success_reset
         }
         let sink = crate::pipeline::start_sink(rules).await;
         let c = signed_campaign(&f, &format!("c{n}"), sink.addr, &list, "");
-        let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
-        assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+        send_ok(&setup, &c, &[]);
         let l = listed(&setup);
         if n < 3 {
             assert!(l.is_empty(), "campaign {n}: nothing suppressed yet: {l:?}");
@@ -320,8 +313,7 @@ async fn full_mailbox_on_three_campaigns_in_a_row_suppresses_and_a_success_reset
     // success: still not suppressed.
     let sink = crate::pipeline::start_sink(vec![full("flaky@x.example")]).await;
     let c = signed_campaign(&f, "c4", sink.addr, &list, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    send_ok(&setup, &c, &[]);
     let mut to: Vec<String> = sink
         .received()
         .iter()
@@ -347,8 +339,7 @@ async fn complaint_breaker_stops_the_run_and_the_override_resumes_it() {
     let f = crate::pipeline::Fixture::new();
     let sink = crate::pipeline::start_sink(Vec::new()).await;
     let c = signed_campaign(&f, "hot", sink.addr, &first, "");
-    let out = tokio::task::block_in_place(|| send_process(&setup, &c).output().unwrap());
-    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    send_ok(&setup, &c, &[]);
     // Five of the ten complain (the reports carry the messages' Message-IDs).
     let mut mbox = String::new();
     for r in sink.received().iter().take(5) {
@@ -376,13 +367,7 @@ async fn complaint_breaker_stops_the_run_and_the_override_resumes_it() {
     );
     assert_eq!(sink.received().len(), 10, "nothing more sent");
 
-    let out = tokio::task::block_in_place(|| {
-        send_process(&setup, &c)
-            .arg("--override-breaker")
-            .output()
-            .unwrap()
-    });
-    assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    send_ok(&setup, &c, &["--override-breaker"]);
     let mut to: Vec<String> = sink
         .received()
         .iter()

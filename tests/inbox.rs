@@ -53,6 +53,24 @@ pub(crate) async fn send_campaign(
     sink.received()
 }
 
+/// The VERP return path the message to `a` went out with.
+pub(crate) fn verp_of(got: &[blast::sink::Received], a: &str) -> String {
+    let r = got.iter().find(|r| r.rcpt_to[0] == a);
+    r.unwrap_or_else(|| panic!("nothing sent to {a}"))
+        .mail_from
+        .clone()
+}
+
+/// The Message-ID of the message to `a`.
+pub(crate) fn message_id_of(got: &[blast::sink::Received], a: &str) -> String {
+    let r = got.iter().find(|r| r.rcpt_to[0] == a);
+    let r = r.unwrap_or_else(|| panic!("nothing sent to {a}"));
+    crate::pipeline::header(&r.data, "Message-ID")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// A raw SMTP client: one command, its (possibly multi-line) reply.
 struct Smtp {
     rd: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -151,20 +169,8 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
     .collect();
     let f = crate::pipeline::Fixture::new();
     let got = send_campaign(&setup, &f, "spring", &list).await;
-    let verp = |a: &str| {
-        got.iter()
-            .find(|r| r.rcpt_to[0] == a)
-            .unwrap()
-            .mail_from
-            .clone()
-    };
-    let mid = |a: &str| {
-        let r = got.iter().find(|r| r.rcpt_to[0] == a).unwrap();
-        crate::pipeline::header(&r.data, "Message-ID")
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let verp = |a: &str| verp_of(&got, a);
+    let mid = |a: &str| message_id_of(&got, a);
     for (rcpt, body) in [
         (
             verp("hard@x.example"),

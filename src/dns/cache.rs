@@ -95,20 +95,10 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::{MxHost, MxSet};
+    use crate::dns::MxSet;
 
     fn set(prefs: &[(&str, u16)]) -> MxSet {
-        MxSet {
-            hosts: prefs
-                .iter()
-                .map(|(n, p)| MxHost {
-                    name: n.to_string(),
-                    preference: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            implicit: false,
-        }
+        MxSet::of(prefs)
     }
 
     #[test]

@@ -65,6 +65,22 @@ pub struct MxSet {
 }
 
 impl MxSet {
+    /// A set of hosts without addresses, for tests: (name, preference).
+    #[cfg(test)]
+    pub(crate) fn of(prefs: &[(&str, u16)]) -> MxSet {
+        MxSet {
+            hosts: prefs
+                .iter()
+                .map(|(n, p)| MxHost {
+                    name: n.to_string(),
+                    preference: *p,
+                    addrs: vec![],
+                })
+                .collect(),
+            implicit: false,
+        }
+    }
+
     /// The hosts in the order to try them: by preference, at random within one preference
     /// (RFC 5321 §5.1), so equal hosts share the load.
     pub fn ordered(&self) -> Vec<&MxHost> {
@@ -465,17 +481,7 @@ mod tests {
     use super::*;
 
     fn set(prefs: &[(&str, u16)]) -> MxSet {
-        MxSet {
-            hosts: prefs
-                .iter()
-                .map(|(n, p)| MxHost {
-                    name: n.to_string(),
-                    preference: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            implicit: false,
-        }
+        MxSet::of(prefs)
     }
 
     #[test]

@@ -296,20 +296,9 @@ impl<T> Pool<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::MxHost;
 
-    fn set(hosts: &[(&str, u16)]) -> MxSet {
-        MxSet {
-            hosts: hosts
-                .iter()
-                .map(|(n, p)| MxHost {
-                    name: n.to_string(),
-                    preference: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            implicit: false,
-        }
+    fn set(prefs: &[(&str, u16)]) -> MxSet {
+        MxSet::of(prefs)
     }
 
     /// A session that says it is connected to `host` (a stub underneath: no network).
