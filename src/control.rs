@@ -99,6 +99,8 @@ pub enum Request {
     },
     /// The bounce inbox's stored envelopes, oldest first.
     InboxList,
+    /// Whether serve runs an inbox (an error answer when it does not); cheap.
+    InboxProbe,
     /// One stored message.
     InboxShow {
         /// Its id.

@@ -99,7 +99,7 @@ enum Inbox {
 impl Inbox {
     fn open(config: &Path) -> Result<Inbox> {
         let s = crate::serve::config::load(config)?;
-        let probe = control::request_blocking(&s.state_dir, &Request::InboxList);
+        let probe = control::request_blocking(&s.state_dir, &Request::InboxProbe);
         match probe {
             Ok(Some(r)) if r.error.as_deref() != Some(NO_INBOX) => {
                 if let Some(e) = r.error {
@@ -207,7 +207,7 @@ impl Inbox {
 /// Whether serve runs an inbox on `dir` (and answers).
 fn serve_has_inbox(dir: &Path) -> bool {
     matches!(
-        control::request_blocking(dir, &Request::InboxList),
+        control::request_blocking(dir, &Request::InboxProbe),
         Ok(Some(r)) if r.error.is_none()
     )
 }

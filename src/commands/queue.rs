@@ -114,6 +114,7 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SoftCounts
         | Request::InboxPut { .. }
         | Request::InboxList
+        | Request::InboxProbe
         | Request::InboxShow { .. } => {
             unreachable!("`blast queue` sends only queue requests")
         }

@@ -154,6 +154,7 @@ fn inbox_op(
             ));
         }
         Request::InboxList => r.inbox = store.list()?,
+        Request::InboxProbe => {}
         Request::InboxShow { id } => {
             r.inbox = store.get(id)?.into_iter().collect();
             r.raw_b64 = store
@@ -274,7 +275,10 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
-        Request::InboxPut { .. } | Request::InboxList | Request::InboxShow { .. } => {
+        Request::InboxPut { .. }
+        | Request::InboxList
+        | Request::InboxProbe
+        | Request::InboxShow { .. } => {
             let Some((store, rules)) = ctx.inbox.clone() else {
                 return error(NO_INBOX.into());
             };
