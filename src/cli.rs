@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
     after_help = "Example:\n  blast check campaigns/spring.toml && blast preview campaigns/spring.toml --row 1 \\\n    && blast send campaigns/spring.toml\n\n`blast COMMAND --help` shows each command's options and an example."
 )]
 pub struct Cli {
+    /// Print every SMTP reply blast reads (also `BLAST_VERBOSE=1`, or `RUST_LOG=debug`).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -83,3 +83,4 @@ pub mod smtp_server;
 pub mod store;
 pub mod token;
 pub mod transport;
+pub mod verbose;

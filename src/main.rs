@@ -17,6 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    blast::verbose::init(cli.verbose);
     if !matches!(
         cli.command,
         Command::Serve { .. } | Command::Sink(_) | Command::Send { .. }

@@ -55,3 +55,41 @@ fn every_help_ends_with_an_example() {
         );
     }
 }
+
+/// `--verbose` (and `BLAST_VERBOSE=1`) prints every SMTP reply read, so a failure can be
+/// traced to what the server said; without it, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_prints_the_servers_replies() {
+    let f = crate::pipeline::Fixture::new();
+    // One address per run: the campaigns share a state dir, so a bounced one is suppressed.
+    let bad: Vec<String> = (0..3).map(|i| format!("gone{i}@x.example")).collect();
+    let sink = crate::pipeline::start_sink(crate::pipeline::user_unknown(&bad)).await;
+    for (i, (args, env)) in [
+        (&["--verbose"][..], None),
+        (&[][..], Some("1")),
+        (&[][..], None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("v{i}");
+        f.write(&format!("{id}.csv"), crate::pipeline::csv_list(&bad[i..=i]));
+        let toml = crate::pipeline::campaign_toml(&id, sink.addr, &[&format!("{id}.csv")], "");
+        let c = f.write(&format!("{id}.toml"), toml);
+        let mut cmd = Command::new(BIN);
+        cmd.arg("send")
+            .arg("--quiet")
+            .args(args)
+            .arg(&c)
+            .env_remove("RUST_LOG");
+        match env {
+            Some(v) => cmd.env("BLAST_VERBOSE", v),
+            None => cmd.env_remove("BLAST_VERBOSE"),
+        };
+        let o = tokio::task::block_in_place(|| cmd.output().unwrap());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let shown = err.contains("blast: smtp <- 550 5.1.1 no such user");
+        assert_eq!(shown, i < 2, "{args:?} {env:?}: {err}");
+        assert_eq!(err.contains("smtp <- 220 "), i < 2, "{err}");
+    }
+}

@@ -428,6 +428,9 @@ impl Connection {
         let mut text = String::new();
         loop {
             let line = self.read_line().await?;
+            if crate::verbose::on() {
+                eprintln!("blast: smtp <- {}", line.escape_debug());
+            }
             let b = line.as_bytes();
             if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
                 return Err(SmtpError::Protocol(line));
