@@ -7,6 +7,7 @@ mod clicks;
 mod commands;
 mod corpus;
 mod dkim;
+mod doctor;
 mod durability;
 mod errors;
 mod inbox;
