@@ -1257,6 +1257,24 @@ mod tests {
     }
 
     #[test]
+    fn egress_ip_defaults_to_source_ip_and_dnsbl_to_the_two_lists() {
+        let s = parse_with("", "source_ip = \"192.0.2.1\"").unwrap();
+        assert_eq!(s.lane.egress_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(s.lane.dnsbl, DEFAULT_DNSBL);
+        let s = parse_with(
+            "",
+            "source_ip = \"10.0.0.5\"\negress_ip = \"203.0.113.10\"\n[dns]\ndnsbl = [\"zen.test\"]",
+        )
+        .unwrap();
+        assert_eq!(s.lane.egress_ip, Some("203.0.113.10".parse().unwrap()));
+        assert_eq!(s.lane.dnsbl, ["zen.test"]);
+        let e = err("", "egress_ip = \"nat\"");
+        assert!(e.contains(":10: lane.egress_ip: not an IP address"), "{e}");
+        let e = err("", "[dns]\ndnsbl = [\"bad zone\"]");
+        assert!(e.contains(":11: dns.dnsbl[0]:"), "{e}");
+    }
+
+    #[test]
     fn mx_keys_are_checked_with_file_line_and_key() {
         let e = err("", "mx_port = 2525");
         assert!(

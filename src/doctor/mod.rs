@@ -256,3 +256,39 @@ pub async fn run(campaign: &Path, config: Option<&Path>, json: bool) -> Result<i
     }
     Ok(exit_code(&rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_loopback_and_link_local_are_not_public() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.9.9",
+            "127.0.0.1",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(not_public(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["203.0.113.10", "198.51.100.7", "2001:db8::1"] {
+            assert!(not_public(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn exit_code_is_1_only_with_a_fail() {
+        let warn = Row::warn("a", "b", "c");
+        assert_eq!(exit_code(&[Row::pass("a", "b"), warn.clone()]), 0);
+        assert_eq!(exit_code(&[warn, Row::fail("a", "b", "c")]), 1);
+        let t = table(&[Row::fail("dkim x", "key mismatch", "publish it")]);
+        assert_eq!(
+            t,
+            "FAIL  dkim x  key mismatch\n              fix: publish it\n"
+        );
+    }
+}
