@@ -71,7 +71,9 @@ pub enum Command {
         row: Option<u64>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
-    #[command(after_help = "Example:\n  blast check campaigns/spring.toml --config blast.toml")]
+    #[command(
+        after_help = "Examples:\n  blast check campaigns/spring.toml --config blast.toml\n  blast check --dns campaigns/spring.toml --config blast.toml"
+    )]
     Check {
         /// The campaign file.
         campaign: PathBuf,
@@ -83,6 +85,15 @@ pub enum Command {
         /// source IP, relay or HELO name).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The deliverability doctor instead: SPF, DKIM, DMARC, PTR, DNSBL and MX as
+        /// receivers see them for `[lane] egress_ip`, asked through `[dns] nameservers`.
+        /// One row per check (PASS / WARN / FAIL and a fix); exit 0 when nothing FAILs, 1
+        /// otherwise.
+        #[arg(long)]
+        dns: bool,
+        /// With --dns: a JSON array of {check, status, detail, fix}.
+        #[arg(long, requires = "dns")]
+        json: bool,
     },
     /// Counts per state (works while a send runs).
     #[command(after_help = "Example:\n  blast status campaigns/spring.toml --json")]
@@ -104,6 +115,9 @@ pub enum Command {
     /// A campaign's report: sends over time against the configured rate, outcomes, top
     /// domains, bounce categories, the complaint rate against the 0.1% / 0.3% lines, the
     /// prune summary. HTML is one self-contained file (inline SVG, no external assets).
+    #[command(
+        after_help = "Example:\n  blast report campaigns/spring.toml --format csv -o spring.csv --config blast.toml"
+    )]
     Report {
         /// The campaign file.
         campaign: PathBuf,
@@ -272,6 +286,9 @@ pub enum BouncesAction {
     /// Store and act on bounces and feedback reports that reached a mailbox instead of the
     /// bounce inbox: an .eml file, a maildir, a directory of messages, an mbox, or `-`
     /// (stdin). The same message twice is acted on once.
+    #[command(
+        after_help = "Example:\n  blast bounces import ~/Maildir/.bounces --config blast.toml"
+    )]
     Import {
         /// The message file, maildir, directory or mbox; `-` reads stdin.
         path: PathBuf,
@@ -284,6 +301,7 @@ pub enum BouncesAction {
     },
     #[command(after_help = "Example:\n  blast bounces list --config blast.toml")]
     /// The bounce inbox's stored messages (kept for `[bounces] keep_days`), oldest first.
+    #[command(after_help = "Example:\n  blast bounces list --config blast.toml --json")]
     List {
         /// The server config.
         #[arg(long)]
@@ -294,6 +312,7 @@ pub enum BouncesAction {
     },
     #[command(after_help = "Example:\n  blast bounces show 00000000001e8480 --config blast.toml")]
     /// One stored message: its envelope, what was done with it, and the raw message.
+    #[command(after_help = "Example:\n  blast bounces show 0001 --config blast.toml")]
     Show {
         /// Its id (as `blast bounces list` prints it).
         id: String,

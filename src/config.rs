@@ -38,6 +38,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDns {
     pub(crate) nameservers: Option<Vec<Spanned<String>>>,
+    /// `blast check --dns`: the DNSBL zones the egress IP is looked up in.
+    pub(crate) dnsbl: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +66,8 @@ struct RawCampaign {
 pub(crate) struct RawLane {
     pub(crate) transport: Spanned<String>,
     pub(crate) source_ip: Option<Spanned<String>>,
+    /// The address receivers see (a NAT's or relay's public address); `blast check --dns`.
+    pub(crate) egress_ip: Option<Spanned<String>>,
     pub(crate) helo: Option<Spanned<String>>,
     pub(crate) rate: Option<Limit>,
     pub(crate) burst: Option<Spanned<u32>>,
@@ -337,6 +341,9 @@ pub struct LaneSettings {
     pub transport: TransportSpec,
     /// The lane's dedicated source IP (bind address), if any.
     pub source_ip: Option<IpAddr>,
+    /// `egress_ip`: the address receivers see, checked by `blast check --dns`. Default
+    /// `source_ip`.
+    pub egress_ip: Option<IpAddr>,
     /// EHLO name. Default: the From domain.
     pub helo: String,
     /// Global rate; `None` = unlimited.
@@ -388,6 +395,9 @@ pub struct LaneSettings {
     pub mx_port: u16,
     /// `[dns] nameservers`: the resolver for MX lookups; empty = the system's (resolv.conf).
     pub nameservers: Vec<std::net::SocketAddr>,
+    /// `[dns] dnsbl`: the DNSBL zones `blast check --dns` looks the egress IP up in.
+    /// Default [`DEFAULT_DNSBL`].
+    pub dnsbl: Vec<String>,
     /// The accounting file (one JSON line per attempt). `None` in the file: the lane's
     /// default (`STATE_DIR/ID/accounting.jsonl` for a campaign, `STATE_DIR/accounting.jsonl`
     /// for serve's priority lane), filled in where the lane is started.
@@ -963,6 +973,17 @@ pub(crate) fn lane_settings(
         })?),
         None => None,
     };
+    let egress_ip = match &l.egress_ip {
+        Some(s) => Some(s.get_ref().parse::<IpAddr>().or_else(|_| {
+            loc.err(
+                s.span(),
+                &k("egress_ip"),
+                format!("not an IP address: {:?}", s.get_ref()),
+            )
+        })?),
+        None => source_ip,
+    };
+    let dnsbl = dnsbl(loc, dns)?;
     let relay_is_loopback =
         matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
     let starttls = l.starttls.unwrap_or(if relay_is_loopback {
@@ -1065,6 +1086,7 @@ pub(crate) fn lane_settings(
     Ok(LaneSettings {
         transport,
         source_ip,
+        egress_ip,
         helo,
         rate: rate_v,
         burst: at_least_one(loc, &l.burst, &k("burst"), 1)?,
@@ -1145,8 +1167,26 @@ pub(crate) fn lane_settings(
         },
         mx_port,
         nameservers,
+        dnsbl,
         accounting,
     })
+}
+
+/// The DNSBL zones checked when `[dns] dnsbl` is not set.
+pub const DEFAULT_DNSBL: &[&str] = &["zen.spamhaus.org", "bl.spamcop.net"];
+
+/// `[dns] dnsbl = ["zen.spamhaus.org"]`: host names; default [`DEFAULT_DNSBL`].
+fn dnsbl(loc: &Locator, dns: Option<&RawDns>) -> Result<Vec<String>> {
+    let Some(list) = dns.and_then(|d| d.dnsbl.as_ref()) else {
+        return Ok(DEFAULT_DNSBL.iter().map(|z| z.to_string()).collect());
+    };
+    let mut out = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let z = host_name(v.get_ref().trim().trim_end_matches('.'))
+            .or_else(|m| loc.err(v.span(), &format!("dns.dnsbl[{i}]"), m))?;
+        out.push(z);
+    }
+    Ok(out)
 }
 
 /// `[dns] nameservers = ["127.0.0.1:5353", "192.0.2.53"]` (port 53 when left out).
@@ -1214,6 +1254,24 @@ mod tests {
 
     fn err(campaign: &str, lane: &str) -> String {
         parse_with(campaign, lane).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn egress_ip_defaults_to_source_ip_and_dnsbl_to_the_two_lists() {
+        let s = parse_with("", "source_ip = \"192.0.2.1\"").unwrap();
+        assert_eq!(s.lane.egress_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(s.lane.dnsbl, DEFAULT_DNSBL);
+        let s = parse_with(
+            "",
+            "source_ip = \"10.0.0.5\"\negress_ip = \"203.0.113.10\"\n[dns]\ndnsbl = [\"zen.test\"]",
+        )
+        .unwrap();
+        assert_eq!(s.lane.egress_ip, Some("203.0.113.10".parse().unwrap()));
+        assert_eq!(s.lane.dnsbl, ["zen.test"]);
+        let e = err("", "egress_ip = \"nat\"");
+        assert!(e.contains(":10: lane.egress_ip: not an IP address"), "{e}");
+        let e = err("", "[dns]\ndnsbl = [\"bad zone\"]");
+        assert!(e.contains(":11: dns.dnsbl[0]:"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod doctor;
 pub mod error;
 pub mod import;
 pub mod lane;

@@ -144,8 +144,16 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Check {
             campaign,
+            config,
+            dns: true,
+            json,
+            ..
+        } => blast::doctor::run(&campaign, config.as_deref(), json).await,
+        Command::Check {
+            campaign,
             pruned,
             config,
+            ..
         } => commands::check::run(&campaign, pruned, config.as_deref()).await,
         Command::Status {
             campaign,

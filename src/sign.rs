@@ -107,7 +107,7 @@ pub struct KeySpec {
     pub standby: Vec<(String, PathBuf)>,
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
         format!(

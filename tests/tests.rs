@@ -8,6 +8,7 @@ mod commands;
 mod config_reference;
 mod corpus;
 mod dkim;
+mod doctor;
 mod durability;
 mod errors;
 mod inbox;

@@ -142,7 +142,7 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// Wraps a PKCS#1 RSAPublicKey in a SubjectPublicKeyInfo (algorithm rsaEncryption).
-fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+pub(crate) fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
     // SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }
     const ALG: &[u8] = &[
         0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,

@@ -150,6 +150,44 @@ struct Tally {
     nx: HashSet<String>,
 }
 
+/// A hickory resolver asking `nameservers` (UDP, then TCP for long answers), or the
+/// system's (`/etc/resolv.conf`) when empty, with hickory's own cache off; and how to name
+/// it in messages. The MX resolver and `blast check --dns` both ask through it.
+pub fn hickory_resolver(nameservers: &[SocketAddr]) -> Result<(TokioResolver, String), String> {
+    let provider = TokioRuntimeProvider::default();
+    let (builder, describe) = if nameservers.is_empty() {
+        let b = TokioResolver::builder(provider)
+            .map_err(|e| format!("cannot read the system's resolver config: {e}"))?;
+        (b, "the system resolver".to_string())
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|a| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = a.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = a.port();
+                NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let cfg = ResolverConfig::from_name_servers(servers);
+        let names: Vec<String> = nameservers.iter().map(|a| a.to_string()).collect();
+        (
+            TokioResolver::builder_with_config(cfg, provider),
+            format!("nameservers {}", names.join(", ")),
+        )
+    };
+    let mut builder = builder;
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.cache_size = 0;
+    opts.timeout = Duration::from_secs(5);
+    opts.attempts = 2;
+    let inner = builder
+        .build()
+        .map_err(|e| format!("cannot start the resolver: {e}"))?;
+    Ok((inner, describe))
+}
+
 /// MX resolution with a cache, lookups in the background, and the resolver-fault tally.
 pub struct Resolver {
     inner: TokioResolver,
@@ -177,37 +215,7 @@ impl Resolver {
         ipv4_only: bool,
         backoff: Duration,
     ) -> Result<Arc<Resolver>, String> {
-        let provider = TokioRuntimeProvider::default();
-        let (builder, describe) = if nameservers.is_empty() {
-            let b = TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read the system's resolver config: {e}"))?;
-            (b, "the system resolver".to_string())
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|a| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = a.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = a.port();
-                    NameServerConfig::new(a.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            let cfg = ResolverConfig::from_name_servers(servers);
-            let names: Vec<String> = nameservers.iter().map(|a| a.to_string()).collect();
-            (
-                TokioResolver::builder_with_config(cfg, provider),
-                format!("nameservers {}", names.join(", ")),
-            )
-        };
-        let mut builder = builder;
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.cache_size = 0;
-        opts.timeout = Duration::from_secs(5);
-        opts.attempts = 2;
-        let inner = builder
-            .build()
-            .map_err(|e| format!("cannot start the resolver: {e}"))?;
+        let (inner, describe) = hickory_resolver(nameservers)?;
         Ok(Arc::new(Resolver {
             inner,
             ipv4_only,
@@ -460,7 +468,7 @@ impl Resolver {
 }
 
 /// The response code of a "no records" answer (NXDOMAIN, or NODATA as `NoError`).
-fn no_records(e: &NetError) -> Option<ResponseCode> {
+pub(crate) fn no_records(e: &NetError) -> Option<ResponseCode> {
     match e {
         NetError::Dns(DnsError::NoRecordsFound(nr)) => Some(nr.response_code),
         _ => None,

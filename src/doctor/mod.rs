@@ -1,0 +1,294 @@
+//! `blast check --dns CAMPAIGN`, the deliverability doctor: what receivers will find in DNS
+//! for the campaign as it would be sent, judged for the address they will see (`[lane]
+//! egress_ip`, default `source_ip`). One [`Row`] per check, PASS / WARN / FAIL with a
+//! one-line fix; exit 0 when nothing FAILs, 1 otherwise.
+//!
+//! - `mod.rs`    the target (domains, IP, key), the runner, the output
+//! - `lookup.rs` the DNS questions, through `[dns] nameservers`
+//! - `spf.rs`    SPF (mail-auth's evaluator) for the MAIL FROM domain and the HELO name
+//! - `dkim.rs`   the selector's TXT record against the configured private key
+//! - `dmarc.rs`  the policy (with the organisational-domain fallback) and alignment
+//! - `ptr.rs`    PTR, forward confirmation, HELO match
+//! - `dnsbl.rs`  the egress IP on the configured DNSBLs
+//! - `mx.rs`     MX for the From and bounce domains
+
+mod dkim;
+mod dmarc;
+mod dnsbl;
+mod lookup;
+mod mx;
+mod ptr;
+mod spf;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{self, Settings};
+use crate::error::{Error, Result};
+
+pub use lookup::Dns;
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Fine.
+    Pass,
+    /// Worth fixing; does not fail the doctor.
+    Warn,
+    /// Receivers will hold it against the campaign: exit 1.
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What was checked (`spf mail-from acme.example`).
+    pub check: String,
+    /// The verdict.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it (empty on PASS).
+    pub fix: String,
+}
+
+impl Row {
+    fn pass(check: impl Into<String>, detail: impl Into<String>) -> Row {
+        Row {
+            check: check.into(),
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: String::new(),
+        }
+    }
+    fn warn(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Row {
+        Row {
+            check: check.into(),
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+    fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Row {
+        Row {
+            check: check.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// The configured DKIM key, as its TXT record should publish it.
+#[derive(Debug, Clone)]
+pub struct DkimKey {
+    /// `d=`.
+    pub domain: String,
+    /// The selector.
+    pub selector: String,
+    /// `rsa` or `ed25519`.
+    pub kind: &'static str,
+    /// The public key as `p=` carries it (SubjectPublicKeyInfo for RSA, the raw 32 bytes
+    /// for Ed25519).
+    pub public: Vec<u8>,
+}
+
+/// What the doctor checks: the campaign as it would be sent.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The From header's domain.
+    pub from_domain: String,
+    /// The MAIL FROM domain: `[bounces] domain` when tokens are configured, else the From's.
+    pub mail_from_domain: String,
+    /// The lane's EHLO name.
+    pub helo: String,
+    /// The address receivers see; `None` when unset or not public (see `ip_note`).
+    pub ip: Option<IpAddr>,
+    /// Why IP checks are skipped.
+    pub ip_note: Option<String>,
+    /// The signing keys (RSA first, then the optional Ed25519).
+    pub dkim: Vec<DkimKey>,
+    /// DNSBL zones.
+    pub dnsbl: Vec<String>,
+}
+
+/// Why `ip` is not one receivers see: RFC 1918 / unique-local, loopback, link-local.
+fn not_public(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v) if v.is_private() => Some("a private (RFC 1918) address"),
+        IpAddr::V4(v) if v.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(v) if v.is_link_local() => Some("a link-local address"),
+        IpAddr::V4(v) if v.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(v) if v.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(v) if v.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80 => Some("a link-local address"),
+        IpAddr::V6(v) if (v.segments()[0] & 0xfe00) == 0xfc00 => {
+            Some("a unique-local (private) address")
+        }
+        _ => None,
+    }
+}
+
+impl Target {
+    /// The target of campaign `s` (its tokens already set from `--config`).
+    pub fn of(s: &Settings) -> Result<Target> {
+        let from_domain = s.from.domain().unwrap_or_default().to_ascii_lowercase();
+        let mail_from_domain = s
+            .tokens
+            .as_ref()
+            .and_then(|t| t.bounce_domain.clone())
+            .unwrap_or_else(|| from_domain.clone())
+            .to_ascii_lowercase();
+        let (ip, ip_note) = match s.lane.egress_ip {
+            None => (
+                None,
+                Some("no [lane] egress_ip or source_ip: set egress_ip to the address receivers see".to_string()),
+            ),
+            Some(ip) => match not_public(ip) {
+                Some(why) => (
+                    None,
+                    Some(format!(
+                        "egress IP {ip} is {why}, not what receivers see: set [lane] egress_ip to the public address (the NAT's or relay's)"
+                    )),
+                ),
+                None => (Some(ip), None),
+            },
+        };
+        let dkim = match &s.dkim {
+            None => Vec::new(),
+            Some(d) => dkim::configured(&d.spec).map_err(Error::Config)?,
+        };
+        Ok(Target {
+            from_domain,
+            mail_from_domain,
+            helo: s.lane.helo.to_ascii_lowercase(),
+            ip,
+            ip_note,
+            dkim,
+            dnsbl: s.lane.dnsbl.clone(),
+        })
+    }
+}
+
+/// Runs every check of `t` through `dns` (and mail-auth's SPF through `auth`).
+pub async fn diagnose(t: &Target, dns: &Dns, auth: &mail_auth::MessageAuthenticator) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(note) = &t.ip_note {
+        rows.push(Row::warn(
+            "egress ip",
+            format!("{note}; SPF evaluation, PTR and DNSBL checks skipped"),
+            "set [lane] egress_ip = \"PUBLIC.ADDRESS\"",
+        ));
+    }
+    rows.extend(spf::check(t, dns, auth).await);
+    rows.extend(dkim::check(t, dns).await);
+    rows.extend(dmarc::check(t, dns).await);
+    if let Some(ip) = t.ip {
+        rows.extend(ptr::check(ip, &t.helo, dns).await);
+        rows.extend(dnsbl::check(ip, &t.dnsbl, dns).await);
+    }
+    rows.extend(mx::check(t, dns).await);
+    rows
+}
+
+/// The rows as a table: `STATUS  CHECK  DETAIL`, then `fix: …` under a WARN or FAIL.
+pub fn table(rows: &[Row]) -> String {
+    let w = rows.iter().map(|r| r.check.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!(
+            "{}  {:<w$}  {}\n",
+            r.status.label(),
+            r.check,
+            r.detail
+        ));
+        if !r.fix.is_empty() {
+            out.push_str(&format!("      {:<w$}  fix: {}\n", "", r.fix));
+        }
+    }
+    out
+}
+
+/// The exit code of a diagnosis: 0 when nothing FAILs, 1 otherwise.
+pub fn exit_code(rows: &[Row]) -> i32 {
+    i32::from(rows.iter().any(|r| r.status == Status::Fail))
+}
+
+/// `blast check --dns CAMPAIGN [--config blast.toml] [--json]`; returns the exit code.
+pub async fn run(campaign: &Path, config: Option<&Path>, json: bool) -> Result<i32> {
+    let mut s = config::load(campaign)?;
+    if let Some(sv) = crate::commands::schedule::serve_settings(config)? {
+        s.tokens = sv.token_settings()?.map(std::sync::Arc::new);
+    }
+    let t = Target::of(&s)?;
+    let (r1, describe) =
+        crate::dns::hickory_resolver(&s.lane.nameservers).map_err(Error::Config)?;
+    let (r2, _) = crate::dns::hickory_resolver(&s.lane.nameservers).map_err(Error::Config)?;
+    let dns = Dns::new(r1);
+    let auth = mail_auth::MessageAuthenticator(r2);
+    let rows = diagnose(&t, &dns, &auth).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| Error::Lane(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{}: DNS as receivers see it (egress IP {}, HELO {}, asked {describe})",
+            campaign.display(),
+            t.ip.map_or("not set".to_string(), |i| i.to_string()),
+            t.helo
+        );
+        print!("{}", table(&rows));
+    }
+    Ok(exit_code(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_loopback_and_link_local_are_not_public() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.9.9",
+            "127.0.0.1",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(not_public(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["203.0.113.10", "198.51.100.7", "2001:db8::1"] {
+            assert!(not_public(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn exit_code_is_1_only_with_a_fail() {
+        let warn = Row::warn("a", "b", "c");
+        assert_eq!(exit_code(&[Row::pass("a", "b"), warn.clone()]), 0);
+        assert_eq!(exit_code(&[warn, Row::fail("a", "b", "c")]), 1);
+        let t = table(&[Row::fail("dkim x", "key mismatch", "publish it")]);
+        assert_eq!(
+            t,
+            "FAIL  dkim x  key mismatch\n              fix: publish it\n"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Reverse DNS: the egress IP has a PTR, its name's A/AAAA include the IP again (FCrDNS),
+//! and it is the HELO name.
+
+use std::net::IpAddr;
+
+use super::{Dns, Row};
+
+/// The PTR rows.
+pub async fn check(ip: IpAddr, helo: &str, dns: &Dns) -> Vec<Row> {
+    let name = format!("ptr {ip}");
+    let names = match dns.ptr(ip).await {
+        Err(e) => {
+            return vec![Row::fail(name, e, "check [dns] nameservers, then rerun")];
+        }
+        Ok(n) if n.is_empty() => {
+            return vec![Row::fail(
+                name,
+                format!("no PTR record for {ip}"),
+                format!("ask the owner of {ip} (your host or ISP) for a PTR to {helo}"),
+            )];
+        }
+        Ok(n) => n,
+    };
+    let mut confirmed = None;
+    for n in &names {
+        if let Ok(addrs) = dns.addrs(n).await {
+            if addrs.contains(&ip) {
+                confirmed = Some(n.clone());
+                break;
+            }
+        }
+    }
+    let Some(host) = confirmed else {
+        return vec![Row::fail(
+            name,
+            format!(
+                "PTR {} does not forward-confirm: its A/AAAA records do not include {ip}",
+                names.join(", ")
+            ),
+            format!("publish A {ip} for {}", names[0]),
+        )];
+    };
+    let mut rows = vec![Row::pass(name, format!("{host}, forward-confirmed"))];
+    rows.push(if host == helo {
+        Row::pass("ptr matches helo", format!("{host} is the HELO name"))
+    } else {
+        Row::warn(
+            "ptr matches helo",
+            format!("PTR {host} is not the HELO name {helo}"),
+            format!("set [lane] helo = \"{host}\" (or point the PTR at {helo})"),
+        )
+    });
+    rows
+}
