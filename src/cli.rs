@@ -115,9 +115,6 @@ pub enum Command {
     /// A campaign's report: sends over time against the configured rate, outcomes, top
     /// domains, bounce categories, the complaint rate against the 0.1% / 0.3% lines, the
     /// prune summary. HTML is one self-contained file (inline SVG, no external assets).
-    #[command(
-        after_help = "Example:\n  blast report campaigns/spring.toml --format csv -o spring.csv --config blast.toml"
-    )]
     Report {
         /// The campaign file.
         campaign: PathBuf,
@@ -286,9 +283,6 @@ pub enum BouncesAction {
     /// Store and act on bounces and feedback reports that reached a mailbox instead of the
     /// bounce inbox: an .eml file, a maildir, a directory of messages, an mbox, or `-`
     /// (stdin). The same message twice is acted on once.
-    #[command(
-        after_help = "Example:\n  blast bounces import ~/Maildir/.bounces --config blast.toml"
-    )]
     Import {
         /// The message file, maildir, directory or mbox; `-` reads stdin.
         path: PathBuf,
@@ -301,7 +295,6 @@ pub enum BouncesAction {
     },
     #[command(after_help = "Example:\n  blast bounces list --config blast.toml")]
     /// The bounce inbox's stored messages (kept for `[bounces] keep_days`), oldest first.
-    #[command(after_help = "Example:\n  blast bounces list --config blast.toml --json")]
     List {
         /// The server config.
         #[arg(long)]
@@ -312,7 +305,6 @@ pub enum BouncesAction {
     },
     #[command(after_help = "Example:\n  blast bounces show 00000000001e8480 --config blast.toml")]
     /// One stored message: its envelope, what was done with it, and the raw message.
-    #[command(after_help = "Example:\n  blast bounces show 0001 --config blast.toml")]
     Show {
         /// Its id (as `blast bounces list` prints it).
         id: String,
