@@ -202,6 +202,13 @@ pub fn is_address_level_reply(reply: &str) -> bool {
         .is_ok_and(|code| classify(Stage::Rcpt, code, text) == Class::AddressPermanent)
 }
 
+/// The [`Category`] of a stored reply (`"552 5.2.2 mailbox full"`): its leading code, when it
+/// has one, and its text. For the writer's soft-bounce counting and the report's categories.
+pub fn reply_category(reply: &str) -> Category {
+    let code = reply.get(..3).and_then(|c| c.parse().ok());
+    category(code, None, reply)
+}
+
 /// What a failure is about, named the way bulk MTAs name it (KumoMTA's bounce classifier;
 /// PowerMTA's `bad-mailbox`, `inactive-mailbox`, `quota-issues`, `spam-related`,
 /// `policy-related`… map onto these, several to one). A lane's SMTP reply and a parsed bounce

@@ -258,6 +258,15 @@ impl Global {
         self.with(|| Request::RunDirs, |r| Ok(r.run_dirs), |sp| sp.run_dirs())
     }
 
+    /// How a run id is named on the list and in counts: its registered name, else
+    /// `run:<hex>` (a run sent without registering, or the list unreachable). Blocking.
+    pub fn run_label(&self, id: u32) -> String {
+        match self.run_name(id) {
+            Ok(Some(name)) => name,
+            _ => format!("run:{id:08x}"),
+        }
+    }
+
     /// The name of a run id registered by [`Global::register_run`]. Blocking.
     pub fn run_name(&self, id: u32) -> Result<Option<String>> {
         self.with(

@@ -303,12 +303,6 @@ fn import(path: &Path, config: &Path, json: bool) -> Result<i32> {
     Ok(if sum.errors.is_empty() { 0 } else { 1 })
 }
 
-fn when(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
 fn kind(mb: &Mailbox) -> &'static str {
     match mb {
         Mailbox::Bounce { .. } => "bounce",
@@ -344,7 +338,7 @@ fn list(config: &Path, json: bool) -> Result<i32> {
         println!(
             "{:016x} {:<19} {:<12} {}",
             s.id,
-            when(s.at_ms),
+            crate::report::summary::utc_time(s.at_ms),
             to,
             crate::bounce::scan::one_line(&done, 120)
         );
@@ -364,7 +358,11 @@ fn show(id: &str, config: &Path) -> Result<i32> {
         )));
     };
     println!("id:        {:016x}", s.id);
-    println!("received:  {} UTC from {}", when(s.at_ms), s.client);
+    println!(
+        "received:  {} UTC from {}",
+        crate::report::summary::utc_time(s.at_ms),
+        s.client
+    );
     println!("mail from: <{}>", s.mail_from);
     for (r, mb) in &s.rcpts {
         println!("to:        {r} ({})", kind(mb));

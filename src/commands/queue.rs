@@ -149,9 +149,7 @@ fn print_list(entries: &[Entry], json: bool) {
         "id", "received (UTC)", "size", "sender"
     );
     for e in entries {
-        let at = chrono::DateTime::from_timestamp_millis(e.received_ms as i64)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
+        let at = crate::report::summary::utc_time(e.received_ms);
         let from = if e.mail_from.is_empty() {
             "<>"
         } else {

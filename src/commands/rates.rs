@@ -9,6 +9,11 @@ use serde::Serialize;
 use crate::bounce::policy::{BouncePolicy, COMPLAINT_ALARM, COMPLAINT_WARN};
 use crate::store::record::{Record, State};
 
+/// A share as a percentage with two decimals (`0.0015` → `0.15%`).
+pub fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
 /// Counts gathered from a campaign's records.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -86,7 +91,6 @@ pub fn rates(t: &Tally, counts: &[(String, u64)], policy: &BouncePolicy) -> Rate
     let complaint_rate =
         (t.feedback_delivered > 0).then(|| ratio(complaints, t.feedback_delivered));
     let mut alerts = Vec::new();
-    let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     let bounce_rate = ratio(hard, attempted);
     if attempted > 0 && bounce_rate >= policy.hard_warn {
         alerts.push(format!(
@@ -129,7 +133,6 @@ pub fn rates(t: &Tally, counts: &[(String, u64)], policy: &BouncePolicy) -> Rate
 
 /// The rates' lines for the status table.
 pub fn print(r: &Rates, t: &Tally) {
-    let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     println!(
         "  hard bounces {} ({}) · unsubscribes {} ({}) · complaints {} ({})",
         r.hard_bounces,

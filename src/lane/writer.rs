@@ -246,16 +246,16 @@ impl SoftNotes {
                     self.resets.push(k);
                 }
             }
-            State::Failed | State::Bounced if !rec.is_address_bounce() => {
-                let code = rec.last_reply.get(..3).and_then(|c| c.parse().ok());
-                if crate::classify::category(code, None, &rec.last_reply).counts_as_soft() {
-                    self.hits.push(SoftHit {
-                        key: crate::token::mailbox_key(tokens, key),
-                        campaign: ctx.spec.campaign.clone(),
-                        at_ms: now,
-                        detail: rec.last_reply.clone(),
-                    });
-                }
+            State::Failed | State::Bounced
+                if !rec.is_address_bounce()
+                    && crate::classify::reply_category(&rec.last_reply).counts_as_soft() =>
+            {
+                self.hits.push(SoftHit {
+                    key: crate::token::mailbox_key(tokens, key),
+                    campaign: ctx.spec.campaign.clone(),
+                    at_ms: now,
+                    detail: rec.last_reply.clone(),
+                });
             }
             _ => {}
         }

@@ -91,8 +91,7 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
             per_minute.entry(minute).or_default()[if slot == 0 { 0 } else { slot - 1 }] += 1;
         }
         if slot >= 2 {
-            let code = r.last_reply.get(..3).and_then(|c| c.parse().ok());
-            let cat = crate::classify::category(code, None, &r.last_reply);
+            let cat = crate::classify::reply_category(&r.last_reply);
             *categories.entry(format!("{cat:?}")).or_default() += 1;
         }
         if slot > 0 {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::campaign::Report;
 use crate::bounce::policy::{COMPLAINT_ALARM, COMPLAINT_WARN};
+use crate::commands::rates::pct;
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -39,17 +40,14 @@ fn duration_text(secs: f64) -> String {
     }
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.2}%", 100.0 * x)
-}
-
 fn when(ms: u64) -> String {
     if ms == 0 {
         return "—".into();
     }
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default()
+    match super::summary::utc_time(ms) {
+        t if t.is_empty() => t,
+        t => format!("{t} UTC"),
+    }
 }
 
 /// Sends per minute as bars, with the configured rate as a dashed line.

@@ -155,6 +155,13 @@ pub fn print(s: &Summary) {
     }
 }
 
+/// A time (ms since the epoch) as `2026-12-02 04:12:40`, UTC; empty when out of range.
+pub fn utc_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
 /// The `--json` form of counts (the keys `blast status --json` promises).
 pub fn counts_json(campaign: &str, c: &Counts, running: bool) -> serde_json::Value {
     let mut m = serde_json::Map::new();

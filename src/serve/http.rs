@@ -172,10 +172,7 @@ async fn click(
     };
     let global = app.global.clone();
     tokio::task::spawn_blocking(move || {
-        let source = match global.run_name(t.run) {
-            Ok(Some(name)) => name,
-            _ => format!("run:{:08x}", t.run),
-        };
+        let source = global.run_label(t.run);
         let events = [
             (source.clone(), "click".to_string()),
             (source, format!("click:{url}")),
@@ -268,10 +265,7 @@ async fn unsubscribe(
     let record = move || {
         // The token names its run by a 32-bit hash of the run's name: runs sent with serve's
         // keys registered theirs on the list (no campaign store is opened to find it).
-        let source = match global.run_name(t.run) {
-            Ok(Some(name)) => name,
-            _ => format!("run:{:08x}", t.run),
-        };
+        let source = global.run_label(t.run);
         let entry = Entry {
             reason: "unsubscribe".into(),
             at_ms: crate::store::now_ms(),

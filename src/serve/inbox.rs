@@ -470,10 +470,7 @@ impl<'a> Acts<'a> {
 
     /// The run's name (a campaign id, `campaign@slot`), or its number when not registered.
     fn run_name(&self, run: u32) -> String {
-        match self.global.run_name(run) {
-            Ok(Some(name)) => name,
-            _ => format!("run:{run:08x}"),
-        }
+        self.global.run_label(run)
     }
 
     fn suppress(&mut self, rcpt: &str, rid: &str, source: String, reason: &str, detail: String) {
