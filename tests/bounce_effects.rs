@@ -5,21 +5,13 @@
 
 use crate::inbox::{arf, dsn, inbox_setup, message_id_of, send_campaign, spawn, verp_of};
 use crate::serve::{free_port, term, Setup};
-use crate::unsubscribe::{keys, send_process, signed_campaign};
+use crate::unsubscribe::{keys, reasons, send_process, signed_campaign, suppress_rows};
 
 /// The suppression list as key → reason (a recipient-id key without its note).
 fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
-    let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    let (out, rows) = suppress_rows(setup);
     assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            let key = rec[0].split_whitespace().next().unwrap_or("").to_string();
-            (key, rec[1].to_string())
-        })
-        .collect()
+    reasons(&rows)
 }
 
 fn out_text(o: &std::process::Output) -> String {

@@ -11,7 +11,9 @@ use blast::token::Purpose;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::serve::{free_port, term, wait_until, Setup, WAIT};
-use crate::unsubscribe::{keys, listed, send_process, setup, signed_campaign, token};
+use crate::unsubscribe::{
+    keys, listed, reasons, send_process, setup, signed_campaign, suppress_rows, token,
+};
 
 pub(crate) fn inbox_setup(relay: SocketAddr) -> Setup {
     let s = setup(relay);
@@ -218,20 +220,7 @@ async fn bounces_and_complaints_suppress_exactly_their_recipients() {
         assert!(r.starts_with("250"), "{rcpt}: {r}");
     }
     let rid = |a: &str| blast::token::rid_key(k.recipient_id(a));
-    let reasons = || -> std::collections::BTreeMap<String, String> {
-        let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut r = csv::Reader::from_reader(text.as_bytes());
-        r.records()
-            .map(|rec| {
-                let rec = rec.unwrap();
-                (
-                    rec[0].split_whitespace().next().unwrap_or("").to_string(),
-                    rec[1].to_string(),
-                )
-            })
-            .collect()
-    };
+    let reasons = || reasons(&suppress_rows(&setup).1);
     wait_until("three suppressions", || reasons().len() >= 3).await;
     std::thread::sleep(std::time::Duration::from_millis(500));
     let l = reasons();

@@ -101,17 +101,33 @@ pub(crate) fn token(keys: &Keys, purpose: Purpose, addr: &str, run: &str) -> Str
     keys.issue(purpose, keys.recipient_id(addr), run_id(run))
 }
 
+/// `blast suppress list --config`: the command's output and its CSV rows.
+pub(crate) fn suppress_rows(setup: &Setup) -> (std::process::Output, Vec<csv::StringRecord>) {
+    let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|rec| rec.unwrap())
+        .collect();
+    (out, rows)
+}
+
+/// Rows of [`suppress_rows`] as key → reason, a recipient-id key without its note.
+pub(crate) fn reasons(rows: &[csv::StringRecord]) -> std::collections::BTreeMap<String, String> {
+    rows.iter()
+        .map(|rec| {
+            let key = rec[0].split_whitespace().next().unwrap_or("").to_string();
+            (key, rec[1].to_string())
+        })
+        .collect()
+}
+
 /// `blast suppress list --config`: key → source.
 pub(crate) fn listed(setup: &Setup) -> std::collections::BTreeMap<String, String> {
-    let out = tokio::task::block_in_place(|| setup.blast(&["suppress", "list"]));
+    let (out, rows) = suppress_rows(setup);
     assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            (rec[0].to_string(), rec[3].to_string())
-        })
+    rows.iter()
+        .map(|rec| (rec[0].to_string(), rec[3].to_string()))
         .collect()
 }
 
