@@ -31,22 +31,24 @@ pub struct Tally {
 
 impl Tally {
     /// Looks at one record.
-    pub fn note(&mut self, r: &Record, policy: &BouncePolicy) {
+    pub fn note(&mut self, r: &Record) {
         match r.state {
-            State::Sent => {
-                self.delivered += 1;
-                let d = r.domain();
-                if policy.sends_feedback(d) {
-                    self.feedback_delivered += 1;
-                } else if d == "gmail.com" || d == "googlemail.com" {
-                    self.gmail_delivered += 1;
-                }
-            }
+            State::Sent => self.delivered += 1,
             State::Bounced => {
                 self.bounced += 1;
                 self.address_bounces += u64::from(r.is_address_bounce());
             }
             _ => {}
+        }
+    }
+
+    /// Counts one domain's `sent` deliveries towards the feedback-loop and Gmail bases: once
+    /// per domain, from the per-domain counts, not once per record.
+    pub fn note_domain(&mut self, domain: &str, sent: u64, policy: &BouncePolicy) {
+        if policy.sends_feedback(domain) {
+            self.feedback_delivered += sent;
+        } else if domain == "gmail.com" || domain == "googlemail.com" {
+            self.gmail_delivered += sent;
         }
     }
 }

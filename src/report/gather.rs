@@ -73,7 +73,7 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
     for kv in st.iter() {
         let (_, r) = kv?;
         warnings.note(&r);
-        tally.note(&r, &s.bounce_policy);
+        tally.note(&r);
         if r.first_attempt_ms > 0 {
             first_ms = first_ms.min(r.first_attempt_ms);
         }
@@ -105,6 +105,9 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
     }
     errors.sort_by_key(|e| std::cmp::Reverse(e.0));
     errors.truncate(LAST_ERRORS);
+    for (d, c) in &domains {
+        tally.note_domain(d, c[0], &s.bounce_policy);
+    }
     let mut domains: Vec<_> = domains.into_iter().collect();
     domains.sort_by(|a, b| {
         b.1.iter()
