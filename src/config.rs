@@ -18,6 +18,7 @@ use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 pub mod dkim;
 pub mod duration;
 pub mod schedule;
+pub mod shaping;
 
 pub use duration::parse_duration;
 
@@ -101,6 +102,16 @@ pub(crate) struct RawLane {
     pub(crate) mx_port: Option<Spanned<u32>>,
     /// The accounting file (JSON lines, one per attempt).
     pub(crate) accounting: Option<Spanned<String>>,
+    /// A shaping file over the shipped one ([`shaping`]).
+    pub(crate) shaping: Option<Spanned<String>>,
+    /// `false`: none of the shipped providers and rules.
+    pub(crate) shaping_defaults: Option<Spanned<bool>>,
+    /// Provider rollups over the shaping files, key by key.
+    #[serde(default)]
+    pub(crate) providers: BTreeMap<String, Spanned<shaping::RawProvider>>,
+    /// Response rules over the shaping files, key by key.
+    #[serde(default)]
+    pub(crate) rules: BTreeMap<String, Spanned<shaping::RawRule>>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
     #[serde(default)]
     pub(crate) dkim: BTreeMap<String, Spanned<dkim::RawDkim>>,
@@ -402,6 +413,8 @@ pub struct LaneSettings {
     /// default (`STATE_DIR/ID/accounting.jsonl` for a campaign, `STATE_DIR/accounting.jsonl`
     /// for serve's priority lane), filled in where the lane is started.
     pub accounting: Option<PathBuf>,
+    /// Provider rollups and response rules (the blast lane's; empty for the priority lane).
+    pub shaping: std::sync::Arc<shaping::Shaping>,
 }
 
 impl LaneSettings {
@@ -1169,7 +1182,54 @@ pub(crate) fn lane_settings(
         nameservers,
         dnsbl,
         accounting,
+        shaping: std::sync::Arc::new(lane_shaping(loc, l, section)?),
     })
+}
+
+/// The lane's shaping: the shipped file, then `shaping = "file"`, then the lane's own
+/// `providers` and `rules` tables. Only the blast lane shapes: serve's priority lane sends
+/// one transaction at a time and must never be held by a rule.
+fn lane_shaping(loc: &Locator, l: &RawLane, section: &str) -> Result<shaping::Shaping> {
+    let k = |key: &str| format!("{section}.{key}");
+    if section != "lane" {
+        let set = l
+            .shaping
+            .as_ref()
+            .map(|s| (s.span(), "shaping"))
+            .or(l
+                .shaping_defaults
+                .as_ref()
+                .map(|s| (s.span(), "shaping_defaults")))
+            .or(l.providers.values().next().map(|s| (s.span(), "providers")))
+            .or(l.rules.values().next().map(|s| (s.span(), "rules")));
+        if let Some((span, key)) = set {
+            return loc.err(
+                span,
+                &k(key),
+                "only a campaign's [lane] is shaped (the priority lane is never held back)",
+            );
+        }
+        return Ok(shaping::Shaping::default());
+    }
+    let mut b = shaping::Builder::new(l.shaping_defaults.as_ref().is_none_or(|d| *d.get_ref()));
+    if let Some(f) = &l.shaping {
+        let path = loc.resolve(f.get_ref());
+        let src = std::fs::read_to_string(&path).or_else(|e| {
+            loc.err(
+                f.span(),
+                &k("shaping"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let floc = Locator {
+            path: &path,
+            src: &src,
+        };
+        let raw: shaping::RawShaping = floc.parse_toml()?;
+        b.layer(&floc, &raw.providers, &raw.rules, "")?;
+    }
+    b.layer(loc, &l.providers, &l.rules, "lane.")?;
+    b.build()
 }
 
 /// The DNSBL zones checked when `[dns] dnsbl` is not set.

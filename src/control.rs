@@ -90,6 +90,20 @@ pub enum Request {
     },
     /// Every mailbox's soft failure count.
     SoftCounts,
+    /// Record a response rule's hold on a (source IP, site), durably.
+    HoldPut {
+        /// The hold.
+        hold: crate::store::suppression::SiteHold,
+    },
+    /// The holds in force.
+    Holds,
+    /// Lift the holds of a site (every IP's without `ip`).
+    HoldLift {
+        /// The site key.
+        site: String,
+        /// Only this IP's.
+        ip: Option<String>,
+    },
     /// Store and process one message in the bounce inbox (`blast bounces import`).
     InboxPut {
         /// Where it came from (a file name).
@@ -141,6 +155,9 @@ pub struct Response {
     /// `source_counts`: reason → count.
     #[serde(default)]
     pub counts: Vec<(String, u64)>,
+    /// `holds`: the holds in force.
+    #[serde(default)]
+    pub holds: Vec<crate::store::suppression::SiteHold>,
     /// `soft_counts`: key → its count.
     #[serde(default)]
     pub soft: Vec<(String, crate::store::suppression::SoftCount)>,

@@ -153,6 +153,7 @@ pub fn import(
                     requeues: 0,
                     claim: 0,
                     claim_ms: 0,
+                    site: None,
                 };
                 // A closed feed means the lane stopped: the rows stay pending for the next run.
                 let _ = f.blocking_send(job);

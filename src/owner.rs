@@ -342,6 +342,46 @@ impl Global {
         )
     }
 
+    /// Records a response rule's hold on a (source IP, site), durably. Blocking.
+    pub fn put_hold(&self, hold: &suppression::SiteHold) -> Result<()> {
+        self.with(
+            || Request::HoldPut { hold: hold.clone() },
+            |_| Ok(()),
+            |sp| {
+                sp.put_hold(hold, crate::store::now_ms())?;
+                sp.flush()
+            },
+        )
+    }
+
+    /// The holds in force now (without creating a store where there is none). Blocking.
+    pub fn holds(&self) -> Result<Vec<suppression::SiteHold>> {
+        if self.nothing_yet() {
+            return Ok(Vec::new());
+        }
+        self.with(
+            || Request::Holds,
+            |r| Ok(r.holds),
+            |sp| sp.holds(crate::store::now_ms()),
+        )
+    }
+
+    /// Lifts the holds of `site` (every IP's without `ip`); returns how many. Blocking.
+    pub fn lift_holds(&self, site: &str, ip: Option<&str>) -> Result<u64> {
+        self.with(
+            || Request::HoldLift {
+                site: site.to_string(),
+                ip: ip.map(str::to_string),
+            },
+            |r| Ok(r.added),
+            |sp| {
+                let n = sp.lift_holds(site, ip)?;
+                sp.flush()?;
+                Ok(n)
+            },
+        )
+    }
+
     /// No store and no serve: a read has nothing to find (and must not create a store).
     fn nothing_yet(&self) -> bool {
         matches!(self.mode, Mode::Shared(_))

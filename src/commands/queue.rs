@@ -112,6 +112,9 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SoftHits { .. }
         | Request::SoftReset { .. }
         | Request::SoftCounts
+        | Request::HoldPut { .. }
+        | Request::Holds
+        | Request::HoldLift { .. }
         | Request::InboxPut { .. }
         | Request::InboxList
         | Request::InboxProbe

@@ -57,7 +57,6 @@ pub(crate) async fn run(
     // Fed by an import into an empty store: nothing to scan until the feed closes.
     let mut scan_done = feed.is_some();
     let mut claimed: Vec<Job> = Vec::with_capacity(CLAIM_BATCH);
-    let cap = ctx.settings.per_domain_connections;
     let mut last_shrink = Instant::now();
     let mut pass_started_ms = now_ms();
 
@@ -92,6 +91,7 @@ pub(crate) async fn run(
                     requeues: 0,
                     claim: 0,
                     claim_ms: 0,
+                    site: None,
                 });
             }
             cursor = last;
@@ -136,26 +136,18 @@ pub(crate) async fn run(
             let Some(domain) = buf.rr.pop_front() else {
                 break;
             };
-            let blocked = ctx.domains.with(&domain, |s| {
-                if let Some(until) = s.backoff_until {
-                    if until > now {
-                        return Some(until - now);
-                    }
-                    s.backoff_until = None;
-                }
-                (s.inflight >= cap).then_some(Duration::from_millis(5))
-            });
-            if let Some(w) = blocked {
-                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(domain);
-                continue;
-            }
             if let Some(w) = dns_wait(&ctx, &domain, now) {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
                 continue;
             }
-            if let Err(w) = throttle.check_domain(&domain) {
+            let site = site_of(&ctx, &domain);
+            if let Err(w) = ctx.sites.admit(&site, now) {
+                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                buf.rr.push_back(domain);
+                continue;
+            }
+            if let Err(w) = throttle.check_domain(&domain, &site.key) {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
                 continue;
@@ -167,14 +159,15 @@ pub(crate) async fn run(
                 throttle.wait_global().await;
             }
             let q = buf.queues.get_mut(&domain).expect("rr domain has a queue");
-            let job = q.pop_front().expect("rr domain queue not empty");
+            let mut job = q.pop_front().expect("rr domain queue not empty");
             buf.len -= 1;
             if q.is_empty() {
                 buf.queues.remove(&domain);
             } else {
                 buf.rr.push_back(domain.clone());
             }
-            ctx.domains.with(&domain, |s| s.inflight += 1);
+            ctx.sites.start(&site);
+            job.site = Some(site);
             claimed.push(job);
             if claimed.len() >= CLAIM_BATCH {
                 commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
@@ -254,6 +247,19 @@ pub(crate) async fn run(
         wait_for(&mut requeue, &mut buf, w).await;
     }
     Ok(())
+}
+
+/// The site `domain` goes to: its MX host set (direct delivery, once DNS answered), else the
+/// domain.
+fn site_of(ctx: &LaneCtx, domain: &str) -> super::sites::Site {
+    if let Some(Some(crate::dns::Answer::Hosts(set))) =
+        ctx.connector.mx().map(|m| m.resolver.poll(domain))
+    {
+        return ctx.sites.site_of(domain, Arc::as_ptr(&set) as usize, || {
+            set.hosts.iter().map(|h| h.name.clone()).collect()
+        });
+    }
+    ctx.sites.site_of_domain(domain)
 }
 
 /// Direct delivery: how long `domain` must wait for DNS before it is dispatched — while its
@@ -358,7 +364,9 @@ pub(crate) async fn claimer(
             Err(e) => {
                 // Not durable, so never sent: release the domain slots; the rows stay pending.
                 for j in &batch {
-                    ctx.domains.finished(j.rec.domain());
+                    if let Some(s) = &j.site {
+                        ctx.sites.finished(s);
+                    }
                 }
                 outstanding.fetch_sub(batch.len(), Ordering::SeqCst);
                 ctx.set_fatal(format!("cannot record claims: {e}"));

@@ -26,6 +26,15 @@ pub struct Job {
     /// That claim's time: its result is written no earlier (so a rerun tells a committed
     /// result from a recipient still in flight under the marker).
     pub claim_ms: u64,
+    /// The destination site it was dispatched to (set by the dispatcher).
+    pub site: Option<super::sites::Site>,
+}
+
+impl Job {
+    /// The key of the site it was dispatched to (its domain before dispatch).
+    pub fn site_key(&self) -> &str {
+        self.site.as_ref().map_or(self.rec.domain(), |s| &s.key)
+    }
 }
 
 /// How an attempt ended.

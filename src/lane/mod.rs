@@ -12,12 +12,12 @@
 pub mod breaker;
 pub mod complaints;
 pub mod dispatch;
-pub mod domains;
 pub mod health;
 pub mod job;
 pub mod live;
 pub mod priority;
 pub mod retry;
+pub mod sites;
 pub mod throttle;
 pub mod worker;
 pub mod worker_mx;
@@ -105,7 +105,8 @@ pub(crate) struct LaneCtx {
     pub store: Arc<CampaignStore>,
     pub shutdown: Arc<Shutdown>,
     pub stats: Arc<Stats>,
-    pub domains: domains::DomainTable,
+    /// Per-site state: in flight, backoff, holds ([`sites`]).
+    pub sites: sites::Sites,
     /// Where sessions go.
     pub connector: Connector,
     /// The owner of the global suppression list.
@@ -228,7 +229,11 @@ pub async fn run_with(
         store,
         shutdown: lane_stop,
         stats,
-        domains: domains::DomainTable::default(),
+        sites: sites::Sites::new(
+            settings.shaping.clone(),
+            sites::ip_key(settings.source_ip),
+            settings.per_domain_connections,
+        ),
         connector,
         global,
         health: health::Health::default(),
@@ -252,6 +257,8 @@ pub async fn run_with(
     let mut complaint = complaints::Watch::default();
     complaint.check(&ctx).await;
     let complaint_watch = tokio::spawn(complaint.watch(ctx.clone()));
+    sites::load_holds(&ctx).await;
+    let holds_watch = tokio::spawn(sites::watch_holds(ctx.clone()));
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = tokio::spawn(writer::run(
         ctx.clone(),
@@ -293,6 +300,7 @@ pub async fn run_with(
     dispatched?;
     watcher.abort();
     complaint_watch.abort();
+    holds_watch.abort();
     let mut report = report;
     report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     report.stalled = ctx.stalled.lock().unwrap_or_else(|p| p.into_inner()).take();

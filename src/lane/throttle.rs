@@ -1,5 +1,5 @@
-//! Rate limits with governor: one global limiter, a keyed limiter for the default per-domain
-//! rate, and direct limiters for domains with their own rate. Quotas are built with
+//! Rate limits with governor: one global limiter, a keyed limiter for the default rate of a
+//! destination site ([`super::sites`]), and direct limiters for domains with their own rate. Quotas are built with
 //! `with_period` + `allow_burst` so the rate is smooth (burst 1 spaces messages evenly;
 //! `per_hour(n)` would allow a burst of n).
 
@@ -81,12 +81,14 @@ impl Throttle {
         }
     }
 
-    /// Takes a token for `domain` without waiting; on failure, how long until one is free.
-    pub fn check_domain(&self, domain: &str) -> Result<(), Duration> {
+    /// Takes a token for `domain`, on `site`, without waiting; on failure, how long until one
+    /// is free. A domain with its own rate (`[lane.per_domain]`) is held to that; every other
+    /// domain shares its site's default rate (through a relay the site is the domain).
+    pub fn check_domain(&self, domain: &str, site: &str) -> Result<(), Duration> {
         let r = if let Some(l) = self.domains.get(domain) {
             l.check()
         } else if let Some(l) = &self.default_domain {
-            l.check_key(&domain.to_string())
+            l.check_key(&site.to_string())
         } else {
             return Ok(());
         };

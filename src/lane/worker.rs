@@ -38,7 +38,10 @@ pub(super) fn next_now(jobs: &Jobs, ctx: &LaneCtx) -> Option<Job> {
 }
 
 pub(super) async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Outcome) {
-    ctx.domains.finished(job.rec.domain());
+    if let Some(s) = &job.site {
+        ctx.sites.finished(s);
+    }
+    let outcome = response_rules(ctx, &job, outcome);
     watch_first_attempt(ctx, &job, &outcome);
     let _ = done.send(Done { job, outcome }).await;
 }
@@ -250,4 +253,34 @@ async fn connect_failed(
         Outcome::Postponed(format!("connection failed: {what}")),
     )
     .await;
+}
+
+/// Runs the lane's response rules over a failed reply: a hold on the job's site (made durable
+/// through the global state's owner in the background: the hold in memory already binds this
+/// run), or a changed outcome (`bounce`).
+fn response_rules(ctx: &LaneCtx, job: &Job, outcome: Outcome) -> Outcome {
+    let (Some(site), Outcome::Failed { class, reply }) = (&job.site, &outcome) else {
+        return outcome;
+    };
+    let Some(e) = ctx
+        .sites
+        .apply_rules(site, *class, reply, &ctx.spec.campaign)
+    else {
+        return outcome;
+    };
+    if let Some(h) = e.hold {
+        let g = ctx.global.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = g.put_hold(&h) {
+                eprintln!(
+                    "blast: warning: cannot record the hold on {}: {err}",
+                    h.site
+                );
+            }
+        });
+    }
+    Outcome::Failed {
+        class: e.class,
+        reply: e.reply,
+    }
 }

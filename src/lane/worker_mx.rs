@@ -33,13 +33,15 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
     let mut session: Option<Session<Job>> = None;
     // A job taken while pipelining that belongs on another host: handled next.
     let mut carry: Option<Job> = None;
+    // Messages the session in hand may carry: the lane's limit, or its site's provider's.
+    let mut mpc = s.max_messages_per_connection;
     loop {
         let job = match carry.take() {
             Some(j) => j,
             None => match next_blocking(&jobs, IDLE).await {
                 Err(()) => break,
                 Ok(None) => {
-                    park(&ctx, &mut session).await;
+                    park(&ctx, &mut session, mpc).await;
                     close_all(ctx.mx_pool.expired(POOL_IDLE)).await;
                     // Quiet now: what was buffered reaches the file.
                     if let Some(a) = &mx.accounting {
@@ -67,8 +69,15 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 continue;
             }
         };
+        let job_mpc = job
+            .site
+            .as_ref()
+            .map_or(s.max_messages_per_connection, |site| {
+                ctx.sites
+                    .messages_per_connection(site, s.max_messages_per_connection)
+            });
         if !session.as_ref().is_some_and(|c| fits(c, &set)) {
-            park(&ctx, &mut session).await;
+            park(&ctx, &mut session, mpc).await;
             session = match ctx.mx_pool.take(&set) {
                 Some(c) => Some(c),
                 None => match ctx.mx_pool.open(&mx, &set).await {
@@ -80,13 +89,14 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 },
             };
         }
+        mpc = job_mpc;
         let sess = session.as_mut().expect("connected");
         submit(&ctx, &done, sess, job).await;
         let mut throttled: Vec<String> = Vec::new();
         loop {
             if carry.is_none()
                 && sess.pipelining()
-                && sess.reusable(s.max_messages_per_connection, s.max_connection_age)
+                && sess.reusable(mpc, s.max_connection_age)
                 && !sess.read_ahead().await
             {
                 if let Some(next) = next_now(&jobs, &ctx) {
@@ -111,17 +121,17 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                     throttled: true,
                     ..
                 }
-            ) && !throttled.iter().any(|d| d == job.rec.domain())
+            ) && !throttled.iter().any(|d| d == job.site_key())
             {
-                // A host saying 421 slows down the domains it was carrying, never the whole
-                // lane: other domains' hosts are other receivers. Once per domain (each call
-                // doubles the backoff), and before the job goes back to the dispatcher.
-                ctx.domains.throttled(job.rec.domain(), s.backoff);
-                throttled.push(job.rec.domain().to_string());
+                // A host saying 421 slows down the sites it was carrying, never the whole
+                // lane: other sites are other receivers. Once per site (each call doubles
+                // the backoff), and before the job goes back to the dispatcher.
+                ctx.sites.throttled(job.site_key(), s.backoff);
+                throttled.push(job.site_key().to_string());
             }
             report(&ctx, &done, job, outcome(&ctx, o)).await;
         }
-        if !sess.reusable(s.max_messages_per_connection, s.max_connection_age) {
+        if !sess.reusable(mpc, s.max_connection_age) {
             if let Some(c) = session.take() {
                 c.close().await;
             }
@@ -137,10 +147,9 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
 }
 
 /// Hands the session in hand to the pool (or closes it when it cannot carry more).
-async fn park(ctx: &LaneCtx, session: &mut Option<Session<Job>>) {
+async fn park(ctx: &LaneCtx, session: &mut Option<Session<Job>>, mpc: u32) {
     let Some(c) = session.take() else { return };
-    let s = &ctx.settings;
-    if c.reusable(s.max_messages_per_connection, s.max_connection_age) {
+    if c.reusable(mpc, ctx.settings.max_connection_age) {
         close_all(ctx.mx_pool.put(c, POOL_IDLE)).await;
     } else {
         c.close().await;

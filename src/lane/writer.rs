@@ -64,6 +64,7 @@ pub(crate) async fn run(
         for d in group.drain(..) {
             let Done { mut job, outcome } = d;
             let domain = job.rec.domain().to_string();
+            let site = job.site_key().to_string();
             // The state the store holds for it (pending or deferred): requeues keep it, so a
             // deferred recipient that gets a final result leaves the deferred gauge.
             let was_deferred = job.rec.state == State::Deferred;
@@ -77,7 +78,7 @@ pub(crate) async fn run(
                     rec.attempts += 1;
                     rec.last_reply = reply;
                     rec.class = Some(Class::Success);
-                    ctx.domains.healthy(&domain);
+                    ctx.sites.healthy(&site);
                     counted[0] += 1;
                 }
                 Outcome::Failed { class, reply } => {
@@ -105,7 +106,7 @@ pub(crate) async fn run(
                         }
                         Class::Transient | Class::Throttling => {
                             let at = if class == Class::Throttling {
-                                let until = ctx.domains.throttled(&domain, ctx.settings.backoff);
+                                let until = ctx.sites.throttled(&site, ctx.settings.backoff);
                                 live.entry(domain.clone()).or_default().throttled =
                                     Some((until, reply.clone()));
                                 let wait =

@@ -275,6 +275,21 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
+        Request::HoldPut { hold } => return global_op(ctx, move |g, _| g.put_hold(&hold)).await,
+        Request::Holds => {
+            return global_op(ctx, |g, r| {
+                r.holds = g.holds()?;
+                Ok(())
+            })
+            .await
+        }
+        Request::HoldLift { site, ip } => {
+            return global_op(ctx, move |g, r| {
+                r.added = g.lift_holds(&site, ip.as_deref())?;
+                Ok(())
+            })
+            .await
+        }
         Request::InboxPut { .. }
         | Request::InboxList
         | Request::InboxProbe

@@ -5,6 +5,7 @@
 
 pub mod bulk;
 pub mod campaign;
+pub mod holds;
 pub mod journal;
 pub mod queue;
 pub mod record;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::holds::SiteHold;
 use super::{check_version, open_db, store_err, SUPPRESSION_FORMAT};
 use crate::error::{Error, Result};
 
@@ -385,6 +386,16 @@ impl Suppression {
             .get(id.to_be_bytes())
             .map_err(|e| store_err(&self.path, e))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Another tree of the global store (for state kept beside the list, such as
+    /// [`super::holds`]), and the store's path for errors.
+    pub(crate) fn tree(&self, name: &str) -> Result<(sled::Tree, &Path)> {
+        let t = self
+            .db
+            .open_tree(name)
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok((t, &self.path))
     }
 
     /// Durably writes pending changes.
