@@ -179,7 +179,26 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
             w.domain, w.count, w.last
         );
     }
+    print_holds(&g.holds);
     Ok(0)
+}
+
+/// The response-rule holds on the lane's IP: what a receiver asked for, and until when.
+pub fn print_holds(holds: &[crate::store::suppression::SiteHold]) {
+    for h in holds {
+        let what = match &h.rate {
+            None => "suspended".to_string(),
+            Some(r) => format!("held to {r}"),
+        };
+        println!(
+            "hold: {} {what} until {} (rule {}, source IP {}): {}",
+            h.site,
+            crate::report::summary::utc_time(h.until_ms),
+            h.rule,
+            h.ip,
+            h.reply
+        );
+    }
 }
 
 /// The counts table, the same whether a send runs or not.

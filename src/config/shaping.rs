@@ -386,12 +386,14 @@ impl Builder {
                         format!("rules.{name}: needs `duration` (e.g. \"2h\")"),
                     )
                 }
-                (None, ..) | (Some(_), Some(_), _) => return fail(
-                    &r.at,
-                    format!(
+                (None, ..) | (Some(_), Some(_), _) => {
+                    return fail(
+                        &r.at,
+                        format!(
                         "rules.{name}: needs `action` (\"suspend\", \"throttle\" or \"bounce\")"
                     ),
-                ),
+                    )
+                }
             };
             if let Some(p) = &r.provider {
                 if !providers.iter().any(|x| &x.name == p) {

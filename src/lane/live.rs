@@ -32,6 +32,8 @@ pub struct Live {
     domains: Mutex<HashMap<String, DomainLive>>,
     /// The relay's last trouble (421, refused connection) and when it was reported.
     relay: Mutex<Option<(Instant, String)>>,
+    /// Response-rule holds in force, one line each.
+    holds: Mutex<Vec<String>>,
     /// Milliseconds the dispatcher spent waiting with nothing it could send.
     pub idle_ms: AtomicU64,
     /// While the lane sleeps until the next retry is due: that time (ms since the epoch), else 0.
@@ -73,6 +75,16 @@ impl Live {
                 e.throttled = d.throttled;
             }
         }
+    }
+
+    /// The holds in force now (from [`super::sites`]).
+    pub fn set_holds(&self, lines: Vec<String>) {
+        *self.holds.lock().unwrap_or_else(|p| p.into_inner()) = lines;
+    }
+
+    /// See [`Live::set_holds`].
+    pub fn holds(&self) -> Vec<String> {
+        self.holds.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The relay said 421 or could not be reached.

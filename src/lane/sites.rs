@@ -302,16 +302,27 @@ impl Sites {
         });
     }
 
-    /// The holds in force now: (site, until, why), for the progress display.
-    pub fn holds(&self) -> Vec<(String, Instant, String)> {
+    /// The holds in force now, one line each for the progress display, by site.
+    pub fn hold_lines(&self) -> Vec<String> {
         let now = Instant::now();
-        lock(&self.table)
+        let mut v: Vec<String> = lock(&self.table)
             .iter()
             .filter_map(|(k, s)| {
                 let h = s.hold.as_ref().filter(|h| h.until > now)?;
-                Some((k.to_string(), h.until, h.why.clone()))
+                let what = if h.limiter.is_some() {
+                    "throttled"
+                } else {
+                    "suspended"
+                };
+                Some(format!(
+                    "{k} {what} until {} UTC: {}",
+                    crate::report::summary::utc_time(h.until_ms),
+                    h.why
+                ))
             })
-            .collect()
+            .collect();
+        v.sort();
+        v
     }
 
     /// Runs the response rules over a reply from `site`. `None`: no rule matched, or its
@@ -357,7 +368,7 @@ impl Sites {
             RuleAction::Throttle(r, d) => (d, Some(r)),
         };
         let until_ms = now_ms() + d.as_millis() as u64;
-        let until_text = crate::report::summary::utc_time(until_ms);
+        let until_text = format!("{} UTC", crate::report::summary::utc_time(until_ms));
         let what = match rate {
             None => format!("{} suspended until {until_text}", site.key),
             Some(r) => format!("{} held to {r} until {until_text}", site.key),
@@ -526,10 +537,16 @@ pub(crate) async fn load_holds(ctx: &super::LaneCtx) {
             for h in &holds {
                 ctx.sites.restore(h);
             }
+            publish_holds(ctx);
         }
         Ok(Err(e)) => eprintln!("blast: warning: cannot read the site holds: {e}"),
         Err(_) => {}
     }
+}
+
+/// Shows the holds in force on the progress display.
+pub(crate) fn publish_holds(ctx: &super::LaneCtx) {
+    ctx.stats.live.set_holds(ctx.sites.hold_lines());
 }
 
 /// [`load_holds`] every [`HOLDS_EVERY`] until the lane stops.

@@ -38,10 +38,12 @@ pub(super) fn next_now(jobs: &Jobs, ctx: &LaneCtx) -> Option<Job> {
 }
 
 pub(super) async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, outcome: Outcome) {
+    // The rules first: a hold must be in force before the site's slot is free again, or the
+    // dispatcher could send the next recipient into the reply that asked it to stop.
+    let outcome = response_rules(ctx, &job, outcome);
     if let Some(s) = &job.site {
         ctx.sites.finished(s);
     }
-    let outcome = response_rules(ctx, &job, outcome);
     watch_first_attempt(ctx, &job, &outcome);
     let _ = done.send(Done { job, outcome }).await;
 }
@@ -269,6 +271,7 @@ fn response_rules(ctx: &LaneCtx, job: &Job, outcome: Outcome) -> Outcome {
         return outcome;
     };
     if let Some(h) = e.hold {
+        super::sites::publish_holds(ctx);
         let g = ctx.global.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(err) = g.put_hold(&h) {

@@ -109,6 +109,8 @@ pub struct Frame {
     pub relay: Option<String>,
     /// The busiest domains.
     pub domains: Vec<DomainLine>,
+    /// Response-rule holds in force (site, what, until, why).
+    pub holds: Vec<String>,
     /// Unsubscribes in this campaign (`None` until they are counted: the hook for them).
     pub unsubscribed: Option<u64>,
     /// Complaints (`None` until they are counted).
@@ -205,6 +207,7 @@ impl Sampler {
             waiting,
             relay: s.live.recent_relay_trouble(RELAY_NOTE),
             domains,
+            holds: s.live.holds(),
             unsubscribed: s
                 .feedback_known
                 .load(std::sync::atomic::Ordering::Relaxed)

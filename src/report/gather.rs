@@ -39,6 +39,8 @@ pub struct Gathered {
     pub last_ms: u64,
     /// What the campaign added to the global state, per reason (and `click:URL`).
     pub source_counts: Vec<(String, u64)>,
+    /// Response-rule holds in force on the lane's source IP (they bind every campaign on it).
+    pub holds: Vec<crate::store::suppression::SiteHold>,
 }
 
 impl Gathered {
@@ -50,6 +52,10 @@ impl Gathered {
             m.insert(
                 "rates".into(),
                 serde_json::to_value(&self.rates).unwrap_or_default(),
+            );
+            m.insert(
+                "holds".into(),
+                serde_json::to_value(&self.holds).unwrap_or_default(),
             );
         }
         v
@@ -115,7 +121,10 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
             .cmp(&a.1.iter().sum::<u64>())
             .then_with(|| a.0.cmp(&b.0))
     });
-    let global = crate::owner::Global::shared(s.suppression_state_dir()).source_counts(&s.id)?;
+    let owner = crate::owner::Global::shared(s.suppression_state_dir());
+    let global = owner.source_counts(&s.id)?;
+    let ip = crate::lane::sites::ip_key(s.lane.source_ip);
+    let holds = owner.holds()?.into_iter().filter(|h| h.ip == ip).collect();
     let rates = rates::rates(&tally, &global, &s.bounce_policy);
     Ok(Gathered {
         counts,
@@ -129,5 +138,6 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
         first_ms: if first_ms == u64::MAX { 0 } else { first_ms },
         last_ms,
         source_counts: global,
+        holds,
     })
 }

@@ -8,7 +8,7 @@ use super::frame::Frame;
 /// `failed`, `skipped`, `rate_now`, `rate_avg` (whole messages per second), `eta_s` (null when
 /// not meaningful), `limit`, `waiting_s` (null unless the lane sleeps until a retry is due),
 /// `relay` (recent relay trouble, or null), `domains` (`domain`, `sent`, `deferred`, `bounced`,
-/// `throttled`), `unsubscribed`/`complaints` (null until counted), `final` (the last object,
+/// `throttled`), `holds` (one line per response-rule hold in force), `unsubscribed`/`complaints` (null until counted), `final` (the last object,
 /// whose figures are the store's counts).
 pub fn object(campaign: &str, f: &Frame) -> serde_json::Value {
     let domains: Vec<serde_json::Value> = f
@@ -38,6 +38,7 @@ pub fn object(campaign: &str, f: &Frame) -> serde_json::Value {
         "rate_now": f.rate_now,
         "rate_avg": f.rate_avg,
         "eta_s": f.eta.map(|d| d.as_secs()),
+        "holds": f.holds,
         "limit": f.limit,
         "waiting_s": f.waiting.map(|d| d.as_secs()),
         "relay": f.relay,

@@ -31,14 +31,21 @@ pub fn terminal(campaign: &str, f: &Frame, width: usize) -> Vec<String> {
         }
         lines.push(l);
     }
+    for h in &f.holds {
+        lines.push(format!("  hold: {}", one_line(h)));
+    }
     lines.into_iter().map(|l| fit(&l, width)).collect()
 }
 
 /// The plain progress line (logs, CI): the same figures on one line.
 pub fn plain(campaign: &str, f: &Frame) -> String {
     let head = if f.last { "final: " } else { "" };
+    let held = match f.holds.len() {
+        0 => String::new(),
+        n => format!(" · {n} site(s) held: {}", one_line(&f.holds[0])),
+    };
     format!(
-        "[{campaign}] {head}{}/{} done · {} · {} · {}",
+        "[{campaign}] {head}{}/{} done · {} · {} · {}{held}",
         num(f.done),
         total(f),
         counts(f),
@@ -199,6 +206,7 @@ mod tests {
                 bounced: 3,
                 throttled: Some("421 4.7.28 Our system has detected an unusual rate".into()),
             }],
+            holds: vec!["mx1.yahoo.test suspended until 2026-12-02 10:00:00 UTC: yahoo-tss04 (421 4.7.0 [TSS04])".into()],
             unsubscribed: None,
             complaints: None,
             last: false,
@@ -221,6 +229,11 @@ mod tests {
         );
         let l = terminal("c", &frame(), 120);
         assert!(l[3].contains("throttled: 421 4.7.28"), "{l:?}");
+        assert!(
+            l[4].starts_with("  hold: mx1.yahoo.test suspended until"),
+            "{l:?}"
+        );
+        assert!(plain("c", &frame()).contains("1 site(s) held: mx1.yahoo.test"));
     }
 
     #[test]
