@@ -55,6 +55,7 @@ fn every_config_key_is_in_the_readme() {
         "src/config.rs",
         "src/config/dkim.rs",
         "src/config/schedule.rs",
+        "src/config/shaping.rs",
         "src/serve/config.rs",
     ] {
         for (st, field) in raw_fields(&root.join(f)) {

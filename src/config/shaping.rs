@@ -55,8 +55,7 @@ pub(crate) struct RawRule {
     /// `false` drops a rule an earlier layer defined.
     pub(crate) enabled: Option<bool>,
     /// The regex, over the reply as recorded ("421 4.7.0 text").
-    #[serde(rename = "match")]
-    pub(crate) pattern: Option<Spanned<String>>,
+    pub(crate) r#match: Option<Spanned<String>>,
     /// `suspend`, `throttle` or `bounce`.
     pub(crate) action: Option<Spanned<String>>,
     /// How long a suspension or throttle lasts.
@@ -286,7 +285,7 @@ impl Builder {
             if let Some(v) = r.enabled {
                 e.enabled = v;
             }
-            if let Some(p) = &r.pattern {
+            if let Some(p) = &r.r#match {
                 let re = regex::Regex::new(p.get_ref()).or_else(|err| {
                     loc.err(
                         p.span(),

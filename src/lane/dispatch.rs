@@ -142,6 +142,13 @@ pub(crate) async fn run(
                 continue;
             }
             let site = site_of(&ctx, &domain);
+            if let Some((until_ms, why)) = ctx.sites.suspended(&site) {
+                // The receiver asked this IP to stop: its waiting recipients are deferred to
+                // the end of the suspension (no attempt spent), so the run neither spins on
+                // them nor holds the others up, and ends once only they are left.
+                defer_held(&ctx, &mut buf, &domain, until_ms, &why).await?;
+                continue;
+            }
             if let Err(w) = ctx.sites.admit(&site, now) {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
@@ -246,6 +253,52 @@ pub(crate) async fn run(
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         wait_for(&mut requeue, &mut buf, w).await;
     }
+    Ok(())
+}
+
+/// Takes `domain`'s buffered recipients out of the round and stores them deferred until
+/// `until_ms` (their attempts untouched: the site's suspension is not theirs). They are not
+/// claimed, so nothing else writes them meanwhile.
+async fn defer_held(
+    ctx: &Arc<LaneCtx>,
+    buf: &mut Buffer,
+    domain: &str,
+    until_ms: u64,
+    why: &str,
+) -> Result<()> {
+    let Some(q) = buf.queues.remove(domain) else {
+        return Ok(());
+    };
+    buf.len -= q.len();
+    let now = now_ms();
+    let mut newly = 0i64;
+    let recs: Vec<(String, Record)> = q
+        .into_iter()
+        .map(|mut j| {
+            newly += i64::from(j.rec.state != State::Deferred);
+            j.rec.state = State::Deferred;
+            j.rec.retry_at_ms = until_ms;
+            j.rec.updated_ms = now;
+            j.rec.last_reply = format!("held: {why}");
+            (j.key, j.rec)
+        })
+        .collect();
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || store.put_batch(recs.iter().map(|(k, r)| (k.as_str(), r))))
+        .await
+        .map_err(|e| Error::Lane(format!("store task failed: {e}")))??;
+    ctx.stats
+        .deferred_now
+        .fetch_add(newly as u64, Ordering::Relaxed);
+    let left = Duration::from_millis(until_ms.saturating_sub(now));
+    ctx.stats.live.apply(HashMap::from([(
+        domain.to_string(),
+        super::live::DomainDelta {
+            deferred: newly,
+            throttled: Some((Instant::now() + left, format!("held: {why}"))),
+            ..Default::default()
+        },
+    )]));
     Ok(())
 }
 

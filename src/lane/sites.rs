@@ -220,6 +220,14 @@ impl Sites {
         Ok(())
     }
 
+    /// The site's suspension in force now: its end (ms since the epoch) and why.
+    pub fn suspended(&self, site: &Site) -> Option<(u64, String)> {
+        let now = Instant::now();
+        let t = lock(&self.table);
+        let h = t.get(&site.key)?.hold.as_ref()?;
+        (h.limiter.is_none() && h.until > now).then(|| (h.until_ms, h.why.clone()))
+    }
+
     /// A transaction to the site was dispatched.
     pub fn start(&self, site: &Site) {
         lock(&self.table)
@@ -403,6 +411,42 @@ impl Sites {
     }
 }
 
+/// How often a running lane reads the holds other campaigns made on its IP.
+const HOLDS_EVERY: Duration = Duration::from_secs(5);
+
+/// Puts the holds of the global state in force: once before the lane dispatches anything,
+/// then every few seconds, so a hold another campaign (or a restart) made binds this run too.
+/// A store that cannot be read only costs that refresh.
+pub(crate) async fn load_holds(ctx: &super::LaneCtx) {
+    let g = ctx.global.clone();
+    match tokio::task::spawn_blocking(move || g.holds()).await {
+        Ok(Ok(holds)) => {
+            for h in &holds {
+                ctx.sites.restore(h);
+            }
+            publish_holds(ctx);
+        }
+        Ok(Err(e)) => eprintln!("blast: warning: cannot read the site holds: {e}"),
+        Err(_) => {}
+    }
+}
+
+/// Shows the holds in force on the progress display.
+pub(crate) fn publish_holds(ctx: &super::LaneCtx) {
+    ctx.stats.live.set_holds(ctx.sites.hold_lines());
+}
+
+/// [`load_holds`] every [`HOLDS_EVERY`] until the lane stops.
+pub(crate) async fn watch_holds(ctx: Arc<super::LaneCtx>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HOLDS_EVERY) => {}
+            _ = ctx.shutdown.wait() => return,
+        }
+        load_holds(&ctx).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,41 +565,5 @@ mod tests {
             other_ip.admit(&y, Instant::now()).is_ok(),
             "a hold binds its own IP only"
         );
-    }
-}
-
-/// How often a running lane reads the holds other campaigns made on its IP.
-const HOLDS_EVERY: Duration = Duration::from_secs(5);
-
-/// Puts the holds of the global state in force: once before the lane dispatches anything,
-/// then every few seconds, so a hold another campaign (or a restart) made binds this run too.
-/// A store that cannot be read only costs that refresh.
-pub(crate) async fn load_holds(ctx: &super::LaneCtx) {
-    let g = ctx.global.clone();
-    match tokio::task::spawn_blocking(move || g.holds()).await {
-        Ok(Ok(holds)) => {
-            for h in &holds {
-                ctx.sites.restore(h);
-            }
-            publish_holds(ctx);
-        }
-        Ok(Err(e)) => eprintln!("blast: warning: cannot read the site holds: {e}"),
-        Err(_) => {}
-    }
-}
-
-/// Shows the holds in force on the progress display.
-pub(crate) fn publish_holds(ctx: &super::LaneCtx) {
-    ctx.stats.live.set_holds(ctx.sites.hold_lines());
-}
-
-/// [`load_holds`] every [`HOLDS_EVERY`] until the lane stops.
-pub(crate) async fn watch_holds(ctx: Arc<super::LaneCtx>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(HOLDS_EVERY) => {}
-            _ = ctx.shutdown.wait() => return,
-        }
-        load_holds(&ctx).await;
     }
 }

@@ -261,12 +261,20 @@ async fn connect_failed(
 /// through the global state's owner in the background: the hold in memory already binds this
 /// run), or a changed outcome (`bounce`).
 fn response_rules(ctx: &LaneCtx, job: &Job, outcome: Outcome) -> Outcome {
-    let (Some(site), Outcome::Failed { class, reply }) = (&job.site, &outcome) else {
+    // A 421 comes back as `Postponed` (no retry spent), a lost session as `Requeue`: their
+    // text is the reply the rules read all the same.
+    let (class, reply) = match &outcome {
+        Outcome::Failed { class, reply } => (*class, reply.as_str()),
+        Outcome::Postponed(why) => (Class::Throttling, why.as_str()),
+        Outcome::Requeue(why) => (Class::Transient, why.as_str()),
+        _ => return outcome,
+    };
+    let Some(site) = &job.site else {
         return outcome;
     };
     let Some(e) = ctx
         .sites
-        .apply_rules(site, *class, reply, &ctx.spec.campaign)
+        .apply_rules(site, class, reply, &ctx.spec.campaign)
     else {
         return outcome;
     };
@@ -282,8 +290,15 @@ fn response_rules(ctx: &LaneCtx, job: &Job, outcome: Outcome) -> Outcome {
             }
         });
     }
-    Outcome::Failed {
-        class: e.class,
-        reply: e.reply,
+    match outcome {
+        // A suspended site's recipient goes back to the dispatcher, which defers it to the
+        // suspension's end.
+        Outcome::Postponed(_) | Outcome::Requeue(_) if e.class != Class::OtherPermanent => {
+            Outcome::Postponed(e.reply)
+        }
+        _ => Outcome::Failed {
+            class: e.class,
+            reply: e.reply,
+        },
     }
 }

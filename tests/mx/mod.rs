@@ -8,9 +8,11 @@
 //!   shared hosts, exactly once, accounting; the NXDOMAIN-share pause; opportunistic TLS
 //! - `tls.rs`    a failed handshake retried in plaintext; `starttls = "required"` verifies
 //! - `priority.rs` the priority lane: one transaction per domain, a DSN for a null MX
+//! - `shaping.rs` limits per MX site and provider rollup; a response rule's durable hold
 
 mod deliver;
 mod priority;
+mod shaping;
 mod tls;
 
 use std::net::{SocketAddr, UdpSocket};
