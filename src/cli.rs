@@ -169,6 +169,21 @@ pub enum Command {
         #[command(subcommand)]
         action: SuppressAction,
     },
+    /// Response-rule holds: sites a receiver asked this IP to stop (or slow down) sending to.
+    #[command(
+        after_help = "Example:\n  blast holds --campaign campaigns/spring.toml list\n  blast holds --config blast.toml lift mx1.yahoo.example,mx2.yahoo.example"
+    )]
+    Holds {
+        /// The campaign file whose state dir holds the global state.
+        #[arg(long, global = true, conflicts_with = "config")]
+        campaign: Option<PathBuf>,
+        /// Or: the server config, whose state dir holds it.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: HoldsAction,
+    },
     /// Scheduled campaigns: upcoming slots, past runs, pause/resume.
     #[command(
         after_help = "Example:\n  blast schedule list --config blast.toml\n  blast schedule runs weekly --config blast.toml --json"
@@ -407,6 +422,29 @@ pub enum SuppressAction {
     Export {
         /// Write here instead of stdout.
         file: Option<PathBuf>,
+    },
+}
+
+/// `blast holds` actions.
+#[derive(Subcommand, Debug)]
+pub enum HoldsAction {
+    /// The holds in force: site, what, until when, the rule and the reply.
+    #[command(after_help = "Example:\n  blast holds --config blast.toml list --json")]
+    List {
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the holds of a site (its key as `list` shows it), before their end.
+    #[command(
+        after_help = "Example:\n  blast holds --campaign campaigns/spring.toml lift mx.yahoo.example --ip 203.0.113.25"
+    )]
+    Lift {
+        /// The site.
+        site: String,
+        /// Only the hold of this source IP (default: every IP's).
+        #[arg(long)]
+        ip: Option<String>,
     },
 }
 

@@ -204,6 +204,22 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             };
             commands::suppress::run(&dir, action)
         }
+        Command::Holds {
+            campaign,
+            config,
+            action,
+        } => {
+            let dir = match (campaign, config) {
+                (Some(c), _) => config::load(&c)?.suppression_state_dir().to_path_buf(),
+                (None, Some(c)) => blast::serve::config::load(&c)?.state_dir,
+                (None, None) => {
+                    return Err(Error::Config(
+                        "which state? give --campaign CAMPAIGN.toml or --config blast.toml".into(),
+                    ))
+                }
+            };
+            commands::holds::run(&dir, action)
+        }
         Command::Queue { config, action } => commands::queue::run(&config, action).await,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
         Command::User { action } => commands::user::run(action),

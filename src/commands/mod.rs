@@ -17,6 +17,7 @@
 pub mod bounces;
 pub mod check;
 pub mod dkim;
+pub mod holds;
 pub mod lanes;
 pub mod preview;
 pub mod queue;

@@ -191,7 +191,7 @@ pub fn print_holds(holds: &[crate::store::suppression::SiteHold]) {
             Some(r) => format!("held to {r}"),
         };
         println!(
-            "hold: {} {what} until {} (rule {}, source IP {}): {}",
+            "hold: {} {what} until {} UTC (rule {}, source IP {}): {}",
             h.site,
             crate::report::summary::utc_time(h.until_ms),
             h.rule,

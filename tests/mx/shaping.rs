@@ -222,4 +222,28 @@ async fn a_tss04_reply_suspends_its_site_across_campaigns_while_other_sites_go_o
             recs[y].last_reply
         );
     }
+
+    // A postmaster who sorted it out with the receiver lifts the hold.
+    let holds = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_blast"))
+            .arg("holds")
+            .arg("--campaign")
+            .arg(f.path("second.toml"))
+            .args(args)
+            .output()
+            .expect("blast holds")
+    };
+    let out = holds(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mx.yahoo-like.test suspended"));
+    let out = holds(&["lift", "mx.nowhere.test"]);
+    assert_eq!(out.status.code(), Some(1), "no such hold");
+    let out = holds(&["lift", "mx.yahoo-like.test"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = holds(&["list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
