@@ -8,10 +8,14 @@
 //!   shared hosts, exactly once, accounting; the NXDOMAIN-share pause; opportunistic TLS
 //! - `tls.rs`    a failed handshake retried in plaintext; `starttls = "required"` verifies
 //! - `priority.rs` the priority lane: one transaction per domain, a DSN for a null MX
+//! - `zone.rs`   an in-process hickory-proto responder (a table of records, SERVFAIL zones)
+//! - `servfail.rs` SERVFAIL for one domain through it: deferred, never bounced or suppressed
 
 mod deliver;
 mod priority;
+mod servfail;
 mod tls;
+mod zone;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
