@@ -10,10 +10,12 @@
 //! - another: `p=none` a WARN, a PTR that does not forward-confirm a FAIL
 //! - a private egress IP: the IP checks skipped with a note
 //! - `doctor/blocklists.rs` the From and link domains on a domain blocklist served by dnsmasq
+//! - `doctor/org.rs` DMARC at the organisational domain (Public Suffix List) of a co.uk From
 //! - `doctor/servfail.rs` a zone answering SERVFAIL: WARN "could not check", exit 0
 //! - `doctor/tls.rs` the lane's TLS to its relay (blast's sink with and without STARTTLS)
 
 mod blocklists;
+mod org;
 mod servfail;
 mod tls;
 
