@@ -232,6 +232,11 @@ fn a_broken_zone_fails_precisely() {
         ("FAIL", "203.0.113.10 is listed (127.0.0.2)")
     );
     assert_eq!(row(&rows, "mx acme.test").1, "PASS");
+    // Every WARN and FAIL says, on one line, what to do.
+    for r in &rows {
+        assert_eq!(r.1 == "PASS", r.3.is_empty(), "{r:?}");
+        assert!(!r.3.contains('\n'), "{r:?}");
+    }
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! domains. Answers are read as for the IP lists ([`super::dnsbl::listing`]): a refusal
 //! (127.255.255.0/24) or a failed lookup is a WARN, never a PASS.
 
+use std::path::Path;
+
 use super::dnsbl::{codes, listing, refused, Listing};
-use super::{Dns, Row, Target};
+use super::{links, Dns, Row, Target};
+use crate::config::Settings;
 use crate::dns::organisational;
 
 /// A domain to look up and why it matters (`From domain`, `link in t.html:3`).
@@ -19,7 +22,7 @@ pub struct Checked {
 }
 
 /// Adds `domain` for `role` to `list`, merging the roles of one domain.
-pub fn add(list: &mut Vec<Checked>, domain: &str, role: String) {
+fn add(list: &mut Vec<Checked>, domain: &str, role: String) {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     if domain.is_empty() {
         return;
@@ -35,6 +38,33 @@ pub fn add(list: &mut Vec<Checked>, domain: &str, role: String) {
             roles: vec![role],
         }),
     }
+}
+
+/// The domains campaign `s` puts before receivers: its From and MAIL FROM domains, its
+/// templates' link domains, and the hosts of the unsubscribe and click-tracking URLs.
+pub fn domains_of(s: &Settings, from: &str, mail_from: &str) -> Vec<Checked> {
+    let mut out = Vec::new();
+    add(&mut out, from, "From domain".into());
+    add(&mut out, mail_from, "bounce domain".into());
+    let templates = [&s.text, &s.html]
+        .into_iter()
+        .flatten()
+        .map(|(p, src)| (p.as_path(), src.as_str()));
+    for l in links::domains(templates) {
+        add(&mut out, &l.domain, format!("link in {}", l.at));
+    }
+    if let Some(tk) = &s.tokens {
+        let urls = [
+            (&tk.unsubscribe_url, "unsubscribe URL"),
+            (&tk.click_url, "click-tracking URL"),
+        ];
+        for (url, role) in urls {
+            for l in links::domains(url.iter().map(|u| (Path::new("config"), u.as_str()))) {
+                add(&mut out, &l.domain, role.into());
+            }
+        }
+    }
+    out
 }
 
 /// One row per zone and domain.

@@ -195,29 +195,7 @@ impl Target {
             None => Vec::new(),
             Some(d) => dkim::configured(&d.spec).map_err(Error::Config)?,
         };
-        let mut domains = Vec::new();
-        dbl::add(&mut domains, &from_domain, "From domain".into());
-        dbl::add(&mut domains, &mail_from_domain, "bounce domain".into());
-        let sources = [&s.text, &s.html];
-        for l in links::domains(
-            sources
-                .into_iter()
-                .flatten()
-                .map(|(p, src)| (p.as_path(), src.as_str())),
-        ) {
-            dbl::add(&mut domains, &l.domain, format!("link in {}", l.at));
-        }
-        if let Some(tk) = &s.tokens {
-            let urls = [
-                (&tk.unsubscribe_url, "unsubscribe URL"),
-                (&tk.click_url, "click-tracking URL"),
-            ];
-            for (url, role) in urls {
-                for l in links::domains(url.iter().map(|u| (Path::new("config"), u.as_str()))) {
-                    dbl::add(&mut domains, &l.domain, role.into());
-                }
-            }
-        }
+        let domains = dbl::domains_of(s, &from_domain, &mail_from_domain);
         Ok(Target {
             from_domain,
             mail_from_domain,
