@@ -41,6 +41,9 @@ pub(crate) struct RawDns {
     pub(crate) nameservers: Option<Vec<Spanned<String>>>,
     /// `blast check --dns`: the DNSBL zones the egress IP is looked up in.
     pub(crate) dnsbl: Option<Vec<Spanned<String>>>,
+    /// `blast check --dns`: the domain blocklists the From, bounce and link domains are
+    /// looked up in.
+    pub(crate) dbl: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +412,9 @@ pub struct LaneSettings {
     /// `[dns] dnsbl`: the DNSBL zones `blast check --dns` looks the egress IP up in.
     /// Default [`DEFAULT_DNSBL`].
     pub dnsbl: Vec<String>,
+    /// `[dns] dbl`: the domain blocklists `blast check --dns` looks the From, bounce and link
+    /// domains up in. Default [`DEFAULT_DBL`].
+    pub dbl: Vec<String>,
     /// The accounting file (one JSON line per attempt). `None` in the file: the lane's
     /// default (`STATE_DIR/ID/accounting.jsonl` for a campaign, `STATE_DIR/accounting.jsonl`
     /// for serve's priority lane), filled in where the lane is started.
@@ -996,7 +1002,13 @@ pub(crate) fn lane_settings(
         })?),
         None => source_ip,
     };
-    let dnsbl = dnsbl(loc, dns)?;
+    let dnsbl = zones(
+        loc,
+        dns.and_then(|d| d.dnsbl.as_ref()),
+        "dnsbl",
+        DEFAULT_DNSBL,
+    )?;
+    let dbl = zones(loc, dns.and_then(|d| d.dbl.as_ref()), "dbl", DEFAULT_DBL)?;
     let relay_is_loopback =
         matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
     let starttls = l.starttls.unwrap_or(if relay_is_loopback {
@@ -1181,6 +1193,7 @@ pub(crate) fn lane_settings(
         mx_port,
         nameservers,
         dnsbl,
+        dbl,
         accounting,
         shaping: std::sync::Arc::new(lane_shaping(loc, l, section)?),
     })
@@ -1235,15 +1248,24 @@ fn lane_shaping(loc: &Locator, l: &RawLane, section: &str) -> Result<shaping::Sh
 /// The DNSBL zones checked when `[dns] dnsbl` is not set.
 pub const DEFAULT_DNSBL: &[&str] = &["zen.spamhaus.org", "bl.spamcop.net"];
 
-/// `[dns] dnsbl = ["zen.spamhaus.org"]`: host names; default [`DEFAULT_DNSBL`].
-fn dnsbl(loc: &Locator, dns: Option<&RawDns>) -> Result<Vec<String>> {
-    let Some(list) = dns.and_then(|d| d.dnsbl.as_ref()) else {
-        return Ok(DEFAULT_DNSBL.iter().map(|z| z.to_string()).collect());
+/// The domain blocklists checked when `[dns] dbl` is not set.
+pub const DEFAULT_DBL: &[&str] = &["dbl.spamhaus.org"];
+
+/// `[dns] dnsbl = ["zen.spamhaus.org"]`, `[dns] dbl = ["dbl.spamhaus.org"]`: zones as host
+/// names (an error names `dns.KEY[i]`); `default` when the key is not set.
+fn zones(
+    loc: &Locator,
+    list: Option<&Vec<Spanned<String>>>,
+    key: &str,
+    default: &[&str],
+) -> Result<Vec<String>> {
+    let Some(list) = list else {
+        return Ok(default.iter().map(|z| z.to_string()).collect());
     };
     let mut out = Vec::new();
     for (i, v) in list.iter().enumerate() {
         let z = host_name(v.get_ref().trim().trim_end_matches('.'))
-            .or_else(|m| loc.err(v.span(), &format!("dns.dnsbl[{i}]"), m))?;
+            .or_else(|m| loc.err(v.span(), &format!("dns.{key}[{i}]"), m))?;
         out.push(z);
     }
     Ok(out)
@@ -1321,6 +1343,7 @@ mod tests {
         let s = parse_with("", "source_ip = \"192.0.2.1\"").unwrap();
         assert_eq!(s.lane.egress_ip, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(s.lane.dnsbl, DEFAULT_DNSBL);
+        assert_eq!(s.lane.dbl, ["dbl.spamhaus.org"]);
         let s = parse_with(
             "",
             "source_ip = \"10.0.0.5\"\negress_ip = \"203.0.113.10\"\n[dns]\ndnsbl = [\"zen.test\"]",
@@ -1332,6 +1355,13 @@ mod tests {
         assert!(e.contains(":10: lane.egress_ip: not an IP address"), "{e}");
         let e = err("", "[dns]\ndnsbl = [\"bad zone\"]");
         assert!(e.contains(":11: dns.dnsbl[0]:"), "{e}");
+        let s = parse_with("", "[dns]\ndbl = [\"dbl.test.\"]\ndnsbl = []").unwrap();
+        assert_eq!(
+            (s.lane.dbl.as_slice(), s.lane.dnsbl.len()),
+            (&["dbl.test".to_string()][..], 0)
+        );
+        let e = err("", "[dns]\ndbl = [\"dbl.test\", \"bad zone\"]");
+        assert!(e.contains(":11: dns.dbl[1]:"), "{e}");
     }
 
     #[test]

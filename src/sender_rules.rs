@@ -14,32 +14,8 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
-/// Public suffixes of more than one label that senders commonly sit under. Without the
-/// full Public Suffix List this is an approximation: enough to tell `news.acme.co.uk` and
-/// `acme.co.uk` apart from `other.co.uk`.
-const MULTI_LABEL_SUFFIXES: &[&str] = &[
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "me.uk", "ltd.uk", "plc.uk", "com.au", "net.au",
-    "org.au", "edu.au", "co.nz", "org.nz", "co.jp", "ne.jp", "or.jp", "com.br", "com.mx", "co.za",
-    "com.cn", "com.tw", "co.in", "co.kr", "com.sg", "com.tr", "co.il", "com.ar",
-];
-
-/// The organisational domain (RFC 7489 §3.2) of `domain`, approximately: the registrable
-/// part under a known public suffix.
-pub fn organisational(domain: &str) -> String {
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = d.split('.').collect();
-    let n = labels.len();
-    if n <= 2 {
-        return d;
-    }
-    let last2 = labels[n - 2..].join(".");
-    let keep = if MULTI_LABEL_SUFFIXES.contains(&last2.as_str()) {
-        3
-    } else {
-        2
-    };
-    labels[n.saturating_sub(keep)..].join(".")
-}
+/// The organisational domain (RFC 7489 §3.2) of `domain`, by the Public Suffix List.
+pub use crate::dns::organisational;
 
 /// Whether a template source shows the reader a way to unsubscribe.
 fn shows_unsubscribe(src: &str) -> bool {

@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod cache;
+mod org;
 
 pub use cache::Cache;
+pub use org::organisational;
 
 use mail_auth::hickory_resolver as hickory;
 

@@ -4,7 +4,7 @@
 
 use super::dkim::tag;
 use super::{Dns, Row, Target};
-use crate::sender_rules::organisational;
+use crate::dns::organisational;
 
 /// The `v=DMARC1` record at `_dmarc.DOMAIN`.
 async fn record(dns: &Dns, domain: &str) -> Result<Option<String>, String> {
@@ -27,11 +27,7 @@ pub async fn check(t: &Target, dns: &Dns) -> Vec<Row> {
     let mut rows = Vec::new();
     let (at, rec) = match found {
         Err(e) => {
-            rows.push(Row::fail(
-                name,
-                e,
-                "check the zone and [dns] nameservers, then rerun",
-            ));
+            rows.push(Row::unchecked(name, e));
             return rows;
         }
         Ok(None) => {

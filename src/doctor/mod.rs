@@ -9,16 +9,25 @@
 //! - `dkim.rs`   the selector's TXT record against the configured private key
 //! - `dmarc.rs`  the policy (with the organisational-domain fallback) and alignment
 //! - `ptr.rs`    PTR, forward confirmation, HELO match
-//! - `dnsbl.rs`  the egress IP on the configured DNSBLs
+//! - `dnsbl.rs`  the egress IP on the configured DNSBLs (and how a list's answer reads)
+//! - `dbl.rs`    the From, bounce and link domains on the configured domain blocklists
+//! - `links.rs`  the link domains of the templates
 //! - `mx.rs`     MX for the From and bounce domains
+//! - `tls.rs`    the lane's TLS to its relay
+//!
+//! A lookup that fails (SERVFAIL, timeout) is a WARN "could not check", never a PASS or a
+//! FAIL: nothing is known.
 
+mod dbl;
 mod dkim;
 mod dmarc;
 mod dnsbl;
+mod links;
 mod lookup;
 mod mx;
 mod ptr;
 mod spf;
+mod tls;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -82,6 +91,14 @@ impl Row {
             fix: fix.into(),
         }
     }
+    /// A lookup failed (SERVFAIL, timeout): nothing is known, so neither PASS nor FAIL.
+    fn unchecked(check: impl Into<String>, why: impl std::fmt::Display) -> Row {
+        Row::warn(
+            check,
+            format!("could not check: {why}"),
+            "rerun; if it persists, check the zone's name servers and [dns] nameservers",
+        )
+    }
     fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Row {
         Row {
             check: check.into(),
@@ -123,6 +140,13 @@ pub struct Target {
     pub dkim: Vec<DkimKey>,
     /// DNSBL zones.
     pub dnsbl: Vec<String>,
+    /// Domain blocklist zones.
+    pub dbl: Vec<String>,
+    /// The domains looked up on them: From, bounce, the links' (and unsubscribe and
+    /// click-tracking hosts).
+    pub domains: Vec<dbl::Checked>,
+    /// The relay whose TLS is checked (`transport = "smtp://…"`), without credentials.
+    pub relay: Option<crate::transport::smtp::Endpoint>,
 }
 
 /// Why `ip` is not one receivers see: RFC 1918 / unique-local, loopback, link-local.
@@ -171,6 +195,7 @@ impl Target {
             None => Vec::new(),
             Some(d) => dkim::configured(&d.spec).map_err(Error::Config)?,
         };
+        let domains = dbl::domains_of(s, &from_domain, &mail_from_domain);
         Ok(Target {
             from_domain,
             mail_from_domain,
@@ -179,6 +204,9 @@ impl Target {
             ip_note,
             dkim,
             dnsbl: s.lane.dnsbl.clone(),
+            dbl: s.lane.dbl.clone(),
+            domains,
+            relay: tls::probe_endpoint(crate::transport::smtp::Endpoint::for_lane(&s.lane)),
         })
     }
 }
@@ -200,7 +228,11 @@ pub async fn diagnose(t: &Target, dns: &Dns, auth: &mail_auth::MessageAuthentica
         rows.extend(ptr::check(ip, &t.helo, dns).await);
         rows.extend(dnsbl::check(ip, &t.dnsbl, dns).await);
     }
+    rows.extend(dbl::check(t, dns).await);
     rows.extend(mx::check(t, dns).await);
+    if let Some(ep) = &t.relay {
+        rows.push(tls::check(ep).await);
+    }
     rows
 }
 

@@ -10,7 +10,7 @@ pub async fn check(ip: IpAddr, helo: &str, dns: &Dns) -> Vec<Row> {
     let name = format!("ptr {ip}");
     let names = match dns.ptr(ip).await {
         Err(e) => {
-            return vec![Row::fail(name, e, "check [dns] nameservers, then rerun")];
+            return vec![Row::unchecked(name, e)];
         }
         Ok(n) if n.is_empty() => {
             return vec![Row::fail(
@@ -22,13 +22,20 @@ pub async fn check(ip: IpAddr, helo: &str, dns: &Dns) -> Vec<Row> {
         Ok(n) => n,
     };
     let mut confirmed = None;
+    let mut failed = None;
     for n in &names {
-        if let Ok(addrs) = dns.addrs(n).await {
-            if addrs.contains(&ip) {
+        match dns.addrs(n).await {
+            Ok(addrs) if addrs.contains(&ip) => {
                 confirmed = Some(n.clone());
                 break;
             }
+            Ok(_) => {}
+            Err(e) => failed = Some(e),
         }
+    }
+    // A forward lookup that failed proves nothing either way.
+    if let (None, Some(e)) = (&confirmed, failed) {
+        return vec![Row::unchecked(name, e)];
     }
     let Some(host) = confirmed else {
         return vec![Row::fail(

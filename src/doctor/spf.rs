@@ -7,11 +7,20 @@ use mail_auth::{MessageAuthenticator, SpfResult};
 
 use super::{Dns, Row, Target};
 
+/// Why there is no one SPF record to evaluate.
+enum NoRecord {
+    /// The lookup failed: unknown.
+    Lookup(String),
+    /// More than one (a permerror).
+    Many(String),
+}
+
 /// The `v=spf1` record at `domain`, if there is exactly one.
-async fn record(dns: &Dns, domain: &str) -> Result<Option<String>, String> {
+async fn record(dns: &Dns, domain: &str) -> Result<Option<String>, NoRecord> {
     let recs: Vec<String> = dns
         .txt(domain)
-        .await?
+        .await
+        .map_err(NoRecord::Lookup)?
         .into_iter()
         .filter(|t| {
             let l = t.to_ascii_lowercase();
@@ -21,9 +30,9 @@ async fn record(dns: &Dns, domain: &str) -> Result<Option<String>, String> {
     match recs.len() {
         0 => Ok(None),
         1 => Ok(recs.into_iter().next()),
-        n => Err(format!(
+        n => Err(NoRecord::Many(format!(
             "{n} SPF records at {domain} (RFC 7208 §4.5: a permerror)"
-        )),
+        ))),
     }
 }
 
@@ -37,7 +46,11 @@ pub async fn check(t: &Target, dns: &Dns, auth: &MessageAuthenticator) -> Vec<Ro
     for (which, domain) in ids {
         let name = format!("spf {which} {domain}");
         let rec = match record(dns, &domain).await {
-            Err(e) => {
+            Err(NoRecord::Lookup(e)) => {
+                rows.push(Row::unchecked(name, e));
+                continue;
+            }
+            Err(NoRecord::Many(e)) => {
                 rows.push(Row::fail(
                     name,
                     e,
@@ -74,14 +87,16 @@ pub async fn check(t: &Target, dns: &Dns, auth: &MessageAuthenticator) -> Vec<Ro
         let result = out.result();
         match result {
             SpfResult::Pass => rows.push(Row::pass(name, format!("{ip} passes \"{rec}\""))),
+            // A DNS failure during evaluation (an include's zone answering SERVFAIL, say):
+            // nothing is known about the record.
+            SpfResult::TempError => rows.push(Row::unchecked(
+                name,
+                format!("evaluating \"{rec}\" for {ip} hit a DNS failure (temperror)"),
+            )),
             other => rows.push(Row::fail(
                 name,
                 format!("{ip} does not pass \"{rec}\": {}", word(other)),
                 match other {
-                    SpfResult::TempError => {
-                        "the lookup failed: check the zone and [dns] nameservers, then rerun"
-                            .to_string()
-                    }
                     SpfResult::PermError => {
                         format!("fix the syntax of the SPF record at {domain} (at most 10 lookups)")
                     }
