@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Import the lists, prune, render and send (resumes if run again).
     #[command(
-        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl\n  blast send campaigns/spring.toml --proof me@acme.example --row 3"
+        after_help = "Example:\n  blast send campaigns/spring.toml\n  blast send campaigns/spring.toml --quiet --json-progress > progress.jsonl\n  blast send campaigns/spring.toml --proof me@acme.example --row 3\n  blast send campaigns/spring.toml --shard 2/4 --config blast.toml"
     )]
     Send {
         /// The campaign file.
@@ -69,6 +69,11 @@ pub enum Command {
         /// With `--proof`: the Nth data row (default: the first that can be sent).
         #[arg(long, requires = "proof")]
         row: Option<u64>,
+        /// Send only shard K of N (1-based): the recipients whose SHA-256 of the normalised
+        /// address, first 8 bytes big-endian, modulo N is K-1. Each shard keeps its own state
+        /// (`STATE/ID/shard-K-of-N`), so rerunning a shard resumes it.
+        #[arg(long, value_name = "K/N", conflicts_with = "proof")]
+        shard: Option<crate::shard::Shard>,
     },
     /// Validate config, lists and templates (every row rendered); sends nothing.
     #[command(

@@ -168,6 +168,9 @@ pub struct Settings {
     pub dkim: Option<dkim::DkimSettings>,
     /// blast.toml's `[bounces]` policy (`--config`, or serve's scheduler); defaults without.
     pub bounce_policy: crate::bounce::policy::BouncePolicy,
+    /// `blast send --shard K/N`: only that shard's recipients, with its own state
+    /// ([`crate::shard`]); `None`: the whole list.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Settings {
@@ -950,6 +953,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         tokens: None,
         dkim,
         bounce_policy: Default::default(),
+        shard: None,
     })
 }
 

@@ -93,6 +93,8 @@ pub struct ImportStats {
     pub fresh: bool,
     /// New recipients added as pending.
     pub pending_added: u64,
+    /// Rows whose address belongs to another shard (`--shard K/N`): not imported, not pruned.
+    pub other_shard: u64,
     /// Fingerprints of every accepted address of this import (removed rows are the stored
     /// ones not in here).
     pub seen: HashSet<u64>,
@@ -215,6 +217,11 @@ fn import_rows(
         let Some((row, mb)) = screen(row, &paths, &s.policy, prune).map_err(perr)? else {
             continue;
         };
+        // Another shard's recipient: not pruned (that shard sends it), only counted.
+        if s.shard.is_some_and(|sh| !sh.holds(&mb.key)) {
+            st.other_shard += 1;
+            continue;
+        }
         let file = &paths[row.file_idx];
         if let Some(missing) = idx[row.file_idx]
             .iter()

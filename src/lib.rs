@@ -42,6 +42,8 @@
 //! - [`sender_rules`] DKIM alignment, one-click unsubscribe covered by DKIM, https URL: what
 //!   `check` and `send` both refuse or warn about
 //! - [`send`]       the `blast send` orchestration (import → lane → summary)
+//! - [`shard`]      `blast send --shard K/N`: which recipients a shard holds (SHA-256 of the
+//!   normalised address), and the shard's state directory
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     live progress (one frame of figures → terminal lines, plain lines, JSON lines),
 //!   the run's [`report::summary::Summary`]
@@ -77,6 +79,7 @@ pub mod schedule;
 pub mod send;
 pub mod sender_rules;
 pub mod serve;
+pub mod shard;
 pub mod shutdown;
 pub mod sign;
 pub mod sink;

@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             config: server,
             proof,
             row,
+            shard,
         } => {
             let mut s = config::load(&campaign)?;
             if let Some(server) = server {
@@ -119,6 +120,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 eprintln!("blast: sending run {} now", s.id);
                 run_slot = Some(blast::schedule::slot_id(slot));
             }
+            s.shard = shard;
             // A bulk send gives way to transactional mail on a shared machine.
             for p in blast::niceness::yield_to_others(s.lane.nice) {
                 eprintln!("blast: warning: cannot lower priority: {p}");

@@ -36,9 +36,14 @@ pub struct SendOptions {
     pub override_breaker: bool,
 }
 
-/// The campaign's own directory inside the state dir.
+/// The campaign's own directory inside the state dir (a shard's: `shard-K-of-N` inside it,
+/// so each shard resumes on its own).
 pub fn campaign_dir(s: &Settings) -> PathBuf {
-    s.state_dir.join(&s.id)
+    let dir = s.state_dir.join(&s.id);
+    match &s.shard {
+        Some(sh) => dir.join(sh.dir_name()),
+        None => dir,
+    }
 }
 
 /// The sled store directory of a campaign.
@@ -244,6 +249,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         fatal: report.fatal,
         stalled: report.stalled,
         interrupted,
+        shard: s.shard,
     };
     crate::report::summary::write_snapshot(
         &campaign_dir(s).join("status.json"),

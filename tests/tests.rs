@@ -23,6 +23,7 @@ mod report;
 mod schedule;
 mod sender_rules;
 mod serve;
+mod shard;
 mod sink;
 mod submission;
 mod tls;

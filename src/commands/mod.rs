@@ -4,6 +4,7 @@
 //! - [`check`]     `blast check`: every row validated ([`check::check`]), then the lane comparison below
 //! - [`lanes`]     what a campaign's lane shares with serve's priority lane (warnings)
 //! - [`status`]    `blast status`: counts, per-domain table, last errors, sender-level warnings
+//! - [`shards`]    `blast status` of a sharded campaign: per shard rows and their sum
 //! - [`rates`]     bounce, unsubscribe and complaint rates and their warning lines
 //! - [`report`]    `blast report`: the campaign's report as HTML, CSV or JSON
 //! - [`suppress`]  `blast suppress add|remove|list|import|export` (CSV in and out)
@@ -24,6 +25,7 @@ pub mod queue;
 pub mod rates;
 pub mod report;
 pub mod schedule;
+pub mod shards;
 pub mod status;
 pub mod suppress;
 pub mod user;

@@ -118,6 +118,10 @@ fn not_sent(campaign: &Path, s: &config::Settings, dir: &Path) -> Error {
 pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
     let s = settings(campaign, server)?;
     let dir = send::store_dir(&s);
+    let shards = super::shards::find(&s);
+    if !shards.is_empty() && !dir.exists() {
+        return super::shards::run(&s, &shards, json);
+    }
     if !dir.exists() {
         return Err(not_sent(campaign, &s, &dir));
     }

@@ -46,6 +46,8 @@ pub struct Summary {
     pub stalled: Option<String>,
     /// Ctrl-C.
     pub interrupted: bool,
+    /// `--shard K/N`: the shard this run sent.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Summary {
@@ -63,6 +65,9 @@ impl Summary {
             > 0
         {
             RunStatus::Deferred
+        } else if self.counts.total == 0 && self.imported.other_shard > 0 {
+            // A shard that holds none of a small list's addresses has nothing to do.
+            RunStatus::Complete
         } else if self.counts.total == self.counts.get(State::Skipped) {
             RunStatus::Config
         } else {
@@ -100,6 +105,13 @@ pub fn print(s: &Summary) {
         s.imported.kept,
         s.import_time.as_secs_f64()
     );
+    if s.imported.other_shard > 0 {
+        eprintln!(
+            "  shard {}: {} rows belong to other shards (not imported, not pruned)",
+            s.shard.map_or_else(String::new, |sh| sh.to_string()),
+            s.imported.other_shard
+        );
+    }
     for line in crate::list::prune::summary_lines(&s.pruned.1, &s.pruned.0) {
         eprintln!("{line}");
     }
