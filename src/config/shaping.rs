@@ -489,11 +489,16 @@ mod tests {
             Some("gmail-unusual-rate")
         );
         assert_eq!(
-            hit("450 4.2.1 The user you are trying to contact is receiving mail at a rate")
+            hit("450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages")
                 .as_deref(),
             Some("gmail-rate-limited")
         );
         assert_eq!(hit("451 4.3.0 try again"), None);
+        assert_eq!(
+            hit("450 4.7.0 rate limit exceeded, slow down"),
+            None,
+            "not Gmail's wording"
+        );
         let g = &s.providers[s
             .provider_of("acme.test", ["alt1.aspmx.l.google.com"])
             .unwrap()];
