@@ -194,16 +194,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             config,
             action,
         } => {
-            // The list lives in the campaign's state dir, or serve's for scheduled runs.
-            let dir = match (campaign, config) {
-                (Some(c), _) => config::load(&c)?.suppression_state_dir().to_path_buf(),
-                (None, Some(c)) => blast::serve::config::load(&c)?.state_dir,
-                (None, None) => {
-                    return Err(Error::Config(
-                        "which list? give --campaign CAMPAIGN.toml or --config blast.toml".into(),
-                    ))
-                }
-            };
+            let dir = global_state_dir(campaign, config, "list")?;
             commands::suppress::run(&dir, action)
         }
         Command::Holds {
@@ -211,15 +202,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             config,
             action,
         } => {
-            let dir = match (campaign, config) {
-                (Some(c), _) => config::load(&c)?.suppression_state_dir().to_path_buf(),
-                (None, Some(c)) => blast::serve::config::load(&c)?.state_dir,
-                (None, None) => {
-                    return Err(Error::Config(
-                        "which state? give --campaign CAMPAIGN.toml or --config blast.toml".into(),
-                    ))
-                }
-            };
+            let dir = global_state_dir(campaign, config, "state")?;
             commands::holds::run(&dir, action)
         }
         Command::Queue { config, action } => commands::queue::run(&config, action).await,
@@ -234,5 +217,21 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 .map_err(|e| Error::io("sink", e))?;
             Ok(0)
         }
+    }
+}
+
+/// The state dir of the global state (the suppression list, the holds): the campaign's, or
+/// serve's for scheduled runs and `send --config`. `what` names it in the error.
+fn global_state_dir(
+    campaign: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+    what: &str,
+) -> Result<std::path::PathBuf, Error> {
+    match (campaign, config) {
+        (Some(c), _) => Ok(config::load(&c)?.suppression_state_dir().to_path_buf()),
+        (None, Some(c)) => Ok(blast::serve::config::load(&c)?.state_dir),
+        (None, None) => Err(Error::Config(format!(
+            "which {what}? give --campaign CAMPAIGN.toml or --config blast.toml"
+        ))),
     }
 }

@@ -136,12 +136,14 @@ pub(crate) async fn run(
             let Some(domain) = buf.rr.pop_front() else {
                 break;
             };
-            if let Some(w) = dns_wait(&ctx, &domain, now) {
-                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(domain);
-                continue;
-            }
-            let site = site_of(&ctx, &domain);
+            let site = match site_or_dns_wait(&ctx, &domain, now) {
+                Ok(site) => site,
+                Err(w) => {
+                    min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                    buf.rr.push_back(domain);
+                    continue;
+                }
+            };
             if let Some((until_ms, why)) = ctx.sites.suspended(&site) {
                 // The receiver asked this IP to stop: its waiting recipients are deferred to
                 // the end of the suspension (no attempt spent), so the run neither spins on
@@ -302,36 +304,33 @@ async fn defer_held(
     Ok(())
 }
 
-/// The site `domain` goes to: its MX host set (direct delivery, once DNS answered), else the
-/// domain.
-fn site_of(ctx: &LaneCtx, domain: &str) -> super::sites::Site {
-    if let Some(Some(crate::dns::Answer::Hosts(set))) =
-        ctx.connector.mx().map(|m| m.resolver.poll(domain))
-    {
-        return ctx.sites.site_of(domain, Arc::as_ptr(&set) as usize, || {
-            set.hosts.iter().map(|h| h.name.clone()).collect()
-        });
-    }
-    ctx.sites.site_of_domain(domain)
-}
-
-/// Direct delivery: how long `domain` must wait for DNS before it is dispatched — while its
-/// MX lookup runs (in the background, so other domains go on), and while an NXDOMAIN waits
-/// for its confirming lookup. `None`: dispatch (the worker acts on the answer).
-fn dns_wait(ctx: &LaneCtx, domain: &str, now: Instant) -> Option<Duration> {
-    let mx = ctx.connector.mx()?;
+/// The site `domain` goes to, from one look at its DNS answer: its MX host set (direct
+/// delivery), else the domain. `Err`: how long it must wait for DNS first — while its MX
+/// lookup runs (in the background, so other domains go on), and while an NXDOMAIN waits for
+/// its confirming lookup. Any other answer is dispatched (the worker acts on it).
+fn site_or_dns_wait(
+    ctx: &LaneCtx,
+    domain: &str,
+    now: Instant,
+) -> std::result::Result<super::sites::Site, Duration> {
+    let Some(mx) = ctx.connector.mx() else {
+        return Ok(ctx.sites.site_of_domain(domain));
+    };
     match mx.resolver.poll(domain) {
-        None => Some(Duration::from_millis(2)),
+        None => Err(Duration::from_millis(2)),
         Some(crate::dns::Answer::NoSuchDomain {
             confirmed: false,
             retry_at,
             ..
-        }) => Some(
-            retry_at
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1)),
-        ),
-        Some(_) => None,
+        }) => Err(retry_at
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1))),
+        Some(crate::dns::Answer::Hosts(set)) => {
+            Ok(ctx.sites.site_of(domain, Arc::as_ptr(&set) as usize, || {
+                set.hosts.iter().map(|h| h.name.clone()).collect()
+            }))
+        }
+        Some(_) => Ok(ctx.sites.site_of_domain(domain)),
     }
 }
 

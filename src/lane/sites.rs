@@ -10,13 +10,12 @@
 //! as a sender-side failure. Nothing here ever blocks another site.
 
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::DefaultDirectRateLimiter;
 
 use crate::classify::Class;
 use crate::config::shaping::{RuleAction, Shaping, Trigger};
@@ -91,12 +90,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn limiter(rate: Rate) -> DefaultDirectRateLimiter {
-    let period = rate.interval().max(Duration::from_nanos(1));
-    governor::RateLimiter::direct(
-        Quota::with_period(period)
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::new(1).expect("1")),
-    )
+    governor::RateLimiter::direct(super::throttle::quota(rate, 1))
 }
 
 /// The site key of an MX host set: its names, lower case, sorted, joined by commas.

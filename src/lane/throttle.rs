@@ -12,7 +12,8 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 use crate::config::{LaneSettings, Rate};
 
-fn quota(rate: Rate, burst: u32) -> Quota {
+/// A smooth quota: one token per `rate` interval, at most `burst` at once.
+pub(super) fn quota(rate: Rate, burst: u32) -> Quota {
     let period = rate.interval().max(Duration::from_nanos(1));
     Quota::with_period(period)
         .expect("non-zero period")

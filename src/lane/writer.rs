@@ -64,7 +64,11 @@ pub(crate) async fn run(
         for d in group.drain(..) {
             let Done { mut job, outcome } = d;
             let domain = job.rec.domain().to_string();
-            let site = job.site_key().to_string();
+            // Shared, not copied: the site key is as long as its MX host list.
+            let site: Arc<str> = job
+                .site
+                .as_ref()
+                .map_or_else(|| job.rec.domain().into(), |s| s.key.clone());
             // The state the store holds for it (pending or deferred): requeues keep it, so a
             // deferred recipient that gets a final result leaves the deferred gauge.
             let was_deferred = job.rec.state == State::Deferred;
