@@ -398,7 +398,12 @@ async fn waiting_for_retries_holds_the_average_and_says_so() {
     assert!(!held.is_empty(), "two lines in one wait: {by_done:?}");
     for avgs in held {
         let (lo, hi) = (avgs.iter().min().unwrap(), avgs.iter().max().unwrap());
-        assert!(hi - lo <= 1, "the average holds while waiting: {by_done:?}");
+        // Waiting is timed to the millisecond: over a sub-second first pass that moves the
+        // figure by a few tenths of a percent, where a sinking average would halve it.
+        assert!(
+            hi - lo <= 1 + hi / 100,
+            "the average holds while waiting: {by_done:?}"
+        );
     }
     let last = objs.last().unwrap();
     assert_eq!(

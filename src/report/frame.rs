@@ -26,6 +26,11 @@ use crate::store::record::State;
 
 /// The span `rate_now` is measured over.
 pub const WINDOW: Duration = Duration::from_secs(5);
+/// Sending time before `rate_avg` is its own figure (before that it is `rate_now`). Short,
+/// because a fast lane can finish its first pass in well under a second and then wait
+/// minutes for retries: the average over that half second is the honest figure, and the
+/// window rate would sink towards zero during the wait.
+const AVG_AFTER: Duration = Duration::from_millis(200);
 /// Domain lines shown at most.
 pub const DOMAINS: usize = 5;
 /// Relay trouble older than this is no longer shown.
@@ -159,7 +164,7 @@ impl Sampler {
         let elapsed = now.duration_since(self.started);
         let idle = s.live.idle();
         let active = elapsed.saturating_sub(idle);
-        let rate_avg = if active >= Duration::from_secs(1) {
+        let rate_avg = if active >= AVG_AFTER {
             per_sec(done, active)
         } else {
             rate_now
