@@ -225,7 +225,7 @@ run_blast() {
     if [[ ${#perf_cmd[@]} -gt 0 ]]; then
         # Inclusive time of blast's and sled's own functions: where the whole send spends its CPU.
         perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null \
-            | grep -E 'blast::|sled::tree::Tree::(apply_batch|get)|IoBufs::write_to_log|_int_malloc|sys_sendto|sys_recvfrom' \
+            | grep -E 'blast::|sled::tree::Tree::(insert|get)|IoBufs::write_to_log|_int_malloc|sys_sendto|sys_recvfrom' \
             | grep -v inlined | head -n 40 >&2 || true
     fi
 

@@ -455,7 +455,7 @@ pub fn reconcile(
             fix.push((k, r));
         }
     }
-    store.put_batch(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
+    store.put_each(fix.iter().map(|(k, r)| (k.as_str(), r)))?;
     store.clear_claims()?;
     store.flush()?;
     Ok(Reconciled {
@@ -678,7 +678,7 @@ transport = "outbox:out"
         fn set_state(&self, key: &str, state: State) {
             let mut r = self.get(key);
             r.state = state;
-            self.store.put_batch([(key, &r)]).unwrap();
+            self.store.put_each([(key, &r)]).unwrap();
         }
     }
 
@@ -775,7 +775,7 @@ transport = "outbox:out"
         let mut bob = f.get("bob@b.example");
         bob.state = State::Deferred;
         bob.updated_ms = at;
-        f.store.put_batch([("bob@b.example", &bob)]).unwrap();
+        f.store.put_each([("bob@b.example", &bob)]).unwrap();
         let (st, _) = f.import(&[("ann@a.example", "Ann"), ("bob@b.example", "Bob")]);
         let r = reconcile(&f.store, InFlightPolicy::Skip, false, &st.seen).unwrap();
         assert_eq!(r.recovered, 1);

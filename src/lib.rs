@@ -75,6 +75,7 @@ pub mod pool;
 pub mod render;
 pub mod report;
 pub mod run_status;
+pub mod sched;
 pub mod schedule;
 pub mod send;
 pub mod sender_rules;

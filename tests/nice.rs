@@ -67,12 +67,16 @@ async fn serve_raises_the_priority_lane_only_when_permitted() {
     assert!(line.contains("submission on"), "{line}");
     let pid = child.id();
     let mut by_name: Vec<(String, i32)> = Vec::new();
+    let mut sched: Vec<(String, (u32, u64))> = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid: u32 = e.unwrap().file_name().to_str().unwrap().parse().unwrap();
         let name =
             std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
         if let Some(n) = blast::niceness::thread_nice(pid, tid) {
             by_name.push((name.trim().to_string(), n));
+        }
+        if let Some(p) = blast::sched::thread_sched(pid, tid) {
+            sched.push((name.trim().to_string(), p));
         }
     }
     let _ = child.kill();
@@ -94,4 +98,17 @@ async fn serve_raises_the_priority_lane_only_when_permitted() {
         !lane.is_empty() && lane.iter().all(|(_, n)| *n == 19),
         "{by_name:?}"
     );
+    // The priority lane asks for the shortest slice; scheduled runs run under SCHED_IDLE.
+    for (name, (policy, slice)) in &sched {
+        match name.as_str() {
+            "blast-priority" => assert_eq!(
+                (*policy, *slice),
+                (libc::SCHED_OTHER as u32, blast::sched::PRIORITY_SLICE_NS),
+                "{sched:?}"
+            ),
+            "blast-lane" => assert_eq!(*policy, libc::SCHED_IDLE as u32, "{sched:?}"),
+            _ => {}
+        }
+    }
+    assert!(sched.iter().any(|(n, _)| n == "blast-lane"), "{sched:?}");
 }

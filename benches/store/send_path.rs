@@ -45,7 +45,7 @@ pub fn run(store: &CampaignStore, n: usize, group: usize) -> u64 {
             }
             // The writer: the results, the settled marker, one flush.
             store
-                .put_batch(chunk.iter().map(|(k, r)| (k.as_str(), r)))
+                .put_each(chunk.iter().map(|(k, r)| (k.as_str(), r)))
                 .and_then(|_| store.remove_claims(&[claim]))
                 .and_then(|_| store.flush())
                 .expect("result commit");

@@ -286,7 +286,7 @@ async fn defer_held(
         })
         .collect();
     let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || store.put_batch(recs.iter().map(|(k, r)| (k.as_str(), r))))
+    tokio::task::spawn_blocking(move || store.put_each(recs.iter().map(|(k, r)| (k.as_str(), r))))
         .await
         .map_err(|e| Error::Lane(format!("store task failed: {e}")))??;
     ctx.stats

@@ -176,7 +176,7 @@ pub(crate) async fn run(
         if !writes.is_empty() || !settled.is_empty() {
             let store = ctx.store.clone();
             let res = tokio::task::spawn_blocking(move || -> Result<()> {
-                store.put_batch(writes.iter().map(|(k, r)| (k.as_str(), r)))?;
+                store.put_each(writes.iter().map(|(k, r)| (k.as_str(), r)))?;
                 // After the results in the same flush: a marker outliving its results is
                 // harmless (the records are final), the reverse would lose the in-flight mark.
                 store.remove_claims(&settled)?;

@@ -263,6 +263,15 @@ fn raise_this_thread() {
             libc::setpriority(libc::PRIO_PROCESS, 0, PRIORITY_NICE);
         }
     }
+    // After the nice value: the slice request keeps whatever nice the thread has now.
+    crate::sched::short_slice_this_thread();
+}
+
+/// A scheduled run's thread: nice 19 (what `blast status` and `ps` show) and `SCHED_IDLE`,
+/// so it runs only on a core nothing else wants (see [`crate::sched`]).
+fn idle_this_thread() {
+    nice_this_thread(19);
+    crate::sched::idle_this_thread();
 }
 
 /// `blast serve --config FILE`: runs until SIGTERM or Ctrl-C; returns the exit code.
@@ -282,7 +291,7 @@ pub fn main(config: &Path) -> Result<i32> {
     let blast_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.blast_threads)
         .thread_name("blast-lane")
-        .on_thread_start(|| nice_this_thread(19))
+        .on_thread_start(idle_this_thread)
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start a runtime", e))?;

@@ -161,22 +161,11 @@ impl CampaignStore {
         }
     }
 
-    /// Writes records in one atomic batch (not flushed).
-    pub fn put_batch<'a>(
-        &self,
-        records: impl IntoIterator<Item = (&'a str, &'a Record)>,
-    ) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        let mut buf = Vec::new();
-        for (k, r) in records {
-            r.encode_into(k, &mut buf);
-            batch.insert(k.as_bytes(), buf.as_slice());
-        }
-        self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
-    }
-
-    /// Writes records one by one, not atomically (not flushed): unlike [`Self::put_batch`],
-    /// several threads can do this at once (sled's batches take a global lock).
+    /// Writes records one by one, not atomically (not flushed). Never a sled batch: sled's
+    /// batches take a process-wide write lock, so inside `blast serve` a scheduled run's
+    /// batch would hold up the priority queue's writes (and several writer threads could not
+    /// write at once). Nothing needs the atomicity: each record is its own recipient's
+    /// state, and a crash between two is what the claim markers are for.
     pub fn put_each<'a>(
         &self,
         records: impl IntoIterator<Item = (&'a str, &'a Record)>,
@@ -189,11 +178,6 @@ impl CampaignStore {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
-    }
-
-    /// Writes raw pre-encoded records in one batch (not flushed).
-    pub fn put_encoded(&self, batch: sled::Batch) -> Result<()> {
-        self.rcpt.apply_batch(batch).map_err(|e| self.err(e))
     }
 
     /// Makes everything written so far durable (fsync). Concurrent callers (the claimer and
@@ -233,11 +217,13 @@ impl CampaignStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut b = sled::Batch::default();
+        // One by one, not a batch: see [`Self::put_each`].
         for id in ids {
-            b.remove(&id.to_be_bytes());
+            self.claims
+                .remove(id.to_be_bytes())
+                .map_err(|e| self.err(e))?;
         }
-        self.claims.apply_batch(b).map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// Every key under a claim marker, with the time of its newest claim: a record of such
@@ -428,7 +414,7 @@ mod tests {
         {
             let st = CampaignStore::open(dir.path(), wait).unwrap();
             let (a, b) = (rec("a@x.example"), rec("b@x.example"));
-            st.put_batch([("a@x.example", &a), ("b@x.example", &b)])
+            st.put_each([("a@x.example", &a), ("b@x.example", &b)])
                 .unwrap();
             first = st.put_claim(5, ["a@x.example"]).unwrap();
             st.flush().unwrap();
@@ -445,7 +431,7 @@ mod tests {
         let mut b = rec("b@x.example");
         b.state = State::Deferred;
         b.updated_ms = 7;
-        st.put_batch([("b@x.example", &b)]).unwrap();
+        st.put_each([("b@x.example", &b)]).unwrap();
         let second = st.put_claim(7, ["b@x.example"]).unwrap();
         assert_eq!(st.counts().unwrap().get(State::InFlight), 1);
         assert!(second > first, "{second} > {first}");

@@ -19,6 +19,13 @@ use crate::store::queue::{format_id, QueueStore};
 /// Most commands folded into one flush.
 const GROUP: usize = 512;
 
+/// A group of attempt results alone is not synced at once: it rides the next accept's sync,
+/// or is synced after this long without one. An accept then never waits behind a sync of
+/// results (under a bulk send's writeback a sync can take tens of milliseconds), and a crash
+/// in the window costs at most a repeated delivery of a message whose result was not on
+/// disk — the same as a crash during any delivery.
+const RESULTS_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A message whose state could not be read or written is tried again after this long.
 pub(super) const RETRY_AFTER_ERROR_MS: u64 = 60_000;
 
@@ -31,15 +38,41 @@ pub async fn run(
     log: Log,
 ) {
     let mut batch = Vec::with_capacity(GROUP);
+    // Attempt results staged but not yet synced.
+    let mut unsynced = false;
     loop {
         batch.clear();
-        if rx.recv_many(&mut batch, GROUP).await == 0 {
+        let got = if unsynced {
+            match tokio::time::timeout(RESULTS_QUIET, rx.recv_many(&mut batch, GROUP)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    if let Err(e) = store.flush().await {
+                        // Still staged (what workers read); a later sync takes them along.
+                        log(format!("priority: queue flush failed: {e}"));
+                    } else {
+                        unsynced = false;
+                    }
+                    Stats::add(&stats.flushes, 1);
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut batch, GROUP).await
+        };
+        if got == 0 {
+            if unsynced {
+                let _ = store.flush().await;
+            }
             return;
         }
         let mut answers: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
         let mut events: Vec<Event> = Vec::new();
         let mut failed: Option<String> = None;
+        // Whether anything in this group makes a promise (a 250, a drop) that needs the sync
+        // before it is answered.
+        let mut promises = false;
         for cmd in batch.drain(..) {
+            promises |= matches!(cmd, Cmd::Accept { .. } | Cmd::Drop(..));
             match cmd {
                 Cmd::Accept { msg, reply } => match store.insert(msg) {
                     Ok(e) => {
@@ -97,7 +130,16 @@ pub async fn run(
                 }
             }
         }
-        // The group commit: the journal's one write + sync for everything staged above.
+        if !promises {
+            unsynced = true;
+            for ev in events {
+                let _ = sched.send(ev);
+            }
+            continue;
+        }
+        // The group commit: the journal's one write + sync for everything staged above (and
+        // any results left unsynced before).
+        unsynced = false;
         if let Err(e) = store.flush().await {
             failed = Some(e.to_string());
         }
