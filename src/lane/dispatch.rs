@@ -130,6 +130,8 @@ pub(crate) async fn run(
 
         // One round over the domains with queued work.
         let mut min_wait: Option<Duration> = None;
+        // A site held back only by its in-flight cap: wake when a transaction ends.
+        let mut site_full = false;
         let rounds = buf.rr.len();
         let now = Instant::now();
         for _ in 0..rounds {
@@ -152,6 +154,8 @@ pub(crate) async fn run(
                 continue;
             }
             if let Err(w) = ctx.sites.admit(&site, now) {
+                site_full |= w == super::sites::Wait::Full;
+                let w = w.at_most();
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
                 continue;
@@ -253,7 +257,14 @@ pub(crate) async fn run(
         let w = min_wait
             .unwrap_or(Duration::from_millis(5))
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        wait_for(&mut requeue, &mut buf, w).await;
+        if site_full {
+            tokio::select! {
+                _ = ctx.sites.freed() => {}
+                _ = wait_for(&mut requeue, &mut buf, w) => {}
+            }
+        } else {
+            wait_for(&mut requeue, &mut buf, w).await;
+        }
     }
     Ok(())
 }

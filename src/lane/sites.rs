@@ -71,6 +71,27 @@ pub struct RuleEffect {
     pub hold: Option<SiteHold>,
 }
 
+/// Why a site cannot take a transaction now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Its in-flight cap (or its provider's) is reached: it can go when one of its
+    /// transactions ends ([`Sites::freed`] says when), not after a fixed time.
+    Full,
+    /// A backoff, a hold or a rate: this long.
+    For(Duration),
+}
+
+impl Wait {
+    /// How long to sleep at most before asking again.
+    pub fn at_most(self) -> Duration {
+        match self {
+            // A fallback only: the dispatcher also wakes on `freed`.
+            Wait::Full => Duration::from_millis(50),
+            Wait::For(d) => d,
+        }
+    }
+}
+
 /// Every site's state for one lane run.
 pub struct Sites {
     shaping: Arc<Shaping>,
@@ -83,6 +104,9 @@ pub struct Sites {
     /// per answer, not per message.
     of_domain: Mutex<HashMap<String, (usize, Site)>>,
     clock: DefaultClock,
+    /// Signalled when a transaction ends: a dispatcher waiting on a full site goes at once
+    /// instead of polling (a poll of a few ms capped a busy site at its cap per poll).
+    freed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +152,7 @@ impl Sites {
             providers,
             of_domain: Mutex::default(),
             clock: DefaultClock::default(),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -174,12 +199,12 @@ impl Sites {
 
     /// Whether the site may take one more transaction now; `Err` says how long to wait. Takes
     /// the rate tokens of a throttle hold and of the provider when it says yes.
-    pub fn admit(&self, site: &Site, now: Instant) -> Result<(), Duration> {
+    pub fn admit(&self, site: &Site, now: Instant) -> Result<(), Wait> {
         let mut t = lock(&self.table);
         let s = t.entry(site.key.clone()).or_default();
         if let Some(until) = s.backoff_until {
             if until > now {
-                return Err(until - now);
+                return Err(Wait::For(until - now));
             }
             s.backoff_until = None;
         }
@@ -188,28 +213,28 @@ impl Sites {
         }
         if let Some(h) = &s.hold {
             if h.limiter.is_none() {
-                return Err((h.until - now).min(Duration::from_secs(1)));
+                return Err(Wait::For((h.until - now).min(Duration::from_secs(1))));
             }
         }
         if s.inflight >= self.per_site_cap {
-            return Err(Duration::from_millis(5));
+            return Err(Wait::Full);
         }
         if let Some(p) = site.provider {
             let cap = self.shaping.providers[p].connections.unwrap_or(usize::MAX);
             if self.providers[p].inflight.load(Ordering::Relaxed) >= cap {
-                return Err(Duration::from_millis(5));
+                return Err(Wait::Full);
             }
         }
         if let Some(l) = s.hold.as_ref().and_then(|h| h.limiter.as_ref()) {
             l.check()
-                .map_err(|nu| nu.wait_time_from(self.clock.now()))?;
+                .map_err(|nu| Wait::For(nu.wait_time_from(self.clock.now())))?;
         }
         if let Some(l) = site
             .provider
             .and_then(|p| self.providers[p].limiter.as_ref())
         {
             l.check()
-                .map_err(|nu| nu.wait_time_from(self.clock.now()))?;
+                .map_err(|nu| Wait::For(nu.wait_time_from(self.clock.now())))?;
         }
         Ok(())
     }
@@ -233,11 +258,18 @@ impl Sites {
         }
     }
 
+    /// Resolves once a transaction has ended since the last wake-up (a permit is kept when
+    /// no one waits, so a transaction ending just before the wait is not missed).
+    pub async fn freed(&self) {
+        self.freed.notified().await
+    }
+
     /// A transaction to the site ended.
     pub fn finished(&self, site: &Site) {
         if let Some(s) = lock(&self.table).get_mut(&site.key) {
             s.inflight = s.inflight.saturating_sub(1);
         }
+        self.freed.notify_one();
         if let Some(p) = site.provider {
             let _ = self.providers[p].inflight.fetch_update(
                 Ordering::Relaxed,
