@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
+//! - [`clock`]      the wall clock durable times are read from; `BLAST_NOW` (a testing aid)
 //! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`, `bounces`,
 //!   `preview` (and `send --proof`), `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
@@ -58,6 +59,7 @@
 pub mod bounce;
 pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod clicks;
 pub mod commands;
 pub mod config;
