@@ -59,8 +59,8 @@
 pub mod bounce;
 pub mod classify;
 pub mod cli;
-pub mod clock;
 pub mod clicks;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod control;

@@ -80,11 +80,16 @@ pub fn parse_step(s: &str) -> std::result::Result<u64, String> {
 
 fn steps(loc: &Locator, v: &RawSteps, key: &str) -> Result<Vec<u64>> {
     if v.get_ref().is_empty() {
-        return loc.err(v.span(), key, "an empty schedule: list daily caps like [\"50/d\", \"100/d\"], or leave the key out");
+        return loc.err(
+            v.span(),
+            key,
+            "an empty schedule: list daily caps like [\"50/d\", \"100/d\"], or leave the key out",
+        );
     }
     let mut out: Vec<u64> = Vec::new();
     for (i, s) in v.get_ref().iter().enumerate() {
-        let n = parse_step(s.get_ref()).or_else(|m| loc.err(s.span(), &format!("{key}[{i}]"), m))?;
+        let n =
+            parse_step(s.get_ref()).or_else(|m| loc.err(s.span(), &format!("{key}[{i}]"), m))?;
         if let Some(&prev) = out.last() {
             // A lower cap after a higher one is almost always a typo (500 → 50); a sender
             // who wants a pause stops sending, which does not advance the schedule.
@@ -124,15 +129,25 @@ pub(crate) fn settings(
             .warmup
             .as_ref()
             .map(|s| (s.span(), "warmup"))
-            .or(raw.warmup_start.as_ref().map(|s| (s.span(), "warmup_start")))
-            .or(raw.warmup_brake.as_ref().map(|s| (s.span(), "warmup_brake")))
+            .or(raw
+                .warmup_start
+                .as_ref()
+                .map(|s| (s.span(), "warmup_start")))
+            .or(raw
+                .warmup_brake
+                .as_ref()
+                .map(|s| (s.span(), "warmup_brake")))
             .or(raw
                 .warmup_providers
                 .values()
                 .next()
                 .map(|s| (s.span(), "warmup_providers")));
         if let Some((span, key)) = set {
-            return loc.err(span, &k(key), "only a campaign's [lane] warms up (the priority lane is never capped)");
+            return loc.err(
+                span,
+                &k(key),
+                "only a campaign's [lane] warms up (the priority lane is never capped)",
+            );
         }
         return Ok(None);
     }
@@ -141,9 +156,16 @@ pub(crate) fn settings(
             .warmup_start
             .as_ref()
             .map(|s| (s.span(), "warmup_start"))
-            .or(raw.warmup_brake.as_ref().map(|s| (s.span(), "warmup_brake")));
+            .or(raw
+                .warmup_brake
+                .as_ref()
+                .map(|s| (s.span(), "warmup_brake")));
         if let Some((span, key)) = stray {
-            return loc.err(span, &k(key), "without a schedule: add warmup = [\"50/d\", …] (or [lane.warmup_providers])");
+            return loc.err(
+                span,
+                &k(key),
+                "without a schedule: add warmup = [\"50/d\", …] (or [lane.warmup_providers])",
+            );
         }
         return Ok(None);
     }
@@ -155,7 +177,11 @@ pub(crate) fn settings(
                 .map(|s| s.span())
                 .or(raw.warmup_providers.values().next().map(|s| s.span()))
                 .unwrap_or_default();
-            return loc.err(span, &k("warmup_start"), "a warm-up needs its first day: warmup_start = \"2026-12-01\"");
+            return loc.err(
+                span,
+                &k("warmup_start"),
+                "a warm-up needs its first day: warmup_start = \"2026-12-01\"",
+            );
         }
         Some(s) => NaiveDate::parse_from_str(s.get_ref().trim(), "%Y-%m-%d").or_else(|_| {
             loc.err(
@@ -192,11 +218,22 @@ pub(crate) fn settings(
     let brake = match &raw.warmup_brake {
         None => None,
         Some(b) => {
-            let bounce_rate = rate(loc, &b.get_ref().bounce_rate, &k("warmup_brake.bounce_rate"))?;
-            let deferral_rate =
-                rate(loc, &b.get_ref().deferral_rate, &k("warmup_brake.deferral_rate"))?;
+            let bounce_rate = rate(
+                loc,
+                &b.get_ref().bounce_rate,
+                &k("warmup_brake.bounce_rate"),
+            )?;
+            let deferral_rate = rate(
+                loc,
+                &b.get_ref().deferral_rate,
+                &k("warmup_brake.deferral_rate"),
+            )?;
             if bounce_rate.is_none() && deferral_rate.is_none() {
-                return loc.err(b.span(), &k("warmup_brake"), "set bounce_rate, deferral_rate or both");
+                return loc.err(
+                    b.span(),
+                    &k("warmup_brake"),
+                    "set bounce_rate, deferral_rate or both",
+                );
             }
             Some(Brake {
                 bounce_rate,

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod queue;
 pub mod record;
 pub mod suppression;
+pub mod warmup;
 
 use std::path::Path;
 use std::time::Duration;
