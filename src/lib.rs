@@ -38,7 +38,7 @@
 //!   (host order, per-host pools, the accounting file), outbox (.eml files), an in-memory
 //!   stub, wire encoding, TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
-//!   destination health (421 backoff, stalled relay), retry schedule;
+//!   destination health (421 backoff, stalled relay), retry schedule, warm-up caps (`lane::warmup`);
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
 //! - [`sender_rules`] DKIM alignment, one-click unsubscribe covered by DKIM, https URL: what
 //!   `check` and `send` both refuse or warn about
