@@ -157,7 +157,7 @@ async fn the_brake_holds_the_cap_after_a_day_of_bounces() {
     let lane = format!("{SCHEDULE}warmup_brake = {{ bounce_rate = 0.05 }}\n");
     campaign(&f, "b", sink.addr, &list, &lane);
     let attempted = |f: &Fixture| {
-        crate::pipeline::records(&settings(&f, "b"))
+        crate::pipeline::records(&settings(f, "b"))
             .values()
             .filter(|r| r.attempts > 0)
             .count()

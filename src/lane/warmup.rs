@@ -135,6 +135,13 @@ pub fn days_of(records: &[WarmupDay], scope: &str) -> Vec<(NaiveDate, DayCount)>
         .collect()
 }
 
+/// The largest block of reservations taken at once.
+const BLOCK_MAX: u64 = 1000;
+/// Outcomes are written at most this often while a run goes on (and at its end): only the
+/// brake and `blast status` read them, so a crash costs a few seconds of tallies, while the
+/// caps themselves are reserved durably before sending.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where one scope of a lane's warm-up stands today.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Today {
@@ -294,16 +301,14 @@ pub struct Runtime {
     pub deferred: AtomicU64,
     /// The latest time they were deferred to (ms).
     pub deferred_until_ms: AtomicU64,
+    last_settle: Mutex<std::time::Instant>,
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::Lane(format!("warm-up task failed: {e}")))?
-    }
+/// Runs a global-state call off the reactor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Lane(format!("warm-up task failed: {e}")))?
 }
 
 impl Runtime {
@@ -316,6 +321,7 @@ impl Runtime {
             budgets: Mutex::default(),
             deferred: AtomicU64::new(0),
             deferred_until_ms: AtomicU64::new(0),
+            last_settle: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -370,9 +376,9 @@ impl Runtime {
                 p
             }
         };
-        // Small blocks: one durable write per block rather than per message, and little
-        // left unsent when a run dies holding one.
-        let want = plan.cap.map_or(256, |c| (c / 20).clamp(1, 64));
+        // Blocks: one durable write per block rather than per message, and little (a
+        // fiftieth of the cap) left unsent when a run dies holding one.
+        let want = plan.cap.map_or(BLOCK_MAX, |c| (c / 50).clamp(1, BLOCK_MAX));
         let (g, ip, sc, day) = (
             self.global.clone(),
             self.ip.clone(),
@@ -437,9 +443,16 @@ impl Runtime {
         }
     }
 
-    /// Writes the outcomes counted so far (after each group of results); at the end of the
-    /// run (`last`) the unspent reservations go back too.
+    /// Writes the outcomes counted so far (called after each group of results, written every
+    /// [`SETTLE_EVERY`]); at the end of the run (`last`) the unspent reservations go back too.
     pub async fn settle(&self, last: bool) -> Result<()> {
+        {
+            let mut t = self.last_settle.lock().unwrap_or_else(|p| p.into_inner());
+            if !last && t.elapsed() < SETTLE_EVERY {
+                return Ok(());
+            }
+            *t = std::time::Instant::now();
+        }
         let settles: Vec<Settle> = self
             .lock()
             .iter_mut()
