@@ -268,3 +268,33 @@ async fn a_killed_run_never_lets_the_day_exceed_its_cap() {
         sink.count()
     );
 }
+
+/// While `blast serve` owns the global state, the counters go through its control socket:
+/// two campaigns sent with `--config blast.toml` share the cap, and neither campaign's own
+/// state dir holds a global store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_serve_the_cap_is_shared_too() {
+    use crate::serve::{free_port, term, Setup};
+    let sink = start_sink(vec![]).await;
+    let setup = Setup::new(free_port());
+    let (serve, _) = tokio::task::block_in_place(|| setup.spawn_first_line());
+    let f = Fixture::new();
+    campaign(&f, "one", sink.addr, &addrs("one", "a.test", 40), SCHEDULE);
+    campaign(&f, "two", sink.addr, &addrs("two", "b.test", 40), SCHEDULE);
+    let cfg = setup.config().display().to_string();
+    for (name, code, total) in [("one", 0, 40), ("two", 75, 50)] {
+        let o = blast_at(
+            &f,
+            DAY1,
+            &["send", &format!("{name}.toml"), "--quiet", "--config", &cfg],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert_eq!(sink.count(), total, "{}", stderr(&o));
+    }
+    assert!(
+        !f.path("state/suppression").exists(),
+        "the counts live in serve's state"
+    );
+    assert_eq!(term(serve).code(), Some(0));
+}
