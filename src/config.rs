@@ -19,6 +19,7 @@ pub mod dkim;
 pub mod duration;
 pub mod schedule;
 pub mod shaping;
+pub mod warmup;
 
 pub use duration::parse_duration;
 
@@ -115,6 +116,15 @@ pub(crate) struct RawLane {
     /// Response rules over the shaping files, key by key.
     #[serde(default)]
     pub(crate) rules: BTreeMap<String, Spanned<shaping::RawRule>>,
+    /// Daily caps of a new IP ([`warmup`]).
+    pub(crate) warmup: Option<warmup::RawSteps>,
+    /// The warm-up's first day.
+    pub(crate) warmup_start: Option<Spanned<String>>,
+    /// Holds the warm-up's cap after a bad day.
+    pub(crate) warmup_brake: Option<Spanned<warmup::RawBrake>>,
+    /// Provider rollups warmed up on schedules of their own.
+    #[serde(default)]
+    pub(crate) warmup_providers: BTreeMap<String, warmup::RawSteps>,
     /// blast.toml's `[priority.dkim."domain"]` only (a campaign's keys are its `[dkim]`).
     #[serde(default)]
     pub(crate) dkim: BTreeMap<String, Spanned<dkim::RawDkim>>,
@@ -424,6 +434,8 @@ pub struct LaneSettings {
     pub accounting: Option<PathBuf>,
     /// Provider rollups and response rules (the blast lane's; empty for the priority lane).
     pub shaping: std::sync::Arc<shaping::Shaping>,
+    /// The IP's warm-up schedule (`None`: no daily caps).
+    pub warmup: Option<std::sync::Arc<warmup::Warmup>>,
 }
 
 impl LaneSettings {
@@ -1107,6 +1119,7 @@ pub(crate) fn lane_settings(
             .map(Duration::from_secs)
             .to_vec();
     }
+    let shaping = lane_shaping(loc, l, section)?;
     let helo = match &l.helo {
         Some(h) => host_name(h.get_ref()).or_else(|m| loc.err(h.span(), &k("helo"), m))?,
         None => default_helo,
@@ -1199,7 +1212,8 @@ pub(crate) fn lane_settings(
         dnsbl,
         dbl,
         accounting,
-        shaping: std::sync::Arc::new(lane_shaping(loc, l, section)?),
+        warmup: warmup::settings(loc, l, &shaping, section)?.map(std::sync::Arc::new),
+        shaping: std::sync::Arc::new(shaping),
     })
 }
 

@@ -104,6 +104,29 @@ pub enum Request {
         /// Only this IP's.
         ip: Option<String>,
     },
+    /// Take up to `want` of a warm-up day's cap, durably.
+    WarmupReserve {
+        /// The IP key.
+        ip: String,
+        /// `*` or a provider.
+        scope: String,
+        /// `YYYY-MM-DD`.
+        day: String,
+        /// How many.
+        want: u64,
+        /// The day's cap (`None`: past the schedule, counted only).
+        cap: Option<u64>,
+    },
+    /// Give back warm-up reservations, add outcomes, durably.
+    WarmupSettle {
+        /// Per (IP, scope, day).
+        settles: Vec<crate::store::warmup::Settle>,
+    },
+    /// The warm-up days recorded (for one IP).
+    WarmupDays {
+        /// Only this IP's.
+        ip: Option<String>,
+    },
     /// Store and process one message in the bounce inbox (`blast bounces import`).
     InboxPut {
         /// Where it came from (a file name).
@@ -140,7 +163,7 @@ pub struct Response {
     /// `stats`: counter name → value.
     #[serde(default)]
     pub stats: Vec<(String, u64)>,
-    /// `suppress_add`: how many were new; `suppress_remove`: per key, whether it was listed.
+    /// `suppress_add`: how many were new; `warmup_reserve`: how many were granted.
     #[serde(default)]
     pub added: u64,
     /// `suppress_remove`: per key, whether it was listed.
@@ -164,6 +187,9 @@ pub struct Response {
     /// `run_dirs`: (name, where).
     #[serde(default)]
     pub run_dirs: Vec<(String, crate::store::suppression::RunDir)>,
+    /// `warmup_days`: the days.
+    #[serde(default)]
+    pub warmup: Vec<crate::store::warmup::WarmupDay>,
     /// `inbox_put`: what it did.
     #[serde(default)]
     pub import: Option<crate::serve::inbox_import::Summary>,

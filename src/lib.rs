@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`cli`]        clap definitions of every command
+//! - [`clock`]      the wall clock durable times are read from; `BLAST_NOW` (a testing aid)
 //! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`, `bounces`,
 //!   `preview` (and `send --proof`), `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
@@ -37,7 +38,7 @@
 //!   (host order, per-host pools, the accounting file), outbox (.eml files), an in-memory
 //!   stub, wire encoding, TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
-//!   destination health (421 backoff, stalled relay), retry schedule;
+//!   destination health (421 backoff, stalled relay), retry schedule, warm-up caps (`lane::warmup`);
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
 //! - [`sender_rules`] DKIM alignment, one-click unsubscribe covered by DKIM, https URL: what
 //!   `check` and `send` both refuse or warn about
@@ -59,6 +60,7 @@ pub mod bounce;
 pub mod classify;
 pub mod cli;
 pub mod clicks;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod control;

@@ -1,5 +1,5 @@
-//! One owner of global state: the suppression list today; the unsubscribes, the bounce and
-//! complaint log, per-site suspensions and warm-up counters go through here too.
+//! One owner of global state: the suppression list, the unsubscribes, the bounce and
+//! complaint log, per-site holds and the warm-up counters ([`crate::store::warmup`]).
 //!
 //! sled lets one process open a store at a time. While `blast serve` runs it owns the global
 //! stores ([`Global::held`]) and every other process reaches them through its control socket;
@@ -379,6 +379,66 @@ impl Global {
                 sp.flush()?;
                 Ok(n)
             },
+        )
+    }
+
+    /// Takes up to `want` of a warm-up day's cap, durably before it answers (so a crash can
+    /// only leave the count above what was sent, never below). Blocking.
+    pub fn warmup_reserve(
+        &self,
+        ip: &str,
+        scope: &str,
+        day: &str,
+        want: u64,
+        cap: Option<u64>,
+    ) -> Result<u64> {
+        self.with(
+            || Request::WarmupReserve {
+                ip: ip.to_string(),
+                scope: scope.to_string(),
+                day: day.to_string(),
+                want,
+                cap,
+            },
+            |r| Ok(r.added),
+            |sp| {
+                let n = sp.warmup_reserve(ip, scope, day, want, cap)?;
+                sp.flush()?;
+                Ok(n)
+            },
+        )
+    }
+
+    /// Gives back unspent warm-up reservations and adds attempts' outcomes, durably. Blocking.
+    pub fn warmup_settle(&self, settles: &[crate::store::warmup::Settle]) -> Result<()> {
+        if settles.is_empty() {
+            return Ok(());
+        }
+        self.with(
+            || Request::WarmupSettle {
+                settles: settles.to_vec(),
+            },
+            |_| Ok(()),
+            |sp| {
+                for s in settles {
+                    sp.warmup_settle(s)?;
+                }
+                sp.flush()
+            },
+        )
+    }
+
+    /// The warm-up days recorded for `ip` (every IP's without). Blocking.
+    pub fn warmup_days(&self, ip: Option<&str>) -> Result<Vec<crate::store::warmup::WarmupDay>> {
+        if self.nothing_yet() {
+            return Ok(Vec::new());
+        }
+        self.with(
+            || Request::WarmupDays {
+                ip: ip.map(str::to_string),
+            },
+            |r| Ok(r.warmup),
+            |sp| sp.warmup_days(ip),
         )
     }
 

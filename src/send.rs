@@ -176,6 +176,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let mut finish_import = Some(Box::pin(finish_import));
     let mut imported_early = None;
     let mut base = Baseline::default();
+    let mut waiting = None;
     if !fresh {
         imported_early = Some(finish_import.take().expect("not yet awaited").await?);
         // A resumed run: the display's campaign-wide figures start from the store's.
@@ -184,6 +185,10 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             .await
             .map_err(|e| Error::Lane(format!("count task failed: {e}")))??;
         base = Baseline::from_counts(&counts);
+        waiting = Some(
+            counts.get(crate::store::record::State::Pending)
+                + counts.get(crate::store::record::State::Deferred),
+        );
         stats.deferred_now.store(base.deferred, Ordering::Relaxed);
         stats.skipped_import.store(0, Ordering::Relaxed);
     }
@@ -204,6 +209,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     let mut lane_settings = s.lane.clone();
     if lane_settings.accounting.is_none() && lane_settings.transport == TransportSpec::Mx {
         lane_settings.accounting = Some(campaign_dir(s).join("accounting.jsonl"));
+    }
+    if lane_settings.warmup.is_some() {
+        warmup_up_front(&lane_settings, &global, waiting).await;
     }
     let lane_run = lane::run(
         &lane_settings,
@@ -248,6 +256,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         suppressed,
         fatal: report.fatal,
         stalled: report.stalled,
+        warmup_deferred: report.warmup_deferred,
         interrupted,
         shard: s.shard,
     };
@@ -258,4 +267,35 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         false,
     );
     Ok(summary)
+}
+
+/// Says before sending how much today's warm-up caps allow, so a list larger than that is no
+/// surprise (`blast check` prints the expected finish date).
+async fn warmup_up_front(l: &crate::config::LaneSettings, global: &Global, waiting: Option<u64>) {
+    let g = global.clone();
+    let ip = lane::warmup::ip_of(l);
+    let records = match tokio::task::spawn_blocking(move || g.warmup_days(Some(&ip))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("blast: warning: cannot read the warm-up counts: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let today = crate::clock::today();
+    for t in lane::warmup::today(l, &records, today) {
+        let left = t.plan.cap.map_or_else(
+            || "no cap".to_string(),
+            |c| format!("{} left today", c.saturating_sub(t.used)),
+        );
+        eprintln!(
+            "warm-up: {} — {left}{}",
+            t.line(),
+            if let Some(n) = waiting.filter(|n| *n > 0) {
+                format!("; {n} recipients waiting: what is over the cap is deferred to the next sending day")
+            } else {
+                "; what is over the cap is deferred to the next sending day".to_string()
+            }
+        );
+    }
 }

@@ -56,6 +56,7 @@ fn every_config_key_is_in_the_readme() {
         "src/config/dkim.rs",
         "src/config/schedule.rs",
         "src/config/shaping.rs",
+        "src/config/warmup.rs",
         "src/serve/config.rs",
     ] {
         for (st, field) in raw_fields(&root.join(f)) {

@@ -29,3 +29,4 @@ mod submission;
 mod tls;
 mod transport;
 mod unsubscribe;
+mod warmup;

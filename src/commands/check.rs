@@ -48,6 +48,7 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
         s.tokens = sv.token_settings()?.map(std::sync::Arc::new);
     }
     let verdict = crate::sender_rules::judge(&s);
+    let (lane, state_dir) = (s.lane.clone(), s.suppression_state_dir().to_path_buf());
     let (r, compared) = tokio::task::spawn_blocking(move || {
         let compared = compare(&s, serve);
         check(&s, &pruned).map(|r| (r, compared))
@@ -63,6 +64,11 @@ pub async fn run(campaign: &Path, pruned: Option<PathBuf>, config: Option<&Path>
     }
     for line in crate::list::prune::summary_lines(&r.pruned.1, &r.pruned.0) {
         eprintln!("{line}");
+    }
+    if lane.warmup.is_some() {
+        for line in warmup_finish(&lane, &state_dir, &r.by_provider) {
+            eprintln!("  {line}");
+        }
     }
     // A campaign that can send nobody must not pass: scripts gate `send` on `check`.
     let code = if r.sendable > 0 {
@@ -165,6 +171,9 @@ pub struct CheckReport {
     pub sendable: u64,
     /// The prune report and counts per reason.
     pub pruned: (PathBuf, BTreeMap<String, u64>),
+    /// Sendable rows per provider rollup found by recipient domain (`None`: no rollup), for
+    /// the warm-up's finish date.
+    pub by_provider: BTreeMap<Option<usize>, u64>,
 }
 
 /// Runs `blast check`: everything `send` validates, every row rendered, nothing sent and the
@@ -182,6 +191,7 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         .collect();
     let mut seen: HashSet<u64> = HashSet::new();
     let (mut rows, mut sendable) = (0u64, 0u64);
+    let mut by_provider: BTreeMap<Option<usize>, u64> = BTreeMap::new();
     let mut values: Vec<String> = Vec::new();
     // blast's own variables, as the lane gives them (the link's token varies per recipient,
     // its presence is what a template can depend on).
@@ -220,6 +230,12 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         }
         note_flags(&mut prune, file, row.line, &mb).map_err(perr)?;
         sendable += 1;
+        if s.lane.warmup.is_some() {
+            let domain = mb.key.rsplit_once('@').map_or("", |(_, d)| d);
+            *by_provider
+                .entry(s.lane.shaping.provider_of(domain, []))
+                .or_default() += 1;
+        }
     }
     let pruned = prune
         .finish()
@@ -228,5 +244,72 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         rows,
         sendable,
         pruned,
+        by_provider,
     })
+}
+
+/// Per warm-up scope: how many of the list's recipients it caps and the day the last of them
+/// is expected to go (sending every day from today, no brake). Recipients are matched to
+/// providers by domain only (check does no MX lookups), so a provider known by its MX hosts
+/// alone is counted under the IP's own schedule here.
+fn warmup_finish(
+    lane: &crate::config::LaneSettings,
+    state_dir: &Path,
+    by_provider: &BTreeMap<Option<usize>, u64>,
+) -> Vec<String> {
+    use crate::lane::warmup;
+    let Some(w) = &lane.warmup else {
+        return Vec::new();
+    };
+    let records =
+        match crate::owner::Global::shared(state_dir).warmup_days(Some(&warmup::ip_of(lane))) {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![format!(
+                    "warm-up: cannot read the counts ({e}); no finish date"
+                )]
+            }
+        };
+    let today = crate::clock::today();
+    let mut per_scope: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut uncapped = 0;
+    for (p, n) in by_provider {
+        match warmup::scope_of(w, *p) {
+            Some((scope, _)) => *per_scope.entry(scope).or_default() += n,
+            None => uncapped += n,
+        }
+    }
+    let mut out = Vec::new();
+    for t in warmup::today(lane, &records, today) {
+        let n = per_scope.get(t.scope.as_str()).copied().unwrap_or(0);
+        let steps = match warmup::scope_of(
+            w,
+            lane.shaping
+                .providers
+                .iter()
+                .position(|p| p.name == t.scope),
+        ) {
+            Some((_, s)) => s,
+            None => continue,
+        };
+        let from = today.max(w.start);
+        let used = if from == today { t.used } else { 0 };
+        let finish = warmup::finish_date(steps, t.plan, used, n, from);
+        let today_cap = t
+            .plan
+            .cap
+            .map_or_else(|| "no cap".into(), |c| format!("cap {c}/d, {used} used"));
+        out.push(format!(
+            "warm-up: {} {}: {n} recipients, expected to finish on {finish} (today {today_cap}; \
+             assuming mail goes every day and the brake never holds)",
+            t.ip,
+            warmup::scope_label(&t.scope),
+        ));
+    }
+    if uncapped > 0 {
+        out.push(format!(
+            "warm-up: {uncapped} recipients go to destinations no schedule caps"
+        ));
+    }
+    out
 }

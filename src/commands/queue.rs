@@ -106,6 +106,9 @@ fn offline(dir: &Path, req: &Request) -> Result<Response> {
         | Request::SuppressMove { .. }
         | Request::RegisterRun { .. }
         | Request::RunDirs
+        | Request::WarmupReserve { .. }
+        | Request::WarmupSettle { .. }
+        | Request::WarmupDays { .. }
         | Request::CountEvents { .. }
         | Request::RunName { .. }
         | Request::SourceCounts { .. }

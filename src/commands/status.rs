@@ -149,6 +149,7 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
                     )
                 })?;
                 print_running(&s.id, &v);
+                print_warmup(&s);
             }
             return Ok(0);
         }
@@ -184,7 +185,24 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
         );
     }
     print_holds(&g.holds);
+    print_warmup(&s);
     Ok(0)
+}
+
+/// Today's warm-up use of the lane's IP, one line per scope (used/cap), when it warms up.
+pub fn print_warmup(s: &config::Settings) {
+    if s.lane.warmup.is_none() {
+        return;
+    }
+    let g = crate::owner::Global::shared(s.suppression_state_dir());
+    match g.warmup_days(Some(&crate::lane::warmup::ip_of(&s.lane))) {
+        Ok(records) => {
+            for t in crate::lane::warmup::today(&s.lane, &records, crate::clock::today()) {
+                println!("warm-up {}", t.line());
+            }
+        }
+        Err(e) => println!("warm-up: cannot read the counts: {e}"),
+    }
 }
 
 /// The response-rule holds on the lane's IP: what a receiver asked for, and until when.

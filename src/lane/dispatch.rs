@@ -165,6 +165,16 @@ pub(crate) async fn run(
                 buf.rr.push_back(domain);
                 continue;
             }
+            if let Some(w) = &ctx.warmup {
+                if let super::warmup::Take::Defer { until_ms, why } = w.take(&site).await? {
+                    // Today's cap is spent: this domain's recipients wait for the next
+                    // sending day without spending an attempt, and the others go on.
+                    let n = buf.queues.get(&domain).map_or(0, |q| q.len() as u64);
+                    w.note_deferred(n, until_ms);
+                    defer_held(&ctx, &mut buf, &domain, until_ms, &why).await?;
+                    continue;
+                }
+            }
             if !throttle.try_global() {
                 // Commit what we have before waiting, so a slow global rate never holds
                 // claimed jobs back.

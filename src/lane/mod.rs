@@ -19,6 +19,7 @@ pub mod priority;
 pub mod retry;
 pub mod sites;
 pub mod throttle;
+pub mod warmup;
 pub mod worker;
 pub mod worker_mx;
 pub mod writer;
@@ -96,6 +97,9 @@ pub struct LaneReport {
     /// 421 for longer than `wait_for_retries`; every unsent recipient is still pending or
     /// deferred, and a rerun resumes.
     pub stalled: Option<String>,
+    /// Recipients a warm-up cap deferred in this run, and the latest day start (ms) they wait
+    /// for.
+    pub warmup_deferred: Option<(u64, u64)>,
 }
 
 /// Shared by the lane's tasks.
@@ -130,6 +134,8 @@ pub(crate) struct LaneCtx {
     pub soft_policy: crate::store::suppression::SoftPolicy,
     /// Direct delivery: idle sessions per MX host, under the `connections` cap.
     pub mx_pool: crate::transport::mx::Pool<Job>,
+    /// The IP's daily caps ([`warmup`]), when the lane warms up.
+    pub warmup: Option<warmup::Runtime>,
 }
 
 impl LaneCtx {
@@ -235,7 +241,7 @@ pub async fn run_with(
             settings.per_domain_connections,
         ),
         connector,
-        global,
+        global: global.clone(),
         health: health::Health::default(),
         fatal: Mutex::new(None),
         stalled: Mutex::new(None),
@@ -246,6 +252,7 @@ pub async fn run_with(
         soft_keys,
         soft_policy,
         mx_pool: crate::transport::mx::Pool::new(workers),
+        warmup: warmup::Runtime::new(settings, global.clone()),
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
@@ -297,6 +304,12 @@ pub async fn run_with(
     let report = writer
         .await
         .map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
+    // Unspent reservations go back, so the next run (or another campaign) may send them today.
+    if let Some(w) = &ctx.warmup {
+        if let Err(e) = w.settle(true).await {
+            eprintln!("blast: warning: cannot give back this run's unused warm-up allowance: {e}");
+        }
+    }
     dispatched?;
     watcher.abort();
     complaint_watch.abort();
@@ -304,5 +317,15 @@ pub async fn run_with(
     let mut report = report;
     report.fatal = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     report.stalled = ctx.stalled.lock().unwrap_or_else(|p| p.into_inner()).take();
+    report.warmup_deferred = ctx.warmup.as_ref().and_then(|w| {
+        let n = w.deferred.load(std::sync::atomic::Ordering::Relaxed);
+        (n > 0).then(|| {
+            (
+                n,
+                w.deferred_until_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    });
     Ok(report)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::live::DomainDelta;
+use super::warmup::Counted;
 use super::{retry, Done, Job, LaneCtx, LaneReport, Outcome};
 use crate::classify::Class;
 use crate::error::{Error, Result};
@@ -78,6 +79,7 @@ pub(crate) async fn run(
             rec.updated_ms = now.max(job.claim_ms);
             match outcome {
                 Outcome::Sent(reply) => {
+                    count(&ctx, &job.site, Counted::Sent);
                     rec.state = State::Sent;
                     rec.attempts += 1;
                     rec.last_reply = reply;
@@ -86,6 +88,12 @@ pub(crate) async fn run(
                     counted[0] += 1;
                 }
                 Outcome::Failed { class, reply } => {
+                    let how = if class.is_permanent() || class == Class::Success {
+                        Counted::Bounced
+                    } else {
+                        Counted::Deferred
+                    };
+                    count(&ctx, &job.site, how);
                     rec.attempts += 1;
                     rec.last_reply = reply.clone();
                     rec.class = Some(class);
@@ -129,6 +137,8 @@ pub(crate) async fn run(
                 }
                 Outcome::Requeue(why) => {
                     if job.requeues < MAX_REQUEUES {
+                        // Dispatched (and reserved) again.
+                        count(&ctx, &job.site, Counted::Released);
                         // Sent again (never delivered, or the ambiguous lost-reply case,
                         // which is resent by design); its state stays the store's, pending
                         // or deferred. The record on disk was never rewritten
@@ -138,12 +148,14 @@ pub(crate) async fn run(
                         requeued.push(job);
                         continue;
                     }
+                    count(&ctx, &job.site, Counted::Deferred);
                     rec.attempts += 1;
                     rec.last_reply = why;
                     let at = next_retry(&ctx, rec, now);
                     defer_or_fail(rec, at, &mut counted);
                 }
                 Outcome::Postponed(why) => {
+                    count(&ctx, &job.site, Counted::Released);
                     // As a requeue, but without spending anything: the destination was the
                     // problem, not the recipient.
                     job.rec.last_reply = why;
@@ -151,8 +163,12 @@ pub(crate) async fn run(
                     continue;
                 }
                 // Never started: the record on disk is still the one before the claim.
-                Outcome::Unclaimed => continue,
+                Outcome::Unclaimed => {
+                    count(&ctx, &job.site, Counted::Released);
+                    continue;
+                }
                 Outcome::Skipped(why) => {
+                    count(&ctx, &job.site, Counted::Released);
                     rec.state = State::Skipped;
                     rec.last_reply = why;
                     counted[4] += 1;
@@ -194,6 +210,12 @@ pub(crate) async fn run(
             }
         }
         soft.apply(&ctx).await;
+        if let Some(w) = &ctx.warmup {
+            // Only the brake and `blast status` read these; the caps are already reserved.
+            if let Err(e) = w.settle(false).await {
+                eprintln!("blast: warning: cannot record warm-up outcomes: {e}");
+            }
+        }
         let s = &ctx.stats;
         s.sent.fetch_add(counted[0], Ordering::Relaxed);
         s.deferred.fetch_add(counted[1], Ordering::Relaxed);
@@ -371,4 +393,11 @@ fn settle_claims(ctx: &LaneCtx, group: &[Done]) -> Vec<u64> {
         }
     }
     settled
+}
+
+/// Counts an attempt against the warm-up, when the lane warms up.
+fn count(ctx: &LaneCtx, site: &Option<super::sites::Site>, how: Counted) {
+    if let Some(w) = &ctx.warmup {
+        w.count(site.as_ref(), how);
+    }
 }

@@ -44,6 +44,8 @@ pub struct Summary {
     /// The destination stayed unavailable longer than `wait_for_retries`: the run ended
     /// early with everyone unsent still pending or deferred (exit 75; a rerun resumes).
     pub stalled: Option<String>,
+    /// Recipients a warm-up cap deferred in this run, and the day start (ms) they wait for.
+    pub warmup_deferred: Option<(u64, u64)>,
     /// Ctrl-C.
     pub interrupted: bool,
     /// `--shard K/N`: the shard this run sent.
@@ -146,6 +148,12 @@ pub fn print(s: &Summary) {
     }
     if let Some(w) = &s.stalled {
         eprintln!("  stopped early: {w}");
+    }
+    if let Some((n, until)) = s.warmup_deferred {
+        eprintln!(
+            "  warm-up: today's cap is reached; {n} recipients deferred to the next sending day ({} UTC): run `blast send` again then",
+            utc_time(until)
+        );
     }
     match s.status() {
         RunStatus::Config if s.counts.total == 0 => eprintln!(

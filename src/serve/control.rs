@@ -290,6 +290,29 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
             })
             .await
         }
+        Request::WarmupReserve {
+            ip,
+            scope,
+            day,
+            want,
+            cap,
+        } => {
+            return global_op(ctx, move |g, r| {
+                r.added = g.warmup_reserve(&ip, &scope, &day, want, cap)?;
+                Ok(())
+            })
+            .await
+        }
+        Request::WarmupSettle { settles } => {
+            return global_op(ctx, move |g, _| g.warmup_settle(&settles)).await
+        }
+        Request::WarmupDays { ip } => {
+            return global_op(ctx, move |g, r| {
+                r.warmup = g.warmup_days(ip.as_deref())?;
+                Ok(())
+            })
+            .await
+        }
         Request::InboxPut { .. }
         | Request::InboxList
         | Request::InboxProbe

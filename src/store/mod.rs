@@ -10,6 +10,7 @@ pub mod journal;
 pub mod queue;
 pub mod record;
 pub mod suppression;
+pub mod warmup;
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,12 +31,10 @@ pub const QUEUE_FORMAT: u32 = 1;
 /// On-disk format of the schedule claims (`schedule::claims`).
 pub const SCHEDULE_FORMAT: u32 = 1;
 
-/// Milliseconds since the unix epoch, the store's clock.
+/// Milliseconds since the unix epoch, the store's clock ([`crate::clock`], so a test's
+/// `BLAST_NOW` moves retry times and warm-up days together).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_ms()
 }
 
 pub(crate) fn is_lock_error(e: &sled::Error) -> bool {
