@@ -130,6 +130,8 @@ pub(crate) struct LaneCtx {
     pub soft_policy: crate::store::suppression::SoftPolicy,
     /// Direct delivery: idle sessions per MX host, under the `connections` cap.
     pub mx_pool: crate::transport::mx::Pool<Job>,
+    /// In a fleet: the rates and per-site caps shared through Redis ([`crate::cluster`]).
+    pub fleet: Option<Arc<crate::cluster::LaneFleet>>,
 }
 
 impl LaneCtx {
@@ -168,6 +170,9 @@ pub struct Inputs {
     pub feed: Option<mpsc::Receiver<Job>>,
     /// When soft failures add up to a suppression (blast.toml's `[bounces]`).
     pub soft_policy: crate::store::suppression::SoftPolicy,
+    /// In a fleet (`[cluster]`): the shared rates and connection caps; `None`: this
+    /// machine's own.
+    pub fleet: Option<Arc<crate::cluster::LaneFleet>>,
 }
 
 /// Sends every eligible recipient of the store through the lane until all are final, the
@@ -190,6 +195,7 @@ pub async fn run_with(
         stats,
         feed,
         soft_policy,
+        fleet,
     } = inputs;
     // The lane's own stop: the caller's (Ctrl-C, SIGTERM) or the lane's (a fatal error, a
     // stalled destination), so the caller can tell an interrupt from a lane that gave up.
@@ -246,6 +252,11 @@ pub async fn run_with(
         soft_keys,
         soft_policy,
         mx_pool: crate::transport::mx::Pool::new(workers),
+        fleet,
+    });
+    let lease_keeper = ctx.fleet.as_ref().map(|f| {
+        ctx.sites.share_caps(f.leases.clone());
+        tokio::spawn(f.leases.clone().keep(ctx.shutdown.clone()))
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
@@ -298,6 +309,11 @@ pub async fn run_with(
         .await
         .map_err(|e| Error::Lane(format!("writer task failed: {e}")))??;
     dispatched?;
+    if let Some(k) = lease_keeper {
+        // Gives the leases back now rather than letting them expire.
+        ctx.shutdown.stop();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), k).await;
+    }
     watcher.abort();
     complaint_watch.abort();
     holds_watch.abort();

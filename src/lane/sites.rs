@@ -83,6 +83,8 @@ pub struct Sites {
     /// per answer, not per message.
     of_domain: Mutex<HashMap<String, (usize, Site)>>,
     clock: DefaultClock,
+    /// In a fleet (`[cluster]`): the per-site cap is the fleet's, held as leases in Redis.
+    leases: std::sync::OnceLock<Arc<crate::cluster::leases::Leases>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,7 +130,13 @@ impl Sites {
             providers,
             of_domain: Mutex::default(),
             clock: DefaultClock::default(),
+            leases: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes the per-site cap the fleet's: a transaction opens only under a lease.
+    pub fn share_caps(&self, leases: Arc<crate::cluster::leases::Leases>) {
+        let _ = self.leases.set(leases);
     }
 
     /// The IP key of this lane's holds.
@@ -194,6 +202,9 @@ impl Sites {
         if s.inflight >= self.per_site_cap {
             return Err(Duration::from_millis(5));
         }
+        if let Some(l) = self.leases.get() {
+            l.admit(&site.key)?;
+        }
         if let Some(p) = site.provider {
             let cap = self.shaping.providers[p].connections.unwrap_or(usize::MAX);
             if self.providers[p].inflight.load(Ordering::Relaxed) >= cap {
@@ -228,6 +239,9 @@ impl Sites {
             .entry(site.key.clone())
             .or_default()
             .inflight += 1;
+        if let Some(l) = self.leases.get() {
+            l.start(&site.key);
+        }
         if let Some(p) = site.provider {
             self.providers[p].inflight.fetch_add(1, Ordering::Relaxed);
         }
@@ -237,6 +251,9 @@ impl Sites {
     pub fn finished(&self, site: &Site) {
         if let Some(s) = lock(&self.table).get_mut(&site.key) {
             s.inflight = s.inflight.saturating_sub(1);
+        }
+        if let Some(l) = self.leases.get() {
+            l.finished(&site.key);
         }
         if let Some(p) = site.provider {
             let _ = self.providers[p].inflight.fetch_update(

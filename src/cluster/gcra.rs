@@ -1,0 +1,199 @@
+//! Shared rates: GCRA (the generic cell rate algorithm) in one Lua script, the way KumoMTA
+//! shares its throttles. Redis runs a script atomically, and the script reads the time from
+//! `redis.call('TIME')`, so every machine is held to one clock (Redis's), never its own.
+//!
+//! A bucket is one key, `{blast:rate:NAME}` (the braces are the Redis Cluster hash tag, so
+//! a script's keys always live on one node), holding the *theoretical arrival time* in
+//! microseconds. The script grants up to `want` tokens at once: a machine takes at most
+//! 50 ms of its share of the rate per call, so a message is not a round trip. Tokens a
+//! machine took but did not use within [`HOLD`] are dropped, and the bucket's burst is
+//! lowered by what a machine may hold, so tokens held a moment never add up to more than
+//! the rate plus the burst in any window.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Cluster;
+use crate::config::Rate;
+
+/// How long tokens taken from Redis may wait locally before they are dropped; also the
+/// most of its share a machine asks for at once.
+pub const HOLD: Duration = Duration::from_millis(50);
+
+/// `KEYS[1]` the bucket; `ARGV` emission interval (µs), tolerance (µs), tokens wanted.
+/// Returns `{granted, wait_us}`: `wait_us` is how long until one token is free when none was.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local room = math.floor((now + tolerance - tat) / interval) + 1
+if room > want then room = want end
+if room <= 0 then
+  return {0, tat - tolerance - now}
+end
+local new_tat = tat + room * interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+return {room, 0}
+"#;
+
+/// One shared rate: its bucket name, rate and burst.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// The Redis key.
+    pub key: String,
+    /// The rate of the whole fleet.
+    pub rate: Rate,
+    /// Messages the fleet may send at once beyond the rate.
+    pub burst: u32,
+}
+
+impl Bucket {
+    /// The fleet-wide global rate of a campaign's lane (every machine sending it shares it).
+    pub fn global(campaign: &str, rate: Rate, burst: u32) -> Bucket {
+        Bucket {
+            key: format!("{{blast:rate:global:{campaign}}}"),
+            rate,
+            burst,
+        }
+    }
+
+    /// A site's default rate as seen from one source IP (receivers count per IP and site).
+    pub fn site(site: &str, ip: &str, rate: Rate, burst: u32) -> Bucket {
+        Bucket {
+            key: format!("{{blast:rate:site:{ip}|{site}}}"),
+            rate,
+            burst,
+        }
+    }
+
+    fn interval_us(&self) -> u64 {
+        (self.rate.interval().as_micros() as u64).max(1)
+    }
+
+    /// Tokens this machine asks for at once: 50 ms of its share, at least one.
+    fn batch(&self, machines: u64) -> u64 {
+        let per_hold = HOLD.as_micros() as u64 / self.interval_us();
+        (per_hold / machines.max(1)).max(1)
+    }
+
+    /// The bucket's tolerance: the burst, less what machines may hold unused for a moment
+    /// (so held tokens spent late still keep any window under rate + burst).
+    fn tolerance_us(&self, machines: u64) -> u64 {
+        let held = self.batch(machines) * machines.max(1);
+        u64::from(self.burst).saturating_sub(held) * self.interval_us()
+    }
+}
+
+/// What the local side of a bucket knows.
+#[derive(Default)]
+struct Local {
+    tokens: u64,
+    /// When the tokens were granted: they are dropped after [`HOLD`].
+    granted: Option<Instant>,
+    /// A refill is on its way.
+    refilling: bool,
+    /// Redis said none is free until then.
+    not_before: Option<Instant>,
+}
+
+/// This machine's side of the shared buckets: tokens taken from Redis in small batches,
+/// handed out without waiting.
+pub struct Rates {
+    cluster: Cluster,
+    script: redis::Script,
+    local: Mutex<HashMap<String, Local>>,
+    /// Machines sending now (from [`super::leases::Fleet`]), for the share.
+    machines: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Rates {
+    /// Shared buckets through `cluster`; `machines` is kept current by the fleet heartbeat.
+    pub fn new(cluster: Cluster, machines: Arc<std::sync::atomic::AtomicU64>) -> Arc<Rates> {
+        Arc::new(Rates {
+            cluster,
+            script: redis::Script::new(SCRIPT),
+            local: Mutex::default(),
+            machines,
+        })
+    }
+
+    /// Takes one token of `bucket` without waiting. `Err`: how long to wait before asking
+    /// again (a refill from Redis is started meanwhile; while Redis is down, a retry later).
+    pub fn try_take(self: &Arc<Self>, bucket: &Bucket) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let l = m.entry(bucket.key.clone()).or_default();
+        if l.granted.is_some_and(|g| now.duration_since(g) > HOLD) {
+            l.tokens = 0;
+            l.granted = None;
+        }
+        if l.tokens > 0 {
+            l.tokens -= 1;
+            return Ok(());
+        }
+        if let Some(nb) = l.not_before {
+            if nb > now {
+                return Err(nb - now);
+            }
+            l.not_before = None;
+        }
+        if !l.refilling {
+            l.refilling = true;
+            let (me, b) = (self.clone(), bucket.clone());
+            tokio::spawn(async move { me.refill(b).await });
+        }
+        Err(Duration::from_millis(1))
+    }
+
+    async fn refill(self: Arc<Self>, b: Bucket) {
+        let machines = self.machines.load(std::sync::atomic::Ordering::Relaxed);
+        let want = b.batch(machines);
+        let (script, key) = (&self.script, b.key.clone());
+        let (interval, tol) = (b.interval_us(), b.tolerance_us(machines));
+        let r: std::result::Result<(u64, i64), String> = self
+            .cluster
+            .call(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(interval)
+                    .arg(tol)
+                    .arg(want)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        let now = Instant::now();
+        let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let l = m.entry(b.key.clone()).or_default();
+        l.refilling = false;
+        match r {
+            Ok((granted, _)) if granted > 0 => {
+                l.tokens = granted;
+                l.granted = Some(now);
+            }
+            Ok((_, wait_us)) => {
+                l.not_before = Some(now + Duration::from_micros(wait_us.max(0) as u64));
+            }
+            // Down: nothing is sent on this bucket until Redis answers; ask again soon.
+            Err(_) => l.not_before = Some(now + Duration::from_millis(250)),
+        }
+    }
+
+    /// Drops the state of buckets unused for a while (bounds memory over many sites).
+    pub fn shrink(&self) {
+        let now = Instant::now();
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, l| {
+                l.refilling
+                    || l.granted.is_some_and(|g| now.duration_since(g) < HOLD)
+                    || l.not_before.is_some_and(|n| n > now)
+            });
+    }
+}
