@@ -83,6 +83,7 @@ pub struct Leases {
     renewed: Mutex<Instant>,
     /// Machines alive in the fleet (at least 1).
     pub machines: Arc<AtomicU64>,
+    renewing: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +103,7 @@ impl Leases {
             sites: Mutex::default(),
             renewed: Mutex::new(Instant::now()),
             machines: Arc::new(AtomicU64::new(1)),
+            renewing: Default::default(),
         })
     }
 
@@ -120,7 +122,16 @@ impl Leases {
             return Ok(());
         }
         if !fresh {
-            return Err(Duration::from_millis(50));
+            // Redis was away: renew now (not at the next tick), so sending resumes as soon
+            // as the leases are confirmed again.
+            if !self.renewing.swap(true, Ordering::Relaxed) {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.renew_once().await;
+                    me.renewing.store(false, Ordering::Relaxed);
+                });
+            }
+            return Err(Duration::from_millis(20));
         }
         if s.held.len() >= self.cap {
             return Err(Duration::from_millis(5));
