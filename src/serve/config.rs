@@ -184,7 +184,7 @@ fn cluster(
         return loc.err(
             c.redis.span(),
             "cluster.redis",
-            &format!("not a Redis URL: {e}"),
+            format!("not a Redis URL: {e}"),
         );
     }
     let machine = match &c.machine {
