@@ -199,3 +199,48 @@ impl Rates {
             });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(rate: &str, burst: u32) -> Bucket {
+        Bucket::global("c", Rate::parse(rate).unwrap(), burst)
+    }
+
+    #[test]
+    fn a_batch_is_at_most_fifty_ms_of_the_machines_share() {
+        let b = bucket("300/s", 150);
+        // 300/s: 15 tokens per 50 ms; two machines take 7 each, ten take at least one.
+        assert_eq!(b.batch(1), 15);
+        assert_eq!(b.batch(2), 7);
+        assert_eq!(b.batch(10), 1);
+        assert_eq!(bucket("10/s", 5).batch(1), 1);
+    }
+
+    #[test]
+    fn tolerance_keeps_held_tokens_and_jitter_inside_the_burst() {
+        let b = bucket("300/s", 150);
+        let interval = b.interval_us();
+        assert_eq!(interval, 3333);
+        // Half of 150, less 2 × 7 held: 61 intervals.
+        assert_eq!(b.tolerance_us(2), 61 * interval);
+        // A burst smaller than what machines may hold: no tolerance at all (one at a time).
+        assert_eq!(bucket("300/s", 10).tolerance_us(2), 0);
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag_per_bucket() {
+        let s = Bucket::site(
+            "mx1.example,mx2.example",
+            "203.0.113.25",
+            Rate::parse("10/s").unwrap(),
+            1,
+        );
+        assert_eq!(
+            s.key,
+            "{blast:rate:site:203.0.113.25|mx1.example,mx2.example}"
+        );
+        assert_eq!(bucket("1/s", 1).key, "{blast:rate:global:c}");
+    }
+}
