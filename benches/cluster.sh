@@ -6,6 +6,7 @@
 #
 #   bash benches/cluster.sh             # N=50000, ROUNDS=3 alternating local, cluster
 #   N=20000 ROUNDS=1 bash benches/cluster.sh
+#   BLAST=target/release/blast bash benches/cluster.sh   # a built binary, no build
 #
 # The limits are set above what the machine sends (RATE, default 100000/s globally and
 # SITE_RATE, default 5000/s per domain over 1,000 domains; per_domain_connections 16), so
@@ -52,9 +53,14 @@ start_sink() {
 }
 now() { date +%s.%N; }
 
-log "cluster: cargo build --release"
-timeout 1800 cargo build --release --quiet
-BLAST="$ROOT/target/release/blast"
+if [[ -n ${BLAST:-} ]]; then
+    BLAST=$(realpath "$BLAST")
+    log "cluster: using $BLAST (no build)"
+else
+    log "cluster: cargo build --release"
+    timeout 1800 cargo build --release --quiet
+    BLAST="$ROOT/target/release/blast"
+fi
 
 RPORT=$(free_port)
 timeout 7200 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no > "$WORK/redis.log" 2>&1 &

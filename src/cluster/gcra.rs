@@ -75,10 +75,13 @@ impl Bucket {
         (self.rate.interval().as_micros() as u64).max(1)
     }
 
-    /// Tokens this machine asks for at once: 50 ms of its share, at least one.
+    /// Tokens this machine asks for at once: 50 ms of its share, but no more than its share
+    /// of half the burst (a batch is a burst of its own), at least one.
     fn batch(&self, machines: u64) -> u64 {
-        let per_hold = HOLD.as_micros() as u64 / self.interval_us();
-        (per_hold / machines.max(1)).max(1)
+        let m = machines.max(1);
+        let per_hold = HOLD.as_micros() as u64 / self.interval_us() / m;
+        let per_burst = u64::from(self.burst / 2) / m;
+        per_hold.min(per_burst).max(1)
     }
 
     /// The bucket's tolerance: half the burst, less what machines may hold unused for a
@@ -86,8 +89,14 @@ impl Bucket {
     /// groups (one fsync), so a slow disk or a busy core delivers a few hundred milliseconds'
     /// tokens at once, and the receiver counts when mail arrives, not when it was allowed.
     fn tolerance_us(&self, machines: u64) -> u64 {
-        let held = self.batch(machines) * machines.max(1);
-        u64::from(self.burst / 2).saturating_sub(held) * self.interval_us()
+        let batch = self.batch(machines);
+        let held = batch * machines.max(1);
+        // At least a batch's worth: with less, an idle bucket grants one token per call and
+        // every message becomes a round trip.
+        let count = u64::from(self.burst / 2)
+            .saturating_sub(held)
+            .max(batch - 1);
+        count * self.interval_us()
     }
 }
 
@@ -225,8 +234,13 @@ mod tests {
         assert_eq!(interval, 3333);
         // Half of 150, less 2 × 7 held: 61 intervals.
         assert_eq!(b.tolerance_us(2), 61 * interval);
-        // A burst smaller than what machines may hold: no tolerance at all (one at a time).
-        assert_eq!(bucket("300/s", 10).tolerance_us(2), 0);
+        // A small burst: batches of 2 (half the burst over two machines), and a tolerance of
+        // one batch so a call can be granted one.
+        assert_eq!(bucket("300/s", 10).batch(2), 2);
+        assert_eq!(bucket("300/s", 10).tolerance_us(2), interval);
+        // A fast rate: the batch is held to half the burst, not 50 ms (5,000 here).
+        assert_eq!(bucket("100000/s", 100).batch(1), 50);
+        assert_eq!(bucket("100000/s", 100).tolerance_us(1), 49 * 10);
     }
 
     #[test]
