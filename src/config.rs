@@ -181,6 +181,10 @@ pub struct Settings {
     /// `blast send --shard K/N`: only that shard's recipients, with its own state
     /// ([`crate::shard`]); `None`: the whole list.
     pub shard: Option<crate::shard::Shard>,
+    /// The server config's `[cluster]` (`--config`): the lane's rates and connection caps are
+    /// the fleet's, shared through Redis, and so is the suppression list. `None`: this
+    /// machine's alone.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Settings {
@@ -962,6 +966,7 @@ fn validate(loc: &Locator, raw: RawFile) -> Result<Settings> {
         lane,
         schedule,
         suppression_dir: None,
+        cluster: None,
         tokens: None,
         dkim,
         bounce_policy: Default::default(),

@@ -38,11 +38,18 @@ pub enum Request {
         entries: Vec<(String, Suppressed)>,
         /// Replace existing entries (`blast suppress add`) instead of keeping them.
         replace: bool,
+        /// Changes another machine of the fleet made ([`crate::cluster`]): applied but not
+        /// published again.
+        #[serde(default)]
+        from_fleet: bool,
     },
     /// Remove keys from the suppression list.
     SuppressRemove {
         /// Normalised keys.
         keys: Vec<String>,
+        /// See `SuppressAdd`.
+        #[serde(default)]
+        from_fleet: bool,
     },
     /// Every suppression entry.
     SuppressList,

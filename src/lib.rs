@@ -45,6 +45,8 @@
 //! - [`send`]       the `blast send` orchestration (import → lane → summary)
 //! - [`shard`]      `blast send --shard K/N`: which recipients a shard holds (SHA-256 of the
 //!   normalised address), and the shard's state directory
+//! - [`cluster`]    a fleet through Redis (`[cluster] redis`): shared GCRA rates, connection
+//!   leases per site, the suppression stream and this state dir's outbox of changes
 //! - [`schedule`]   cron slots, durable claims and the scheduler loop `blast serve` runs
 //! - [`report`]     live progress (one frame of figures → terminal lines, plain lines, JSON lines),
 //!   the run's [`report::summary::Summary`]
@@ -61,6 +63,7 @@ pub mod classify;
 pub mod cli;
 pub mod clicks;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod control;

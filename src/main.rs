@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 s.tokens = serve.token_settings()?.map(Arc::new);
                 s.bounce_policy = serve.bounce_policy.clone();
                 s.suppression_dir = Some(serve.state_dir);
+                s.cluster = serve.cluster;
             }
             if let Some(to) = proof {
                 // Before anything that touches state: a proof opens no store.

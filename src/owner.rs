@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cluster::outbox;
 use crate::control::{self, Request, Response};
 use crate::error::{Error, Result};
 use crate::store::suppression::{self, Entry, RunDir, SoftCount, SoftHit, SoftPolicy, Suppression};
@@ -139,12 +140,24 @@ impl Global {
     /// Adds entries (kept when already listed, unless `replace`), durably. Returns how many
     /// were new. Blocking.
     pub fn suppress(&self, entries: &[(String, Entry)], replace: bool) -> Result<u64> {
+        self.suppress_as(entries, replace, false)
+    }
+
+    /// [`Global::suppress`]; `from_fleet`: the entries came from another machine of the fleet
+    /// ([`crate::cluster::suppression_sync`]), so they are not published again.
+    pub fn suppress_as(
+        &self,
+        entries: &[(String, Entry)],
+        replace: bool,
+        from_fleet: bool,
+    ) -> Result<u64> {
         if entries.is_empty() {
             return Ok(0);
         }
         let req = || Request::SuppressAdd {
             entries: entries.to_vec(),
             replace,
+            from_fleet,
         };
         self.with(
             req,
@@ -160,6 +173,11 @@ impl Global {
                     }
                 }
                 sp.flush()?;
+                // Durable here first; the fleet hears of it after (the outbox is read by
+                // whichever process of this state dir syncs with Redis).
+                if !from_fleet {
+                    outbox::add(&self.dir, entries)?;
+                }
                 Ok(added)
             },
         )
@@ -167,8 +185,14 @@ impl Global {
 
     /// Removes keys, durably; per key whether it was listed. Blocking.
     pub fn unsuppress(&self, keys: &[String]) -> Result<Vec<bool>> {
+        self.unsuppress_as(keys, false)
+    }
+
+    /// [`Global::unsuppress`]; `from_fleet` as for [`Global::suppress_as`].
+    pub fn unsuppress_as(&self, keys: &[String], from_fleet: bool) -> Result<Vec<bool>> {
         let req = || Request::SuppressRemove {
             keys: keys.to_vec(),
+            from_fleet,
         };
         self.with(
             req,
@@ -179,6 +203,9 @@ impl Global {
                     .map(|k| sp.remove(k))
                     .collect::<Result<Vec<_>>>()?;
                 sp.flush()?;
+                if !from_fleet {
+                    outbox::remove(&self.dir, keys)?;
+                }
                 Ok(out)
             },
         )

@@ -118,6 +118,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     };
     let file_map = register_files(&store, &reader)?;
     let global = Global::shared(s.suppression_state_dir());
+    let fleet = join_fleet(s, &global).await?;
     let import_started = Instant::now();
     let import_task = {
         let (s2, st, stats, global) = (s.clone(), store.clone(), stats.clone(), global.clone());
@@ -223,6 +224,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
             stats: stats.clone(),
             feed: feed_rx,
             soft_policy: s.bounce_policy.soft,
+            fleet: fleet.as_ref().map(|(f, _, _)| f.clone()),
         },
     );
     let (report, import_out) = match (imported_early, finish_import) {
@@ -233,6 +235,11 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         }
         (None, None) => unreachable!("the import is either awaited or run beside the lane"),
     };
+    if let Some((_, stop, task)) = fleet {
+        // Its last round publishes what this run suppressed.
+        stop.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     let report = report?;
     let (prune, imported, (removed, recovered, restored), import_time) = import_out;
     let pruned = prune
@@ -298,4 +305,37 @@ async fn warmup_up_front(l: &crate::config::LaneSettings, global: &Global, waiti
             }
         );
     }
+}
+
+/// A fleet's lane handle, the stop of its suppression sync, and the sync task.
+type Fleet = (
+    Arc<crate::cluster::LaneFleet>,
+    Arc<Shutdown>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// In a fleet (`[cluster]`): refuses a Redis that may evict keys, brings the suppression list
+/// up to date with the fleet's before the lists are read (so what another machine suppressed
+/// is skipped here), and keeps it in sync while the run lasts. Redis being down is no error:
+/// the list works locally and the lane waits for the shared limits.
+async fn join_fleet(s: &Settings, global: &Global) -> Result<Option<Fleet>> {
+    let Some(cs) = &s.cluster else {
+        return Ok(None);
+    };
+    let cluster = crate::cluster::Cluster::new(cs)?;
+    cluster.check_policy().await?;
+    let sync =
+        crate::cluster::suppression_sync::SuppressionSync::new(cluster.clone(), global.clone());
+    if let Err(e) = sync.round().await {
+        eprintln!(
+            "blast: warning: Redis ({}) unreachable: the suppression list is this machine's \
+             until it answers; sending waits for the shared limits: {e}",
+            cs.redis
+        );
+    }
+    let stop = Arc::new(Shutdown::default());
+    let task = tokio::spawn(sync.run(stop.clone()));
+    let ip = crate::lane::sites::ip_key(s.lane.source_ip);
+    let lane = crate::cluster::LaneFleet::new(cluster, &s.id, &ip, &s.lane);
+    Ok(Some((Arc::new(lane), stop, task)))
 }

@@ -4,6 +4,7 @@ mod bounce;
 mod bounce_effects;
 mod check_lanes;
 mod clicks;
+mod cluster;
 mod commands;
 mod config_reference;
 mod corpus;

@@ -117,6 +117,14 @@ pub(crate) async fn run(
             ctx.set_stalled(why);
             break;
         }
+        if let Some(f) = &ctx.fleet {
+            if !fleet_ready(&ctx, f).await? {
+                let t0 = Instant::now();
+                wait_for(&mut requeue, &mut buf, Duration::from_millis(200)).await;
+                ctx.stats.live.add_idle(t0.elapsed());
+                continue;
+            }
+        }
         if let Some(w) = ctx.health.blocked() {
             // The destination asked us to back off (421) or cannot be reached: hold every
             // recipient; nothing is claimed meanwhile.
@@ -160,7 +168,11 @@ pub(crate) async fn run(
                 buf.rr.push_back(domain);
                 continue;
             }
-            if let Err(w) = throttle.check_domain(&domain, &site.key) {
+            let shaped = match &ctx.fleet {
+                Some(f) => f.check_domain(&domain, &site.key),
+                None => throttle.check_domain(&domain, &site.key),
+            };
+            if let Err(w) = shaped {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(domain);
                 continue;
@@ -175,7 +187,16 @@ pub(crate) async fn run(
                     continue;
                 }
             }
-            if !throttle.try_global() {
+            if let Some(f) = &ctx.fleet {
+                if f.try_global().is_err() {
+                    commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
+                    if !fleet_global(&ctx, f).await {
+                        // Stopping, or Redis went away: the recipient stays queued.
+                        buf.rr.push_front(domain);
+                        break;
+                    }
+                }
+            } else if !throttle.try_global() {
                 // Commit what we have before waiting, so a slow global rate never holds
                 // claimed jobs back.
                 commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
@@ -204,6 +225,9 @@ pub(crate) async fn run(
 
         if last_shrink.elapsed() > Duration::from_secs(60) {
             throttle.shrink();
+            if let Some(f) = &ctx.fleet {
+                f.rates.shrink();
+            }
             last_shrink = Instant::now();
         }
         if progressed {
@@ -352,6 +376,68 @@ fn site_or_dns_wait(
             }))
         }
         Some(_) => Ok(ctx.sites.site_of_domain(domain)),
+    }
+}
+
+/// Whether the fleet's shared limits can be used now. While Redis does not answer nothing
+/// is claimed (every recipient stays pending: none can go over a shared limit) and the
+/// display says so; past `wait_for_retries` the run ends as stalled (exit 75, resumable).
+/// `Err`: a Redis blast refuses (it may evict keys).
+async fn fleet_ready(ctx: &Arc<LaneCtx>, f: &crate::cluster::LaneFleet) -> Result<bool> {
+    let ready = f
+        .ready()
+        .await
+        .inspect_err(|e| ctx.set_fatal(e.to_string()))?;
+    match f.cluster.down() {
+        None if ready => Ok(true),
+        None => Ok(false),
+        Some((since, _)) => {
+            if let Some(line) = f.cluster.waiting_line() {
+                ctx.stats.live.relay_trouble(&line);
+            }
+            let down_for = Duration::from_millis(now_ms().saturating_sub(since));
+            if down_for > ctx.settings.wait_for_retries {
+                let since: chrono::DateTime<chrono::Local> =
+                    (std::time::UNIX_EPOCH + Duration::from_millis(since)).into();
+                ctx.set_stalled(format!(
+                    "Redis ({}) unreachable since {} (longer than wait_for_retries = {:?}); \
+                     every unsent recipient is still pending",
+                    f.cluster.settings().redis,
+                    since.format("%Y-%m-%d %H:%M:%S %z"),
+                    ctx.settings.wait_for_retries,
+                ));
+                return Ok(false);
+            }
+            // Probe: any call that gets through clears the down mark.
+            Ok(f.ready().await? && f.cluster.down().is_none() && probe(f).await)
+        }
+    }
+}
+
+async fn probe(f: &crate::cluster::LaneFleet) -> bool {
+    f.cluster
+        .call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+        .await
+        .is_ok()
+}
+
+/// Waits for a global token of the fleet's bucket; false when the lane stops or Redis
+/// stops answering first (the caller keeps its recipient).
+async fn fleet_global(ctx: &Arc<LaneCtx>, f: &crate::cluster::LaneFleet) -> bool {
+    // Bounded: each pass sleeps at least 1 ms and ends on a token, a stop or Redis down.
+    loop {
+        match f.try_global() {
+            Ok(()) => return true,
+            Err(w) => {
+                if ctx.shutdown.stopping() || f.cluster.down().is_some() {
+                    return false;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(w.clamp(Duration::from_millis(1), Duration::from_millis(20))) => {}
+                    _ = ctx.shutdown.wait() => return false,
+                }
+            }
+        }
     }
 }
 

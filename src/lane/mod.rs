@@ -136,6 +136,8 @@ pub(crate) struct LaneCtx {
     pub mx_pool: crate::transport::mx::Pool<Job>,
     /// The IP's daily caps ([`warmup`]), when the lane warms up.
     pub warmup: Option<warmup::Runtime>,
+    /// In a fleet: the rates and per-site caps shared through Redis ([`crate::cluster`]).
+    pub fleet: Option<Arc<crate::cluster::LaneFleet>>,
 }
 
 impl LaneCtx {
@@ -174,6 +176,9 @@ pub struct Inputs {
     pub feed: Option<mpsc::Receiver<Job>>,
     /// When soft failures add up to a suppression (blast.toml's `[bounces]`).
     pub soft_policy: crate::store::suppression::SoftPolicy,
+    /// In a fleet (`[cluster]`): the shared rates and connection caps; `None`: this
+    /// machine's own.
+    pub fleet: Option<Arc<crate::cluster::LaneFleet>>,
 }
 
 /// Sends every eligible recipient of the store through the lane until all are final, the
@@ -196,6 +201,7 @@ pub async fn run_with(
         stats,
         feed,
         soft_policy,
+        fleet,
     } = inputs;
     // The lane's own stop: the caller's (Ctrl-C, SIGTERM) or the lane's (a fatal error, a
     // stalled destination), so the caller can tell an interrupt from a lane that gave up.
@@ -253,6 +259,11 @@ pub async fn run_with(
         soft_policy,
         mx_pool: crate::transport::mx::Pool::new(workers),
         warmup: warmup::Runtime::new(settings, global.clone()),
+        fleet,
+    });
+    let lease_keeper = ctx.fleet.as_ref().map(|f| {
+        ctx.sites.share_caps(f.leases.clone());
+        tokio::spawn(f.leases.clone().keep(ctx.shutdown.clone()))
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
@@ -311,6 +322,11 @@ pub async fn run_with(
         }
     }
     dispatched?;
+    if let Some(k) = lease_keeper {
+        // Gives the leases back now rather than letting them expire.
+        ctx.shutdown.stop();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), k).await;
+    }
     watcher.abort();
     complaint_watch.abort();
     holds_watch.abort();

@@ -107,6 +107,8 @@ pub struct Sites {
     /// Signalled when a transaction ends: a dispatcher waiting on a full site goes at once
     /// instead of polling (a poll of a few ms capped a busy site at its cap per poll).
     freed: tokio::sync::Notify,
+    /// In a fleet (`[cluster]`): the per-site cap is the fleet's, held as leases in Redis.
+    leases: std::sync::OnceLock<Arc<crate::cluster::leases::Leases>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,7 +155,13 @@ impl Sites {
             of_domain: Mutex::default(),
             clock: DefaultClock::default(),
             freed: tokio::sync::Notify::new(),
+            leases: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes the per-site cap the fleet's: a transaction opens only under a lease.
+    pub fn share_caps(&self, leases: Arc<crate::cluster::leases::Leases>) {
+        let _ = self.leases.set(leases);
     }
 
     /// The IP key of this lane's holds.
@@ -219,6 +227,9 @@ impl Sites {
         if s.inflight >= self.per_site_cap {
             return Err(Wait::Full);
         }
+        if let Some(l) = self.leases.get() {
+            l.admit(&site.key).map_err(Wait::For)?;
+        }
         if let Some(p) = site.provider {
             let cap = self.shaping.providers[p].connections.unwrap_or(usize::MAX);
             if self.providers[p].inflight.load(Ordering::Relaxed) >= cap {
@@ -253,6 +264,9 @@ impl Sites {
             .entry(site.key.clone())
             .or_default()
             .inflight += 1;
+        if let Some(l) = self.leases.get() {
+            l.start(&site.key);
+        }
         if let Some(p) = site.provider {
             self.providers[p].inflight.fetch_add(1, Ordering::Relaxed);
         }
@@ -270,6 +284,9 @@ impl Sites {
             s.inflight = s.inflight.saturating_sub(1);
         }
         self.freed.notify_one();
+        if let Some(l) = self.leases.get() {
+            l.finished(&site.key);
+        }
         if let Some(p) = site.provider {
             let _ = self.providers[p].inflight.fetch_update(
                 Ordering::Relaxed,

@@ -53,6 +53,8 @@ pub struct SchedulerConfig {
     pub tokens: Option<std::sync::Arc<crate::token::TokenSettings>>,
     /// serve's `[bounces]` policy, for every run.
     pub bounce_policy: crate::bounce::policy::BouncePolicy,
+    /// serve's `[cluster]`: every run shares the fleet's rates, caps and suppressions.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl SchedulerConfig {
@@ -68,6 +70,7 @@ impl SchedulerConfig {
             events: None,
             tokens: None,
             bounce_policy: Default::default(),
+            cluster: None,
         }
     }
 }
@@ -409,6 +412,7 @@ impl Scheduler {
             self.cfg.tokens.as_ref(),
         );
         run.bounce_policy = self.cfg.bounce_policy.clone();
+        run.cluster = self.cfg.cluster.clone();
         let fut = self.launcher.launch(run, self.shutdown.clone());
         let tx = self.done_tx.clone();
         let r = rec.clone();

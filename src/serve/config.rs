@@ -28,6 +28,14 @@ struct RawServeFile {
     bounces: Option<Spanned<RawBounces>>,
     tracking: Option<Spanned<RawUnsubscribe>>,
     dns: Option<RawDns>,
+    cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redis: Spanned<String>,
+    machine: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +158,56 @@ pub struct ServeSettings {
     /// The rest of `[bounces]`: soft-bounce counting, how long bounces are kept, the lines
     /// rates are judged by.
     pub bounce_policy: BouncePolicy,
+    /// `[cluster]`: the fleet's Redis and this machine's name in it. `None`: one machine.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
+}
+
+/// `[cluster] redis` (a `redis://` URL) and `machine` (default: the host name).
+fn cluster(
+    loc: &Locator,
+    c: Option<&RawCluster>,
+) -> Result<Option<crate::cluster::ClusterSettings>> {
+    let Some(c) = c else { return Ok(None) };
+    let url = c.redis.get_ref().trim().to_string();
+    if !(url.starts_with("redis://")
+        || url.starts_with("valkey://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
+        return loc.err(
+            c.redis.span(),
+            "cluster.redis",
+            "a Redis URL, e.g. \"redis://10.0.0.5:6379\" (TLS rediss:// is not supported yet)",
+        );
+    }
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        return loc.err(
+            c.redis.span(),
+            "cluster.redis",
+            format!("not a Redis URL: {e}"),
+        );
+    }
+    let machine = match &c.machine {
+        Some(m) => {
+            let v = m.get_ref().trim().to_string();
+            if v.is_empty()
+                || v.len() > 100
+                || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return loc.err(
+                    m.span(),
+                    "cluster.machine",
+                    "a short name without spaces, unique in the fleet",
+                );
+            }
+            v
+        }
+        None => crate::cluster::hostname(),
+    };
+    Ok(Some(crate::cluster::ClusterSettings {
+        redis: url,
+        machine,
+    }))
 }
 
 /// `[bounces] soft_limit`, `soft_days`, `keep_days`, `hard_warn`, `feedback_domains`.
@@ -497,6 +555,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         feedback_addresses.push(v);
     }
     let bounce_policy = bounce_policy(&loc, raw.bounces.as_ref().map(|b| b.get_ref()))?;
+    let cluster = cluster(&loc, raw.cluster.as_ref().map(|c| c.get_ref()))?;
     let secret_file = s.secret_file.as_ref().map(|f| loc.resolve(f.get_ref()));
     if secret_file.is_none() {
         // Links and return paths need tokens, tokens need keys: say so at load, not when the
@@ -544,6 +603,7 @@ pub fn parse(path: &Path, src: &str) -> Result<ServeSettings> {
         priority.accounting = Some(state_dir.join("accounting.jsonl"));
     }
     Ok(ServeSettings {
+        cluster,
         click_url,
         bounce_policy,
         bounce_inbox,

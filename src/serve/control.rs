@@ -203,16 +203,20 @@ async fn handle(req: Request, ctx: &Ctx) -> Response {
                 Err(_) => return gone(),
             }
         }
-        Request::SuppressAdd { entries, replace } => {
+        Request::SuppressAdd {
+            entries,
+            replace,
+            from_fleet,
+        } => {
             return global_op(ctx, move |g, r| {
-                r.added = g.suppress(&entries, replace)?;
+                r.added = g.suppress_as(&entries, replace, from_fleet)?;
                 Ok(())
             })
             .await
         }
-        Request::SuppressRemove { keys } => {
+        Request::SuppressRemove { keys, from_fleet } => {
             return global_op(ctx, move |g, r| {
-                r.removed = g.unsuppress(&keys)?;
+                r.removed = g.unsuppress_as(&keys, from_fleet)?;
                 Ok(())
             })
             .await

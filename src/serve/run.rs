@@ -122,6 +122,15 @@ pub async fn start(s: &ServeSettings) -> Result<Serve> {
     };
     // serve owns the global state while it runs; everyone else asks it.
     let global = crate::owner::Global::held(&s.state_dir)?;
+    // In a fleet, serve keeps the state dir's suppression list in sync with the others'
+    // (its unsubscribes and bounces out, theirs in) for as long as it runs.
+    if let Some(cs) = &s.cluster {
+        let cluster = crate::cluster::Cluster::new(cs)?;
+        cluster.check_policy().await?;
+        let sync = crate::cluster::suppression_sync::SuppressionSync::new(cluster, global.clone());
+        // Ends with the process (each round is durable on its own).
+        tokio::spawn(sync.run(Arc::new(crate::shutdown::Shutdown::default())));
+    }
     let control = control::start(
         &s.state_dir,
         lane.tx.clone(),

@@ -28,6 +28,7 @@ pub fn start(
         let mut cfg = SchedulerConfig::new(dir.clone(), s.state_dir.clone());
         cfg.tokens = tokens;
         cfg.bounce_policy = s.bounce_policy.clone();
+        cfg.cluster = s.cluster.clone();
         let run = schedule::run(
             cfg,
             Arc::new(SystemClock),

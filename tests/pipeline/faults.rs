@@ -518,6 +518,7 @@ async fn the_lane_runs_through_the_stub_transport() {
             stats: Arc::new(Stats::default()),
             feed: None,
             soft_policy: Default::default(),
+            fleet: None,
         },
     )
     .await
