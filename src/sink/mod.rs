@@ -127,6 +127,8 @@ pub struct Received {
     pub tls: bool,
     /// The user the session authenticated as (AUTH PLAIN), if any.
     pub authenticated: Option<String>,
+    /// The client's address (the source IP a sender bound shows here).
+    pub peer: Option<SocketAddr>,
 }
 
 /// A short line about each accepted message, for `blast sink`'s output.
