@@ -1167,7 +1167,26 @@ pub(crate) fn lane_settings(
                     "with source_ips, each entry has its own egress_ip",
                 );
             }
-            pool::source_ips(loc, r, section, &helo)?
+            if !matches!(transport, TransportSpec::Smtp { .. }) {
+                // Direct delivery keeps one source IP per lane in this release.
+                return loc.err(
+                    r.span(),
+                    &k("source_ips"),
+                    "an IP pool sends through relays: set transport = \"smtp://…\" or relays",
+                );
+            }
+            let ips = pool::source_ips(loc, r, section, &helo)?;
+            if ips.len() > connections {
+                return loc.err(
+                    r.span(),
+                    &k("source_ips"),
+                    format!(
+                        "{} IPs but connections = {connections}: each IP needs a connection of its own",
+                        ips.len()
+                    ),
+                );
+            }
+            ips
         }
         _ => Vec::new(),
     };
