@@ -979,10 +979,10 @@ pub(crate) fn lane_settings(
 ) -> Result<LaneSettings> {
     let k = |key: &str| format!("{section}.{key}");
     let relays = match (&l.transport, &l.relays) {
-        (Some(t), Some(_)) => {
+        (Some(_), Some(r)) => {
             return loc.err(
-                t.span(),
-                &k("transport"),
+                r.span(),
+                &k("relays"),
                 "set transport or relays, not both (relays lists every relay of the pool)",
             )
         }
@@ -1157,7 +1157,11 @@ pub(crate) fn lane_settings(
             )
         }
         (None, Some(r)) if section != "lane" => {
-            return loc.err(r.span(), &k("source_ips"), "only a campaign's [lane] has an IP pool")
+            return loc.err(
+                r.span(),
+                &k("source_ips"),
+                "only a campaign's [lane] has an IP pool",
+            )
         }
         (None, Some(r)) => {
             if let Some(e) = &l.egress_ip {

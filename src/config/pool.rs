@@ -102,7 +102,9 @@ pub(crate) fn source_ips(
             return loc.err(r.ip.span(), &k("ip"), format!("{addr} is listed twice"));
         }
         let helo = match &r.helo {
-            Some(h) => super::host_name(h.get_ref()).or_else(|m| loc.err(h.span(), &k("helo"), m))?,
+            Some(h) => {
+                super::host_name(h.get_ref()).or_else(|m| loc.err(h.span(), &k("helo"), m))?
+            }
             None => helo.to_string(),
         };
         let egress_ip = match &r.egress_ip {
@@ -145,36 +147,39 @@ pub(crate) fn relays(
     let mut out: Vec<PoolRelay> = Vec::new();
     for (i, e) in raw.get_ref().iter().enumerate() {
         let k = format!("{key}[{i}]");
-        let (url, w) = match e.get_ref() {
-            toml::Value::String(s) => (s.clone(), None),
-            toml::Value::Table(t) => {
-                if let Some(other) = t.keys().find(|k| *k != "url" && *k != "weight") {
-                    return loc.err(
-                        e.span(),
-                        &k,
-                        format!("unknown key {other:?} (a relay has `url` and `weight`)"),
-                    );
-                }
-                let Some(toml::Value::String(u)) = t.get("url") else {
-                    return loc.err(e.span(), &format!("{k}.url"), "missing: url = \"smtp://host:port\"");
-                };
-                let w = match t.get("weight") {
-                    None => None,
-                    Some(toml::Value::Integer(n)) => Some(*n),
-                    Some(_) => {
-                        return loc.err(e.span(), &format!("{k}.weight"), "a whole number");
+        let (url, w) =
+            match e.get_ref() {
+                toml::Value::String(s) => (s.clone(), None),
+                toml::Value::Table(t) => {
+                    if let Some(other) = t.keys().find(|k| *k != "url" && *k != "weight") {
+                        return loc.err(
+                            e.span(),
+                            &k,
+                            format!("unknown key {other:?} (a relay has `url` and `weight`)"),
+                        );
                     }
-                };
-                (u.clone(), w)
-            }
-            _ => {
-                return loc.err(
+                    let Some(toml::Value::String(u)) = t.get("url") else {
+                        return loc.err(
+                            e.span(),
+                            &format!("{k}.url"),
+                            "missing: url = \"smtp://host:port\"",
+                        );
+                    };
+                    let w = match t.get("weight") {
+                        None => None,
+                        Some(toml::Value::Integer(n)) => Some(*n),
+                        Some(_) => {
+                            return loc.err(e.span(), &format!("{k}.weight"), "a whole number");
+                        }
+                    };
+                    (u.clone(), w)
+                }
+                _ => return loc.err(
                     e.span(),
                     &k,
                     "a relay is \"smtp://host:port\" or { url = \"smtp://host:port\", weight = N }",
-                )
-            }
-        };
+                ),
+            };
         let spanned_url = Spanned::new(e.span(), url.clone());
         let transport = super::parse_transport(loc, &spanned_url, &k)?;
         if !matches!(transport, TransportSpec::Smtp { .. }) {

@@ -91,14 +91,17 @@ pub(crate) async fn run(
             .await
             .map_err(|e| Error::Lane(format!("scan task failed: {e}")))??;
             for (key, rec) in rows {
-                buf.push(&ctx, Job {
-                    key,
-                    rec,
-                    requeues: 0,
-                    claim: 0,
-                    claim_ms: 0,
-                    site: None,
-                });
+                buf.push(
+                    &ctx,
+                    Job {
+                        key,
+                        rec,
+                        requeues: 0,
+                        claim: 0,
+                        claim_ms: 0,
+                        site: None,
+                    },
+                );
             }
             cursor = last;
             scan_done = done;

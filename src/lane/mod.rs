@@ -153,9 +153,9 @@ impl LaneCtx {
     /// A job dispatched to pool IP `ip` finished (or was never sent).
     pub(crate) fn unqueue(&self, ip: usize) {
         if let Some(p) = &self.pools {
-            let _ = p.ips[ip].queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                n.checked_sub(1)
-            });
+            let _ = p.ips[ip]
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 

@@ -250,8 +250,16 @@ impl Pool {
     }
 
     /// The relay a new session goes to: of the relays that are in, the one with the fewest
-    /// sessions for its weight. `Err`: every relay is out, for at least this long.
+    /// sessions for its weight; the session is counted from here (so workers connecting at
+    /// the same moment spread), and [`Pool::closed`] must follow, whether it opened or not.
+    /// `Err`: every relay is out, for at least this long.
     pub fn choose_relay(&self) -> Result<usize, Duration> {
+        let r = self.least_loaded()?;
+        lock(&self.relays[r].state).sessions += 1;
+        Ok(r)
+    }
+
+    fn least_loaded(&self) -> Result<usize, Duration> {
         let now = Instant::now();
         let mut best: Option<(usize, f64)> = None;
         let mut wait = RELAY_BACKOFF_CAP;
@@ -271,7 +279,7 @@ impl Pool {
 
     /// How long until a relay is in again, when every relay is out.
     pub fn all_out(&self) -> Option<Duration> {
-        self.choose_relay().err()
+        self.least_loaded().err()
     }
 
     /// The endpoint of IP `ip` to relay `relay`.
@@ -290,12 +298,11 @@ impl Pool {
     /// A session to `relay` opened.
     pub fn opened(&self, relay: usize) {
         let mut st = lock(&self.relays[relay].state);
-        st.sessions += 1;
         st.failures = 0;
         st.fatal = false;
     }
 
-    /// A session to `relay` ended.
+    /// A session to `relay` ended (or never opened).
     pub fn closed(&self, relay: usize) {
         let mut st = lock(&self.relays[relay].state);
         st.sessions = st.sessions.saturating_sub(1);

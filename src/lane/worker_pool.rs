@@ -54,6 +54,7 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ip: usize, jobs: Jobs, done: mpsc::Se
                     session = Some((c, relay));
                 }
                 Err(e) => {
+                    pool.closed(relay);
                     connect_failed(&ctx, ip, relay, &done, job, e).await;
                     continue;
                 }
@@ -96,7 +97,8 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ip: usize, jobs: Jobs, done: mpsc::Se
                 lane_waits(&ctx, &line);
             }
             Some(Broken::Lost(w)) if lost => {
-                let line = pool.relay_failed(relay, Failure::Down, &format!("connection lost: {w}"));
+                let line =
+                    pool.relay_failed(relay, Failure::Down, &format!("connection lost: {w}"));
                 ctx.stats.live.relay_trouble(&line);
                 lane_waits(&ctx, &line);
             }
@@ -156,9 +158,10 @@ async fn connect_failed(
     if matches!(&e, SmtpError::Io(io) if io.kind() == std::io::ErrorKind::AddrNotAvailable) {
         // Our side: this IP cannot be used here. The relay did nothing wrong.
         pool.ip_unavailable(ip, &e);
-        ctx.stats
-            .live
-            .relay_trouble(&format!("source IP {} not available: {e}", pool.ips[ip].name));
+        ctx.stats.live.relay_trouble(&format!(
+            "source IP {} not available: {e}",
+            pool.ips[ip].name
+        ));
         let why = format!("source IP {} not available here: {e}", pool.ips[ip].name);
         report(ctx, done, job, Outcome::Postponed(why)).await;
         return;

@@ -288,6 +288,12 @@ impl SinkHandle {
         self.shared.tls_failures.load(Ordering::Relaxed)
     }
 
+    /// Kills the sink at once, as a relay that crashed: it stops listening and every open
+    /// connection is dropped wherever its transaction is. What it received stays readable.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
     /// Stops accepting, closes every open connection and waits for the accept loop.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
