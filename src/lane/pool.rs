@@ -403,13 +403,17 @@ pub fn split(total: usize, weights: &[u32]) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    /// The README's test vector (also computed with Python's hashlib and math.log).
+    /// The README's test vector (computed with Python's hashlib and math.log).
     #[test]
     fn the_documented_vector() {
-        let m = vec![("127.0.0.2".to_string(), 1), ("127.0.0.3".to_string(), 1)];
-        let s2 = score("ann@example.com", "127.0.0.2", 1);
-        let s3 = score("ann@example.com", "127.0.0.3", 1);
-        assert_eq!(pick("ann@example.com", &m), usize::from(s3 > s2));
+        let pool = vec![("203.0.113.25".to_string(), 2), ("203.0.113.26".to_string(), 1)];
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-4;
+        assert!(near(score("ann@example.com", "203.0.113.25", 2), 34.728998));
+        assert!(near(score("ann@example.com", "203.0.113.26", 1), 5.093042));
+        assert_eq!(pick("ann@example.com", &pool), 0);
+        assert!(near(score("user0@example.com", "203.0.113.25", 2), 1.330967));
+        assert!(near(score("user0@example.com", "203.0.113.26", 1), 28.225113));
+        assert_eq!(pick("user0@example.com", &pool), 1);
     }
 
     #[test]
