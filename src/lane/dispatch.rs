@@ -146,8 +146,16 @@ pub(crate) async fn run(
                 break;
             };
             let (domain, ip) = (qk.0.as_str(), qk.1);
-            if let Some(Err(w)) = ctx.pools.as_ref().map(|p| p.ip_ready(ip)) {
-                // This IP's workers have enough queued, or its address is out.
+            if let Some(Err((w, out))) = ctx.pools.as_ref().map(|p| p.ip_ready(ip)) {
+                // This IP's workers have enough queued, or its address is out: then its
+                // recipients wait (never moved to another IP), and a wait that outlasts the
+                // other IPs' deliveries by `wait_for_retries` ends the run (exit 75).
+                if out {
+                    let name = &ctx.pools.as_ref().expect("a pool").ips[ip].name;
+                    ctx.health.waiting_on(&format!(
+                        "source IP {name} is not available on this machine"
+                    ));
+                }
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
                 buf.rr.push_back(qk);
                 continue;

@@ -79,6 +79,8 @@ pub struct PoolIp {
     /// Dispatched and not yet finished.
     pub queued: AtomicUsize,
     out_until: Mutex<Option<Instant>>,
+    /// Its removal has been said (once per run: it is the same cause every time).
+    said: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -158,6 +160,7 @@ impl Pool {
                 workers,
                 queued: AtomicUsize::new(0),
                 out_until: Mutex::new(None),
+                said: Default::default(),
             })
             .collect();
         debug_assert!(total_w > 0);
@@ -212,17 +215,17 @@ impl Pool {
     }
 
     /// Whether IP `i` may take one more dispatched job now (its workers' queue has room and
-    /// its address is not out). `Err`: how long to wait.
-    pub fn ip_ready(&self, i: usize) -> Result<(), Duration> {
+    /// its address is not out). `Err`: how long to wait, and whether the IP is out.
+    pub fn ip_ready(&self, i: usize) -> Result<(), (Duration, bool)> {
         let ip = &self.ips[i];
         if let Some(until) = *lock(&ip.out_until) {
             let now = Instant::now();
             if until > now {
-                return Err((until - now).min(Duration::from_millis(50)));
+                return Err(((until - now).min(Duration::from_millis(50)), true));
             }
         }
         if ip.queued.load(Ordering::Relaxed) >= Self::queue_cap(ip.workers) {
-            return Err(Duration::from_millis(2));
+            return Err((Duration::from_millis(2), false));
         }
         Ok(())
     }
@@ -233,12 +236,13 @@ impl Pool {
         workers * 4
     }
 
-    /// IP `i`'s address cannot be bound here: out for a while, said once.
+    /// IP `i`'s address cannot be bound here: out for a while (then tried again: an address
+    /// may be added while the run goes on), said once.
     pub fn ip_unavailable(&self, i: usize, e: &SmtpError) {
         let ip = &self.ips[i];
         let mut out = lock(&ip.out_until);
         let now = Instant::now();
-        if out.is_none_or(|u| u <= now) {
+        if !ip.said.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "blast: source IP {} taken out for {}s: {e} (the address is not configured on this \
                  machine; its recipients wait for it, they are never moved to another IP)",
@@ -406,13 +410,22 @@ mod tests {
     /// The README's test vector (computed with Python's hashlib and math.log).
     #[test]
     fn the_documented_vector() {
-        let pool = vec![("203.0.113.25".to_string(), 2), ("203.0.113.26".to_string(), 1)];
+        let pool = vec![
+            ("203.0.113.25".to_string(), 2),
+            ("203.0.113.26".to_string(), 1),
+        ];
         let near = |a: f64, b: f64| (a - b).abs() < 1e-4;
         assert!(near(score("ann@example.com", "203.0.113.25", 2), 34.728998));
         assert!(near(score("ann@example.com", "203.0.113.26", 1), 5.093042));
         assert_eq!(pick("ann@example.com", &pool), 0);
-        assert!(near(score("user0@example.com", "203.0.113.25", 2), 1.330967));
-        assert!(near(score("user0@example.com", "203.0.113.26", 1), 28.225113));
+        assert!(near(
+            score("user0@example.com", "203.0.113.25", 2),
+            1.330967
+        ));
+        assert!(near(
+            score("user0@example.com", "203.0.113.26", 1),
+            28.225113
+        ));
         assert_eq!(pick("user0@example.com", &pool), 1);
     }
 

@@ -158,11 +158,12 @@ async fn connect_failed(
     if matches!(&e, SmtpError::Io(io) if io.kind() == std::io::ErrorKind::AddrNotAvailable) {
         // Our side: this IP cannot be used here. The relay did nothing wrong.
         pool.ip_unavailable(ip, &e);
-        ctx.stats.live.relay_trouble(&format!(
-            "source IP {} not available: {e}",
-            pool.ips[ip].name
-        ));
         let why = format!("source IP {} not available here: {e}", pool.ips[ip].name);
+        ctx.stats.live.relay_trouble(&why);
+        // The lane's trouble clock: once the other IPs have nothing left to deliver, a run
+        // whose IP never comes back ends (exit 75) after `wait_for_retries`, its recipients
+        // still pending, instead of waiting for ever.
+        ctx.health.connect_failed(&why);
         report(ctx, done, job, Outcome::Postponed(why)).await;
         return;
     }

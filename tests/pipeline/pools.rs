@@ -314,3 +314,50 @@ fn pool_config_errors_name_file_line_and_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_not_on_this_machine_is_taken_out_and_its_recipients_wait() {
+    let f = Fixture::new();
+    let all = addrs("u", "x.test", 40);
+    f.write("l.csv", csv_list(&all));
+    let sink = start_sink(vec![]).await;
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: binding it fails with EADDRNOTAVAIL.
+    let toml = pool_campaign(
+        "gone",
+        sink.addr,
+        &["l.csv"],
+        "",
+        &format!(
+            "transport = \"smtp://{}\"\nsource_ips = [{{ ip = \"127.0.0.2\" }}, {{ ip = \"192.0.2.1\" }}]",
+            sink.addr
+        ),
+    )
+    .replace("wait_for_retries = \"30s\"", "wait_for_retries = \"2s\"");
+    let s = f.campaign("gone", &toml);
+    let summary = send(&s).await.expect("send");
+    let ips = [("127.0.0.2", 1), ("192.0.2.1", 1)];
+    let (here, away): (Vec<&String>, Vec<&String>) = all
+        .iter()
+        .partition(|a| hashed_ip(a, &ips) == "127.0.0.2".parse::<IpAddr>().unwrap());
+    assert!(!here.is_empty() && !away.is_empty());
+    assert_exactly_once(
+        &sink,
+        &here.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    // Never moved to the other IP: still pending, nothing spent; exit 75, resumable.
+    assert_eq!(summary.exit_code(), 75, "{:?}", summary.fatal);
+    assert!(
+        summary
+            .stalled
+            .as_deref()
+            .unwrap_or("")
+            .contains("192.0.2.1"),
+        "{:?}",
+        summary.stalled
+    );
+    let recs = records(&s);
+    for a in &away {
+        let r = &recs[*a];
+        assert_eq!((r.state, r.attempts), (State::Pending, 0), "{a}: {r:?}");
+    }
+}
