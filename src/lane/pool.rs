@@ -147,7 +147,6 @@ impl Pool {
                 .map(|p| (Some(p.ip), p.helo.clone(), p.weight))
                 .collect()
         };
-        let total_w: u32 = ips.iter().map(|i| i.2).sum();
         let workers = split(s.connections, &ips.iter().map(|i| i.2).collect::<Vec<_>>());
         let ips: Vec<PoolIp> = ips
             .into_iter()
@@ -163,7 +162,6 @@ impl Pool {
                 said: Default::default(),
             })
             .collect();
-        debug_assert!(total_w > 0);
         let relays = if s.relays.is_empty() {
             vec![(
                 format!("smtp://{}:{}", template.host, template.port),
