@@ -17,6 +17,7 @@ use crate::message::{needs_smtputf8, parse_named_address, NamedAddress};
 
 pub mod dkim;
 pub mod duration;
+pub mod pool;
 pub mod schedule;
 pub mod shaping;
 pub mod warmup;
@@ -69,8 +70,12 @@ struct RawCampaign {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLane {
-    pub(crate) transport: Spanned<String>,
+    pub(crate) transport: Option<Spanned<String>>,
+    /// A pool of relays instead of `transport` ([`pool`]).
+    pub(crate) relays: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub(crate) source_ip: Option<Spanned<String>>,
+    /// A pool of source IPs instead of `source_ip` ([`pool`]).
+    pub(crate) source_ips: Option<Spanned<Vec<Spanned<pool::RawSourceIp>>>>,
     /// The address receivers see (a NAT's or relay's public address); `blast check --dns`.
     pub(crate) egress_ip: Option<Spanned<String>>,
     pub(crate) helo: Option<Spanned<String>>,
@@ -370,8 +375,13 @@ pub struct Timeouts {
 pub struct LaneSettings {
     /// Where mail goes.
     pub transport: TransportSpec,
-    /// The lane's dedicated source IP (bind address), if any.
+    /// The lane's dedicated source IP (bind address), if any (`None` with a pool).
     pub source_ip: Option<IpAddr>,
+    /// `source_ips`: the lane's pool of source IPs (empty: `source_ip` alone).
+    pub source_ips: Vec<pool::PoolIp>,
+    /// `relays`: the lane's pool of relays (empty: `transport` alone, which is then the
+    /// first relay of the pool).
+    pub relays: Vec<pool::PoolRelay>,
     /// `egress_ip`: the address receivers see, checked by `blast check --dns`. Default
     /// `source_ip`.
     pub egress_ip: Option<IpAddr>,
@@ -985,7 +995,31 @@ pub(crate) fn lane_settings(
     dns: Option<&RawDns>,
 ) -> Result<LaneSettings> {
     let k = |key: &str| format!("{section}.{key}");
-    let transport = parse_transport(loc, &l.transport, &k("transport"))?;
+    let relays = match (&l.transport, &l.relays) {
+        (Some(_), Some(r)) => {
+            return loc.err(
+                r.span(),
+                &k("relays"),
+                "set transport or relays, not both (relays lists every relay of the pool)",
+            )
+        }
+        (None, None) => {
+            return loc.err(
+                lane_span,
+                &k("transport"),
+                "missing: set transport = \"smtp://host:port\" (or \"mx\", \"outbox:DIR\"), or relays = [\"smtp://a:25\", …]",
+            )
+        }
+        (None, Some(r)) if section != "lane" => {
+            return loc.err(r.span(), &k("relays"), "only a campaign's [lane] has a relay pool")
+        }
+        (None, Some(r)) => pool::relays(loc, r, section)?,
+        (Some(_), None) => Vec::new(),
+    };
+    let transport = match &l.transport {
+        Some(t) => parse_transport(loc, t, &k("transport"))?,
+        None => relays[0].transport.clone(),
+    };
     let is_mx = transport == TransportSpec::Mx;
     let mx_port = match &l.mx_port {
         None => 25,
@@ -1030,8 +1064,10 @@ pub(crate) fn lane_settings(
         DEFAULT_DNSBL,
     )?;
     let dbl = zones(loc, dns.and_then(|d| d.dbl.as_ref()), "dbl", DEFAULT_DBL)?;
-    let relay_is_loopback =
-        matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host));
+    let relay_is_loopback = matches!(&transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host))
+        && relays.iter().all(
+            |r| matches!(&r.transport, TransportSpec::Smtp { host, .. } if is_loopback_host(host)),
+        );
     let starttls = l.starttls.unwrap_or(if relay_is_loopback {
         StartTls::Off
     } else {
@@ -1130,9 +1166,57 @@ pub(crate) fn lane_settings(
         None => default_helo,
     };
 
+    let source_ips = match (&l.source_ip, &l.source_ips) {
+        (Some(s), Some(_)) => {
+            return loc.err(
+                s.span(),
+                &k("source_ip"),
+                "set source_ip or source_ips, not both (source_ips lists every IP of the pool)",
+            )
+        }
+        (None, Some(r)) if section != "lane" => {
+            return loc.err(
+                r.span(),
+                &k("source_ips"),
+                "only a campaign's [lane] has an IP pool",
+            )
+        }
+        (None, Some(r)) => {
+            if let Some(e) = &l.egress_ip {
+                return loc.err(
+                    e.span(),
+                    &k("egress_ip"),
+                    "with source_ips, each entry has its own egress_ip",
+                );
+            }
+            if !matches!(transport, TransportSpec::Smtp { .. }) {
+                // Direct delivery keeps one source IP per lane in this release.
+                return loc.err(
+                    r.span(),
+                    &k("source_ips"),
+                    "an IP pool sends through relays: set transport = \"smtp://…\" or relays",
+                );
+            }
+            let ips = pool::source_ips(loc, r, section, &helo)?;
+            if ips.len() > connections {
+                return loc.err(
+                    r.span(),
+                    &k("source_ips"),
+                    format!(
+                        "{} IPs but connections = {connections}: each IP needs a connection of its own",
+                        ips.len()
+                    ),
+                );
+            }
+            ips
+        }
+        _ => Vec::new(),
+    };
     Ok(LaneSettings {
         transport,
         source_ip,
+        source_ips,
+        relays,
         egress_ip,
         helo,
         rate: rate_v,

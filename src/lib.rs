@@ -8,7 +8,8 @@
 //! - [`commands`]   `check` (every row validated, lanes compared), `status`, `suppress`, `bounces`,
 //!   `preview` (and `send --proof`), `queue`, `schedule`, `user`: what `main` runs
 //! - [`config`]     campaign.toml → raw structs (strict serde) → validated [`config::Settings`];
-//!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`
+//!   `config::schedule`: the `[schedule]` table and its slots; `config::duration`: `30s`, `5m`;
+//!   `config::pool`: `[lane] source_ips` and `relays`
 //! - [`error`]      typed errors with exit-code predicates (`main` maps them)
 //! - [`run_status`] how a command ended → the one place exit codes are written
 //! - [`list`]       `reader` streams CSV lists; `hygiene` validates and normalises addresses
@@ -39,6 +40,8 @@
 //!   stub, wire encoding, TLS configs (client and server)
 //! - [`lane`]       the blast lane: throttles, dispatcher, connection workers, result writer,
 //!   destination health (421 backoff, stalled relay), retry schedule, warm-up caps (`lane::warmup`);
+//!   `lane::pool` (which IP a recipient leaves from, relay failover) and `lane::worker_pool`
+//!   (a pool's workers);
 //!   `lane::priority`: the priority lane (queue writer, scheduler, workers, DSNs)
 //! - [`sender_rules`] DKIM alignment, one-click unsubscribe covered by DKIM, https URL: what
 //!   `check` and `send` both refuse or warn about

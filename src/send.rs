@@ -195,6 +195,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
     }
 
     let spec = Arc::new(MessageSpec::new(s, templates, store.files()?));
+    // Before the progress display rewrites the snapshot: the campaign's total so far.
+    let prior_ambiguous =
+        crate::report::summary::snapshot_ambiguous(&campaign_dir(s).join("status.json"));
     let progress = crate::report::progress::spawn(ProgressOptions {
         campaign: s.id.clone(),
         stats: stats.clone(),
@@ -256,6 +259,9 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         imported,
         import_time,
         sent_this_run: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+        ambiguous_resends: stats
+            .ambiguous_resends
+            .load(std::sync::atomic::Ordering::Relaxed),
         pruned,
         removed,
         recovered_in_flight: (recovered, s.in_flight),
@@ -272,6 +278,7 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
         &summary.campaign,
         &summary.counts,
         false,
+        prior_ambiguous + summary.ambiguous_resends,
     );
     Ok(summary)
 }

@@ -54,6 +54,7 @@ fn every_config_key_is_in_the_readme() {
     for f in [
         "src/config.rs",
         "src/config/dkim.rs",
+        "src/config/pool.rs",
         "src/config/schedule.rs",
         "src/config/shaping.rs",
         "src/config/warmup.rs",

@@ -12,10 +12,12 @@
 //! - `doctor/blocklists.rs` the From and link domains on a domain blocklist served by dnsmasq
 //! - `doctor/org.rs` DMARC at the organisational domain (Public Suffix List) of a co.uk From
 //! - `doctor/servfail.rs` a zone answering SERVFAIL: WARN "could not check", exit 0
+//! - `doctor/pool.rs` `source_ips`: SPF, PTR and DNSBL rows per IP of the pool, with its own HELO
 //! - `doctor/tls.rs` the lane's TLS to its relay (blast's sink with and without STARTTLS)
 
 mod blocklists;
 mod org;
+mod pool;
 mod servfail;
 mod tls;
 

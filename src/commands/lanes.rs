@@ -173,7 +173,16 @@ fn network_warnings(blast: &LaneSettings, priority: &LaneSettings) -> Vec<Warnin
     if !on_network(&blast.transport) || !on_network(&priority.transport) {
         return out;
     }
-    match (blast.source_ip, priority.source_ip) {
+    // A pool's IPs count as the lane's own: the priority lane must use none of them.
+    let pooled = blast
+        .source_ips
+        .iter()
+        .map(|p| p.ip)
+        .find(|ip| Some(*ip) == priority.source_ip);
+    let blast_ip = pooled
+        .or(blast.source_ip)
+        .or_else(|| blast.source_ips.first().map(|p| p.ip));
+    match (blast_ip, priority.source_ip) {
         (Some(b), Some(p)) if b == p => out.push(Warning {
             kind: Kind::SourceIp,
             what: format!("both lanes connect from source_ip {b}"),
@@ -198,8 +207,15 @@ fn network_warnings(blast: &LaneSettings, priority: &LaneSettings) -> Vec<Warnin
         // One set, one default: the default may or may not be that address; the OS decides.
         _ => {}
     }
-    if let (Some((bh, bp)), Some((ph, pp))) = (relay(&blast.transport), relay(&priority.transport))
-    {
+    // Any relay of a pool: the one the priority lane shares, if it shares one.
+    let prio = relay(&priority.transport);
+    let blast_relay = blast
+        .relays
+        .iter()
+        .filter_map(|r| relay(&r.transport))
+        .find(|(h, _)| prio.as_ref().is_some_and(|(ph, _)| ph == h))
+        .or_else(|| relay(&blast.transport));
+    if let (Some((bh, bp)), Some((ph, pp))) = (blast_relay, prio) {
         if bh == ph {
             let at = if bp == pp {
                 format!("{bh}:{bp}")

@@ -184,6 +184,13 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
             w.domain, w.count, w.last
         );
     }
+    if g.ambiguous_resends > 0 {
+        println!(
+            "  {} messages were resent after their reply was lost past the final dot (each may \
+             have arrived twice)",
+            g.ambiguous_resends
+        );
+    }
     print_holds(&g.holds);
     print_warmup(&s);
     Ok(0)

@@ -147,6 +147,43 @@ pub struct Target {
     pub domains: Vec<dbl::Checked>,
     /// The relay whose TLS is checked (`transport = "smtp://…"`), without credentials.
     pub relay: Option<crate::transport::smtp::Endpoint>,
+    /// `[lane] source_ips`: each IP of the pool, checked with its own HELO and egress IP
+    /// (empty: the lane's one `ip` and `helo` above).
+    pub pool: Vec<PoolMember>,
+    /// `[lane] relays` past the first (whose TLS `relay` checks).
+    pub more_relays: Vec<crate::transport::smtp::Endpoint>,
+}
+
+/// One source IP of the lane's pool as receivers see it.
+#[derive(Debug, Clone)]
+pub struct PoolMember {
+    /// How its rows are labelled: the bind address (and the egress address when it differs).
+    pub label: String,
+    /// Its public address, if it is one.
+    pub ip: Option<IpAddr>,
+    /// Why `ip` is not checked.
+    pub ip_note: Option<String>,
+    /// Its HELO name.
+    pub helo: String,
+}
+
+/// The egress address to check and, when there is none to check, why.
+fn egress(ip: Option<IpAddr>, key: &str) -> (Option<IpAddr>, Option<String>) {
+    match ip {
+        None => (
+            None,
+            Some(format!("no [lane] {key} or source_ip: set {key} to the address receivers see")),
+        ),
+        Some(ip) => match not_public(ip) {
+            Some(why) => (
+                None,
+                Some(format!(
+                    "egress IP {ip} is {why}, not what receivers see: set [lane] {key} to the public address (the NAT's or relay's)"
+                )),
+            ),
+            None => (Some(ip), None),
+        },
+    }
 }
 
 /// Why `ip` is not one receivers see: RFC 1918 / unique-local, loopback, link-local.
@@ -176,21 +213,38 @@ impl Target {
             .and_then(|t| t.bounce_domain.clone())
             .unwrap_or_else(|| from_domain.clone())
             .to_ascii_lowercase();
-        let (ip, ip_note) = match s.lane.egress_ip {
-            None => (
-                None,
-                Some("no [lane] egress_ip or source_ip: set egress_ip to the address receivers see".to_string()),
-            ),
-            Some(ip) => match not_public(ip) {
-                Some(why) => (
-                    None,
-                    Some(format!(
-                        "egress IP {ip} is {why}, not what receivers see: set [lane] egress_ip to the public address (the NAT's or relay's)"
-                    )),
-                ),
-                None => (Some(ip), None),
-            },
-        };
+        let (ip, ip_note) = egress(s.lane.egress_ip, "egress_ip");
+        let pool = s
+            .lane
+            .source_ips
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (ip, ip_note) =
+                    egress(Some(p.egress_ip), &format!("source_ips[{i}].egress_ip"));
+                PoolMember {
+                    label: if p.egress_ip == p.ip {
+                        p.ip.to_string()
+                    } else {
+                        format!("{} as {}", p.ip, p.egress_ip)
+                    },
+                    ip,
+                    ip_note,
+                    helo: p.helo.to_ascii_lowercase(),
+                }
+            })
+            .collect();
+        let more_relays = s
+            .lane
+            .relays
+            .iter()
+            .skip(1)
+            .filter_map(|r| {
+                let mut lane = s.lane.clone();
+                lane.transport = r.transport.clone();
+                tls::probe_endpoint(crate::transport::smtp::Endpoint::for_lane(&lane))
+            })
+            .collect();
         let dkim = match &s.dkim {
             None => Vec::new(),
             Some(d) => dkim::configured(&d.spec).map_err(Error::Config)?,
@@ -207,6 +261,8 @@ impl Target {
             dbl: s.lane.dbl.clone(),
             domains,
             relay: tls::probe_endpoint(crate::transport::smtp::Endpoint::for_lane(&s.lane)),
+            pool,
+            more_relays,
         })
     }
 }
@@ -214,24 +270,63 @@ impl Target {
 /// Runs every check of `t` through `dns` (and mail-auth's SPF through `auth`).
 pub async fn diagnose(t: &Target, dns: &Dns, auth: &mail_auth::MessageAuthenticator) -> Vec<Row> {
     let mut rows = Vec::new();
+    if t.pool.is_empty() {
+        rows.extend(spf_rows(t, dns, auth, "egress_ip").await);
+        rows.extend(dkim::check(t, dns).await);
+        rows.extend(dmarc::check(t, dns).await);
+        rows.extend(listing_rows(t, dns).await);
+    } else {
+        for m in &t.pool {
+            // Each IP as receivers see it: its own HELO, SPF evaluation, PTR and listings.
+            let one = Target {
+                ip: m.ip,
+                ip_note: m.ip_note.clone(),
+                helo: m.helo.clone(),
+                ..t.clone()
+            };
+            let mut own = spf_rows(&one, dns, auth, "source_ips[].egress_ip").await;
+            own.extend(listing_rows(&one, dns).await);
+            for mut r in own {
+                r.check = format!("{} [{}]", r.check, m.label);
+                rows.push(r);
+            }
+        }
+        rows.extend(dkim::check(t, dns).await);
+        rows.extend(dmarc::check(t, dns).await);
+    }
+    rows.extend(dbl::check(t, dns).await);
+    rows.extend(mx::check(t, dns).await);
+    for ep in t.relay.iter().chain(&t.more_relays) {
+        rows.push(tls::check(ep).await);
+    }
+    rows
+}
+
+/// The SPF rows of the sending IP and its HELO (and why the IP is not checked, if so).
+async fn spf_rows(
+    t: &Target,
+    dns: &Dns,
+    auth: &mail_auth::MessageAuthenticator,
+    key: &str,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
     if let Some(note) = &t.ip_note {
         rows.push(Row::warn(
             "egress ip",
             format!("{note}; SPF evaluation, PTR and DNSBL checks skipped"),
-            "set [lane] egress_ip = \"PUBLIC.ADDRESS\"",
+            format!("set [lane] {key} = \"PUBLIC.ADDRESS\""),
         ));
     }
     rows.extend(spf::check(t, dns, auth).await);
-    rows.extend(dkim::check(t, dns).await);
-    rows.extend(dmarc::check(t, dns).await);
+    rows
+}
+
+/// PTR/FCrDNS against the HELO, and the DNSBLs, of the sending IP.
+async fn listing_rows(t: &Target, dns: &Dns) -> Vec<Row> {
+    let mut rows = Vec::new();
     if let Some(ip) = t.ip {
         rows.extend(ptr::check(ip, &t.helo, dns).await);
         rows.extend(dnsbl::check(ip, &t.dnsbl, dns).await);
-    }
-    rows.extend(dbl::check(t, dns).await);
-    rows.extend(mx::check(t, dns).await);
-    if let Some(ep) = &t.relay {
-        rows.push(tls::check(ep).await);
     }
     rows
 }
@@ -278,11 +373,23 @@ pub async fn run(campaign: &Path, config: Option<&Path>, json: bool) -> Result<i
             serde_json::to_string_pretty(&rows).map_err(|e| Error::Lane(e.to_string()))?
         );
     } else {
+        let who = if t.pool.is_empty() {
+            format!(
+                "egress IP {}, HELO {}",
+                t.ip.map_or("not set".to_string(), |i| i.to_string()),
+                t.helo
+            )
+        } else {
+            let ips: Vec<String> = t
+                .pool
+                .iter()
+                .map(|m| format!("{} (HELO {})", m.label, m.helo))
+                .collect();
+            format!("IP pool {}", ips.join(", "))
+        };
         println!(
-            "{}: DNS as receivers see it (egress IP {}, HELO {}, asked {describe})",
+            "{}: DNS as receivers see it ({who}, asked {describe})",
             campaign.display(),
-            t.ip.map_or("not set".to_string(), |i| i.to_string()),
-            t.helo
         );
         print!("{}", table(&rows));
     }

@@ -24,19 +24,25 @@ const CHUNK: usize = 2_000;
 /// Claims per durable commit.
 const CLAIM_BATCH: usize = 256;
 
+/// A queue's key: the domain and the source IP (pool index) its recipients leave from. One
+/// queue per pair, so a pair that must wait (its per-IP rate, a hold on that IP) never holds
+/// up the same domain's recipients on another IP.
+type QueueKey = (String, usize);
+
 #[derive(Default)]
 struct Buffer {
-    queues: HashMap<String, VecDeque<Job>>,
-    rr: VecDeque<String>,
+    queues: HashMap<QueueKey, VecDeque<Job>>,
+    rr: VecDeque<QueueKey>,
     len: usize,
 }
 
 impl Buffer {
-    fn push(&mut self, job: Job) {
-        let d = job.rec.domain().to_string();
-        let q = self.queues.entry(d.clone()).or_default();
+    fn push(&mut self, ctx: &LaneCtx, job: Job) {
+        let ip = ctx.pools.as_ref().map_or(0, |p| p.ip_of(&job.key));
+        let k = (job.rec.domain().to_string(), ip);
+        let q = self.queues.entry(k.clone()).or_default();
         if q.is_empty() {
-            self.rr.push_back(d);
+            self.rr.push_back(k);
         }
         q.push_back(job);
         self.len += 1;
@@ -51,7 +57,7 @@ pub(crate) async fn run(
     outstanding: Arc<AtomicUsize>,
     mut feed: Option<mpsc::Receiver<Job>>,
 ) -> Result<()> {
-    let throttle = Throttle::new(&ctx.settings);
+    let throttle = Throttle::new(&ctx.settings, ctx.pools.as_ref().map_or(1, |p| p.ips.len()));
     let mut buf = Buffer::default();
     let mut cursor: Option<String> = None;
     // Fed by an import into an empty store: nothing to scan until the feed closes.
@@ -62,11 +68,11 @@ pub(crate) async fn run(
 
     while !ctx.shutdown.stopping() {
         while let Ok(j) = requeue.try_recv() {
-            buf.push(j);
+            buf.push(&ctx, j);
         }
         while buf.len < BUFFER {
             match feed.as_mut().map(|f| f.try_recv()) {
-                Some(Ok(j)) => buf.push(j),
+                Some(Ok(j)) => buf.push(&ctx, j),
                 Some(Err(mpsc::error::TryRecvError::Disconnected)) => feed = None,
                 Some(Err(mpsc::error::TryRecvError::Empty)) | None => break,
             }
@@ -85,14 +91,17 @@ pub(crate) async fn run(
             .await
             .map_err(|e| Error::Lane(format!("scan task failed: {e}")))??;
             for (key, rec) in rows {
-                buf.push(Job {
-                    key,
-                    rec,
-                    requeues: 0,
-                    claim: 0,
-                    claim_ms: 0,
-                    site: None,
-                });
+                buf.push(
+                    &ctx,
+                    Job {
+                        key,
+                        rec,
+                        requeues: 0,
+                        claim: 0,
+                        claim_ms: 0,
+                        site: None,
+                    },
+                );
             }
             cursor = last;
             scan_done = done;
@@ -105,7 +114,7 @@ pub(crate) async fn run(
             let since: chrono::DateTime<chrono::Local> = since.into();
             ctx.set_stalled(format!(
                 "{} unavailable since {} (longer than wait_for_retries = {:?}); last: {last}",
-                ctx.connector.describe(),
+                ctx.describe(),
                 since.format("%Y-%m-%d %H:%M:%S %z"),
                 ctx.settings.wait_for_retries,
             ));
@@ -120,17 +129,17 @@ pub(crate) async fn run(
         if let Some(f) = &ctx.fleet {
             if !fleet_ready(&ctx, f).await? {
                 let t0 = Instant::now();
-                wait_for(&mut requeue, &mut buf, Duration::from_millis(200)).await;
+                wait_for(&ctx, &mut requeue, &mut buf, Duration::from_millis(200)).await;
                 ctx.stats.live.add_idle(t0.elapsed());
                 continue;
             }
         }
-        if let Some(w) = ctx.health.blocked() {
-            // The destination asked us to back off (421) or cannot be reached: hold every
-            // recipient; nothing is claimed meanwhile.
+        if let Some(w) = ctx.blocked() {
+            // The destination asked us to back off (421) or cannot be reached (with a pool:
+            // every relay is out): hold every recipient; nothing is claimed meanwhile.
             let w = w.min(Duration::from_millis(50));
             let t0 = Instant::now();
-            wait_for(&mut requeue, &mut buf, w).await;
+            wait_for(&ctx, &mut requeue, &mut buf, w).await;
             // Not sending time: the average rate on the display leaves it out.
             ctx.stats.live.add_idle(t0.elapsed());
             continue;
@@ -143,47 +152,64 @@ pub(crate) async fn run(
         let rounds = buf.rr.len();
         let now = Instant::now();
         for _ in 0..rounds {
-            let Some(domain) = buf.rr.pop_front() else {
+            let Some(qk) = buf.rr.pop_front() else {
                 break;
             };
-            let site = match site_or_dns_wait(&ctx, &domain, now) {
+            let (domain, ip) = (qk.0.as_str(), qk.1);
+            if let Some(Err((w, out))) = ctx.pools.as_ref().map(|p| p.ip_ready(ip)) {
+                // This IP's workers have enough queued, or its address is out: then its
+                // recipients wait (never moved to another IP), and a wait that outlasts the
+                // other IPs' deliveries by `wait_for_retries` ends the run (exit 75).
+                if out {
+                    let name = &ctx.pools.as_ref().expect("a pool").ips[ip].name;
+                    ctx.health.waiting_on(&format!(
+                        "source IP {name} is not available on this machine"
+                    ));
+                }
+                min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
+                buf.rr.push_back(qk);
+                continue;
+            }
+            let mut site = match site_or_dns_wait(&ctx, domain, now) {
                 Ok(site) => site,
                 Err(w) => {
                     min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                    buf.rr.push_back(domain);
+                    buf.rr.push_back(qk);
                     continue;
                 }
             };
+            site.ip = ip;
             if let Some((until_ms, why)) = ctx.sites.suspended(&site) {
                 // The receiver asked this IP to stop: its waiting recipients are deferred to
                 // the end of the suspension (no attempt spent), so the run neither spins on
-                // them nor holds the others up, and ends once only they are left.
-                defer_held(&ctx, &mut buf, &domain, until_ms, &why).await?;
+                // them nor holds the others up, and ends once only they are left. Only this
+                // IP's: moving them to another IP would be snowshoeing.
+                defer_held(&ctx, &mut buf, &qk, until_ms, &why).await?;
                 continue;
             }
             if let Err(w) = ctx.sites.admit(&site, now) {
                 site_full |= w == super::sites::Wait::Full;
                 let w = w.at_most();
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(domain);
+                buf.rr.push_back(qk);
                 continue;
             }
             let shaped = match &ctx.fleet {
-                Some(f) => f.check_domain(&domain, &site.key),
-                None => throttle.check_domain(&domain, &site.key),
+                Some(f) => f.check_domain(domain, &site.key),
+                None => throttle.check_domain(domain, ip, &site.key),
             };
             if let Err(w) = shaped {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(domain);
+                buf.rr.push_back(qk);
                 continue;
             }
             if let Some(w) = &ctx.warmup {
                 if let super::warmup::Take::Defer { until_ms, why } = w.take(&site).await? {
                     // Today's cap is spent: this domain's recipients wait for the next
                     // sending day without spending an attempt, and the others go on.
-                    let n = buf.queues.get(&domain).map_or(0, |q| q.len() as u64);
+                    let n = buf.queues.get(&qk).map_or(0, |q| q.len() as u64);
                     w.note_deferred(n, until_ms);
-                    defer_held(&ctx, &mut buf, &domain, until_ms, &why).await?;
+                    defer_held(&ctx, &mut buf, &qk, until_ms, &why).await?;
                     continue;
                 }
             }
@@ -192,7 +218,7 @@ pub(crate) async fn run(
                     commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
                     if !fleet_global(&ctx, f).await {
                         // Stopping, or Redis went away: the recipient stays queued.
-                        buf.rr.push_front(domain);
+                        buf.rr.push_front(qk);
                         break;
                     }
                 }
@@ -202,15 +228,18 @@ pub(crate) async fn run(
                 commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
                 throttle.wait_global().await;
             }
-            let q = buf.queues.get_mut(&domain).expect("rr domain has a queue");
+            let q = buf.queues.get_mut(&qk).expect("rr domain has a queue");
             let mut job = q.pop_front().expect("rr domain queue not empty");
             buf.len -= 1;
             if q.is_empty() {
-                buf.queues.remove(&domain);
+                buf.queues.remove(&qk);
             } else {
-                buf.rr.push_back(domain.clone());
+                buf.rr.push_back(qk);
             }
             ctx.sites.start(&site);
+            if let Some(p) = &ctx.pools {
+                p.ips[ip].queued.fetch_add(1, Ordering::Relaxed);
+            }
             job.site = Some(site);
             claimed.push(job);
             if claimed.len() >= CLAIM_BATCH {
@@ -235,13 +264,13 @@ pub(crate) async fn run(
         }
         if buf.len == 0 && scan_done {
             if outstanding.load(Ordering::SeqCst) > 0 {
-                wait_for(&mut requeue, &mut buf, Duration::from_millis(10)).await;
+                wait_for(&ctx, &mut requeue, &mut buf, Duration::from_millis(10)).await;
                 continue;
             }
             if let Some(f) = feed.as_mut() {
                 // The import is still writing: wait for its next recipients.
                 match tokio::time::timeout(Duration::from_millis(20), f.recv()).await {
-                    Ok(Some(j)) => buf.push(j),
+                    Ok(Some(j)) => buf.push(&ctx, j),
                     Ok(None) => feed = None,
                     Err(_) => {}
                 }
@@ -294,10 +323,10 @@ pub(crate) async fn run(
         if site_full {
             tokio::select! {
                 _ = ctx.sites.freed() => {}
-                _ = wait_for(&mut requeue, &mut buf, w) => {}
+                _ = wait_for(&ctx, &mut requeue, &mut buf, w) => {}
             }
         } else {
-            wait_for(&mut requeue, &mut buf, w).await;
+            wait_for(&ctx, &mut requeue, &mut buf, w).await;
         }
     }
     Ok(())
@@ -309,11 +338,12 @@ pub(crate) async fn run(
 async fn defer_held(
     ctx: &Arc<LaneCtx>,
     buf: &mut Buffer,
-    domain: &str,
+    qk: &QueueKey,
     until_ms: u64,
     why: &str,
 ) -> Result<()> {
-    let Some(q) = buf.queues.remove(domain) else {
+    let domain = qk.0.as_str();
+    let Some(q) = buf.queues.remove(qk) else {
         return Ok(());
     };
     buf.len -= q.len();
@@ -441,9 +471,14 @@ async fn fleet_global(ctx: &Arc<LaneCtx>, f: &crate::cluster::LaneFleet) -> bool
     }
 }
 
-async fn wait_for(requeue: &mut mpsc::UnboundedReceiver<Job>, buf: &mut Buffer, d: Duration) {
+async fn wait_for(
+    ctx: &LaneCtx,
+    requeue: &mut mpsc::UnboundedReceiver<Job>,
+    buf: &mut Buffer,
+    d: Duration,
+) {
     if let Ok(Some(j)) = tokio::time::timeout(d, requeue.recv()).await {
-        buf.push(j);
+        buf.push(ctx, j);
     }
 }
 
@@ -475,7 +510,7 @@ async fn commit(
 pub(crate) async fn claimer(
     ctx: Arc<LaneCtx>,
     mut rx: mpsc::Receiver<Vec<Job>>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Vec<mpsc::Sender<Job>>,
     outstanding: Arc<AtomicUsize>,
 ) {
     let mut last_commit = Instant::now();
@@ -525,6 +560,7 @@ pub(crate) async fn claimer(
                 for j in &batch {
                     if let Some(s) = &j.site {
                         ctx.sites.finished(s);
+                        ctx.unqueue(s.ip);
                     }
                 }
                 outstanding.fetch_sub(batch.len(), Ordering::SeqCst);
@@ -539,7 +575,9 @@ pub(crate) async fn claimer(
         for mut j in batch {
             j.claim = id;
             j.claim_ms = claim_ms;
-            if jobs.send(j).await.is_err() {
+            // Each IP has its own workers; without a pool there is one channel.
+            let ip = j.site.as_ref().map_or(0, |s| s.ip).min(jobs.len() - 1);
+            if jobs[ip].send(j).await.is_err() {
                 // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
                 outstanding.fetch_sub(1, Ordering::SeqCst);
             }

@@ -67,6 +67,16 @@ impl Health {
         })
     }
 
+    /// Something the lane waits on is unavailable (a pool IP out): starts the trouble clock
+    /// without a backoff, so a wait that outlasts every delivery ends the run as stalled.
+    pub fn waiting_on(&self, why: &str) {
+        self.with(|s| {
+            s.trouble_since
+                .get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+            s.last = why.to_string();
+        })
+    }
+
     /// A connection opened (the relay is reachable again).
     pub fn connected(&self) {
         self.with(|s| {

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod health;
 pub mod job;
 pub mod live;
+pub mod pool;
 pub mod priority;
 pub mod retry;
 pub mod sites;
@@ -22,10 +23,12 @@ pub mod throttle;
 pub mod warmup;
 pub mod worker;
 pub mod worker_mx;
+pub mod worker_pool;
 pub mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -63,6 +66,9 @@ pub struct Stats {
     pub skipped: AtomicU64,
     /// Requeued after a lost connection.
     pub requeued: AtomicU64,
+    /// Transactions whose final `.` went out and whose reply never came (the connection was
+    /// lost): resent, so each may be a duplicate — the only way blast ever sends one twice.
+    pub ambiguous_resends: AtomicU64,
     /// Eligible when the run started.
     pub eligible: AtomicU64,
     /// The campaign's unsubscribes and complaints so far (from the global state, read every
@@ -138,9 +144,37 @@ pub(crate) struct LaneCtx {
     pub warmup: Option<warmup::Runtime>,
     /// In a fleet: the rates and per-site caps shared through Redis ([`crate::cluster`]).
     pub fleet: Option<Arc<crate::cluster::LaneFleet>>,
+    /// `source_ips` / `relays`: the lane's pool ([`pool`]); `None` without one.
+    pub pools: Option<pool::Pool>,
 }
 
 impl LaneCtx {
+    /// How long to hold every recipient, if the destination is backed off (with a pool:
+    /// while every relay is out).
+    pub(crate) fn blocked(&self) -> Option<Duration> {
+        match &self.pools {
+            Some(p) => p.all_out(),
+            None => self.health.blocked(),
+        }
+    }
+
+    /// A job dispatched to pool IP `ip` finished (or was never sent).
+    pub(crate) fn unqueue(&self, ip: usize) {
+        if let Some(p) = &self.pools {
+            let _ = p.ips[ip]
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// What the lane sends to, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match &self.pools {
+            Some(p) => p.describe(),
+            None => self.connector.describe(),
+        }
+    }
+
     pub(crate) fn set_fatal(&self, msg: String) {
         self.stop_because(&self.fatal, msg);
     }
@@ -235,6 +269,13 @@ pub async fn run_with(
             Err(_) => Default::default(),
         }
     };
+    let pools = match &connector {
+        Connector::Smtp(ep) => pool::Pool::for_lane(settings, ep),
+        _ => None,
+    };
+    let ip_names = pools
+        .as_ref()
+        .map_or_else(|| vec![sites::ip_key(settings.source_ip)], |p| p.ip_names());
     let ctx = Arc::new(LaneCtx {
         settings: settings.clone(),
         spec,
@@ -243,7 +284,7 @@ pub async fn run_with(
         stats,
         sites: sites::Sites::new(
             settings.shaping.clone(),
-            sites::ip_key(settings.source_ip),
+            ip_names,
             settings.per_domain_connections,
         ),
         connector,
@@ -260,6 +301,7 @@ pub async fn run_with(
         mx_pool: crate::transport::mx::Pool::new(workers),
         warmup: warmup::Runtime::new(settings, global.clone()),
         fleet,
+        pools,
     });
     let lease_keeper = ctx.fleet.as_ref().map(|f| {
         ctx.sites.share_caps(f.leases.clone());
@@ -267,10 +309,26 @@ pub async fn run_with(
     });
     // Small channels: tokens are taken at dispatch, so a deep queue would let messages bunch
     // up and leave in bursts that break the per-domain rate at the receiver.
-    let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 2);
+    // With a pool, each IP has its own workers and channel, sized to what the dispatcher lets
+    // it have queued ([`pool::Pool::queue_cap`]), so one busy IP never blocks the claimer.
+    let groups: Vec<(Option<usize>, usize, usize)> = match &ctx.pools {
+        Some(p) => p
+            .ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (Some(i), ip.workers, pool::Pool::queue_cap(ip.workers)))
+            .collect(),
+        None => vec![(None, workers, workers * 2)],
+    };
     let (done_tx, done_rx) = mpsc::channel::<Done>(8192);
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel::<Job>();
-    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let mut job_txs = Vec::new();
+    let mut job_rxs = Vec::new();
+    for (ip, n, cap) in &groups {
+        let (tx, rx) = mpsc::channel::<Job>(*cap);
+        job_txs.push(tx);
+        job_rxs.push((*ip, *n, Arc::new(tokio::sync::Mutex::new(rx))));
+    }
 
     let mut complaint = complaints::Watch::default();
     complaint.check(&ctx).await;
@@ -285,16 +343,18 @@ pub async fn run_with(
         outstanding.clone(),
     ));
     let mut handles = Vec::new();
-    for _ in 0..workers {
-        let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
-        let mx = c.connector.mx().is_some();
-        handles.push(tokio::spawn(async move {
-            if mx {
-                worker_mx::run(c, rx, tx).await
-            } else {
-                worker::run(c, rx, tx).await
-            }
-        }));
+    for (ip, n, job_rx) in job_rxs {
+        for _ in 0..n {
+            let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
+            let mx = c.connector.mx().is_some();
+            handles.push(tokio::spawn(async move {
+                match ip {
+                    Some(ip) => worker_pool::run(c, ip, rx, tx).await,
+                    None if mx => worker_mx::run(c, rx, tx).await,
+                    None => worker::run(c, rx, tx).await,
+                }
+            }));
+        }
     }
     drop(done_tx);
     // Few queued claim batches: while a commit is slow (a busy disk), the dispatcher blocks
@@ -304,7 +364,7 @@ pub async fn run_with(
     let claimer = tokio::spawn(dispatch::claimer(
         ctx.clone(),
         claim_rx,
-        job_tx,
+        job_txs,
         outstanding.clone(),
     ));
     let dispatched = dispatch::run(ctx.clone(), claim_tx, requeue_rx, outstanding, feed).await;

@@ -30,6 +30,9 @@ pub struct Site {
     pub key: Arc<str>,
     /// Index into the shaping's providers.
     pub provider: Option<usize>,
+    /// The source IP (index into the lane's pool; 0 without one) it leaves from: receivers
+    /// count per (IP, site), so every limit and hold here is kept per pair.
+    pub ip: usize,
 }
 
 /// A hold on a site in force now.
@@ -95,10 +98,10 @@ impl Wait {
 /// Every site's state for one lane run.
 pub struct Sites {
     shaping: Arc<Shaping>,
-    /// The source IP the holds belong to (`"default"` without one).
-    ip: String,
+    /// The source IPs the holds belong to, by pool index (`["default"]` without one).
+    ips: Vec<String>,
     per_site_cap: usize,
-    table: Mutex<HashMap<Arc<str>, SiteState>>,
+    table: Mutex<HashMap<(usize, Arc<str>), SiteState>>,
     providers: Vec<ProviderLive>,
     /// Domain → (identity of the DNS answer it came from, its site): the key is built once
     /// per answer, not per message.
@@ -136,8 +139,9 @@ pub fn ip_key(ip: Option<std::net::IpAddr>) -> String {
 }
 
 impl Sites {
-    /// A lane's sites: the shaping, the IP its holds are keyed by, the per-site cap.
-    pub fn new(shaping: Arc<Shaping>, ip: String, per_site_cap: usize) -> Sites {
+    /// A lane's sites: the shaping, the IPs its holds are keyed by (the pool's, in order),
+    /// the per-(IP, site) cap.
+    pub fn new(shaping: Arc<Shaping>, ips: Vec<String>, per_site_cap: usize) -> Sites {
         let providers = shaping
             .providers
             .iter()
@@ -148,7 +152,7 @@ impl Sites {
             .collect();
         Sites {
             shaping,
-            ip,
+            ips,
             per_site_cap,
             table: Mutex::default(),
             providers,
@@ -164,9 +168,9 @@ impl Sites {
         let _ = self.leases.set(leases);
     }
 
-    /// The IP key of this lane's holds.
-    pub fn ip(&self) -> &str {
-        &self.ip
+    /// The IP key of the holds of pool member `ip`.
+    pub fn ip(&self, ip: usize) -> &str {
+        self.ips.get(ip).map_or("default", String::as_str)
     }
 
     /// The site of `domain` when its MX hosts are not known (through a relay): the domain.
@@ -200,6 +204,7 @@ impl Sites {
         let site = Site {
             key: key.into(),
             provider,
+            ip: 0,
         };
         lock(&self.of_domain).insert(domain.to_string(), (answer, site.clone()));
         site
@@ -209,7 +214,7 @@ impl Sites {
     /// the rate tokens of a throttle hold and of the provider when it says yes.
     pub fn admit(&self, site: &Site, now: Instant) -> Result<(), Wait> {
         let mut t = lock(&self.table);
-        let s = t.entry(site.key.clone()).or_default();
+        let s = t.entry((site.ip, site.key.clone())).or_default();
         if let Some(until) = s.backoff_until {
             if until > now {
                 return Err(Wait::For(until - now));
@@ -254,14 +259,14 @@ impl Sites {
     pub fn suspended(&self, site: &Site) -> Option<(u64, String)> {
         let now = Instant::now();
         let t = lock(&self.table);
-        let h = t.get(&site.key)?.hold.as_ref()?;
+        let h = t.get(&(site.ip, site.key.clone()))?.hold.as_ref()?;
         (h.limiter.is_none() && h.until > now).then(|| (h.until_ms, h.why.clone()))
     }
 
     /// A transaction to the site was dispatched.
     pub fn start(&self, site: &Site) {
         lock(&self.table)
-            .entry(site.key.clone())
+            .entry((site.ip, site.key.clone()))
             .or_default()
             .inflight += 1;
         if let Some(l) = self.leases.get() {
@@ -280,7 +285,7 @@ impl Sites {
 
     /// A transaction to the site ended.
     pub fn finished(&self, site: &Site) {
-        if let Some(s) = lock(&self.table).get_mut(&site.key) {
+        if let Some(s) = lock(&self.table).get_mut(&(site.ip, site.key.clone())) {
             s.inflight = s.inflight.saturating_sub(1);
         }
         self.freed.notify_one();
@@ -296,11 +301,13 @@ impl Sites {
         }
     }
 
-    /// The site signalled throttling: back off `base × 2^level`, capped at 30 min, and never
-    /// before a suspension in force ends. Returns when the site may be tried again.
-    pub fn throttled(&self, site: &str, base: Duration) -> Instant {
+    /// The site signalled throttling to pool member `ip`: back off that pair `base × 2^level`,
+    /// capped at 30 min, and never before a suspension in force ends (the site's mail waits
+    /// for its own IP: moving it to another would be snowshoeing). Returns when the pair may
+    /// be tried again.
+    pub fn throttled(&self, ip: usize, site: &str, base: Duration) -> Instant {
         let mut t = lock(&self.table);
-        let s = t.entry(Arc::from(site)).or_default();
+        let s = t.entry((ip, Arc::from(site))).or_default();
         let d = super::retry::doubling(base, s.backoff_level, Duration::from_secs(1800));
         s.backoff_level += 1;
         let mut until = Instant::now() + d;
@@ -311,9 +318,9 @@ impl Sites {
         until
     }
 
-    /// A delivery to the site succeeded: it is healthy again.
-    pub fn healthy(&self, site: &str) {
-        if let Some(s) = lock(&self.table).get_mut(site) {
+    /// A delivery from pool member `ip` to the site succeeded: the pair is healthy again.
+    pub fn healthy(&self, ip: usize, site: &str) {
+        if let Some(s) = lock(&self.table).get_mut(&(ip, Arc::from(site))) {
             s.backoff_level = 0;
         }
     }
@@ -329,7 +336,10 @@ impl Sites {
     /// Puts a hold read from the global state back in force (a restart, another campaign).
     pub fn restore(&self, h: &SiteHold) {
         let now_wall = now_ms();
-        if h.ip != self.ip || h.until_ms <= now_wall {
+        let Some(ip) = self.ips.iter().position(|i| *i == h.ip) else {
+            return;
+        };
+        if h.until_ms <= now_wall {
             return;
         }
         let left = Duration::from_millis(h.until_ms - now_wall);
@@ -338,7 +348,7 @@ impl Sites {
             _ => None,
         };
         let mut t = lock(&self.table);
-        let s = t.entry(Arc::from(h.site.as_str())).or_default();
+        let s = t.entry((ip, Arc::from(h.site.as_str()))).or_default();
         if s.hold
             .as_ref()
             .is_some_and(|old| old.until_ms == h.until_ms)
@@ -356,17 +366,23 @@ impl Sites {
     /// The holds in force now, one line each for the progress display, by site.
     pub fn hold_lines(&self) -> Vec<String> {
         let now = Instant::now();
+        let pooled = self.ips.len() > 1;
         let mut v: Vec<String> = lock(&self.table)
             .iter()
-            .filter_map(|(k, s)| {
+            .filter_map(|((ip, k), s)| {
                 let h = s.hold.as_ref().filter(|h| h.until > now)?;
                 let what = if h.limiter.is_some() {
                     "throttled"
                 } else {
                     "suspended"
                 };
+                let from = if pooled {
+                    format!(" from {}", self.ip(*ip))
+                } else {
+                    String::new()
+                };
                 Some(format!(
-                    "{k} {what} until {} UTC: {}",
+                    "{k}{from} {what} until {} UTC: {}",
                     crate::report::summary::utc_time(h.until_ms),
                     h.why
                 ))
@@ -394,7 +410,7 @@ impl Sites {
         })?;
         let now = Instant::now();
         let mut t = lock(&self.table);
-        let s = t.entry(site.key.clone()).or_default();
+        let s = t.entry((site.ip, site.key.clone())).or_default();
         if let Trigger::Count(n, per) = rule.trigger {
             let q = s.hits.entry(idx).or_default();
             q.push_back(now);
@@ -441,7 +457,7 @@ impl Sites {
             class,
             reply: note(what),
             hold: Some(SiteHold {
-                ip: self.ip.clone(),
+                ip: self.ip(site.ip).to_string(),
                 site: site.key.to_string(),
                 rule: rule.name.clone(),
                 rate: rate.map(|r| r.to_string()),
@@ -529,7 +545,7 @@ mod tests {
 
     #[test]
     fn domains_on_the_same_mx_hosts_are_one_site_and_a_provider_caps_all_its_sites() {
-        let s = Sites::new(shaping(), "default".into(), 2);
+        let s = Sites::new(shaping(), vec!["default".into()], 2);
         let hosts = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<Vec<_>>();
         let a = s.site_of("a.test", 1, || hosts(&["MX2.big.test.", "mx1.big.test"]));
         let b = s.site_of("b.test", 2, || hosts(&["mx1.big.test", "mx2.big.test"]));
@@ -560,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_rule_suspends_only_its_site_and_a_count_trigger_waits_for_its_count() {
-        let s = Sites::new(shaping(), "203.0.113.5".into(), 4);
+        let s = Sites::new(shaping(), vec!["203.0.113.5".into()], 4);
         let y = s.site_of_domain("y.test");
         let z = s.site_of_domain("z.test");
         let e = s
@@ -575,7 +591,7 @@ mod tests {
         assert!(s.admit(&y, Instant::now()).is_err());
         assert!(s.admit(&z, Instant::now()).is_ok(), "other sites go on");
         assert!(
-            s.throttled("y.test", Duration::from_secs(1))
+            s.throttled(0, "y.test", Duration::from_secs(1))
                 >= Instant::now() + Duration::from_secs(3500)
         );
         assert!(s
@@ -599,10 +615,10 @@ mod tests {
         );
 
         // Restored in a new run from the global state.
-        let again = Sites::new(shaping(), "203.0.113.5".into(), 4);
+        let again = Sites::new(shaping(), vec!["203.0.113.5".into()], 4);
         again.restore(&h);
         assert!(again.admit(&y, Instant::now()).is_err());
-        let other_ip = Sites::new(shaping(), "203.0.113.6".into(), 4);
+        let other_ip = Sites::new(shaping(), vec!["203.0.113.6".into()], 4);
         other_ip.restore(&h);
         assert!(
             other_ip.admit(&y, Instant::now()).is_ok(),

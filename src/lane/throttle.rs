@@ -60,14 +60,16 @@ impl Pacer {
 /// All the lane's limiters.
 pub struct Throttle {
     global: Option<Pacer>,
-    default_domain: Option<DefaultKeyedRateLimiter<String>>,
-    domains: HashMap<String, DefaultDirectRateLimiter>,
+    default_domain: Option<DefaultKeyedRateLimiter<(usize, String)>>,
+    /// Per domain with its own rate: one limiter per source IP of the pool.
+    domains: HashMap<String, Vec<DefaultDirectRateLimiter>>,
     clock: DefaultClock,
 }
 
 impl Throttle {
-    /// Builds the limiters from lane settings.
-    pub fn new(s: &LaneSettings) -> Self {
+    /// Builds the limiters from lane settings, for `ips` source IPs (1 without a pool): the
+    /// per-destination rates apply to each IP, as receivers count them.
+    pub fn new(s: &LaneSettings, ips: usize) -> Self {
         Throttle {
             global: s.rate.map(|r| Pacer::new(r, s.burst)),
             default_domain: s
@@ -76,20 +78,26 @@ impl Throttle {
             domains: s
                 .per_domain
                 .iter()
-                .map(|(d, r)| (d.clone(), governor::RateLimiter::direct(quota(*r, s.burst))))
+                .map(|(d, r)| {
+                    let per_ip = (0..ips.max(1))
+                        .map(|_| governor::RateLimiter::direct(quota(*r, s.burst)))
+                        .collect();
+                    (d.clone(), per_ip)
+                })
                 .collect(),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Takes a token for `domain`, on `site`, without waiting; on failure, how long until one
-    /// is free. A domain with its own rate (`[lane.per_domain]`) is held to that; every other
-    /// domain shares its site's default rate (through a relay the site is the domain).
-    pub fn check_domain(&self, domain: &str, site: &str) -> Result<(), Duration> {
+    /// Takes a token for `domain`, on `site`, from source IP `ip` (pool index), without
+    /// waiting; on failure, how long until one is free. A domain with its own rate
+    /// (`[lane.per_domain]`) is held to that; every other domain shares its site's default
+    /// rate (through a relay the site is the domain). Each IP has its own tokens.
+    pub fn check_domain(&self, domain: &str, ip: usize, site: &str) -> Result<(), Duration> {
         let r = if let Some(l) = self.domains.get(domain) {
-            l.check()
+            l[ip.min(l.len() - 1)].check()
         } else if let Some(l) = &self.default_domain {
-            l.check_key(&site.to_string())
+            l.check_key(&(ip, site.to_string()))
         } else {
             return Ok(());
         };

@@ -43,6 +43,7 @@ pub(super) async fn report(ctx: &LaneCtx, done: &mpsc::Sender<Done>, job: Job, o
     let outcome = response_rules(ctx, &job, outcome);
     if let Some(s) = &job.site {
         ctx.sites.finished(s);
+        ctx.unqueue(s.ip);
     }
     watch_first_attempt(ctx, &job, &outcome);
     let _ = done.send(Done { job, outcome }).await;
@@ -90,7 +91,7 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
             report(&ctx, &done, job, Outcome::Unclaimed).await;
             continue;
         }
-        if ctx.health.blocked().is_some() {
+        if ctx.blocked().is_some() {
             // Claimed before the destination backed off: back to the dispatcher, which holds
             // it until the backoff ends. Nothing was attempted, nothing is spent.
             report(
@@ -210,7 +211,12 @@ pub(super) fn outcome(ctx: &LaneCtx, o: RcptOutcome) -> Outcome {
             why,
             throttled: true,
         } => Outcome::Postponed(why),
-        RcptOutcome::NotSent { why, .. } | RcptOutcome::Unknown(why) => Outcome::Requeue(why),
+        RcptOutcome::NotSent { why, .. } => Outcome::Requeue(why),
+        RcptOutcome::Unknown(why) => {
+            // The final dot went out and the reply was lost: sent again, so maybe twice.
+            ctx.stats.ambiguous_resends.fetch_add(1, Ordering::Relaxed);
+            Outcome::Requeue(why)
+        }
     }
 }
 

@@ -126,7 +126,11 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 // A host saying 421 slows down the sites it was carrying, never the whole
                 // lane: other sites are other receivers. Once per site (each call doubles
                 // the backoff), and before the job goes back to the dispatcher.
-                ctx.sites.throttled(job.site_key(), s.backoff);
+                ctx.sites.throttled(
+                    job.site.as_ref().map_or(0, |s| s.ip),
+                    job.site_key(),
+                    s.backoff,
+                );
                 throttled.push(job.site_key().to_string());
             }
             report(&ctx, &done, job, outcome(&ctx, o)).await;

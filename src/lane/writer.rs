@@ -66,6 +66,7 @@ pub(crate) async fn run(
             let Done { mut job, outcome } = d;
             let domain = job.rec.domain().to_string();
             // Shared, not copied: the site key is as long as its MX host list.
+            let ip = job.site.as_ref().map_or(0, |s| s.ip);
             let site: Arc<str> = job
                 .site
                 .as_ref()
@@ -84,7 +85,7 @@ pub(crate) async fn run(
                     rec.attempts += 1;
                     rec.last_reply = reply;
                     rec.class = Some(Class::Success);
-                    ctx.sites.healthy(&site);
+                    ctx.sites.healthy(ip, &site);
                     counted[0] += 1;
                 }
                 Outcome::Failed { class, reply } => {
@@ -118,7 +119,7 @@ pub(crate) async fn run(
                         }
                         Class::Transient | Class::Throttling => {
                             let at = if class == Class::Throttling {
-                                let until = ctx.sites.throttled(&site, ctx.settings.backoff);
+                                let until = ctx.sites.throttled(ip, &site, ctx.settings.backoff);
                                 live.entry(domain.clone()).or_default().throttled =
                                     Some((until, reply.clone()));
                                 let wait =

@@ -39,8 +39,11 @@ pub struct Gathered {
     pub last_ms: u64,
     /// What the campaign added to the global state, per reason (and `click:URL`).
     pub source_counts: Vec<(String, u64)>,
-    /// Response-rule holds in force on the lane's source IP (they bind every campaign on it).
+    /// Response-rule holds in force on the lane's source IPs (they bind every campaign on
+    /// them).
     pub holds: Vec<crate::store::suppression::SiteHold>,
+    /// Lost-reply resends over the campaign's runs (from the last run's snapshot).
+    pub ambiguous_resends: u64,
 }
 
 impl Gathered {
@@ -57,6 +60,7 @@ impl Gathered {
                 "holds".into(),
                 serde_json::to_value(&self.holds).unwrap_or_default(),
             );
+            m.insert("ambiguous_resends".into(), self.ambiguous_resends.into());
         }
         v
     }
@@ -123,8 +127,16 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
     });
     let owner = crate::owner::Global::shared(s.suppression_state_dir());
     let global = owner.source_counts(&s.id)?;
-    let ip = crate::lane::sites::ip_key(s.lane.source_ip);
-    let holds = owner.holds()?.into_iter().filter(|h| h.ip == ip).collect();
+    let ips: Vec<String> = if s.lane.source_ips.is_empty() {
+        vec![crate::lane::sites::ip_key(s.lane.source_ip)]
+    } else {
+        s.lane.source_ips.iter().map(|p| p.ip.to_string()).collect()
+    };
+    let holds = owner
+        .holds()?
+        .into_iter()
+        .filter(|h| ips.contains(&h.ip))
+        .collect();
     let rates = rates::rates(&tally, &global, &s.bounce_policy);
     Ok(Gathered {
         counts,
@@ -139,5 +151,8 @@ pub fn gather(s: &Settings, st: &CampaignStore) -> Result<Gathered> {
         last_ms,
         source_counts: global,
         holds,
+        ambiguous_resends: crate::report::summary::snapshot_ambiguous(
+            &crate::send::campaign_dir(s).join("status.json"),
+        ),
     })
 }

@@ -29,6 +29,9 @@ pub struct Summary {
     pub import_time: Duration,
     /// Messages accepted in this run.
     pub sent_this_run: u64,
+    /// Transactions of this run whose reply was lost after the final `.` and which were sent
+    /// again (each possibly a duplicate).
+    pub ambiguous_resends: u64,
     /// The prune report and its counts per reason.
     pub pruned: (PathBuf, BTreeMap<String, u64>),
     /// Rows previously imported that are no longer in the lists (not sent).
@@ -134,6 +137,13 @@ pub fn print(s: &Summary) {
             }
         );
     }
+    if s.ambiguous_resends > 0 {
+        eprintln!(
+            "  {} messages resent after their reply was lost past the final dot (each may have \
+             arrived twice)",
+            s.ambiguous_resends
+        );
+    }
     if s.suppressed > 0 {
         eprintln!(
             "  {} addresses added to the suppression list (address-level bounces)",
@@ -194,10 +204,26 @@ pub fn counts_json(campaign: &str, c: &Counts, running: bool) -> serde_json::Val
     serde_json::Value::Object(m)
 }
 
-/// Writes the final counts as the snapshot (best effort: a status file is a convenience).
-pub fn write_snapshot(path: &Path, campaign: &str, c: &Counts, running: bool) {
-    let v = counts_json(campaign, c, running);
+/// Writes the final counts as the snapshot (best effort: a status file is a convenience),
+/// with `ambiguous_resends`, the campaign's lost-reply resends over all its runs.
+pub fn write_snapshot(path: &Path, campaign: &str, c: &Counts, running: bool, ambiguous: u64) {
+    let mut v = counts_json(campaign, c, running);
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("ambiguous_resends".into(), ambiguous.into());
+    }
     let _ = write_atomic(path, v.to_string().as_bytes());
+}
+
+/// The `ambiguous_resends` of the snapshot at `path` (0 when there is none).
+pub fn snapshot_ambiguous(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("ambiguous_resends")
+                .and_then(serde_json::Value::as_u64)
+        })
+        .unwrap_or(0)
 }
 
 /// Writes the snapshot while a send runs: the store's counts (the keys of
@@ -216,6 +242,10 @@ pub fn write_live_snapshot(path: &Path, campaign: &str, s: &Stats, counts: Optio
             ("deferred_this_run", s.deferred.load(Ordering::Relaxed)),
             ("bounced_this_run", s.bounced.load(Ordering::Relaxed)),
             ("failed_this_run", s.failed.load(Ordering::Relaxed)),
+            (
+                "ambiguous_resends_this_run",
+                s.ambiguous_resends.load(Ordering::Relaxed),
+            ),
         ] {
             m.insert(k.into(), n.into());
         }

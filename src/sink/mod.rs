@@ -127,6 +127,8 @@ pub struct Received {
     pub tls: bool,
     /// The user the session authenticated as (AUTH PLAIN), if any.
     pub authenticated: Option<String>,
+    /// The client's address (the source IP a sender bound shows here).
+    pub peer: Option<SocketAddr>,
 }
 
 /// A short line about each accepted message, for `blast sink`'s output.
@@ -284,6 +286,12 @@ impl SinkHandle {
     /// STARTTLS handshakes that failed (e.g. the client rejected the certificate).
     pub fn tls_failures(&self) -> usize {
         self.shared.tls_failures.load(Ordering::Relaxed)
+    }
+
+    /// Kills the sink at once, as a relay that crashed: it stops listening and every open
+    /// connection is dropped wherever its transaction is. What it received stays readable.
+    pub fn kill(&self) {
+        self.task.abort();
     }
 
     /// Stops accepting, closes every open connection and waits for the accept loop.

@@ -65,11 +65,14 @@ struct Session {
     tls: bool,
     /// The user of a successful AUTH in this session (reset by STARTTLS).
     authenticated: Option<String>,
+    /// The client's address.
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// Serves one connection until QUIT, EOF, an injected fault or the idle timeout.
 /// `busy`: too many connections already; say so and close.
 pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
+    let peer = stream.peer_addr().ok();
     let mut conn = Conn::new(stream, IDLE_TIMEOUT);
     // smtps: TLS from the first byte (RFC 8314), before the greeting and the busy check.
     let mut tls = false;
@@ -94,6 +97,7 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, busy: bool) {
         dline: Vec::new(),
         tls,
         authenticated: None,
+        peer,
     };
     let greeting = format!("220 {} ESMTP blast sink", s.shared.config.hostname);
     conn.reply(&greeting);
@@ -524,6 +528,7 @@ impl Session {
                 seq,
                 tls: txn.tls,
                 authenticated: txn.authenticated,
+                peer: self.peer,
             };
             // Count under the same lock so count() never runs ahead of received().
             let mut rec = lock(&shared.received);

@@ -6,10 +6,12 @@
 //! - `rate.rs`    10,000 recipients / 50 domains: exactly once, content, per-domain and global rates
 //! - `faults.rs`  4xx retries, 5.1.1 suppression, 5.7.x warnings, dropped connections, no PIPELINING,
 //!   unreachable relay
+//! - `pools.rs`   relay pools (one relay killed mid-run), source-IP pools (127.0.0.2/.3), pool config errors
 //! - `inputs.rs`  header injection, bad CSV rows, config errors with file:line, missing columns, resume
 
 mod faults;
 mod inputs;
+mod pools;
 mod rate;
 
 use std::collections::{BTreeMap, HashMap};
