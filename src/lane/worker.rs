@@ -120,28 +120,7 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
         }
         let sess = session.as_mut().expect("connected");
         submit(&ctx, &done, sess, job).await;
-        loop {
-            if sess.pipelining()
-                && sess.reusable(s.max_messages_per_connection, s.max_connection_age)
-            {
-                // Read what has arrived first (the previous final reply and this envelope's
-                // replies come in one packet); only then look for the next job, whose commands
-                // can then ride with this body — a round trip later than looking right away,
-                // so the dispatcher has had that long to hand one over.
-                if !sess.read_ahead().await {
-                    if let Some(next) = next_now(&jobs, &ctx) {
-                        submit(&ctx, &done, sess, next).await;
-                    }
-                }
-            }
-            let Some((job, mut res)) = sess.next_result().await else {
-                break;
-            };
-            let o = res
-                .pop()
-                .unwrap_or_else(|| Broken::Lost("no result".into()).not_sent());
-            report(&ctx, &done, job, outcome(&ctx, o)).await;
-        }
+        drain(&ctx, &jobs, &done, sess, |_| {}).await;
         match sess.broken() {
             Some(Broken::Closing(r)) => {
                 ctx.health.closing(s.backoff, r);
@@ -158,6 +137,40 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
     }
     if let Some(c) = session.take() {
         c.close().await;
+    }
+}
+
+/// Takes every result of `sess` until nothing is in flight, pipelining the jobs that arrive
+/// meanwhile, and reports each; `seen` sees every outcome first (a pool counts its relay's
+/// deliveries and losses with it).
+pub(super) async fn drain(
+    ctx: &Arc<LaneCtx>,
+    jobs: &Jobs,
+    done: &mpsc::Sender<Done>,
+    sess: &mut Session<Job>,
+    mut seen: impl FnMut(&RcptOutcome),
+) {
+    let s = &ctx.settings;
+    loop {
+        if sess.pipelining() && sess.reusable(s.max_messages_per_connection, s.max_connection_age) {
+            // Read what has arrived first (the previous final reply and this envelope's
+            // replies come in one packet); only then look for the next job, whose commands
+            // can then ride with this body — a round trip later than looking right away,
+            // so the dispatcher has had that long to hand one over.
+            if !sess.read_ahead().await {
+                if let Some(next) = next_now(jobs, ctx) {
+                    submit(ctx, done, sess, next).await;
+                }
+            }
+        }
+        let Some((job, mut res)) = sess.next_result().await else {
+            break;
+        };
+        let o = res
+            .pop()
+            .unwrap_or_else(|| Broken::Lost("no result".into()).not_sent());
+        seen(&o);
+        report(ctx, done, job, outcome(ctx, o)).await;
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::pool::Failure;
-use super::worker::{next_blocking, next_now, outcome, report, submit, Jobs, IDLE};
+use super::worker::{drain, next_blocking, report, submit, Jobs, IDLE};
 use super::{Done, Job, LaneCtx, Outcome};
 use crate::classify::Class;
 use crate::transport::smtp::{Connection, SmtpError};
@@ -65,30 +65,14 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ip: usize, jobs: Jobs, done: mpsc::Se
         submit(&ctx, &done, sess, job).await;
         // Something went out and did not come back with a reply: the relay is in trouble.
         let mut lost = false;
-        loop {
-            if sess.pipelining()
-                && sess.reusable(s.max_messages_per_connection, s.max_connection_age)
-                && !sess.read_ahead().await
-            {
-                if let Some(next) = next_now(&jobs, &ctx) {
-                    submit(&ctx, &done, sess, next).await;
-                }
-            }
-            let Some((job, mut res)) = sess.next_result().await else {
-                break;
-            };
-            let o = res
-                .pop()
-                .unwrap_or_else(|| Broken::Lost("no result".into()).not_sent());
-            match &o {
-                RcptOutcome::Delivered(_) => pool.delivered(relay),
-                RcptOutcome::NotSent { .. } | RcptOutcome::Unknown(_) => lost = true,
-                RcptOutcome::Refused { .. } => {}
-            }
-            // A 421 from a relay comes back `Postponed`: no attempt spent, and no hold on the
-            // recipient's site (the relay said it, not the receiver); another relay takes it.
-            report(&ctx, &done, job, outcome(&ctx, o)).await;
-        }
+        // A 421 from a relay comes back `Postponed`: no attempt spent, and no hold on the
+        // recipient's site (the relay said it, not the receiver); another relay takes it.
+        drain(&ctx, &jobs, &done, sess, |o| match o {
+            RcptOutcome::Delivered(_) => pool.delivered(relay),
+            RcptOutcome::NotSent { .. } | RcptOutcome::Unknown(_) => lost = true,
+            RcptOutcome::Refused { .. } => {}
+        })
+        .await;
         let broken = sess.broken().cloned();
         match broken {
             Some(Broken::Closing(r)) => {
