@@ -63,7 +63,22 @@ impl Dns {
             "{DNSMASQ} not found: the MX tests need dnsmasq (apt-get install -y dnsmasq-base; \
              .ci/run installs it)"
         );
-        let port = free_udp_port();
+        // The port is free for UDP when picked, but dnsmasq also listens on TCP, and another
+        // test may take either before dnsmasq binds: then it exits with "Address already in
+        // use", and another port is tried (bounded).
+        let mut last = String::new();
+        for _ in 0..10 {
+            match Dns::try_start(args, free_udp_port()) {
+                Ok(dns) => return dns,
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no free port for dnsmasq after 10 tries: {last}");
+    }
+
+    /// One attempt on `port`: `Err` says why dnsmasq exited.
+    fn try_start(args: &[String], port: u16) -> Result<Dns, String> {
         let log = tempfile::NamedTempFile::new().expect("dnsmasq log file");
         let child = Command::new(DNSMASQ)
             .args([
@@ -99,7 +114,7 @@ impl Dns {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("dnsmasq exited ({st}): {err}");
+                return Err(format!("dnsmasq exited ({st}): {err}"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -107,7 +122,7 @@ impl Dns {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        dns
+        Ok(dns)
     }
 }
 
