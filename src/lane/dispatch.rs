@@ -504,13 +504,21 @@ async fn commit(
     Ok(())
 }
 
+/// Where the claimer hands durable claims.
+pub(crate) enum Handoff {
+    /// A channel per pool IP (one without a pool), read by that IP's workers.
+    Workers(Vec<mpsc::Sender<Job>>),
+    /// Direct delivery's ready queues, per site.
+    Ready(Arc<super::ready::Ready>),
+}
+
 /// The claimer: group commit of claims. While one fsync runs, the dispatcher keeps claiming;
 /// everything that queued up meanwhile goes into the next single write + fsync. A recipient is
 /// durably `in_flight` before any worker sees it (so before its MAIL FROM).
 pub(crate) async fn claimer(
     ctx: Arc<LaneCtx>,
     mut rx: mpsc::Receiver<Vec<Job>>,
-    jobs: Vec<mpsc::Sender<Job>>,
+    jobs: Handoff,
     outstanding: Arc<AtomicUsize>,
 ) {
     let mut last_commit = Instant::now();
@@ -575,12 +583,21 @@ pub(crate) async fn claimer(
         for mut j in batch {
             j.claim = id;
             j.claim_ms = claim_ms;
-            // Each IP has its own workers; without a pool there is one channel.
-            let ip = j.site.as_ref().map_or(0, |s| s.ip).min(jobs.len() - 1);
-            if jobs[ip].send(j).await.is_err() {
-                // Workers are gone (fatal error); the claim stays `in_flight` for the next run's policy.
-                outstanding.fetch_sub(1, Ordering::SeqCst);
+            match &jobs {
+                Handoff::Workers(txs) => {
+                    // Each IP has its own workers; without a pool there is one channel.
+                    let ip = j.site.as_ref().map_or(0, |s| s.ip).min(txs.len() - 1);
+                    if txs[ip].send(j).await.is_err() {
+                        // Workers are gone (fatal error); the claim stays `in_flight` for
+                        // the next run's policy.
+                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                Handoff::Ready(r) => r.push(j).await,
             }
         }
+    }
+    if let Handoff::Ready(r) = &jobs {
+        r.close();
     }
 }

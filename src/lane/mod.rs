@@ -17,6 +17,7 @@ pub mod job;
 pub mod live;
 pub mod pool;
 pub mod priority;
+pub(crate) mod ready;
 pub mod retry;
 pub mod sites;
 pub mod throttle;
@@ -276,6 +277,10 @@ pub async fn run_with(
     let ip_names = pools
         .as_ref()
         .map_or_else(|| vec![sites::ip_key(settings.source_ip)], |p| p.ip_names());
+    // Direct delivery: workers serve sites from ready queues, so the connection caps count
+    // sessions there and the dispatcher lets recipients queue behind each one.
+    let direct = connector.mx().is_some() && pools.is_none();
+    let depth = if direct { ready::DEPTH } else { 1 };
     let ctx = Arc::new(LaneCtx {
         settings: settings.clone(),
         spec,
@@ -286,6 +291,7 @@ pub async fn run_with(
             settings.shaping.clone(),
             ip_names,
             settings.per_domain_connections,
+            depth,
         ),
         connector,
         global: global.clone(),
@@ -343,19 +349,37 @@ pub async fn run_with(
         outstanding.clone(),
     ));
     let mut handles = Vec::new();
-    for (ip, n, job_rx) in job_rxs {
-        for _ in 0..n {
-            let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
-            let mx = c.connector.mx().is_some();
-            handles.push(tokio::spawn(async move {
-                match ip {
-                    Some(ip) => worker_pool::run(c, ip, rx, tx).await,
-                    None if mx => worker_mx::run(c, rx, tx).await,
-                    None => worker::run(c, rx, tx).await,
-                }
-            }));
+    let handoff = if direct {
+        let caps = settings
+            .shaping
+            .providers
+            .iter()
+            .map(|p| p.connections.unwrap_or(usize::MAX))
+            .collect();
+        let ready = Arc::new(ready::Ready::new(
+            workers * ready::QUEUED_PER_WORKER,
+            settings.per_domain_connections,
+            caps,
+        ));
+        for _ in 0..workers {
+            let (c, r, tx) = (ctx.clone(), ready.clone(), done_tx.clone());
+            handles.push(tokio::spawn(worker_mx::run(c, r, tx)));
         }
-    }
+        dispatch::Handoff::Ready(ready)
+    } else {
+        for (ip, n, job_rx) in job_rxs {
+            for _ in 0..n {
+                let (c, rx, tx) = (ctx.clone(), job_rx.clone(), done_tx.clone());
+                handles.push(tokio::spawn(async move {
+                    match ip {
+                        Some(ip) => worker_pool::run(c, ip, rx, tx).await,
+                        None => worker::run(c, rx, tx).await,
+                    }
+                }));
+            }
+        }
+        dispatch::Handoff::Workers(job_txs)
+    };
     drop(done_tx);
     // Few queued claim batches: while a commit is slow (a busy disk), the dispatcher blocks
     // instead of taking more rate tokens, so a slow fsync can't release a second's worth of
@@ -364,7 +388,7 @@ pub async fn run_with(
     let claimer = tokio::spawn(dispatch::claimer(
         ctx.clone(),
         claim_rx,
-        job_txs,
+        handoff,
         outstanding.clone(),
     ));
     let dispatched = dispatch::run(ctx.clone(), claim_tx, requeue_rx, outstanding, feed).await;

@@ -101,6 +101,10 @@ pub struct Sites {
     /// The source IPs the holds belong to, by pool index (`["default"]` without one).
     ips: Vec<String>,
     per_site_cap: usize,
+    /// Transactions in flight per connection the caps allow (1 through a relay, where the
+    /// dispatcher's count is the connection cap; more with direct delivery, whose workers
+    /// enforce connections as sessions and need recipients in flight behind each session).
+    depth: usize,
     table: Mutex<HashMap<(usize, Arc<str>), SiteState>>,
     providers: Vec<ProviderLive>,
     /// Domain → (identity of the DNS answer it came from, its site): the key is built once
@@ -140,8 +144,14 @@ pub fn ip_key(ip: Option<std::net::IpAddr>) -> String {
 
 impl Sites {
     /// A lane's sites: the shaping, the IPs its holds are keyed by (the pool's, in order),
-    /// the per-(IP, site) cap.
-    pub fn new(shaping: Arc<Shaping>, ips: Vec<String>, per_site_cap: usize) -> Sites {
+    /// the per-(IP, site) connection cap, and the transactions in flight allowed per
+    /// connection of a cap.
+    pub fn new(
+        shaping: Arc<Shaping>,
+        ips: Vec<String>,
+        per_site_cap: usize,
+        depth: usize,
+    ) -> Sites {
         let providers = shaping
             .providers
             .iter()
@@ -154,6 +164,7 @@ impl Sites {
             shaping,
             ips,
             per_site_cap,
+            depth: depth.max(1),
             table: Mutex::default(),
             providers,
             of_domain: Mutex::default(),
@@ -229,14 +240,16 @@ impl Sites {
                 return Err(Wait::For((h.until - now).min(Duration::from_secs(1))));
             }
         }
-        if s.inflight >= self.per_site_cap {
+        if s.inflight >= self.per_site_cap.saturating_mul(self.depth) {
             return Err(Wait::Full);
         }
         if let Some(l) = self.leases.get() {
             l.admit(&site.key).map_err(Wait::For)?;
         }
         if let Some(p) = site.provider {
-            let cap = self.shaping.providers[p].connections.unwrap_or(usize::MAX);
+            let cap = self.shaping.providers[p]
+                .connections
+                .map_or(usize::MAX, |c| c.saturating_mul(self.depth));
             if self.providers[p].inflight.load(Ordering::Relaxed) >= cap {
                 return Err(Wait::Full);
             }
@@ -261,6 +274,19 @@ impl Sites {
         let t = lock(&self.table);
         let h = t.get(&(site.ip, site.key.clone()))?.hold.as_ref()?;
         (h.limiter.is_none() && h.until > now).then(|| (h.until_ms, h.why.clone()))
+    }
+
+    /// Why the site's recipients must not go now although they were dispatched: it backs
+    /// off after a 421, or a rule suspended it. `None`: they may go.
+    pub fn held_back(&self, site: &Site) -> Option<String> {
+        let now = Instant::now();
+        let t = lock(&self.table);
+        let s = t.get(&(site.ip, site.key.clone()))?;
+        if s.backoff_until.is_some_and(|u| u > now) {
+            return Some(format!("{} backing off after a 421", site.key));
+        }
+        let h = s.hold.as_ref()?;
+        (h.limiter.is_none() && h.until > now).then(|| format!("held: {}", h.why))
     }
 
     /// A transaction to the site was dispatched.
@@ -545,7 +571,7 @@ mod tests {
 
     #[test]
     fn domains_on_the_same_mx_hosts_are_one_site_and_a_provider_caps_all_its_sites() {
-        let s = Sites::new(shaping(), vec!["default".into()], 2);
+        let s = Sites::new(shaping(), vec!["default".into()], 2, 1);
         let hosts = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<Vec<_>>();
         let a = s.site_of("a.test", 1, || hosts(&["MX2.big.test.", "mx1.big.test"]));
         let b = s.site_of("b.test", 2, || hosts(&["mx1.big.test", "mx2.big.test"]));
@@ -576,7 +602,7 @@ mod tests {
 
     #[test]
     fn a_rule_suspends_only_its_site_and_a_count_trigger_waits_for_its_count() {
-        let s = Sites::new(shaping(), vec!["203.0.113.5".into()], 4);
+        let s = Sites::new(shaping(), vec!["203.0.113.5".into()], 4, 1);
         let y = s.site_of_domain("y.test");
         let z = s.site_of_domain("z.test");
         let e = s
@@ -615,10 +641,10 @@ mod tests {
         );
 
         // Restored in a new run from the global state.
-        let again = Sites::new(shaping(), vec!["203.0.113.5".into()], 4);
+        let again = Sites::new(shaping(), vec!["203.0.113.5".into()], 4, 1);
         again.restore(&h);
         assert!(again.admit(&y, Instant::now()).is_err());
-        let other_ip = Sites::new(shaping(), vec!["203.0.113.6".into()], 4);
+        let other_ip = Sites::new(shaping(), vec!["203.0.113.6".into()], 4, 1);
         other_ip.restore(&h);
         assert!(
             other_ip.admit(&y, Instant::now()).is_ok(),

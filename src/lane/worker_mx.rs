@@ -1,17 +1,19 @@
 //! Connection workers of direct delivery (`transport = "mx"`). Like [`super::worker`] (same
-//! rendering, the same one transaction, pipelined), except that a session goes to one MX
-//! host: a job rides on the session in hand only when its domain's MX set includes that
-//! host; otherwise the session is parked in the lane's per-host pool and one to the job's
-//! hosts is taken from it or opened. The DNS answer was looked up before dispatch; a domain
-//! whose answer is final without a connection (null MX, confirmed NXDOMAIN, a temporary DNS
-//! failure) is settled here without one. Every attempt goes to the accounting file.
+//! rendering, the same one transaction, pipelined), except that a worker serves one *site*
+//! at a time from the lane's ready queues ([`super::ready`]): it takes a session to the
+//! site's MX hosts (an idle one from the lane's per-host pool, or a new one) and carries the
+//! site's waiting recipients on it one after another, pipelined, then lets the site go. The
+//! DNS answer was looked up before dispatch; a domain whose answer is final without a
+//! connection (null MX, confirmed NXDOMAIN, a temporary DNS failure) is settled here without
+//! one. Every attempt goes to the accounting file.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::worker::{next_blocking, next_now, outcome, report, submit, Jobs, IDLE};
+use super::ready::{Ready, SiteId, Take};
+use super::worker::{outcome, report, submit, IDLE};
 use super::{Done, Job, LaneCtx, Outcome};
 use crate::classify::Class;
 use crate::dns::MxSet;
@@ -26,46 +28,84 @@ fn fits(s: &Session<Job>, set: &MxSet) -> bool {
     s.peer().is_some_and(|p| set.contains(&p.host))
 }
 
-/// Runs one worker until the job channel closes.
-pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>) {
+/// A worker's session and the messages it may carry (the lane's limit, or its site's
+/// provider's).
+struct Conn {
+    session: Option<Session<Job>>,
+    mpc: u32,
+}
+
+/// Runs one worker until the ready queues close and are empty.
+pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender<Done>) {
     let mx = ctx.connector.mx().expect("an mx lane").clone();
-    let s = &ctx.settings;
-    let mut session: Option<Session<Job>> = None;
-    // A job taken while pipelining that belongs on another host: handled next.
-    let mut carry: Option<Job> = None;
-    // Messages the session in hand may carry: the lane's limit, or its site's provider's.
-    let mut mpc = s.max_messages_per_connection;
+    let mut conn = Conn {
+        session: None,
+        mpc: ctx.settings.max_messages_per_connection,
+    };
     loop {
-        let job = match carry.take() {
-            Some(j) => j,
-            None => match next_blocking(&jobs, IDLE).await {
-                Err(()) => break,
-                Ok(None) => {
-                    park(&ctx, &mut session, mpc).await;
-                    close_all(ctx.mx_pool.expired(POOL_IDLE)).await;
-                    // Quiet now: what was buffered reaches the file.
-                    if let Some(a) = &mx.accounting {
-                        a.flush();
-                    }
-                    continue;
+        match ready.take(IDLE).await {
+            Take::Closed => break,
+            Take::Idle => {
+                park(&ctx, &mut conn).await;
+                close_all(ctx.mx_pool.expired(POOL_IDLE)).await;
+                // Quiet now: what was buffered reaches the file.
+                if let Some(a) = &mx.accounting {
+                    a.flush();
                 }
-                Ok(Some(j)) => j,
-            },
-        };
+            }
+            Take::Site(id, job) => {
+                serve(&ctx, &mx, &ready, &done, &id, job, &mut conn).await;
+                ready.leave(&id);
+            }
+        }
+    }
+    if let Some(c) = conn.session.take() {
+        c.close().await;
+    }
+    close_all(ctx.mx_pool.expired(Duration::ZERO)).await;
+    if let Some(a) = &mx.accounting {
+        a.flush();
+    }
+}
+
+/// Carries site `id`'s recipients, starting with `first`, until its queue is empty, it must
+/// back off, or (after a quantum) another site waits for a worker.
+async fn serve(
+    ctx: &Arc<LaneCtx>,
+    mx: &Mx,
+    ready: &Ready,
+    done: &mpsc::Sender<Done>,
+    id: &SiteId,
+    first: Job,
+    conn: &mut Conn,
+) {
+    let s = &ctx.settings;
+    let mut served = 0usize;
+    // Yield the worker once a quantum is carried and another site waits.
+    let more = |served: usize| served < Ready::quantum() || !ready.others_waiting();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
         if ctx.shutdown.stopping() {
-            report(&ctx, &done, job, Outcome::Unclaimed).await;
-            continue;
+            return settle_all(ctx, done, ready, id, job, || Outcome::Unclaimed).await;
+        }
+        if let Some(why) = job.site.as_ref().and_then(|site| ctx.sites.held_back(site)) {
+            // The site said 421 (or a rule suspended it) after these were dispatched: back to
+            // the dispatcher, which holds them until it may go again. Nothing is spent.
+            return settle_all(ctx, done, ready, id, job, || Outcome::Postponed(why.clone()))
+                .await;
         }
         let set = match mx.route(job.rec.domain()) {
             Route::Hosts(set) => set,
             Route::Refuse { class, reply } => {
                 mx.account(&job.rec.address, None, &reply);
-                report(&ctx, &done, job, Outcome::Failed { class, reply }).await;
+                report(ctx, done, job, Outcome::Failed { class, reply }).await;
+                next = ready.next(id);
                 continue;
             }
             // The answer expired or is unconfirmed since dispatch: the dispatcher holds it.
             Route::Wait(why) => {
-                report(&ctx, &done, job, Outcome::Postponed(why)).await;
+                report(ctx, done, job, Outcome::Postponed(why)).await;
+                next = ready.next(id);
                 continue;
             }
         };
@@ -76,35 +116,48 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                 ctx.sites
                     .messages_per_connection(site, s.max_messages_per_connection)
             });
-        if !session.as_ref().is_some_and(|c| fits(c, &set)) {
-            park(&ctx, &mut session, mpc).await;
-            session = match ctx.mx_pool.take(&set) {
+        if !conn.session.as_ref().is_some_and(|c| fits(c, &set)) {
+            park(ctx, conn).await;
+            conn.session = match ctx.mx_pool.take(&set) {
                 Some(c) => Some(c),
-                None => match ctx.mx_pool.open(&mx, &set).await {
+                None => match ctx.mx_pool.open(mx, &set).await {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        unreachable(&ctx, &mx, &done, job, &set, e).await;
-                        continue;
+                        // No host of the site took a session: the same for everything
+                        // waiting for it, which is not tried again one connection each.
+                        let mut all = vec![job];
+                        all.extend(ready.drain(id));
+                        for j in all {
+                            let (class, reply) = unreachable(&j, &set, &e);
+                            mx.account(&j.rec.address, None, &reply);
+                            report(ctx, done, j, Outcome::Failed { class, reply }).await;
+                        }
+                        return;
                     }
                 },
             };
         }
-        mpc = job_mpc;
-        let sess = session.as_mut().expect("connected");
-        submit(&ctx, &done, sess, job).await;
-        let mut throttled: Vec<String> = Vec::new();
+        conn.mpc = job_mpc;
+        let sess = conn.session.as_mut().expect("connected");
+        submit(ctx, done, sess, job).await;
+        served += 1;
+        let mut carry: Option<Job> = None;
+        let mut throttled = false;
         loop {
             if carry.is_none()
+                && !throttled
+                && more(served)
                 && sess.pipelining()
-                && sess.reusable(mpc, s.max_connection_age)
+                && sess.reusable(conn.mpc, s.max_connection_age)
                 && !sess.read_ahead().await
             {
-                if let Some(next) = next_now(&jobs, &ctx) {
-                    match mx.route(next.rec.domain()) {
+                if let Some(n) = ready.next(id) {
+                    match mx.route(n.rec.domain()) {
                         Route::Hosts(other) if fits(sess, &other) => {
-                            submit(&ctx, &done, sess, next).await
+                            submit(ctx, done, sess, n).await;
+                            served += 1;
                         }
-                        _ => carry = Some(next),
+                        _ => carry = Some(n),
                     }
                 }
             }
@@ -121,39 +174,44 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, jobs: Jobs, done: mpsc::Sender<Done>)
                     throttled: true,
                     ..
                 }
-            ) && !throttled.iter().any(|d| d == job.site_key())
+            ) && !throttled
             {
-                // A host saying 421 slows down the sites it was carrying, never the whole
-                // lane: other sites are other receivers. Once per site (each call doubles
-                // the backoff), and before the job goes back to the dispatcher.
-                ctx.sites.throttled(
-                    job.site.as_ref().map_or(0, |s| s.ip),
-                    job.site_key(),
-                    s.backoff,
-                );
-                throttled.push(job.site_key().to_string());
+                // A host saying 421 slows down the site it was carrying, never the whole
+                // lane: other sites are other receivers. Once (each call doubles the
+                // backoff), and before the job goes back to the dispatcher.
+                ctx.sites.throttled(id.0, job.site_key(), s.backoff);
+                throttled = true;
             }
-            report(&ctx, &done, job, outcome(&ctx, o)).await;
+            report(ctx, done, job, outcome(ctx, o)).await;
         }
-        if !sess.reusable(mpc, s.max_connection_age) {
-            if let Some(c) = session.take() {
+        if !sess.reusable(conn.mpc, s.max_connection_age) {
+            if let Some(c) = conn.session.take() {
                 c.close().await;
             }
         }
+        next = carry.or_else(|| more(served).then(|| ready.next(id)).flatten());
     }
-    if let Some(c) = session.take() {
-        c.close().await;
-    }
-    close_all(ctx.mx_pool.expired(Duration::ZERO)).await;
-    if let Some(a) = &mx.accounting {
-        a.flush();
+}
+
+/// Reports `job` and everything still waiting for site `id` with the same outcome.
+async fn settle_all(
+    ctx: &Arc<LaneCtx>,
+    done: &mpsc::Sender<Done>,
+    ready: &Ready,
+    id: &SiteId,
+    job: Job,
+    outcome: impl Fn() -> Outcome,
+) {
+    report(ctx, done, job, outcome()).await;
+    for j in ready.drain(id) {
+        report(ctx, done, j, outcome()).await;
     }
 }
 
 /// Hands the session in hand to the pool (or closes it when it cannot carry more).
-async fn park(ctx: &LaneCtx, session: &mut Option<Session<Job>>, mpc: u32) {
-    let Some(c) = session.take() else { return };
-    if c.reusable(mpc, ctx.settings.max_connection_age) {
+async fn park(ctx: &LaneCtx, conn: &mut Conn) {
+    let Some(c) = conn.session.take() else { return };
+    if c.reusable(conn.mpc, ctx.settings.max_connection_age) {
         close_all(ctx.mx_pool.put(c, POOL_IDLE)).await;
     } else {
         c.close().await;
@@ -166,18 +224,11 @@ async fn close_all(sessions: Vec<Session<Job>>) {
     }
 }
 
-/// No host of the set took a session: the recipient is deferred (or, when every host said
-/// 5xx in its greeting, refused as the last one said). The lane goes on with other domains.
-async fn unreachable(
-    ctx: &LaneCtx,
-    mx: &Mx,
-    done: &mpsc::Sender<Done>,
-    job: Job,
-    set: &MxSet,
-    e: SmtpError,
-) {
+/// What a recipient gets when no host of its site's set took a session: deferred (or, when
+/// every host said 5xx in its greeting, refused as the last one said).
+fn unreachable(job: &Job, set: &MxSet, e: &SmtpError) -> (Class, String) {
     let hosts: Vec<&str> = set.hosts.iter().map(|h| h.name.as_str()).collect();
-    let (class, reply) = match &e {
+    match e {
         SmtpError::Refused { reply, .. } if reply.code >= 500 => (e.class(), reply.to_string()),
         _ if e.class() == Class::Throttling => (Class::Throttling, e.to_string()),
         _ => (
@@ -188,7 +239,5 @@ async fn unreachable(
                 hosts.join(", ")
             ),
         ),
-    };
-    mx.account(&job.rec.address, None, &reply);
-    report(ctx, done, job, Outcome::Failed { class, reply }).await;
+    }
 }
