@@ -51,6 +51,8 @@ struct Hold {
 #[derive(Debug, Default)]
 struct SiteState {
     inflight: usize,
+    /// The dispatcher found it full and waits for it to drain to its low-water mark.
+    full: bool,
     backoff_until: Option<Instant>,
     backoff_level: u32,
     hold: Option<Hold>,
@@ -60,6 +62,8 @@ struct SiteState {
 
 struct ProviderLive {
     inflight: AtomicUsize,
+    /// Like [`SiteState::full`].
+    full: std::sync::atomic::AtomicBool,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -126,6 +130,13 @@ fn limiter(rate: Rate) -> DefaultDirectRateLimiter {
     governor::RateLimiter::direct(super::throttle::quota(rate, 1))
 }
 
+/// In flight at which a full site (or provider) wakes the dispatcher again: a quarter below
+/// its cap, so a busy site costs the dispatcher one round per quarter of its cap rather than
+/// one per finished transaction (a round looks at every buffered domain).
+fn low_water(cap: usize) -> usize {
+    cap - cap.div_ceil(4)
+}
+
 /// The site key of an MX host set: its names, lower case, sorted, joined by commas.
 pub fn site_key<'a>(hosts: impl IntoIterator<Item = &'a str>) -> String {
     let mut v: Vec<String> = hosts
@@ -157,6 +168,7 @@ impl Sites {
             .iter()
             .map(|p| ProviderLive {
                 inflight: AtomicUsize::new(0),
+                full: Default::default(),
                 limiter: p.rate.map(limiter),
             })
             .collect();
@@ -241,6 +253,7 @@ impl Sites {
             }
         }
         if s.inflight >= self.per_site_cap.saturating_mul(self.depth) {
+            s.full = true;
             return Err(Wait::Full);
         }
         if let Some(l) = self.leases.get() {
@@ -251,6 +264,7 @@ impl Sites {
                 .connections
                 .map_or(usize::MAX, |c| c.saturating_mul(self.depth));
             if self.providers[p].inflight.load(Ordering::Relaxed) >= cap {
+                self.providers[p].full.store(true, Ordering::Relaxed);
                 return Err(Wait::Full);
             }
         }
@@ -311,19 +325,32 @@ impl Sites {
 
     /// A transaction to the site ended.
     pub fn finished(&self, site: &Site) {
+        let mut wake = false;
         if let Some(s) = lock(&self.table).get_mut(&(site.ip, site.key.clone())) {
             s.inflight = s.inflight.saturating_sub(1);
+            if s.full && s.inflight <= low_water(self.per_site_cap.saturating_mul(self.depth)) {
+                s.full = false;
+                wake = true;
+            }
         }
-        self.freed.notify_one();
         if let Some(l) = self.leases.get() {
             l.finished(&site.key);
         }
         if let Some(p) = site.provider {
-            let _ = self.providers[p].inflight.fetch_update(
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-                |n| n.checked_sub(1),
-            );
+            let live = &self.providers[p];
+            let left = live
+                .inflight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .map_or(0, |n| n - 1);
+            let cap = self.shaping.providers[p]
+                .connections
+                .map_or(usize::MAX, |c| c.saturating_mul(self.depth));
+            if left <= low_water(cap) && live.full.swap(false, Ordering::Relaxed) {
+                wake = true;
+            }
+        }
+        if wake || self.leases.get().is_some() {
+            self.freed.notify_one();
         }
     }
 
