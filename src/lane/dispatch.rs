@@ -32,7 +32,8 @@ type QueueKey = (String, usize);
 #[derive(Default)]
 struct Buffer {
     queues: HashMap<QueueKey, VecDeque<Job>>,
-    rr: VecDeque<QueueKey>,
+    /// The round: each queue with the site it went to when last looked at (`None`: not yet).
+    rr: VecDeque<(QueueKey, Option<Arc<str>>)>,
     len: usize,
 }
 
@@ -42,7 +43,7 @@ impl Buffer {
         let k = (job.rec.domain().to_string(), ip);
         let q = self.queues.entry(k.clone()).or_default();
         if q.is_empty() {
-            self.rr.push_back(k);
+            self.rr.push_back((k, None));
         }
         q.push_back(job);
         self.len += 1;
@@ -149,12 +150,22 @@ pub(crate) async fn run(
         let mut min_wait: Option<Duration> = None;
         // A site held back only by its in-flight cap: wake when a transaction ends.
         let mut site_full = false;
+        // The sites found full in this round (by their interned key): the other domains of
+        // such a site are passed over without a DNS or site look.
+        let mut full_now: Vec<Arc<str>> = Vec::new();
         let rounds = buf.rr.len();
         let now = Instant::now();
         for _ in 0..rounds {
-            let Some(qk) = buf.rr.pop_front() else {
+            let Some((qk, last)) = buf.rr.pop_front() else {
                 break;
             };
+            if last
+                .as_ref()
+                .is_some_and(|k| full_now.iter().any(|f| Arc::ptr_eq(f, k)))
+            {
+                buf.rr.push_back((qk, last));
+                continue;
+            }
             let (domain, ip) = (qk.0.as_str(), qk.1);
             if let Some(Err((w, out))) = ctx.pools.as_ref().map(|p| p.ip_ready(ip)) {
                 // This IP's workers have enough queued, or its address is out: then its
@@ -167,18 +178,19 @@ pub(crate) async fn run(
                     ));
                 }
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(qk);
+                buf.rr.push_back((qk, last));
                 continue;
             }
             let mut site = match site_or_dns_wait(&ctx, domain, now) {
                 Ok(site) => site,
                 Err(w) => {
                     min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                    buf.rr.push_back(qk);
+                    buf.rr.push_back((qk, last));
                     continue;
                 }
             };
             site.ip = ip;
+            let last = Some(site.key.clone());
             if let Some((until_ms, why)) = ctx.sites.suspended(&site) {
                 // The receiver asked this IP to stop: its waiting recipients are deferred to
                 // the end of the suspension (no attempt spent), so the run neither spins on
@@ -188,10 +200,15 @@ pub(crate) async fn run(
                 continue;
             }
             if let Err(w) = ctx.sites.admit(&site, now) {
-                site_full |= w == super::sites::Wait::Full;
+                if w == super::sites::Wait::Full {
+                    site_full = true;
+                    if full_now.len() < 64 {
+                        full_now.push(site.key.clone());
+                    }
+                }
                 let w = w.at_most();
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(qk);
+                buf.rr.push_back((qk, last));
                 continue;
             }
             let shaped = match &ctx.fleet {
@@ -200,7 +217,7 @@ pub(crate) async fn run(
             };
             if let Err(w) = shaped {
                 min_wait = Some(min_wait.map_or(w, |m| m.min(w)));
-                buf.rr.push_back(qk);
+                buf.rr.push_back((qk, last));
                 continue;
             }
             if let Some(w) = &ctx.warmup {
@@ -218,7 +235,7 @@ pub(crate) async fn run(
                     commit(&ctx, &jobs, &mut claimed, &outstanding).await?;
                     if !fleet_global(&ctx, f).await {
                         // Stopping, or Redis went away: the recipient stays queued.
-                        buf.rr.push_front(qk);
+                        buf.rr.push_front((qk, last));
                         break;
                     }
                 }
@@ -234,7 +251,7 @@ pub(crate) async fn run(
             if q.is_empty() {
                 buf.queues.remove(&qk);
             } else {
-                buf.rr.push_back(qk);
+                buf.rr.push_back((qk, last));
             }
             ctx.sites.start(&site);
             if let Some(p) = &ctx.pools {

@@ -114,6 +114,8 @@ pub struct Sites {
     /// Domain → (identity of the DNS answer it came from, its site): the key is built once
     /// per answer, not per message.
     of_domain: Mutex<HashMap<String, (usize, Site)>>,
+    /// Site keys, interned.
+    keys: Mutex<HashMap<String, Arc<str>>>,
     clock: DefaultClock,
     /// Signalled when a transaction ends: a dispatcher waiting on a full site goes at once
     /// instead of polling (a poll of a few ms capped a busy site at its cap per poll).
@@ -180,6 +182,7 @@ impl Sites {
             table: Mutex::default(),
             providers,
             of_domain: Mutex::default(),
+            keys: Mutex::default(),
             clock: DefaultClock::default(),
             freed: tokio::sync::Notify::new(),
             leases: std::sync::OnceLock::new(),
@@ -224,8 +227,13 @@ impl Sites {
                     .provider_of(domain, h.iter().map(String::as_str)),
             )
         };
+        // Interned: every domain of a site shares one key, so a site is told by its pointer.
+        let key = lock(&self.keys)
+            .entry(key)
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
+            .clone();
         let site = Site {
-            key: key.into(),
+            key,
             provider,
             ip: 0,
         };
