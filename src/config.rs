@@ -1197,16 +1197,6 @@ pub(crate) fn lane_settings(
                     "an IP pool sends through relays: set transport = \"smtp://…\" or relays",
                 );
             }
-            if let Some(w) = &l.warmup {
-                // Warm-up counts per IP; its counters are keyed by the lane's one IP in this
-                // release, so a pool's IPs would share (or miscount) one schedule.
-                return loc.err(
-                    w.span(),
-                    &k("warmup"),
-                    "warm-up is per source IP and not yet built for an IP pool: warm a new IP in \
-                     a lane of its own (source_ip = …), then add it to the pool",
-                );
-            }
             let ips = pool::source_ips(loc, r, section, &helo)?;
             if ips.len() > connections {
                 return loc.err(

@@ -287,8 +287,8 @@ pub async fn send(s: &Settings, opts: &SendOptions, shutdown: Arc<Shutdown>) -> 
 /// surprise (`blast check` prints the expected finish date).
 async fn warmup_up_front(l: &crate::config::LaneSettings, global: &Global, waiting: Option<u64>) {
     let g = global.clone();
-    let ip = lane::warmup::ip_of(l);
-    let records = match tokio::task::spawn_blocking(move || g.warmup_days(Some(&ip))).await {
+    // Every IP's days (a pool's IPs each warm on their own); `today` picks out the lane's.
+    let records = match tokio::task::spawn_blocking(move || g.warmup_days(None)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             eprintln!("blast: warning: cannot read the warm-up counts: {e}");

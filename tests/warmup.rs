@@ -298,3 +298,73 @@ async fn through_serve_the_cap_is_shared_too() {
     );
     assert_eq!(term(serve).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ip_of_a_pool_warms_on_its_own_count() {
+    let sink = start_sink(vec![]).await;
+    let f = Fixture::new();
+    let list = list120();
+    let lane = "warmup = [\"20/d\", \"100/d\"]\nwarmup_start = \"2026-12-01\"\n\
+                source_ips = [{ ip = \"127.0.0.2\" }, { ip = \"127.0.0.3\", egress_ip = \"203.0.113.26\" }]\n";
+    campaign(&f, "p", sink.addr, &list, lane);
+    let (code, err) = send_at(&f, "p", DAY1).await;
+    assert_eq!(code, 75, "each IP's rest waits for tomorrow\n{err}");
+    for ip in ["127.0.0.2", "203.0.113.26"] {
+        assert!(
+            err.contains(&format!(
+                "warm-up: {ip} all: 0/20 today (sending day 1 of 2)"
+            )),
+            "one line per IP up front:\n{err}"
+        );
+    }
+    // Counted per IP (by the address receivers see), each recipient from its hash's IP.
+    let members = [("127.0.0.2".to_string(), 1), ("127.0.0.3".to_string(), 1)];
+    let mut per_ip: std::collections::HashMap<String, usize> = Default::default();
+    for r in sink.received() {
+        let peer = r
+            .peer
+            .expect("the sink records the client")
+            .ip()
+            .to_string();
+        let to = r.rcpt_to[0].to_ascii_lowercase();
+        assert_eq!(
+            peer,
+            members[blast::lane::pool::pick(&to, &members)].0,
+            "{to} left from the wrong IP"
+        );
+        *per_ip.entry(peer).or_default() += 1;
+    }
+    assert_eq!(per_ip.get("127.0.0.2"), Some(&20), "{per_ip:?}\n{err}");
+    assert_eq!(per_ip.get("127.0.0.3"), Some(&20), "{per_ip:?}\n{err}");
+
+    let o = blast_at(&f, DAY1_LATER, &["status", "p.toml"]).await;
+    for ip in ["127.0.0.2", "203.0.113.26"] {
+        assert!(
+            stdout(&o).contains(&format!("warm-up {ip} all: 20/20 today")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let o = blast_at(&f, DAY1_LATER, &["check", "p.toml"]).await;
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    // Each IP's share of the list by the pool's hash, and its own finish date.
+    let share = |ip: &str| {
+        list.iter()
+            .filter(|a| members[blast::lane::pool::pick(a, &members)].0 == ip)
+            .count()
+    };
+    for (ip, key) in [("127.0.0.2", "127.0.0.2"), ("203.0.113.26", "127.0.0.3")] {
+        assert!(
+            said.contains(&format!(
+                "warm-up: {ip} all: {} recipients, expected to finish on 2026-12-02",
+                share(key)
+            )),
+            "check prints a finish date per IP:\n{said}"
+        );
+    }
+
+    // Day 2 (100 each): the rest.
+    let (code, err) = send_at(&f, "p", DAY2).await;
+    assert_eq!(code, 0, "{err}");
+    crate::pipeline::assert_exactly_once(&sink, &list);
+}

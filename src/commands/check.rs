@@ -171,9 +171,9 @@ pub struct CheckReport {
     pub sendable: u64,
     /// The prune report and counts per reason.
     pub pruned: (PathBuf, BTreeMap<String, u64>),
-    /// Sendable rows per provider rollup found by recipient domain (`None`: no rollup), for
-    /// the warm-up's finish date.
-    pub by_provider: BTreeMap<Option<usize>, u64>,
+    /// Sendable rows per (pool IP index, provider rollup found by recipient domain; `None`:
+    /// no rollup), for the warm-up's finish date.
+    pub by_provider: BTreeMap<(usize, Option<usize>), u64>,
 }
 
 /// Runs `blast check`: everything `send` validates, every row rendered, nothing sent and the
@@ -191,7 +191,7 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         .collect();
     let mut seen: HashSet<u64> = HashSet::new();
     let (mut rows, mut sendable) = (0u64, 0u64);
-    let mut by_provider: BTreeMap<Option<usize>, u64> = BTreeMap::new();
+    let mut by_provider: BTreeMap<(usize, Option<usize>), u64> = BTreeMap::new();
     let mut values: Vec<String> = Vec::new();
     // blast's own variables, as the lane gives them (the link's token varies per recipient,
     // its presence is what a template can depend on).
@@ -232,8 +232,9 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
         sendable += 1;
         if s.lane.warmup.is_some() {
             let domain = mb.key.rsplit_once('@').map_or("", |(_, d)| d);
+            let ip = crate::lane::warmup::ip_index(&s.lane, &mb.key);
             *by_provider
-                .entry(s.lane.shaping.provider_of(domain, []))
+                .entry((ip, s.lane.shaping.provider_of(domain, [])))
                 .or_default() += 1;
         }
     }
@@ -255,33 +256,34 @@ pub fn check(s: &Settings, pruned: &Option<PathBuf>) -> Result<CheckReport> {
 fn warmup_finish(
     lane: &crate::config::LaneSettings,
     state_dir: &Path,
-    by_provider: &BTreeMap<Option<usize>, u64>,
+    by_provider: &BTreeMap<(usize, Option<usize>), u64>,
 ) -> Vec<String> {
     use crate::lane::warmup;
     let Some(w) = &lane.warmup else {
         return Vec::new();
     };
-    let records =
-        match crate::owner::Global::shared(state_dir).warmup_days(Some(&warmup::ip_of(lane))) {
-            Ok(r) => r,
-            Err(e) => {
-                return vec![format!(
-                    "warm-up: cannot read the counts ({e}); no finish date"
-                )]
-            }
-        };
+    let records = match crate::owner::Global::shared(state_dir).warmup_days(None) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![format!(
+                "warm-up: cannot read the counts ({e}); no finish date"
+            )]
+        }
+    };
     let today = crate::clock::today();
-    let mut per_scope: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut per_scope: BTreeMap<(usize, &str), u64> = BTreeMap::new();
     let mut uncapped = 0;
-    for (p, n) in by_provider {
+    for ((ip, p), n) in by_provider {
         match warmup::scope_of(w, *p) {
-            Some((scope, _)) => *per_scope.entry(scope).or_default() += n,
+            Some((scope, _)) => *per_scope.entry((*ip, scope)).or_default() += n,
             None => uncapped += n,
         }
     }
+    let ips = warmup::ips_of(lane);
     let mut out = Vec::new();
     for t in warmup::today(lane, &records, today) {
-        let n = per_scope.get(t.scope.as_str()).copied().unwrap_or(0);
+        let ip = ips.iter().position(|i| *i == t.ip).unwrap_or(0);
+        let n = per_scope.get(&(ip, t.scope.as_str())).copied().unwrap_or(0);
         let steps = match warmup::scope_of(
             w,
             lane.shaping

@@ -196,13 +196,14 @@ pub fn run(campaign: &Path, json: bool, server: Option<&Path>) -> Result<i32> {
     Ok(0)
 }
 
-/// Today's warm-up use of the lane's IP, one line per scope (used/cap), when it warms up.
+/// Today's warm-up use of the lane's IPs, one line per IP and scope (used/cap), when it warms
+/// up.
 pub fn print_warmup(s: &config::Settings) {
     if s.lane.warmup.is_none() {
         return;
     }
     let g = crate::owner::Global::shared(s.suppression_state_dir());
-    match g.warmup_days(Some(&crate::lane::warmup::ip_of(&s.lane))) {
+    match g.warmup_days(None) {
         Ok(records) => {
             for t in crate::lane::warmup::today(&s.lane, &records, crate::clock::today()) {
                 println!("warm-up {}", t.line());

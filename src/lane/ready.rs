@@ -308,10 +308,16 @@ mod tests {
         }
         let (a, first) = site_of(r.take(Duration::from_millis(10)).await);
         let (b, second) = site_of(r.take(Duration::from_millis(10)).await);
-        assert_eq!((first.key.as_str(), second.key.as_str()), ("u0@a.test", "u1@a.test"));
+        assert_eq!(
+            (first.key.as_str(), second.key.as_str()),
+            ("u0@a.test", "u1@a.test")
+        );
         assert_eq!(a, b);
         // Two sessions serve the site: a third worker finds nothing to take.
-        assert!(matches!(r.take(Duration::from_millis(10)).await, Take::Idle));
+        assert!(matches!(
+            r.take(Duration::from_millis(10)).await,
+            Take::Idle
+        ));
         assert_eq!(r.next(&a).unwrap().key, "u2@a.test");
         r.leave(&a);
         // A slot is free and jobs wait: the site is servable again.
@@ -321,7 +327,10 @@ mod tests {
         r.leave(&a);
         r.leave(&a);
         r.close();
-        assert!(matches!(r.take(Duration::from_millis(10)).await, Take::Closed));
+        assert!(matches!(
+            r.take(Duration::from_millis(10)).await,
+            Take::Closed
+        ));
     }
 
     #[tokio::test]
@@ -334,7 +343,10 @@ mod tests {
         // mx.b waits for the provider; mx.c (no provider) goes.
         let (c, _) = site_of(r.take(Duration::from_millis(10)).await);
         assert_eq!(&*c.1, "mx.c");
-        assert!(matches!(r.take(Duration::from_millis(10)).await, Take::Idle));
+        assert!(matches!(
+            r.take(Duration::from_millis(10)).await,
+            Take::Idle
+        ));
         r.leave(&a);
         let (b, _) = site_of(r.take(Duration::from_millis(10)).await);
         assert_eq!(&*b.1, "mx.b");

@@ -104,9 +104,36 @@ pub fn finish_date(steps: &[u64], p: Plan, used_today: u64, n: u64, today: Naive
     }
 }
 
-/// The IP key warm-up counts under for a lane: its egress address.
+/// The IP key warm-up counts under for a lane without an IP pool: its egress address.
 pub fn ip_of(l: &LaneSettings) -> String {
     super::sites::ip_key(l.egress_ip.or(l.source_ip))
+}
+
+/// The IP keys warm-up counts under, by pool index: with `source_ips` each IP's egress
+/// address (each warms on its own schedule: receivers build reputation per address), else
+/// the lane's one ([`ip_of`]).
+pub fn ips_of(l: &LaneSettings) -> Vec<String> {
+    if l.source_ips.is_empty() {
+        return vec![ip_of(l)];
+    }
+    l.source_ips
+        .iter()
+        .map(|p| super::sites::ip_key(Some(p.egress_ip)))
+        .collect()
+}
+
+/// The pool index of the IP the recipient with store key `key` leaves from (the pool's own
+/// hash, [`super::pool::pick`]); 0 without a pool.
+pub fn ip_index(l: &LaneSettings, key: &str) -> usize {
+    if l.source_ips.len() < 2 {
+        return 0;
+    }
+    let members: Vec<(String, u32)> = l
+        .source_ips
+        .iter()
+        .map(|p| (super::sites::ip_key(Some(p.ip)), p.weight))
+        .collect();
+    super::pool::pick(key, &members)
 }
 
 /// The scope of a provider index and its schedule (`None`: nothing caps it).
@@ -187,12 +214,19 @@ impl Today {
     }
 }
 
-/// Every scope of a lane's warm-up today, from the IP's recorded days.
+/// Every scope of every IP of a lane's warm-up today (in pool order, then scope), from the
+/// recorded days (of any IPs: each IP's own are picked out).
 pub fn today(l: &LaneSettings, records: &[WarmupDay], today: NaiveDate) -> Vec<Today> {
+    ips_of(l)
+        .into_iter()
+        .flat_map(|ip| today_of(l, &ip, records, today))
+        .collect()
+}
+
+fn today_of(l: &LaneSettings, ip: &str, records: &[WarmupDay], today: NaiveDate) -> Vec<Today> {
     let Some(w) = &l.warmup else {
         return Vec::new();
     };
-    let ip = ip_of(l);
     let mut scopes: Vec<(&str, &[u64])> = Vec::new();
     if !w.steps.is_empty() {
         scopes.push((IP_SCOPE, &w.steps));
@@ -208,7 +242,7 @@ pub fn today(l: &LaneSettings, records: &[WarmupDay], today: NaiveDate) -> Vec<T
         .map(|(scope, steps)| {
             let mine: Vec<WarmupDay> = records.iter().filter(|r| r.ip == ip).cloned().collect();
             Today {
-                ip: ip.clone(),
+                ip: ip.to_string(),
                 scope: scope.to_string(),
                 plan: plan(steps, w, &days_of(&mine, scope), today),
                 used: mine
@@ -294,9 +328,11 @@ pub enum Counted {
 /// One lane run's warm-up: local budgets reserved from the global count.
 pub struct Runtime {
     w: Arc<Warmup>,
-    ip: String,
+    /// The IP keys, by pool index ([`ips_of`]).
+    ips: Vec<String>,
     global: Global,
-    budgets: Mutex<HashMap<String, Budget>>,
+    /// By (pool index, scope).
+    budgets: Mutex<HashMap<(usize, String), Budget>>,
     /// Recipients this run deferred because a cap was reached.
     pub deferred: AtomicU64,
     /// The latest time they were deferred to (ms).
@@ -316,7 +352,7 @@ impl Runtime {
     pub fn new(l: &LaneSettings, global: Global) -> Option<Runtime> {
         Some(Runtime {
             w: l.warmup.clone()?,
-            ip: ip_of(l),
+            ips: ips_of(l),
             global,
             budgets: Mutex::default(),
             deferred: AtomicU64::new(0),
@@ -325,8 +361,13 @@ impl Runtime {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Budget>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, String), Budget>> {
         self.budgets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool index of a site's IP (clamped: a lane without a pool has one).
+    fn ip_index(&self, site: Option<&Site>) -> usize {
+        site.map_or(0, |s| s.ip).min(self.ips.len() - 1)
     }
 
     /// Reserves one message to `site`, or says until when it must wait. Only the dispatcher
@@ -335,22 +376,23 @@ impl Runtime {
         let Some((scope, steps)) = scope_of(&self.w, site.provider) else {
             return Ok(Take::Go);
         };
+        let i = self.ip_index(Some(site));
+        let ip = self.ips[i].as_str();
+        let bk = (i, scope.to_string());
         let today = clock::today();
         if today < self.w.start {
             return Ok(Take::Defer {
                 until_ms: clock::day_start_ms(self.w.start),
-                why: format!("warm-up of {} starts on {}", self.ip, self.w.start),
+                why: format!("warm-up of {ip} starts on {}", self.w.start),
             });
         }
         let (stale, known) = {
             let mut b = self.lock();
-            let e = b
-                .entry(scope.to_string())
-                .or_insert_with(|| Budget::new(today));
+            let e = b.entry(bk.clone()).or_insert_with(|| Budget::new(today));
             let mut stale = None;
             if e.day != today {
                 // A new day: yesterday's leftovers go back to yesterday's count.
-                stale = e.settle(&self.ip, scope, true);
+                stale = e.settle(ip, scope, true);
                 *e = Budget::new(today);
             }
             if e.left > 0 {
@@ -358,7 +400,7 @@ impl Runtime {
                 return Ok(Take::Go);
             }
             if e.exhausted {
-                return Ok(self.defer(scope, today, e.plan));
+                return Ok(self.defer(ip, scope, today, e.plan));
             }
             (stale, e.plan)
         };
@@ -369,35 +411,35 @@ impl Runtime {
         let plan = match known {
             Some(p) => p,
             None => {
-                let (g, ip) = (self.global.clone(), self.ip.clone());
-                let records = blocking(move || g.warmup_days(Some(&ip))).await?;
+                let (g, ipk) = (self.global.clone(), ip.to_string());
+                let records = blocking(move || g.warmup_days(Some(&ipk))).await?;
                 let p = plan(steps, &self.w, &days_of(&records, scope), today);
-                self.lock().get_mut(scope).expect("budget made above").plan = Some(p);
+                self.lock().get_mut(&bk).expect("budget made above").plan = Some(p);
                 p
             }
         };
         // Blocks: one durable write per block rather than per message, and little (a
         // fiftieth of the cap) left unsent when a run dies holding one.
         let want = plan.cap.map_or(BLOCK_MAX, |c| (c / 50).clamp(1, BLOCK_MAX));
-        let (g, ip, sc, day) = (
+        let (g, ipk, sc, day) = (
             self.global.clone(),
-            self.ip.clone(),
+            ip.to_string(),
             scope.to_string(),
             today.to_string(),
         );
         let cap = plan.cap;
-        let granted = blocking(move || g.warmup_reserve(&ip, &sc, &day, want, cap)).await?;
+        let granted = blocking(move || g.warmup_reserve(&ipk, &sc, &day, want, cap)).await?;
         let mut b = self.lock();
-        let e = b.get_mut(scope).expect("budget made above");
+        let e = b.get_mut(&bk).expect("budget made above");
         if granted == 0 {
             e.exhausted = true;
-            return Ok(self.defer(scope, today, Some(plan)));
+            return Ok(self.defer(ip, scope, today, Some(plan)));
         }
         e.left += granted - 1;
         Ok(Take::Go)
     }
 
-    fn defer(&self, scope: &str, today: NaiveDate, plan: Option<Plan>) -> Take {
+    fn defer(&self, ip: &str, scope: &str, today: NaiveDate, plan: Option<Plan>) -> Take {
         let next = today.succ_opt().unwrap_or(today);
         let (cap, day, held) = plan.map_or((0, 1, false), |p| {
             (p.cap.unwrap_or(0), p.sending_days + 1, p.braked)
@@ -410,8 +452,7 @@ impl Runtime {
         Take::Defer {
             until_ms: clock::day_start_ms(next),
             why: format!(
-                "warm-up: today's cap of {cap}/d for {}{of} is reached (sending day {day}{}); next sending day {next}",
-                self.ip,
+                "warm-up: today's cap of {cap}/d for {ip}{of} is reached (sending day {day}{}); next sending day {next}",
                 if held { ", held by the brake" } else { "" }
             ),
         }
@@ -429,8 +470,9 @@ impl Runtime {
         let Some((scope, _)) = scope_of(&self.w, site.and_then(|s| s.provider)) else {
             return;
         };
+        let bk = (self.ip_index(site), scope.to_string());
         let mut b = self.lock();
-        let Some(e) = b.get_mut(scope) else { return };
+        let Some(e) = b.get_mut(&bk) else { return };
         match how {
             Counted::Sent => e.tally.sent += 1,
             Counted::Bounced => e.tally.bounced += 1,
@@ -456,7 +498,7 @@ impl Runtime {
         let settles: Vec<Settle> = self
             .lock()
             .iter_mut()
-            .filter_map(|(scope, b)| b.settle(&self.ip, scope, last))
+            .filter_map(|((i, scope), b)| b.settle(&self.ips[*i], scope, last))
             .collect();
         if settles.is_empty() {
             return Ok(());

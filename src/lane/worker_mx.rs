@@ -55,6 +55,10 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender
             }
             Take::Site(id, job) => {
                 serve(&ctx, &mx, &ready, &done, &id, job, &mut conn).await;
+                // Parked before the site is free again: the next worker to serve it takes
+                // this session rather than opening one more (receivers count the idle ones
+                // too, so a site's open sessions stay within its cap).
+                park(&ctx, &mut conn).await;
                 ready.leave(&id);
             }
         }
@@ -91,8 +95,10 @@ async fn serve(
         if let Some(why) = job.site.as_ref().and_then(|site| ctx.sites.held_back(site)) {
             // The site said 421 (or a rule suspended it) after these were dispatched: back to
             // the dispatcher, which holds them until it may go again. Nothing is spent.
-            return settle_all(ctx, done, ready, id, job, || Outcome::Postponed(why.clone()))
-                .await;
+            return settle_all(ctx, done, ready, id, job, || {
+                Outcome::Postponed(why.clone())
+            })
+            .await;
         }
         let set = match mx.route(job.rec.domain()) {
             Route::Hosts(set) => set,

@@ -164,6 +164,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     accepted: AtomicUsize,
     connections: AtomicUsize,
+    /// Connections open now, and the most ever open at once.
+    open: AtomicUsize,
+    peak: AtomicUsize,
     seq: AtomicU64,
     counters: Mutex<Counters>,
     auth_attempts: Mutex<Vec<AuthAttempt>>,
@@ -257,6 +260,12 @@ impl SinkHandle {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
+    /// The most connections that were open at once so far (a connection counts until the
+    /// sink has finished with it, so a client's close is seen a moment late).
+    pub fn peak_connections(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
     /// Total connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
@@ -325,6 +334,8 @@ async fn start_with(
         received: Mutex::new(Vec::new()),
         accepted: AtomicUsize::new(0),
         connections: AtomicUsize::new(0),
+        open: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
         seq: AtomicU64::new(seq),
         counters: Mutex::new(Counters::default()),
         auth_attempts: Mutex::new(Vec::new()),
@@ -367,8 +378,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: onesh
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
+                    let open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    shared.peak.fetch_max(open, Ordering::SeqCst);
                     let busy = conns.len() >= MAX_CONNECTIONS;
-                    conns.spawn(session::serve(stream, shared.clone(), busy));
+                    let sh = shared.clone();
+                    conns.spawn(async move {
+                        session::serve(stream, sh.clone(), busy).await;
+                        sh.open.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
                 // EMFILE and friends: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

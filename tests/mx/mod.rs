@@ -9,11 +9,13 @@
 //! - `tls.rs`    a failed handshake retried in plaintext; `starttls = "required"` verifies
 //! - `priority.rs` the priority lane: one transaction per domain, a DSN for a null MX
 //! - `shaping.rs` limits per MX site and provider rollup; a response rule's durable hold
+//! - `ready.rs`  a site's sessions within its cap, each carrying many recipients
 //! - `zone.rs`   an in-process hickory-proto responder (a table of records, SERVFAIL zones)
 //! - `servfail.rs` SERVFAIL for one domain through it: deferred, never bounced or suppressed
 
 mod deliver;
 mod priority;
+mod ready;
 mod servfail;
 mod shaping;
 mod tls;

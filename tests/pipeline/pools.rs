@@ -276,10 +276,6 @@ fn pool_config_errors_name_file_line_and_key() {
             "relays = [\"smtp://127.0.0.1:1\"]\n",
             "lane.relays: set transport or relays, not both",
         ),
-        (
-            "warmup = [\"50/d\"]\nwarmup_start = \"2026-12-01\"\nsource_ips = [{ ip = \"127.0.0.2\" }]\n",
-            "lane.warmup: warm-up is per source IP and not yet built for an IP pool",
-        ),
     ];
     for (i, (lane, want)) in cases.iter().enumerate() {
         let toml = campaign_toml("c", relay, &["l.csv"], lane);
