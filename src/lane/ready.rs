@@ -70,7 +70,7 @@ pub(crate) struct Ready {
 /// What [`Ready::take`] found.
 pub(crate) enum Take {
     /// A site to serve and its first recipient; [`Ready::leave`] when done with it.
-    Site(SiteId, Job),
+    Site(SiteId, Box<Job>),
     /// Nothing within the idle time.
     Idle,
     /// Closed and empty: the worker ends.
@@ -183,7 +183,7 @@ impl Ready {
             if again {
                 self.work.notify_one();
             }
-            return Some(Take::Site(id, job));
+            return Some(Take::Site(id, Box::new(job)));
         }
         (st.closed && st.total == 0).then_some(Take::Closed)
     }
@@ -295,7 +295,7 @@ mod tests {
 
     fn site_of(t: Take) -> (SiteId, Job) {
         match t {
-            Take::Site(id, j) => (id, j),
+            Take::Site(id, j) => (id, *j),
             _ => panic!("expected a site"),
         }
     }

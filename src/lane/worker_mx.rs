@@ -54,7 +54,7 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender
                 }
             }
             Take::Site(id, job) => {
-                serve(&ctx, &mx, &ready, &done, &id, job, &mut conn).await;
+                serve(&ctx, &mx, &ready, &done, &id, *job, &mut conn).await;
                 // Parked before the site is free again: the next worker to serve it takes
                 // this session rather than opening one more (receivers count the idle ones
                 // too, so a site's open sessions stay within its cap).
