@@ -342,7 +342,6 @@ async fn join_fleet(s: &Settings, global: &Global) -> Result<Option<Fleet>> {
     }
     let stop = Arc::new(Shutdown::default());
     let task = tokio::spawn(sync.run(stop.clone()));
-    let ip = crate::lane::sites::ip_key(s.lane.source_ip);
-    let lane = crate::cluster::LaneFleet::new(cluster, &s.id, &ip, &s.lane);
+    let lane = crate::cluster::LaneFleet::new(cluster, &s.id, &s.lane);
     Ok(Some((Arc::new(lane), stop, task)))
 }

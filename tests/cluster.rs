@@ -8,6 +8,7 @@
 //! - Redis stopped mid-run: sending pauses (nothing over the limit, nothing lost) and resumes
 //!   when Redis is back; Redis restarted empty: the lists are published again
 //! - a Redis with `maxmemory-policy allkeys-lru` is refused with a clear message
+//! - an IP pool: each IP takes its per-site tokens under its own keys and holds its own rate
 //!
 //! The tests fail (never skip) when `redis-server` is missing: `.ci/run` installs it.
 
@@ -487,5 +488,65 @@ fn cluster_keys_are_validated_and_machine_defaults_to_the_host_name() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ip_of_a_pool_takes_the_fleet_rates_under_its_own_keys() {
+    let redis = Redis::start(&[]);
+    let sink = start_sink(vec![]).await;
+    let f = Fixture::new();
+    let list: Vec<String> = addrs("u", "one.test", 60);
+    f.write("fleet.csv", csv_list(&list));
+    let toml = crate::pipeline::campaign_toml(
+        "fleet",
+        sink.addr,
+        &["fleet.csv"],
+        "connections = 4\nsource_ips = [{ ip = \"127.0.0.2\" }, { ip = \"127.0.0.3\" }]\n\
+         [lane.per_domain]\ndefault = \"10/s\"\n",
+    );
+    let m = Machine::new(&f, "m1", &redis.url(), &toml);
+    let child = m.send(&[]);
+    // While it sends (60 messages at 10/s per IP: seconds), both IPs' buckets exist in Redis.
+    let mut c = redis.client();
+    let mut seen: std::collections::BTreeSet<String> = Default::default();
+    let t0 = Instant::now();
+    while seen.len() < 2 && t0.elapsed() < Duration::from_secs(60) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("{blast:rate:site:*")
+            .query(&mut c)
+            .unwrap_or_default();
+        seen.extend(keys);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, err) = tokio::task::spawn_blocking(move || finish(child))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    crate::pipeline::assert_exactly_once(&sink, &list);
+    assert_eq!(
+        seen,
+        [
+            "{blast:rate:site:127.0.0.2|one.test}".to_string(),
+            "{blast:rate:site:127.0.0.3|one.test}".to_string()
+        ]
+        .into_iter()
+        .collect(),
+        "one bucket per (IP, site)"
+    );
+    // And each IP held its own 10/s (lower bound on the sink's timestamps: 5% for timers).
+    let mut per_ip: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for r in sink.received() {
+        let ip = r.peer.expect("client address").ip().to_string();
+        per_ip.entry(ip).or_default().push(r.at);
+    }
+    assert_eq!(per_ip.len(), 2, "both IPs sent: {:?}", per_ip.keys());
+    for (ip, mut t) in per_ip {
+        t.sort();
+        let span = t.last().unwrap().duration_since(t[0]);
+        // Less two tokens: a batch and the burst (1) may leave together.
+        let floor = Duration::from_millis(95 * (t.len() as u64 - 1))
+            .saturating_sub(Duration::from_millis(200));
+        assert!(span >= floor, "{ip}: {} messages in {span:?}", t.len());
     }
 }

@@ -73,7 +73,6 @@ struct SiteLeases {
 /// This machine's leases, and the count of machines sending (the rates' share).
 pub struct Leases {
     cluster: Cluster,
-    ip: String,
     cap: usize,
     /// Unique per process: two sends on one machine hold leases of their own.
     me: String,
@@ -92,11 +91,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Leases {
     /// Leases of `cap` connections per (IP, site) through `cluster`.
-    pub fn new(cluster: Cluster, ip: &str, cap: usize) -> Arc<Leases> {
+    pub fn new(cluster: Cluster, cap: usize) -> Arc<Leases> {
         let me = format!("{}:{}", cluster.machine(), std::process::id());
         Arc::new(Leases {
             cluster,
-            ip: ip.to_string(),
             cap,
             me,
             next: AtomicU64::new(0),
@@ -107,8 +105,9 @@ impl Leases {
         })
     }
 
+    /// `site` is the lane's `IP|SITE` (each IP of a pool has its own leases).
     fn key(&self, site: &str) -> String {
-        format!("{{blast:conn:{}|{site}}}", self.ip)
+        format!("{{blast:conn:{site}}}")
     }
 
     /// Whether one more transaction to `site` may open now; `Err`: wait that long (a lease

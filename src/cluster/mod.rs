@@ -205,7 +205,6 @@ pub struct LaneFleet {
     pub leases: Arc<leases::Leases>,
     /// The campaign's global rate, shared by every machine sending it.
     pub global: Option<gcra::Bucket>,
-    ip: String,
     burst: u32,
     default_site: Option<crate::config::Rate>,
     per_domain: std::collections::HashMap<String, crate::config::Rate>,
@@ -213,20 +212,15 @@ pub struct LaneFleet {
 }
 
 impl LaneFleet {
-    /// The fleet side of a lane sending `campaign` from `ip` (its holds' key).
-    pub fn new(
-        cluster: Cluster,
-        campaign: &str,
-        ip: &str,
-        lane: &crate::config::LaneSettings,
-    ) -> LaneFleet {
-        let leases = leases::Leases::new(cluster.clone(), ip, lane.per_domain_connections);
+    /// The fleet side of a lane sending `campaign`; its per-destination limits are keyed by
+    /// each source IP of the lane (the keys its sites give).
+    pub fn new(cluster: Cluster, campaign: &str, lane: &crate::config::LaneSettings) -> LaneFleet {
+        let leases = leases::Leases::new(cluster.clone(), lane.per_domain_connections);
         let rates = gcra::Rates::new(cluster.clone(), leases.machines.clone());
         LaneFleet {
             global: lane
                 .rate
                 .map(|r| gcra::Bucket::global(campaign, r, lane.burst)),
-            ip: ip.to_string(),
             burst: lane.burst,
             default_site: lane.per_domain_default,
             per_domain: lane.per_domain.clone(),
@@ -253,13 +247,19 @@ impl LaneFleet {
         Ok(true)
     }
 
-    /// The shared per-destination rate of `domain` on `site`, as [`crate::lane::throttle`]
-    /// keys it locally: a domain's own rate, else its site's default.
-    pub fn check_domain(&self, domain: &str, site: &str) -> std::result::Result<(), Duration> {
+    /// The shared per-destination rate of `domain` on `site` from source IP `ip` (its holds'
+    /// key: each IP of a pool has buckets of its own), as [`crate::lane::throttle`] keys it
+    /// locally: a domain's own rate, else its site's default.
+    pub fn check_domain(
+        &self,
+        domain: &str,
+        site: &str,
+        ip: &str,
+    ) -> std::result::Result<(), Duration> {
         let bucket = if let Some(r) = self.per_domain.get(domain) {
-            gcra::Bucket::site(domain, &self.ip, *r, self.burst)
+            gcra::Bucket::site(domain, ip, *r, self.burst)
         } else if let Some(r) = self.default_site {
-            gcra::Bucket::site(site, &self.ip, r, self.burst)
+            gcra::Bucket::site(site, ip, r, self.burst)
         } else {
             return Ok(());
         };

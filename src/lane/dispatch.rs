@@ -152,7 +152,7 @@ pub(crate) async fn run(
         let mut site_full = false;
         // The sites found full in this round (by their interned key): the other domains of
         // such a site are passed over without a DNS or site look.
-        let mut full_now: Vec<Arc<str>> = Vec::new();
+        let mut full_now: Vec<(usize, Arc<str>)> = Vec::new();
         let rounds = buf.rr.len();
         let now = Instant::now();
         for _ in 0..rounds {
@@ -161,7 +161,7 @@ pub(crate) async fn run(
             };
             if last
                 .as_ref()
-                .is_some_and(|k| full_now.iter().any(|f| Arc::ptr_eq(f, k)))
+                .is_some_and(|k| full_now.iter().any(|f| f.0 == qk.1 && Arc::ptr_eq(&f.1, k)))
             {
                 buf.rr.push_back((qk, last));
                 continue;
@@ -203,7 +203,7 @@ pub(crate) async fn run(
                 if w == super::sites::Wait::Full {
                     site_full = true;
                     if full_now.len() < 64 {
-                        full_now.push(site.key.clone());
+                        full_now.push((ip, site.key.clone()));
                     }
                 }
                 let w = w.at_most();
@@ -212,7 +212,7 @@ pub(crate) async fn run(
                 continue;
             }
             let shaped = match &ctx.fleet {
-                Some(f) => f.check_domain(domain, &site.key),
+                Some(f) => f.check_domain(domain, &site.key, ctx.sites.ip(ip)),
                 None => throttle.check_domain(domain, ip, &site.key),
             };
             if let Err(w) = shaped {

@@ -112,6 +112,9 @@ impl Ready {
         // Bounded: each pass ends on room or a 50 ms tick (a stop empties the queues).
         loop {
             let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the look, so room made in between is not missed.
+            room.as_mut().enable();
             if self.lock().total < self.cap {
                 break;
             }
@@ -120,8 +123,13 @@ impl Ready {
         let (id, provider) = id_of(&job);
         let mut st = self.lock();
         st.total += 1;
-        let q = st.queues.entry(id.clone()).or_default();
-        q.provider = provider;
+        // The provider is the queue's for its lifetime (a slot is given back to the provider
+        // it was taken from), so it is set when the queue is made: domains of one MX set
+        // could otherwise name different providers.
+        let q = st.queues.entry(id.clone()).or_insert_with(|| Queue {
+            provider,
+            ..Queue::default()
+        });
         q.jobs.push_back(job);
         if !q.listed && q.sessions < self.per_site {
             q.listed = true;
@@ -142,6 +150,8 @@ impl Ready {
         let deadline = tokio::time::Instant::now() + idle;
         loop {
             let work = self.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
             if let Some(t) = self.try_take() {
                 return t;
             }
@@ -158,6 +168,11 @@ impl Ready {
                 continue;
             };
             q.listed = false;
+            let dead = q.jobs.is_empty() && q.sessions == 0;
+            if dead {
+                st.queues.remove(&id);
+                continue;
+            }
             if q.jobs.is_empty() || q.sessions >= self.per_site {
                 continue;
             }
@@ -193,8 +208,13 @@ impl Ready {
         let mut st = self.lock();
         let job = st.queues.get_mut(id)?.jobs.pop_front()?;
         st.total -= 1;
+        let ended = st.closed && st.total == 0;
         drop(st);
         self.room.notify_one();
+        if ended {
+            // The last one: idle workers end now rather than at their idle timeout.
+            self.work.notify_waiters();
+        }
         Some(job)
     }
 
@@ -207,9 +227,18 @@ impl Ready {
             .map(|q| q.jobs.drain(..).collect())
             .unwrap_or_default();
         st.total -= jobs.len();
+        let ended = st.closed && st.total == 0;
         drop(st);
         self.room.notify_waiters();
+        if ended {
+            self.work.notify_waiters();
+        }
         jobs
+    }
+
+    /// Workers serving site `id` now.
+    pub fn sessions(&self, id: &SiteId) -> usize {
+        self.lock().queues.get(id).map_or(0, |q| q.sessions)
     }
 
     /// Whether another site waits for a worker (then a long-served site yields).

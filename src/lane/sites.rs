@@ -116,6 +116,8 @@ pub struct Sites {
     of_domain: Mutex<HashMap<String, (usize, Site)>>,
     /// Site keys, interned.
     keys: Mutex<HashMap<String, Arc<str>>>,
+    /// Lease keys per (IP, site), in a fleet.
+    lease_keys: Mutex<HashMap<(usize, Arc<str>), Arc<str>>>,
     clock: DefaultClock,
     /// Signalled when a transaction ends: a dispatcher waiting on a full site goes at once
     /// instead of polling (a poll of a few ms capped a busy site at its cap per poll).
@@ -183,6 +185,7 @@ impl Sites {
             providers,
             of_domain: Mutex::default(),
             keys: Mutex::default(),
+            lease_keys: Mutex::default(),
             clock: DefaultClock::default(),
             freed: tokio::sync::Notify::new(),
             leases: std::sync::OnceLock::new(),
@@ -192,6 +195,18 @@ impl Sites {
     /// Makes the per-site cap the fleet's: a transaction opens only under a lease.
     pub fn share_caps(&self, leases: Arc<crate::cluster::leases::Leases>) {
         let _ = self.leases.set(leases);
+    }
+
+    /// The fleet's lease key of a site as seen from its IP, `IP|SITE` (interned): receivers
+    /// count connections per (IP, site), so each IP of a pool holds leases of its own.
+    fn lease_key(&self, site: &Site) -> Arc<str> {
+        let mut m = lock(&self.lease_keys);
+        if let Some(k) = m.get(&(site.ip, site.key.clone())) {
+            return k.clone();
+        }
+        let k: Arc<str> = Arc::from(format!("{}|{}", self.ip(site.ip), site.key));
+        m.insert((site.ip, site.key.clone()), k.clone());
+        k
     }
 
     /// The IP key of the holds of pool member `ip`.
@@ -265,7 +280,7 @@ impl Sites {
             return Err(Wait::Full);
         }
         if let Some(l) = self.leases.get() {
-            l.admit(&site.key).map_err(Wait::For)?;
+            l.admit(&self.lease_key(site)).map_err(Wait::For)?;
         }
         if let Some(p) = site.provider {
             let cap = self.shaping.providers[p]
@@ -318,7 +333,7 @@ impl Sites {
             .or_default()
             .inflight += 1;
         if let Some(l) = self.leases.get() {
-            l.start(&site.key);
+            l.start(&self.lease_key(site));
         }
         if let Some(p) = site.provider {
             self.providers[p].inflight.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +357,7 @@ impl Sites {
             }
         }
         if let Some(l) = self.leases.get() {
-            l.finished(&site.key);
+            l.finished(&self.lease_key(site));
         }
         if let Some(p) = site.provider {
             let live = &self.providers[p];

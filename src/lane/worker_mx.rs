@@ -85,8 +85,17 @@ async fn serve(
 ) {
     let s = &ctx.settings;
     let mut served = 0usize;
-    // Yield the worker once a quantum is carried and another site waits.
-    let more = |served: usize| served < Ready::quantum() || !ready.others_waiting();
+    // Take more of the site's recipients only while the lane goes on and the site may be
+    // sent to (a 421 on a sibling session, a rule's hold, a stop or the breaker end it), and
+    // yield the worker once a quantum is carried and another site waits.
+    let site = first.site.clone();
+    let more = |served: usize| {
+        !ctx.shutdown.stopping()
+            && site
+                .as_ref()
+                .is_none_or(|st| ctx.sites.held_back(st).is_none())
+            && (served < Ready::quantum() || !ready.others_waiting())
+    };
     let mut next = Some(first);
     while let Some(job) = next.take() {
         if ctx.shutdown.stopping() {
@@ -129,16 +138,7 @@ async fn serve(
                 None => match ctx.mx_pool.open(mx, &set).await {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        // No host of the site took a session: the same for everything
-                        // waiting for it, which is not tried again one connection each.
-                        let mut all = vec![job];
-                        all.extend(ready.drain(id));
-                        for j in all {
-                            let (class, reply) = unreachable(&j, &set, &e);
-                            mx.account(&j.rec.address, None, &reply);
-                            report(ctx, done, j, Outcome::Failed { class, reply }).await;
-                        }
-                        return;
+                        return connect_failed(ctx, mx, ready, done, id, job, &set, e).await;
                     }
                 },
             };
@@ -196,6 +196,44 @@ async fn serve(
             }
         }
         next = carry.or_else(|| more(served).then(|| ready.next(id)).flatten());
+    }
+}
+
+/// No host of site `id` took a session for `job`. A 421 greeting backs the site off once and
+/// sends what waits for it back unsent (no attempt spent). Any other failure is the same for
+/// everything waiting, which is then not tried one connection each — unless another worker
+/// holds a session to the site, which shows the host takes connections.
+#[allow(clippy::too_many_arguments)]
+async fn connect_failed(
+    ctx: &Arc<LaneCtx>,
+    mx: &Mx,
+    ready: &Ready,
+    done: &mpsc::Sender<Done>,
+    id: &SiteId,
+    job: Job,
+    set: &MxSet,
+    e: SmtpError,
+) {
+    let (class, reply) = unreachable(&job, set, &e);
+    mx.account(&job.rec.address, None, &reply);
+    if class == Class::Throttling {
+        ctx.sites
+            .throttled(id.0, job.site_key(), ctx.settings.backoff);
+        let why = format!("{} backing off: {reply}", id.1);
+        report(ctx, done, job, Outcome::Postponed(reply)).await;
+        for j in ready.drain(id) {
+            report(ctx, done, j, Outcome::Postponed(why.clone())).await;
+        }
+        return;
+    }
+    report(ctx, done, job, Outcome::Failed { class, reply }).await;
+    if ready.sessions(id) > 1 {
+        return;
+    }
+    for j in ready.drain(id) {
+        let (class, reply) = unreachable(&j, set, &e);
+        mx.account(&j.rec.address, None, &reply);
+        report(ctx, done, j, Outcome::Failed { class, reply }).await;
     }
 }
 
