@@ -117,7 +117,7 @@ pub struct Sites {
     /// Site keys, interned.
     keys: Mutex<HashMap<String, Arc<str>>>,
     /// Lease keys per (IP, site), in a fleet.
-    lease_keys: Mutex<HashMap<(usize, Arc<str>), Arc<str>>>,
+    lease_keys: Mutex<HashMap<PairKey, Arc<str>>>,
     clock: DefaultClock,
     /// Signalled when a transaction ends: a dispatcher waiting on a full site goes at once
     /// instead of polling (a poll of a few ms capped a busy site at its cap per poll).
@@ -125,6 +125,9 @@ pub struct Sites {
     /// In a fleet (`[cluster]`): the per-site cap is the fleet's, held as leases in Redis.
     leases: std::sync::OnceLock<Arc<crate::cluster::leases::Leases>>,
 }
+
+/// A (pool IP index, site key) pair.
+type PairKey = (usize, Arc<str>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
