@@ -195,8 +195,17 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             config,
             action,
         } => {
+            // In a fleet, the change reaches Redis now, not with the next serve or send.
+            let fleet = match (&campaign, &config) {
+                (None, Some(c)) => blast::serve::config::load(c)?.cluster,
+                _ => None,
+            };
             let dir = global_state_dir(campaign, config, "list")?;
-            commands::suppress::run(&dir, action)
+            let code = commands::suppress::run(&dir, action)?;
+            if let Some(cs) = fleet {
+                commands::suppress::sync_fleet(&cs, &dir).await;
+            }
+            Ok(code)
         }
         Command::Holds {
             campaign,

@@ -166,7 +166,8 @@ impl Machine {
             .unwrap()
     }
 
-    fn suppress(&self, args: &[&str]) {
+    /// `blast suppress --config … ARGS`; its stderr.
+    fn suppress(&self, args: &[&str]) -> String {
         let out = Command::new(BIN)
             .arg("suppress")
             .arg("--config")
@@ -174,11 +175,9 @@ impl Machine {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
     }
 
     fn list(&self) -> Vec<String> {
@@ -333,9 +332,10 @@ async fn an_address_suppressed_on_one_machine_is_skipped_by_the_other() {
         .iter()
         .all(|r| r.rcpt_to.iter().all(|t| !t.starts_with("gone"))));
 
-    // A removal syncs too: m2 lifts one, m1 hears of it.
-    b.suppress(&["remove", &bad[0]]);
-    round(&redis, &b).await;
+    // A removal syncs too: m2 lifts one (`blast suppress --config` publishes it at once, no
+    // serve or send running on m2), m1 hears of it with its next round.
+    let said = b.suppress(&["remove", &bad[0]]);
+    assert!(said.contains("fleet: synced with"), "{said}");
     round(&redis, &a).await;
     assert!(!a.list().contains(&bad[0]), "the removal reached m1");
     assert!(a.list().contains(&bad[1]));
@@ -549,4 +549,27 @@ async fn each_ip_of_a_pool_takes_the_fleet_rates_under_its_own_keys() {
             .saturating_sub(Duration::from_millis(200));
         assert!(span >= floor, "{ip}: {} messages in {span:?}", t.len());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_made_while_redis_is_away_is_kept_and_said_so() {
+    let mut redis = Redis::start(&[]);
+    let f = Fixture::new();
+    let toml =
+        crate::pipeline::campaign_toml("fleet", "127.0.0.1:9".parse().unwrap(), &["fleet.csv"], "");
+    let m = Machine::new(&f, "m1", &redis.url(), &toml);
+    let said = m.suppress(&["add", "first@elsewhere.example", "--reason", "manual"]);
+    assert!(said.contains("fleet: synced with"), "{said}");
+    redis.stop();
+    let said = m.suppress(&["add", "gone@elsewhere.example", "--reason", "manual"]);
+    assert!(said.contains("did not answer"), "{said}");
+    assert!(said.contains("next sync"), "{said}");
+    assert!(m.list().contains(&"gone@elsewhere.example".to_string()));
+    // Back (empty): the next sync of this machine carries it to the fleet.
+    redis.restart();
+    round(&redis, &m).await;
+    assert!(
+        stream_keys(&redis).contains(&"gone@elsewhere.example".to_string()),
+        "the change made while Redis was away reached the stream"
+    );
 }

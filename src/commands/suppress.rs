@@ -59,6 +59,36 @@ pub fn normalise(raw: &str) -> std::result::Result<String, String> {
         .map_err(|r| format!("{raw:?}: {r}"))
 }
 
+/// One sync with the fleet's Redis (`[cluster]` of blast.toml) right after an edit, so what
+/// was added or removed reaches the other machines now. Bounded (5 s); when Redis does not
+/// answer, the change stays in this machine's outbox and goes with its next sync (`blast
+/// serve`, or a `blast send --config`), which is said.
+pub async fn sync_fleet(cs: &crate::cluster::ClusterSettings, state_dir: &Path) {
+    let round = async {
+        let cluster = crate::cluster::Cluster::new(cs).map_err(|e| e.to_string())?;
+        let global = Global::shared(state_dir);
+        crate::cluster::suppression_sync::SuppressionSync::new(cluster, global)
+            .round()
+            .await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), round).await {
+        Ok(Ok(r)) => eprintln!(
+            "fleet: synced with {} ({} change(s) published, {} applied)",
+            cs.redis, r.published, r.applied
+        ),
+        Ok(Err(e)) => eprintln!(
+            "fleet: Redis ({}) did not answer ({e}); the change is kept here and reaches the \
+             fleet with this machine's next sync (blast serve, or blast send --config)",
+            cs.redis
+        ),
+        Err(_) => eprintln!(
+            "fleet: Redis ({}) did not answer within 5 s; the change is kept here and reaches \
+             the fleet with this machine's next sync (blast serve, or blast send --config)",
+            cs.redis
+        ),
+    }
+}
+
 /// Runs `blast suppress …`.
 pub fn run(state_dir: &Path, action: SuppressAction) -> Result<i32> {
     match action {
