@@ -30,7 +30,7 @@ pub(crate) const DEPTH: usize = 32;
 pub(crate) const QUEUED_PER_WORKER: usize = 256;
 
 /// Recipients a session takes from one site before it lets a waiting site have the worker.
-const QUANTUM: usize = 128;
+pub(crate) const QUANTUM: usize = 128;
 
 #[derive(Default)]
 struct Queue {
@@ -281,36 +281,18 @@ impl Ready {
             self.work.notify_one();
         }
     }
-
-    /// How many recipients a session may take from one site before yielding.
-    pub fn quantum() -> usize {
-        QUANTUM
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lane::sites::Site;
-    use crate::store::record::{Record, State};
+    use crate::store::record::Record;
 
     fn job(addr: &str, site: &str, provider: Option<usize>) -> Job {
         Job {
             key: addr.into(),
-            rec: Record {
-                state: State::Pending,
-                attempts: 0,
-                file_idx: 0,
-                line: 1,
-                import_gen: 1,
-                first_attempt_ms: 0,
-                retry_at_ms: 0,
-                updated_ms: 0,
-                address: addr.into(),
-                last_reply: String::new(),
-                class: None,
-                values: Vec::new(),
-            },
+            rec: Record::pending(addr),
             requeues: 0,
             claim: 1,
             claim_ms: 1,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::ready::{Ready, SiteId, Take};
+use super::ready::{Ready, SiteId, Take, QUANTUM};
 use super::worker::{outcome, report, submit, IDLE};
 use super::{Done, Job, LaneCtx, Outcome};
 use crate::classify::Class;
@@ -28,8 +28,8 @@ fn fits(s: &Session<Job>, set: &MxSet) -> bool {
     s.peer().is_some_and(|p| set.contains(&p.host))
 }
 
-/// A worker's session and the messages it may carry (the lane's limit, or its site's
-/// provider's).
+/// A worker's session while it serves one site, and the messages it may carry (the lane's
+/// limit, or its site's provider's).
 struct Conn {
     session: Option<Session<Job>>,
     mpc: u32,
@@ -38,15 +38,10 @@ struct Conn {
 /// Runs one worker until the ready queues close and are empty.
 pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender<Done>) {
     let mx = ctx.connector.mx().expect("an mx lane").clone();
-    let mut conn = Conn {
-        session: None,
-        mpc: ctx.settings.max_messages_per_connection,
-    };
     loop {
         match ready.take(IDLE).await {
             Take::Closed => break,
             Take::Idle => {
-                park(&ctx, &mut conn).await;
                 close_all(ctx.mx_pool.expired(POOL_IDLE)).await;
                 // Quiet now: what was buffered reaches the file.
                 if let Some(a) = &mx.accounting {
@@ -54,6 +49,10 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender
                 }
             }
             Take::Site(id, job) => {
+                let mut conn = Conn {
+                    session: None,
+                    mpc: ctx.settings.max_messages_per_connection,
+                };
                 serve(&ctx, &mx, &ready, &done, &id, *job, &mut conn).await;
                 // Parked before the site is free again: the next worker to serve it takes
                 // this session rather than opening one more (receivers count the idle ones
@@ -62,9 +61,6 @@ pub(crate) async fn run(ctx: Arc<LaneCtx>, ready: Arc<Ready>, done: mpsc::Sender
                 ready.leave(&id);
             }
         }
-    }
-    if let Some(c) = conn.session.take() {
-        c.close().await;
     }
     close_all(ctx.mx_pool.expired(Duration::ZERO)).await;
     if let Some(a) = &mx.accounting {
@@ -94,7 +90,7 @@ async fn serve(
             && site
                 .as_ref()
                 .is_none_or(|st| ctx.sites.held_back(st).is_none())
-            && (served < Ready::quantum() || !ready.others_waiting())
+            && (served < QUANTUM || !ready.others_waiting())
     };
     let mut next = Some(first);
     while let Some(job) = next.take() {
