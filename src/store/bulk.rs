@@ -147,22 +147,12 @@ impl<'scope> BulkWriter<'scope> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::State;
 
     fn rec(key: &str) -> Record {
         Record {
-            state: State::Pending,
-            attempts: 0,
-            file_idx: 0,
-            line: 1,
-            import_gen: 1,
-            first_attempt_ms: 0,
-            retry_at_ms: 0,
             updated_ms: 1,
-            address: key.into(),
-            last_reply: String::new(),
-            class: None,
             values: vec![key.into()],
+            ..Record::pending(key)
         }
     }
 

@@ -396,20 +396,7 @@ mod tests {
         use crate::store::record::{Record, State};
         let dir = tempfile::tempdir().unwrap();
         let wait = Duration::from_secs(10);
-        let rec = |a: &str| Record {
-            state: State::Pending,
-            attempts: 0,
-            file_idx: 0,
-            line: 1,
-            import_gen: 1,
-            first_attempt_ms: 0,
-            retry_at_ms: 0,
-            updated_ms: 0,
-            address: a.into(),
-            last_reply: String::new(),
-            class: None,
-            values: vec![],
-        };
+        let rec = Record::pending;
         let first;
         {
             let st = CampaignStore::open(dir.path(), wait).unwrap();

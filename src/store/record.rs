@@ -127,6 +127,26 @@ fn class_of(code: u8) -> Option<Option<Class>> {
 }
 
 impl Record {
+    /// A pending record of `address` (line 1 of file 0, first import): the tests' starting
+    /// point.
+    #[cfg(test)]
+    pub(crate) fn pending(address: &str) -> Record {
+        Record {
+            state: State::Pending,
+            attempts: 0,
+            file_idx: 0,
+            line: 1,
+            import_gen: 1,
+            first_attempt_ms: 0,
+            retry_at_ms: 0,
+            updated_ms: 0,
+            address: address.into(),
+            last_reply: String::new(),
+            class: None,
+            values: Vec::new(),
+        }
+    }
+
     /// Recipient domain (lower-case A-label).
     pub fn domain(&self) -> &str {
         self.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
