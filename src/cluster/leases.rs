@@ -85,6 +85,14 @@ pub struct Leases {
     renewing: std::sync::atomic::AtomicBool,
 }
 
+/// The scripts, hashed once (`EVALSHA` names them by their SHA-1).
+static ACQUIRE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ACQUIRE));
+static RENEW_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RENEW));
+static HEARTBEAT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(HEARTBEAT));
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -157,7 +165,7 @@ impl Leases {
         let r: Result<i64, String> = self
             .cluster
             .call(|mut c| async move {
-                redis::Script::new(ACQUIRE)
+                ACQUIRE_SCRIPT
                     .key(key)
                     .arg(m2)
                     .arg(cap)
@@ -211,7 +219,7 @@ impl Leases {
         if let Ok(n) = self
             .cluster
             .call(|mut c| async move {
-                redis::Script::new(HEARTBEAT)
+                HEARTBEAT_SCRIPT
                     .key("{blast:fleet}:machines")
                     .arg(member)
                     .arg(ttl)
@@ -257,7 +265,7 @@ impl Leases {
             let r: Result<usize, String> = self
                 .cluster
                 .call(|mut c| async move {
-                    redis::Script::new(RENEW)
+                    RENEW_SCRIPT
                         .key(key)
                         .arg(ttl)
                         .arg(keep)
