@@ -22,8 +22,8 @@ RATE=${RATE:-100000/s}
 SITE_RATE=${SITE_RATE:-5000/s}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-log() { printf '%s\n' "$*" >&2; }
-die() { log "cluster: $*"; exit 1; }
+BENCH=cluster
+source "$ROOT/benches/common/lib.sh"
 
 SINK=/usr/sbin/smtp-sink
 [[ -x $SINK ]] || die "smtp-sink missing: run benches/e2e.sh once (it installs postfix's tools) or apt-get install postfix"
@@ -40,18 +40,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { local p; for _ in $(seq 20); do p=$(( 20000 + RANDOM % 40000 )); port_free "$p" && { echo "$p"; return; }; done; die "no free port"; }
-sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -Eo 'mesg=[0-9]+' | tail -n1 | cut -d= -f2 || true; }
 start_sink() {
     PORT=$(free_port)
     : > "$WORK/sink.out"
     timeout 7200 "$SINK" -c -u nobody "127.0.0.1:$PORT" 1000 > "$WORK/sink.out" 2> "$WORK/sink.err" &
     SINK_PID=$!
-    for _ in $(seq 50); do port_free "$PORT" || return 0; sleep 0.1; done
+    wait_listening "$SINK_PID" "$PORT" && return 0
     die "smtp-sink did not start: $(cat "$WORK/sink.err")"
 }
-now() { date +%s.%N; }
 
 if [[ -n ${BLAST:-} ]]; then
     BLAST=$(realpath "$BLAST")
@@ -111,7 +108,6 @@ EOF
     rate=$(awk -v n="$N" -v t="$secs" 'BEGIN { printf "%.0f", n / t }')
     log "cluster: $cfg: $N in ${secs}s = $rate msg/s"
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 : > "$WORK/local.rates"; : > "$WORK/cluster.rates"
 for _ in $(seq "$ROUNDS"); do

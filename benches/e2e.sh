@@ -30,8 +30,8 @@ SINK_BACKLOG=${SINK_BACKLOG:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "e2e: $*"; exit 1; }
+BENCH=e2e
+source "$ROOT/benches/common/lib.sh"
 
 # ---------------------------------------------------------------- Postfix tools
 SINK=/usr/sbin/smtp-sink
@@ -73,9 +73,7 @@ trap 'exit 130' INT TERM
 
 # smtp-sink -c writes a running "sess=N quit=N mesg=N" line to stdout (\r between updates);
 # the last mesg= is the number of messages the sink accepted since it started.
-sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -Eo 'mesg=[0-9]+' | tail -n1 | cut -d= -f2 || true; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Starts a fresh sink (fresh counter) on a free loopback port; sets PORT and SINK_PID.
 start_sink() {
@@ -87,19 +85,12 @@ start_sink() {
         # The sink runs as `nobody` after binding; it exits by itself after 2 h at most.
         timeout 7200 "$SINK" -c -u nobody "127.0.0.1:$PORT" "$SINK_BACKLOG" > "$WORK/sink.out" 2> "$WORK/sink.err" &
         SINK_PID=$!
-        local i
-        for i in $(seq 50); do
-            if ! kill -0 "$SINK_PID" 2>/dev/null; then break; fi
-            if ! port_free "$PORT"; then return 0; fi
-            sleep 0.1
-        done
+        wait_listening "$SINK_PID" "$PORT" && return 0
         stop_sink
     done
     die "could not start smtp-sink: $(cat "$WORK/sink.err" 2>/dev/null)"
 }
 
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 
 # ---------------------------------------------------------------- build (not timed)
 if [[ -n ${BLAST:-} ]]; then
@@ -236,7 +227,6 @@ run_blast() {
     log "e2e: $bin: ${blast_rate} msg/s"
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 if [[ -n ${BASELINE:-} ]]; then
     # A/B against another build, alternating A B A B … so machine drift hits both alike.

@@ -25,8 +25,8 @@ ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "mx-bench: $*"; exit 1; }
+BENCH=mx-bench
+source "$ROOT/benches/common/lib.sh"
 
 SINK=/usr/sbin/smtp-sink
 DNSMASQ=/usr/sbin/dnsmasq
@@ -63,23 +63,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -Eo 'mesg=[0-9]+' | tail -n1 | cut -d= -f2 || true; }
 
 # A fresh smtp-sink (fresh counter) on a free loopback port; sets PORT and SINK_PID.
 start_sink() {
-    local tries i
+    local tries
     for tries in $(seq 10); do
         PORT=$(( 20000 + RANDOM % 40000 ))
         port_free "$PORT" || continue
         : > "$WORK/sink.out"
         timeout 7200 "$SINK" -c -u nobody "127.0.0.1:$PORT" 1000 > "$WORK/sink.out" 2> "$WORK/sink.err" &
         SINK_PID=$!
-        for i in $(seq 50); do
-            kill -0 "$SINK_PID" 2>/dev/null || break
-            port_free "$PORT" || return 0
-            sleep 0.1
-        done
+        wait_listening "$SINK_PID" "$PORT" && return 0
         stop_sink
     done
     die "could not start smtp-sink: $(cat "$WORK/sink.err" 2>/dev/null)"
@@ -105,19 +99,12 @@ start_dns() {
             --listen-address=127.0.0.1 --bind-interfaces --local=/test/ --port="$DNS_PORT" \
             "${args[@]}" > "$WORK/dns.log" 2>&1 &
         DNS_PID=$!
-        for i in $(seq 50); do
-            kill -0 "$DNS_PID" 2>/dev/null || break
-            port_free "$DNS_PORT" || return 0
-            sleep 0.1
-        done
+        wait_listening "$DNS_PID" "$DNS_PORT" && return 0
         kill "$DNS_PID" 2>/dev/null || true; wait "$DNS_PID" 2>/dev/null || true; DNS_PID=""
     done
     die "could not start dnsmasq: $(cat "$WORK/dns.log")"
 }
 
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 if [[ -n ${BLAST:-} ]]; then
     BLAST=$(realpath "$BLAST")

@@ -22,8 +22,8 @@ ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "pool-bench: $*"; exit 1; }
+BENCH=pool-bench
+source "$ROOT/benches/common/lib.sh"
 
 SINK=/usr/sbin/smtp-sink
 [[ -x $SINK ]] || die "missing $SINK: apt-get install postfix (as root)"
@@ -43,31 +43,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 count_of() { tr '\r' '\n' < "$1" | grep -Eo 'mesg=[0-9]+' | tail -n1 | cut -d= -f2 || echo 0; }
 
 # Starts smtp-sink number $1 on a free loopback port (appends to PORTS and PIDS).
 start_sink() {
-    local k=$1 tries i port pid
+    local k=$1 tries port pid
     for tries in $(seq 10); do
         port=$(( 20000 + RANDOM % 40000 ))
         port_free "$port" || continue
         : > "$WORK/sink$k.out"
         timeout 7200 "$SINK" -c -u nobody "127.0.0.1:$port" 1000 > "$WORK/sink$k.out" 2> "$WORK/sink$k.err" &
         pid=$!
-        for i in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            if ! port_free "$port"; then PORTS+=("$port"); PIDS+=("$pid"); return 0; fi
-            sleep 0.1
-        done
+        if wait_listening "$pid" "$port"; then PORTS+=("$port"); PIDS+=("$pid"); return 0; fi
         kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     done
     die "could not start smtp-sink: $(cat "$WORK/sink$k.err" 2>/dev/null)"
 }
 
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 if [[ -n ${BLAST:-} ]]; then
     BLAST=$(realpath "$BLAST")

@@ -18,8 +18,8 @@ N=${N:-50000}
 ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SINK=/usr/sbin/smtp-sink
-log() { printf '%s\n' "$*" >&2; }
-die() { log "warmup bench: $*"; exit 1; }
+BENCH="warmup bench"
+source "$ROOT/benches/common/lib.sh"
 [[ -x $SINK ]] || die "$SINK missing: apt-get install postfix (benches/e2e.sh can install it)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/blast-warmup.XXXXXX")
@@ -27,18 +27,13 @@ SINK_PID=""
 stop_sink() { [[ -n $SINK_PID ]] && { kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=""; }; }
 trap 'stop_sink; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_sink() {
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         PORT=$(( 20000 + RANDOM % 40000 ))
         port_free "$PORT" || continue
         timeout 3600 "$SINK" -u nobody "127.0.0.1:$PORT" 1000 > /dev/null 2>&1 &
         SINK_PID=$!
-        for _ in $(seq 50); do
-            kill -0 "$SINK_PID" 2>/dev/null || break
-            port_free "$PORT" || return 0
-            sleep 0.1
-        done
+        wait_listening "$SINK_PID" "$PORT" && return 0
         stop_sink
     done
     die "could not start smtp-sink"
